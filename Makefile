@@ -1,0 +1,34 @@
+# speechbrain-wsm: the two Quickstart commands live here.
+#   make bench   the layer benchmark (the project's main job until the demo lands)
+#   make test    installs what the tests need, then lint + the whole test suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install system-deps test lint bench format
+
+$(STAMP): setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade -q pip
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+system-deps:
+	bash scripts/install_system_deps.sh
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+test: $(STAMP) system-deps lint
+	$(PY) -m pytest -n 2 --durations=15
+
+bench: $(STAMP)
+	$(PY) -m speechbrain_wsm.bench.layers

@@ -1,0 +1,47 @@
+"""Install speechbrain-wsm: SummaryMixing / Windowed SummaryMixing recipes for SpeechBrain."""
+
+from setuptools import find_packages, setup
+
+# A tested set: the torchaudio 2.11 wheel is built against torch 2.11.0 and fails
+# to import with any other torch, so the two move together.
+RUNTIME = [
+    "torch==2.11.0",
+    "torchaudio==2.11.0",
+    "speechbrain==1.1.2",
+    "hyperpyyaml>=1.2.2",
+    "sentencepiece>=0.2.0",
+    "jiwer>=3.0",
+    "soundfile>=0.12",
+    "numpy>=1.24",
+    "tqdm>=4.60",
+]
+
+DEV = [
+    "pytest>=8",
+    "pytest-xdist>=3.5",
+    "ruff==0.17.6",
+    "matplotlib>=3.7",
+    "transformers>=4.40",
+]
+
+setup(
+    name="speechbrain-wsm",
+    version="0.1.0",
+    description=(
+        "Linear-complexity SummaryMixing and Windowed SummaryMixing encoders "
+        "for self-supervised speech models, as SpeechBrain recipes"
+    ),
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10,<3.13",
+    packages=find_packages(include=["speechbrain_wsm", "speechbrain_wsm.*"]),
+    install_requires=RUNTIME,
+    extras_require={"dev": DEV, "plots": ["matplotlib>=3.7"]},
+    license="Apache-2.0",
+    classifiers=[
+        "Programming Language :: Python :: 3.10",
+        "Programming Language :: Python :: 3.11",
+        "Programming Language :: Python :: 3.12",
+        "Topic :: Multimedia :: Sound/Audio :: Speech",
+    ],
+)

@@ -1,0 +1,141 @@
+"""Self-attention token mixers with the package's mixer interface.
+
+* :class:`MHSA` wraps SpeechBrain's ``MultiheadAttention`` (the ``mhsa`` mixer
+  of the encoders, what SpeechBrain recipes call ``regularMHA``);
+* :class:`SDPAttention` calls ``torch.nn.functional.scaled_dot_product_attention``
+  directly, which picks flash / memory-efficient kernels on GPU (``sdpa``).
+
+Both take ``forward(x, src_key_padding_mask=None)`` with ``x`` ``[batch, frame,
+feature]`` and a bool mask ``[batch, frame]``, True = padding. A row that is all
+padding attends to every frame instead of none, so its (meaningless) output
+stays finite rather than NaN; valid rows are unaffected.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from speechbrain.nnet.attention import MultiheadAttention
+from torch import nn
+
+from speechbrain_wsm.nnet.summary_mixing import _valid_frames
+
+__all__ = ["MHSA", "SDPAttention"]
+
+
+def _safe_padding(mask):
+    """Drop the padding mask of rows that are entirely padding (no 0/0 softmax)."""
+    if mask is None:
+        return None
+    return mask & ~mask.all(dim=1, keepdim=True)
+
+
+def _causal_mask(T: int, device) -> torch.Tensor:
+    """``[T, T]`` bool, True where a query may NOT look (the future)."""
+    return torch.ones(T, T, dtype=torch.bool, device=device).triu(1)
+
+
+class MHSA(nn.Module):
+    """Multi-head self-attention from SpeechBrain, behind the mixer interface.
+
+    Arguments
+    ---------
+    d_model : int
+        Feature size.
+    nhead : int
+        Attention heads.
+    dropout : float
+        Dropout on the attention weights.
+    causal : bool
+        Frames attend only to themselves and the past.
+
+    Example
+    -------
+    >>> att = MHSA(16, nhead=4)
+    >>> att(torch.randn(2, 7, 16)).shape
+    torch.Size([2, 7, 16])
+    """
+
+    def __init__(
+        self, d_model: int, nhead: int = 1, dropout: float = 0.0, causal=False
+    ):
+        super().__init__()
+        self.causal = causal
+        self.attention = MultiheadAttention(
+            nhead=nhead, d_model=d_model, dropout=dropout
+        )
+
+    def forward(self, x: torch.Tensor, src_key_padding_mask=None) -> torch.Tensor:
+        _valid_frames(x, src_key_padding_mask)
+        attn_mask = _causal_mask(x.shape[1], x.device) if self.causal else None
+        out = self.attention(
+            x,
+            x,
+            x,
+            attn_mask=attn_mask,
+            key_padding_mask=_safe_padding(src_key_padding_mask),
+            return_attn_weights=False,
+        )
+        return out[0] if isinstance(out, tuple) else out
+
+
+class SDPAttention(nn.Module):
+    """Multi-head self-attention through ``scaled_dot_product_attention``.
+
+    Without a padding mask the fused kernels run (flash attention on a recent
+    GPU); with one, the mask is passed as a boolean ``attn_mask``.
+
+    Arguments
+    ---------
+    d_model : int
+        Feature size, divisible by ``nhead``.
+    nhead : int
+        Attention heads.
+    dropout : float
+        Dropout on the attention weights (training only).
+    causal : bool
+        Frames attend only to themselves and the past.
+
+    Example
+    -------
+    >>> att = SDPAttention(16, nhead=4, causal=True)
+    >>> x = torch.randn(1, 6, 16)
+    >>> y = att(x)
+    >>> torch.allclose(y[:, :3], att(x[:, :3]), atol=1e-6)
+    True
+    """
+
+    def __init__(
+        self, d_model: int, nhead: int = 1, dropout: float = 0.0, causal=False
+    ):
+        super().__init__()
+        if d_model % nhead:
+            raise ValueError(f"d_model={d_model} must be divisible by nhead={nhead}")
+        self.nhead, self.dropout, self.causal = nhead, dropout, causal
+        self.in_proj = nn.Linear(d_model, 3 * d_model)
+        self.out_proj = nn.Linear(d_model, d_model)
+
+    def forward(self, x: torch.Tensor, src_key_padding_mask=None) -> torch.Tensor:
+        _valid_frames(x, src_key_padding_mask)
+        B, T, D = x.shape
+        q, k, v = (
+            self.in_proj(x)
+            .view(B, T, 3, self.nhead, D // self.nhead)
+            .permute(2, 0, 3, 1, 4)
+        )
+        mask = _safe_padding(src_key_padding_mask)
+        attn_mask, is_causal = None, self.causal
+        if mask is not None:
+            attn_mask = ~mask[:, None, None, :]  # True = may attend
+            if self.causal:
+                attn_mask = attn_mask & ~_causal_mask(T, x.device)
+                is_causal = False
+        y = F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=attn_mask,
+            dropout_p=self.dropout if self.training else 0.0,
+            is_causal=is_causal,
+        )
+        return self.out_proj(y.transpose(1, 2).reshape(B, T, D))

@@ -1,0 +1,500 @@
+"""SummaryMixing (SM) and Windowed SummaryMixing (WSM) token mixers.
+
+Both replace self-attention in an encoder block by averages, so their cost is
+linear in the number of frames T:
+
+* **SM** (Parcollet et al., 2023/2024): a local branch ``f(x_t)``, a summary
+  branch ``s(x_t)`` averaged over the valid frames of the utterance, and a
+  combiner ``c([f(x_t); mean_t s(x_t)])``.
+* **WSM** (Menon et al., 2026): SM plus a local summary, the mean of ``s`` over a
+  window of frames around ``t``, fed to the combiner as a third input. In causal
+  mode the window ends at ``t`` and the global summary becomes a running mean,
+  so output ``t`` depends on frames ``<= t`` only and the layer can stream.
+
+Conventions shared by every mixer of this package:
+
+* ``forward(x, src_key_padding_mask=None)`` with ``x`` of shape
+  ``[batch, frame, feature]`` and a boolean mask ``[batch, frame]`` where
+  ``True`` marks padding (the PyTorch / SpeechBrain convention);
+* padded frames never change the output of a valid frame: every mean divides by
+  the number of *valid* frames it covers, and padded values are removed with
+  ``masked_fill`` (never multiplied by zero, so a NaN in padding cannot leak);
+* sums are accumulated in float32 whatever the input precision, and an empty
+  average (an all-padding row, a window of padding) divides by one, not zero;
+* window sums come from prefix sums, so time and memory are ``O(T * D)``: no
+  ``T x T`` or ``T x window`` tensor is ever built.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["GroupedLinear", "SummaryMixing", "WindowedSummaryMixing"]
+
+_ACTIVATIONS = {
+    "gelu": nn.GELU,
+    "swish": nn.SiLU,
+    "silu": nn.SiLU,
+    "relu": nn.ReLU,
+    "identity": nn.Identity,
+}
+MODES = ("full", "lite", "fast")
+
+
+def activation_class(activation) -> type:
+    """The activation module class for a name or a class (SpeechBrain blocks want one).
+
+    Example
+    -------
+    >>> activation_class("gelu")
+    <class 'torch.nn.modules.activation.GELU'>
+    """
+    if isinstance(activation, str):
+        try:
+            return _ACTIVATIONS[activation.lower()]
+        except KeyError:
+            raise ValueError(
+                f"unknown activation {activation!r}; choose from {sorted(_ACTIVATIONS)}"
+            ) from None
+    if isinstance(activation, type) and issubclass(activation, nn.Module):
+        return activation
+    raise ValueError(f"cannot build an activation from {activation!r}")
+
+
+def make_activation(activation) -> nn.Module:
+    """Build an activation module from a name, a module class or an instance.
+
+    Arguments
+    ---------
+    activation : str, type or torch.nn.Module
+        One of ``gelu``, ``swish``/``silu``, ``relu``, ``identity``; or a module
+        class such as ``torch.nn.GELU`` (what ``!name:torch.nn.GELU`` gives in
+        YAML); or a module instance.
+
+    Returns
+    -------
+    torch.nn.Module
+
+    Example
+    -------
+    >>> make_activation("swish")
+    SiLU()
+    """
+    if isinstance(activation, nn.Module):
+        return activation
+    return activation_class(activation)()
+
+
+class GroupedLinear(nn.Module):
+    """Block-diagonal linear layer: ``groups`` independent projections of slices.
+
+    The input features are cut into ``groups`` equal slices and slice ``g`` is
+    projected by its own ``[in/groups, out/groups]`` weight; the outputs are
+    concatenated. This is what "heads" mean in SummaryMixing: no attention, just
+    grouped projections. ``groups=1`` is an ordinary ``nn.Linear``.
+
+    Arguments
+    ---------
+    in_features : int
+        Input size, divisible by ``groups``.
+    out_features : int
+        Output size, divisible by ``groups``.
+    groups : int
+        Number of independent slices.
+    bias : bool
+        Whether to add a bias.
+
+    Example
+    -------
+    >>> layer = GroupedLinear(8, 6, groups=2)
+    >>> layer(torch.randn(3, 5, 8)).shape
+    torch.Size([3, 5, 6])
+    """
+
+    def __init__(self, in_features: int, out_features: int, groups: int = 1, bias=True):
+        super().__init__()
+        if groups < 1 or in_features % groups or out_features % groups:
+            raise ValueError(
+                f"GroupedLinear: in_features={in_features} and out_features="
+                f"{out_features} must both be divisible by groups={groups}"
+            )
+        self.in_features, self.out_features, self.groups = (
+            in_features,
+            out_features,
+            groups,
+        )
+        fan_in = in_features // groups
+        bound = 1.0 / math.sqrt(fan_in)
+        if groups == 1:
+            shape = (out_features, in_features)
+        else:
+            shape = (groups, fan_in, out_features // groups)
+        self.weight = nn.Parameter(torch.empty(shape).uniform_(-bound, bound))
+        self.bias = (
+            nn.Parameter(torch.empty(out_features).uniform_(-bound, bound))
+            if bias
+            else None
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Project ``x`` ``[..., in_features]`` to ``[..., out_features]``."""
+        if self.groups == 1:
+            return F.linear(x, self.weight, self.bias)
+        lead = x.shape[:-1]
+        x = x.reshape(-1, self.groups, self.in_features // self.groups)
+        # [N, g, i] -> [g, N, i] @ [g, i, o] -> [g, N, o] -> [N, g*o]
+        y = torch.bmm(x.transpose(0, 1), self.weight).transpose(0, 1)
+        y = y.reshape(*lead, self.out_features)
+        return y if self.bias is None else y + self.bias
+
+    def extra_repr(self) -> str:
+        return f"{self.in_features}, {self.out_features}, groups={self.groups}"
+
+
+def _mlp(in_dim: int, dims, groups: int, activation) -> nn.Sequential:
+    """Grouped linear layers of sizes ``dims``, each followed by the activation."""
+    layers = []
+    for dim in dims:
+        layers += [GroupedLinear(in_dim, dim, groups), make_activation(activation)]
+        in_dim = dim
+    return nn.Sequential(*layers)
+
+
+def _valid_frames(x: torch.Tensor, src_key_padding_mask) -> torch.Tensor | None:
+    """Check shapes and turn a padding mask (True = pad) into a validity mask."""
+    if x.dim() != 3:
+        raise ValueError(
+            f"expected x of shape [batch, frame, feature], got {tuple(x.shape)}"
+        )
+    if src_key_padding_mask is None:
+        return None
+    if src_key_padding_mask.shape != x.shape[:2]:
+        raise ValueError(
+            f"src_key_padding_mask must be [batch, frame] = {tuple(x.shape[:2])}, "
+            f"got {tuple(src_key_padding_mask.shape)}"
+        )
+    if src_key_padding_mask.dtype != torch.bool:
+        raise ValueError(
+            "src_key_padding_mask must be a bool tensor with True = padding, "
+            f"got dtype {src_key_padding_mask.dtype}"
+        )
+    return ~src_key_padding_mask
+
+
+def _masked_fp32(u: torch.Tensor, valid) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summary vectors in float32 with padding removed, and the valid counts."""
+    u = u.float()
+    if valid is None:
+        return u, u.new_ones(u.shape[:2])
+    return u.masked_fill(~valid.unsqueeze(-1), 0.0), valid.float()
+
+
+def _prefix(x: torch.Tensor) -> torch.Tensor:
+    """Cumulative sum along frames with a leading zero: ``out[:, i] = x[:, :i].sum``."""
+    zero = x.new_zeros((x.shape[0], 1) + x.shape[2:])
+    return torch.cat([zero, x.cumsum(1)], dim=1)
+
+
+def _windowed_mean(u: torch.Tensor, n: torch.Tensor, left: int, right: int):
+    """Mean of ``u`` over frames ``[t - left, t + right]`` clipped to the sequence.
+
+    ``u`` ``[B, T, S]`` float32 with padding zeroed and ``n`` ``[B, T]`` the
+    validity counts; the denominator counts valid frames only (at least one).
+    """
+    T = u.shape[1]
+    t = torch.arange(T, device=u.device)
+    lo = (t - left).clamp(min=0)
+    hi = (t + right + 1).clamp(max=T)
+    su, sn = _prefix(u), _prefix(n)
+    total = su.index_select(1, hi) - su.index_select(1, lo)
+    count = sn.index_select(1, hi) - sn.index_select(1, lo)
+    return total / count.clamp(min=1.0).unsqueeze(-1)
+
+
+class SummaryMixing(nn.Module):
+    """SummaryMixing: local projection, utterance-mean summary and a combiner.
+
+    For each frame ``t``: ``y_t = c(dropout([f(x_t); mean_{t'} s(x_t')]))``,
+    where ``f`` and ``s`` are MLPs of grouped linear layers (``nhead`` groups,
+    an activation after every layer) and ``c`` is a linear layer with an
+    activation. The mean runs over the valid frames only. With ``causal=True``
+    the mean is a running mean over frames ``<= t``.
+
+    Arguments
+    ---------
+    d_model : int
+        Input and output size ``D``.
+    nhead : int
+        Number of groups of the block-diagonal projections of ``f`` and ``s``.
+    local_proj_hid_dims : list of int, optional
+        Hidden sizes of ``f`` (default ``[d_model]``).
+    local_proj_out_dim : int, optional
+        Output size of ``f`` (default ``d_model``).
+    summary_hid_dims : list of int, optional
+        Hidden sizes of ``s`` (default ``[d_model]``).
+    summary_out_dim : int, optional
+        Output size of ``s`` (default ``d_model``).
+    mode : str
+        ``full`` (the cell above), ``lite`` (no local branch: the summaries are
+        the output, through the combiner when there is more than one) or
+        ``fast`` (one dense projection ``D -> local + summary`` split in two
+        halves, then the combiner).
+    activation : str or type
+        Activation of the projections and the combiner (default GELU).
+    dropout : float
+        Dropout on the combiner's input.
+    layernorm : bool
+        LayerNorm on each combiner input (local branch and summaries).
+    causal : bool
+        Running mean instead of the utterance mean: output ``t`` depends on
+        frames ``<= t`` only, and :meth:`forward_streaming` is available.
+
+    Example
+    -------
+    >>> sm = SummaryMixing(d_model=16, nhead=2)
+    >>> x = torch.randn(2, 10, 16)
+    >>> pad = torch.arange(10) >= torch.tensor([[10], [6]])  # 2nd has 6 frames
+    >>> y = sm(x, src_key_padding_mask=pad)
+    >>> y.shape
+    torch.Size([2, 10, 16])
+    >>> torch.allclose(y[1, :6], sm(x[1:, :6])[0], atol=1e-6)
+    True
+    """
+
+    num_window_summaries = 0
+
+    def __init__(
+        self,
+        d_model: int,
+        nhead: int = 1,
+        local_proj_hid_dims=None,
+        local_proj_out_dim: int | None = None,
+        summary_hid_dims=None,
+        summary_out_dim: int | None = None,
+        mode: str = "full",
+        activation="gelu",
+        dropout: float = 0.0,
+        layernorm: bool = True,
+        causal: bool = False,
+    ):
+        super().__init__()
+        if mode not in MODES:
+            raise ValueError(
+                f"unknown SummaryMixing mode {mode!r}; choose from {MODES}"
+            )
+        self.d_model, self.nhead, self.mode, self.causal = d_model, nhead, mode, causal
+        local_hid = (
+            [d_model] if local_proj_hid_dims is None else list(local_proj_hid_dims)
+        )
+        summary_hid = [d_model] if summary_hid_dims is None else list(summary_hid_dims)
+        local_out = local_proj_out_dim or d_model
+        summary_out = summary_out_dim or d_model
+        self.summary_out = summary_out
+        n_summaries = 1 + self.num_window_summaries
+
+        self.local_proj = self.summary_proj = self.shared_proj = None
+        if mode == "fast":
+            # One dense projection for both branches; grouping would not split
+            # cleanly into a local and a summary half, so it is not grouped.
+            self.shared_proj = nn.Sequential(
+                nn.Linear(d_model, local_out + summary_out), make_activation(activation)
+            )
+            self.local_out = local_out
+        else:
+            self.summary_proj = _mlp(
+                d_model, summary_hid + [summary_out], nhead, activation
+            )
+            if mode == "full":
+                self.local_proj = _mlp(
+                    d_model, local_hid + [local_out], nhead, activation
+                )
+        has_local = mode != "lite"
+        in_dims = ([local_out] if has_local else []) + [summary_out] * n_summaries
+        self.norms = nn.ModuleList(
+            [nn.LayerNorm(d) if layernorm else nn.Identity() for d in in_dims]
+        )
+        self.dropout = nn.Dropout(dropout)
+        if len(in_dims) == 1:  # SM lite: the summary is the output
+            if summary_out != d_model:
+                raise ValueError(
+                    f"mode='lite' outputs the summary, so summary_out_dim "
+                    f"({summary_out}) must equal d_model ({d_model})"
+                )
+            self.combiner = nn.Identity()
+        else:
+            self.combiner = nn.Sequential(
+                nn.Linear(sum(in_dims), d_model), make_activation(activation)
+            )
+
+    # -- branches -------------------------------------------------------------
+    def _branches(self, x: torch.Tensor):
+        """Local features (or None) and summary features of every frame."""
+        if self.shared_proj is not None:
+            h = self.shared_proj(x)
+            return h[..., : self.local_out], h[..., self.local_out :]
+        local = self.local_proj(x) if self.local_proj is not None else None
+        return local, self.summary_proj(x)
+
+    def _summaries(self, u: torch.Tensor, n: torch.Tensor) -> list[torch.Tensor]:
+        """Summaries from float32 summary features ``u`` and validity ``n``."""
+        if self.causal:
+            return [_prefix(u)[:, 1:] / _prefix(n)[:, 1:].clamp(min=1.0).unsqueeze(-1)]
+        total = u.sum(1, keepdim=True)
+        return [total / n.sum(1, keepdim=True).clamp(min=1.0).unsqueeze(-1)]
+
+    def _combine(self, local, summaries, dtype, T: int) -> torch.Tensor:
+        parts = [] if local is None else [local]
+        parts += [s.to(dtype) for s in summaries]
+        B = parts[-1].shape[0]
+        parts = [
+            norm(p).expand(B, T, -1) for norm, p in zip(self.norms, parts, strict=True)
+        ]
+        return self.combiner(self.dropout(torch.cat(parts, dim=-1)))
+
+    def forward(self, x: torch.Tensor, src_key_padding_mask=None) -> torch.Tensor:
+        """Mix ``x`` ``[batch, frame, d_model]``; the mask is ``[batch, frame]``, True = pad.
+
+        Returns
+        -------
+        torch.Tensor
+            ``[batch, frame, d_model]``.
+        """
+        valid = _valid_frames(x, src_key_padding_mask)
+        if x.shape[-1] != self.d_model:
+            raise ValueError(
+                f"expected feature size {self.d_model}, got {tuple(x.shape)}"
+            )
+        local, summ = self._branches(x)
+        u, n = _masked_fp32(summ, valid)
+        return self._combine(local, self._summaries(u, n), x.dtype, x.shape[1])
+
+    # -- streaming ------------------------------------------------------------
+    def init_state(self, batch_size: int, device=None) -> dict:
+        """Empty stream state: running sum and count of the summary features."""
+        return {
+            "sum": torch.zeros(batch_size, self.summary_out, device=device),
+            "count": torch.zeros(batch_size, device=device),
+        }
+
+    def forward_streaming(
+        self, x_chunk: torch.Tensor, state=None, src_key_padding_mask=None
+    ):
+        """Process one chunk of a stream; needs ``causal=True``.
+
+        Arguments
+        ---------
+        x_chunk : torch.Tensor
+            The next ``[batch, chunk, d_model]`` frames.
+        state : dict, optional
+            The state returned by the previous call; ``None`` starts a stream.
+        src_key_padding_mask : torch.Tensor, optional
+            ``[batch, chunk]`` bool, True = padding (e.g. the end of a shorter
+            stream in a batch); padded frames leave the state unchanged.
+
+        Returns
+        -------
+        (torch.Tensor, dict)
+            The ``[batch, chunk, d_model]`` output, equal to the matching frames
+            of the full causal :meth:`forward`, and the new state, whose size
+            does not depend on the stream length.
+        """
+        if not self.causal:
+            raise ValueError("forward_streaming needs a causal mixer (causal=True)")
+        valid = _valid_frames(x_chunk, src_key_padding_mask)
+        if state is None:
+            state = self.init_state(x_chunk.shape[0], x_chunk.device)
+        local, summ = self._branches(x_chunk)
+        u, n = _masked_fp32(summ, valid)
+        summaries, state = self._stream_summaries(u, n, state)
+        return self._combine(local, summaries, x_chunk.dtype, x_chunk.shape[1]), state
+
+    def _stream_summaries(self, u, n, state):
+        run_sum = state["sum"].unsqueeze(1) + u.cumsum(1)
+        run_count = state["count"].unsqueeze(1) + n.cumsum(1)
+        summary = run_sum / run_count.clamp(min=1.0).unsqueeze(-1)
+        new_state = {"sum": run_sum[:, -1], "count": run_count[:, -1]}
+        return [summary], new_state
+
+    def extra_repr(self) -> str:
+        return f"mode={self.mode!r}, nhead={self.nhead}, causal={self.causal}"
+
+
+class WindowedSummaryMixing(SummaryMixing):
+    """Windowed SummaryMixing: SummaryMixing plus a local window summary.
+
+    ``y_t = c(dropout([f(x_t); mean_{t' in W(t)} s(x_t'); mean_{t'} s(x_t')]))``
+    where ``W(t)`` holds the ``window_size`` frames centred on ``t``
+    (``(window_size - 1) // 2`` before, ``window_size // 2`` after) or, with
+    ``causal=True``, the ``window_size`` frames ending at ``t``; then the global
+    mean is a running mean too, and the layer streams with
+    :meth:`forward_streaming` in ``O(window_size * D)`` state.
+
+    Arguments
+    ---------
+    d_model : int
+        Input and output size.
+    nhead : int
+        Groups of the block-diagonal projections.
+    window_size : int
+        Frames in the local window (at 20 ms frames, 32 is 0.64 s).
+    causal : bool
+        Window ending at ``t`` and running global mean.
+    **kwargs
+        Every other argument of :class:`SummaryMixing`.
+
+    Example
+    -------
+    >>> wsm = WindowedSummaryMixing(16, nhead=2, window_size=5, causal=True)
+    >>> x = torch.randn(1, 12, 16)
+    >>> full = wsm(x)
+    >>> y1, state = wsm.forward_streaming(x[:, :7])
+    >>> y2, state = wsm.forward_streaming(x[:, 7:], state)
+    >>> torch.allclose(torch.cat([y1, y2], 1), full, atol=1e-5)
+    True
+    """
+
+    num_window_summaries = 1
+
+    def __init__(self, d_model: int, nhead: int = 1, window_size: int = 32, **kwargs):
+        if not isinstance(window_size, int) or window_size < 1:
+            raise ValueError(f"window_size must be a positive int, got {window_size!r}")
+        self.window_size = window_size
+        super().__init__(d_model, nhead, **kwargs)
+        if self.causal:
+            self.left, self.right = window_size - 1, 0
+        else:
+            self.left, self.right = (window_size - 1) // 2, window_size // 2
+
+    def _summaries(self, u, n):
+        window = _windowed_mean(u, n, self.left, self.right)
+        return [window] + super()._summaries(u, n)
+
+    def init_state(self, batch_size: int, device=None) -> dict:
+        state = super().init_state(batch_size, device)
+        # The last window_size - 1 summary vectors and whether they were valid.
+        state["tail_u"] = torch.zeros(
+            batch_size, self.window_size - 1, self.summary_out, device=device
+        )
+        state["tail_n"] = torch.zeros(batch_size, self.window_size - 1, device=device)
+        return state
+
+    def _stream_summaries(self, u, n, state):
+        (glob,), new_state = super()._stream_summaries(u, n, state)
+        w, L = self.window_size, u.shape[1]
+        ext_u = torch.cat([state["tail_u"], u], dim=1)
+        ext_n = torch.cat([state["tail_n"], n], dim=1)
+        su, sn = _prefix(ext_u), _prefix(ext_n)
+        # chunk frame j sits at ext index j + w - 1; its window is ext[j : j + w]
+        total = su[:, w : w + L] - su[:, :L]
+        count = sn[:, w : w + L] - sn[:, :L]
+        window = total / count.clamp(min=1.0).unsqueeze(-1)
+        new_state["tail_u"] = ext_u[:, ext_u.shape[1] - (w - 1) :]
+        new_state["tail_n"] = ext_n[:, ext_n.shape[1] - (w - 1) :]
+        return [window, glob], new_state
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, window_size={self.window_size}"

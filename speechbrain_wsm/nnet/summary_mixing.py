@@ -185,11 +185,12 @@ def _valid_frames(x: torch.Tensor, src_key_padding_mask) -> torch.Tensor | None:
     return ~src_key_padding_mask
 
 
-def _masked_fp32(u: torch.Tensor, valid) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summary vectors in float32 with padding removed, and the valid counts."""
+def _masked_fp32(u: torch.Tensor, valid):
+    """Summary vectors in float32 with padding removed, and the float validity
+    ``[B, T]`` (None when there is no padding: counts are then known)."""
     u = u.float()
     if valid is None:
-        return u, u.new_ones(u.shape[:2])
+        return u, None
     return u.masked_fill(~valid.unsqueeze(-1), 0.0), valid.float()
 
 
@@ -199,20 +200,45 @@ def _prefix(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([zero, x.cumsum(1)], dim=1)
 
 
-def _windowed_mean(u: torch.Tensor, n: torch.Tensor, left: int, right: int):
+def _window_sums(prefix: torch.Tensor, left: int, right: int) -> torch.Tensor:
+    """Sums over frames ``[t - left, t + right]`` (clipped) from a prefix sum.
+
+    ``prefix`` is ``[B, T + 1, ...]`` with ``prefix[:, i]`` the sum of frames
+    ``< i``. The two bounds are gathered by slicing and padding (the start
+    clipped to frame 0 reads ``prefix[:, 0] = 0``, the end clipped to ``T``
+    repeats ``prefix[:, T]``), which is cheaper than an index gather, forward
+    and backward.
+    """
+    T = prefix.shape[1] - 1
+    start = min(right + 1, T)
+    upper = prefix[:, start:]
+    if start > 1:  # windows running past the end stop at frame T - 1
+        last = prefix[:, T:].expand(-1, start - 1, *prefix.shape[2:])
+        upper = torch.cat([upper, last], dim=1)
+    lower = prefix[:, : max(T - left, 0)]
+    if lower.shape[1] < T:  # windows starting before frame 0 start at 0
+        zeros = prefix.new_zeros(
+            (prefix.shape[0], T - lower.shape[1]) + prefix.shape[2:]
+        )
+        lower = torch.cat([zeros, lower], dim=1)
+    return upper - lower
+
+
+def _windowed_mean(u: torch.Tensor, n, left: int, right: int) -> torch.Tensor:
     """Mean of ``u`` over frames ``[t - left, t + right]`` clipped to the sequence.
 
-    ``u`` ``[B, T, S]`` float32 with padding zeroed and ``n`` ``[B, T]`` the
-    validity counts; the denominator counts valid frames only (at least one).
+    ``u`` ``[B, T, S]`` float32 with padding zeroed; ``n`` ``[B, T]`` float
+    validity, or None when every frame is valid. The denominator counts valid
+    frames only, and is at least one.
     """
-    T = u.shape[1]
-    t = torch.arange(T, device=u.device)
-    lo = (t - left).clamp(min=0)
-    hi = (t + right + 1).clamp(max=T)
-    su, sn = _prefix(u), _prefix(n)
-    total = su.index_select(1, hi) - su.index_select(1, lo)
-    count = sn.index_select(1, hi) - sn.index_select(1, lo)
-    return total / count.clamp(min=1.0).unsqueeze(-1)
+    total = _window_sums(_prefix(u), left, right)
+    if n is None:
+        t = torch.arange(u.shape[1], device=u.device)
+        count = (t + right).clamp(max=u.shape[1] - 1) - (t - left).clamp(min=0) + 1
+        count = count.to(u.dtype)[None, :, None]
+    else:
+        count = _window_sums(_prefix(n), left, right).clamp(min=1.0).unsqueeze(-1)
+    return total / count
 
 
 class SummaryMixing(nn.Module):
@@ -318,17 +344,18 @@ class SummaryMixing(nn.Module):
             [nn.LayerNorm(d) if layernorm else nn.Identity() for d in in_dims]
         )
         self.dropout = nn.Dropout(dropout)
+        self.in_dims = in_dims
+        self.in_ends = [sum(in_dims[: i + 1]) for i in range(len(in_dims))]
         if len(in_dims) == 1:  # SM lite: the summary is the output
             if summary_out != d_model:
                 raise ValueError(
                     f"mode='lite' outputs the summary, so summary_out_dim "
                     f"({summary_out}) must equal d_model ({d_model})"
                 )
-            self.combiner = nn.Identity()
+            self.combiner = None
         else:
-            self.combiner = nn.Sequential(
-                nn.Linear(sum(in_dims), d_model), make_activation(activation)
-            )
+            self.combiner = nn.Linear(sum(in_dims), d_model)
+            self.combiner_activation = make_activation(activation)
 
     # -- branches -------------------------------------------------------------
     def _branches(self, x: torch.Tensor):
@@ -341,19 +368,43 @@ class SummaryMixing(nn.Module):
 
     def _summaries(self, u: torch.Tensor, n: torch.Tensor) -> list[torch.Tensor]:
         """Summaries from float32 summary features ``u`` and validity ``n``."""
+        T = u.shape[1]
         if self.causal:
-            return [_prefix(u)[:, 1:] / _prefix(n)[:, 1:].clamp(min=1.0).unsqueeze(-1)]
-        total = u.sum(1, keepdim=True)
-        return [total / n.sum(1, keepdim=True).clamp(min=1.0).unsqueeze(-1)]
+            if n is None:
+                count = torch.arange(1, T + 1, device=u.device, dtype=u.dtype)[:, None]
+            else:
+                count = n.cumsum(1).clamp(min=1.0).unsqueeze(-1)
+            return [u.cumsum(1) / count]
+        count = T if n is None else n.sum(1).clamp(min=1.0)[:, None, None]
+        return [u.sum(1, keepdim=True) / count]
 
     def _combine(self, local, summaries, dtype, T: int) -> torch.Tensor:
+        """``c(dropout([norm(local); norm(summaries)...]))`` without the concat.
+
+        The combiner is applied as a sum of one matrix product per input, which
+        is the same linear map; an utterance-level summary (``[B, 1, S]``) is
+        projected once per utterance instead of once per frame.
+        """
         parts = [] if local is None else [local]
         parts += [s.to(dtype) for s in summaries]
-        B = parts[-1].shape[0]
         parts = [
-            norm(p).expand(B, T, -1) for norm, p in zip(self.norms, parts, strict=True)
+            self.dropout(norm(p)) for norm, p in zip(self.norms, parts, strict=True)
         ]
-        return self.combiner(self.dropout(torch.cat(parts, dim=-1)))
+        if self.combiner is None:  # lite SM: the (normalised) summary itself
+            return parts[0].expand(parts[0].shape[0], T, -1)
+        weight, ends = self.combiner.weight, self.in_ends
+        terms = [
+            F.linear(p, weight[:, end - dim : end])
+            for p, dim, end in zip(parts, self.in_dims, ends, strict=True)
+        ]
+        per_utterance = self.combiner.bias
+        out = None
+        for term in terms:
+            if term.shape[1] == 1 and T != 1:
+                per_utterance = per_utterance + term  # [B, 1, D]
+            else:
+                out = term if out is None else out + term
+        return self.combiner_activation(out + per_utterance)
 
     def forward(self, x: torch.Tensor, src_key_padding_mask=None) -> torch.Tensor:
         """Mix ``x`` ``[batch, frame, d_model]``; the mask is ``[batch, frame]``, True = pad.
@@ -409,6 +460,8 @@ class SummaryMixing(nn.Module):
             state = self.init_state(x_chunk.shape[0], x_chunk.device)
         local, summ = self._branches(x_chunk)
         u, n = _masked_fp32(summ, valid)
+        if n is None:
+            n = u.new_ones(u.shape[:2])
         summaries, state = self._stream_summaries(u, n, state)
         return self._combine(local, summaries, x_chunk.dtype, x_chunk.shape[1]), state
 

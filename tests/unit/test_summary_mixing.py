@@ -45,7 +45,10 @@ def reference(layer, x, lengths):
                 parts.append(s[lo:hi].mean(0))
             parts.append(s[: t + 1].mean(0) if layer.causal else s.mean(0))
             parts = [norm(p) for norm, p in zip(layer.norms, parts, strict=True)]
-            out[b, t] = layer.combiner(torch.cat(parts))
+            if layer.combiner is None:  # lite SM: the summary is the output
+                out[b, t] = parts[0]
+            else:
+                out[b, t] = layer.combiner_activation(layer.combiner(torch.cat(parts)))
     return out
 
 

@@ -1,0 +1,231 @@
+"""Shared machinery of the benchmarks: timing, peak memory, machine, outputs.
+
+* Time: the configs being compared are timed in turn, round after round,
+  after a warm-up, and each reports its best round (and the median): noise
+  from the rest of the machine then shifts every config alike, which keeps
+  the ratios of one run meaningful. ``torch.cuda.synchronize`` brackets each
+  run on GPU.
+* Peak memory on CUDA: ``torch.cuda.max_memory_allocated`` above what was
+  allocated before the step (the allocator's own count).
+* Peak memory on CPU: every measurement runs in a fresh child process forked
+  from a parent that has done no tensor work. The child makes glibc return
+  every large block to the system on free (``mallopt``), runs one warm-up step
+  (one-time thread pools and workspaces), resets the kernel's peak-RSS mark
+  (``/proc/self/clear_refs``), runs the step again and reports the peak
+  resident set minus the resident set before it: what one step really
+  touches, the quantity that decides whether a long utterance fits in RAM.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import multiprocessing as mp
+import os
+import platform
+import resource
+import statistics
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+
+def machine_description(device: str) -> str:
+    """One line naming the hardware a result was measured on."""
+    if device.startswith("cuda"):
+        name = torch.cuda.get_device_name(device)
+        return f"{name}, torch {torch.__version__}, CUDA {torch.version.cuda}"
+    model = platform.processor() or "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return (
+        f"{model}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, "
+        f"torch {torch.__version__}"
+    )
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _peak_rss_bytes() -> int:
+    """The kernel's peak-RSS mark (VmHWM), which ``_reset_peak_rss`` resets."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _reset_peak_rss() -> None:
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def _release_large_blocks_on_free() -> None:
+    """Serve blocks >= 64 KiB by mmap and unmap them on free (glibc only).
+
+    Without this, glibc keeps freed tensors' pages resident for reuse and a
+    second step's allocations would not show in the resident set.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        libc.mallopt(m_mmap_threshold, 64 * 1024)
+        libc.mallopt(m_trim_threshold, 128 * 1024)
+    except (OSError, AttributeError):
+        pass
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(device)
+
+
+def time_interleaved(
+    makers: dict, device: str, rounds: int = 5, budget_s: float = 10.0
+) -> dict:
+    """Best-of-``rounds`` seconds per step for several configs timed in turn.
+
+    ``makers`` maps a label to ``make_step(device) -> step``. After one
+    warm-up of each, every round times one step of every config, so a burst of
+    load from elsewhere on the machine hits all configs alike and the ratios
+    between them stay meaningful. At least two rounds always run; more until
+    ``rounds`` or ``budget_s``. A config that fails reports ``{"error": ...}``.
+
+    Returns ``{label: {"time_s": min, "time_median_s": median, "rounds": n}}``.
+    """
+    steps, out = {}, {}
+    for label, make in makers.items():
+        try:
+            steps[label] = make(device)
+            steps[label]()
+        except (torch.OutOfMemoryError, RuntimeError) as e:
+            out[label] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0]}"}
+            steps.pop(label, None)
+            if device.startswith("cuda"):
+                torch.cuda.empty_cache()
+    times = {label: [] for label in steps}
+    start = time.perf_counter()
+    for r in range(rounds):
+        for label, step in steps.items():
+            _sync(device)
+            t0 = time.perf_counter()
+            step()
+            _sync(device)
+            times[label].append(time.perf_counter() - t0)
+        if r >= 1 and time.perf_counter() - start > budget_s:
+            break
+    for label, ts in times.items():
+        out[label] = {
+            "time_s": min(ts),
+            "time_median_s": statistics.median(ts),
+            "rounds": len(ts),
+        }
+    return out
+
+
+def peak_memory(make_step: Callable[[str], Callable[[], None]], device: str) -> dict:
+    """Peak memory of one step: ``{"peak_bytes"}`` or ``{"error"}``.
+
+    On CPU it runs in a forked child (see the module docstring); on CUDA here.
+    """
+    if device.startswith("cuda"):
+        return _peak_here(make_step, device)
+    return _in_child(_peak_here, make_step, device)
+
+
+def timings(makers: dict, device: str, rounds: int = 5, budget_s: float = 10.0) -> dict:
+    """:func:`time_interleaved`, in a forked child on CPU (fresh allocator state)."""
+    if device.startswith("cuda"):
+        return time_interleaved(makers, device, rounds, budget_s)
+    res = _in_child(time_interleaved, makers, device, rounds, budget_s)
+    if "error" in res and not isinstance(res["error"], dict):
+        return {label: {"error": res["error"]} for label in makers}
+    return res
+
+
+def _in_child(fn, *args):
+    ctx = mp.get_context("fork")
+    parent, child = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child, args=(child, fn, *args))
+    proc.start()
+    child.close()
+    try:
+        result = parent.recv()
+    except EOFError:
+        result = {
+            "error": f"child process died (exit code {proc.exitcode}), likely out of memory"
+        }
+    proc.join()
+    return result
+
+
+def _child(conn, fn, *args):
+    try:
+        conn.send(fn(*args))
+    except BaseException as e:  # report, never hang the parent
+        conn.send(
+            {"error": f"{type(e).__name__}: {e}", "trace": traceback.format_exc()}
+        )
+    finally:
+        conn.close()
+
+
+def _peak_here(make_step, device):
+    try:
+        if device.startswith("cuda"):
+            step = make_step(device)
+            step()  # warm-up
+            torch.cuda.synchronize(device)
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(device)
+            before = torch.cuda.memory_allocated(device)
+            step()
+            torch.cuda.synchronize(device)
+            return {"peak_bytes": torch.cuda.max_memory_allocated(device) - before}
+        _release_large_blocks_on_free()
+        step = make_step(device)
+        step()  # warm-up: one-time pools and workspaces are not the step's
+        _reset_peak_rss()
+        before = _rss_bytes()
+        step()
+        return {"peak_bytes": max(_peak_rss_bytes() - before, 0)}
+    except torch.OutOfMemoryError as e:
+        return {"error": f"out of memory: {str(e).splitlines()[0]}"}
+
+
+def write_table(
+    rows: list[dict], out_dir: Path, stem: str, meta: dict
+) -> tuple[Path, Path]:
+    """Write ``rows`` as ``<stem>.csv`` and, with ``meta``, ``<stem>.json``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    csv_path, json_path = out_dir / f"{stem}.csv", out_dir / f"{stem}.json"
+    fields = list(dict.fromkeys(k for r in rows for k in r))
+    with open(csv_path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    json_path.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    return csv_path, json_path
+
+
+def devices_from_arg(arg: str) -> list[str]:
+    """``cpu``, ``cuda`` or ``all`` (CPU, plus CUDA when present)."""
+    if arg == "all":
+        return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    if arg == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda asked for, but torch sees no CUDA device")
+    return [arg]

@@ -1,0 +1,74 @@
+"""The benchmark machinery: memory and time measurement, target checks, outputs."""
+
+import json
+
+import torch
+
+from speechbrain_wsm.bench import layers
+from speechbrain_wsm.bench.common import peak_memory, timings
+
+
+class _Alloc:
+    """A step that holds ``mib`` MiB of tensors at its peak."""
+
+    def __init__(self, mib):
+        self.mib = mib
+
+    def __call__(self, device):
+        def step():
+            x = torch.ones(self.mib * 2**18, device=device)  # float32: 4 bytes
+            return float(x.sum())
+
+        return step
+
+
+def test_cpu_peak_memory_sees_what_a_step_allocates():
+    small = peak_memory(_Alloc(8), "cpu")["peak_bytes"] / 2**20
+    big = peak_memory(_Alloc(200), "cpu")["peak_bytes"] / 2**20
+    assert 190 <= big <= 260, big
+    assert small < 40, small
+
+
+def test_timings_interleave_and_report_failures():
+    def broken(device):
+        raise RuntimeError("no such kernel")
+
+    res = timings({"ok": _Alloc(1), "broken": broken}, "cpu", rounds=3, budget_s=5)
+    assert res["ok"]["rounds"] == 3 and res["ok"]["time_s"] > 0
+    assert res["ok"]["time_s"] <= res["ok"]["time_median_s"]
+    assert "no such kernel" in res["broken"]["error"]
+
+
+def _rows(times):
+    return [
+        {"device": "cpu", "mixer": m, "seconds": s, "time_ms": t, "peak_mib": 1.0}
+        for (m, s), t in times.items()
+    ]
+
+
+def test_targets_are_checked_on_ratios():
+    good = {
+        ("sdpa", 20): 70, ("sdpa", 80): 800,
+        ("sm_concat", 20): 20, ("sm_concat", 80): 80,
+        ("sm", 20): 15, ("sm", 80): 60,
+        ("wsm_w32", 20): 24, ("wsm_w32", 80): 100,
+    }  # fmt: skip
+    checks = {c["target"]: c["ok"] for c in layers.check_targets(_rows(good), [32])}
+    assert all(ok in (True, None) for ok in checks.values()), checks
+    slow = dict(good)
+    slow[("wsm_w32", 80)] = 200  # quadratic-looking growth, too slow vs SDPA
+    checks = {c["target"]: c["ok"] for c in layers.check_targets(_rows(slow), [32])}
+    assert checks["WSM time 80 s / 20 s <= 4.6"] is False
+    assert checks["SDPA / WSM time at 80 s >= 6.0"] is False
+    assert checks["SDPA / WSM time at 20 s >= 2.2"] is True
+
+
+def test_quick_run_writes_table_json_and_plot(tmp_path):
+    assert layers.main(["--quick", "--device", "cpu", "--out", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "layers_cpu.json").read_text())
+    mixers = {r["mixer"] for r in data["rows"]}
+    assert mixers == {"sdpa", "sb_mha", "sm_concat", "sm", "wsm_w4"}
+    assert all(r["time_ms"] > 0 and r["peak_mib"] >= 0 for r in data["rows"])
+    assert "machine" in data["meta"] and data["meta"]["targets"]
+    assert (tmp_path / "layers_cpu.csv").read_text().startswith("device,mixer")
+    assert (tmp_path / "layers_cpu.png").stat().st_size > 10_000

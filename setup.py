@@ -13,6 +13,7 @@ RUNTIME = [
     "jiwer>=3.0",
     "soundfile>=0.12",
     "numpy>=1.24",
+    "scipy>=1.10",
     "tqdm>=4.60",
 ]
 

@@ -1,0 +1,130 @@
+"""Small file helpers shared by the data modules: durable writes, CSV manifests."""
+
+from __future__ import annotations
+
+import csv
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+
+#: Columns every manifest written by this package starts with.
+MANIFEST_FIELDS = ("ID", "duration", "wav", "spk_id", "wrd")
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def _publish(tmp: str, path: str) -> None:
+    """Give a temporary file ordinary permissions and rename it into place."""
+    os.chmod(tmp, 0o666 & ~_UMASK)
+    os.replace(tmp, path)
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename.
+
+    A reader (or a later run after a crash) sees either the old file or the
+    complete new one, never a half-written file.
+
+    Arguments
+    ---------
+    path : str
+        Destination file; its folder must exist.
+    text : str
+        The full content.
+
+    Example
+    -------
+    >>> import tempfile, os
+    >>> tmp = tempfile.mkdtemp()
+    >>> atomic_write_text(os.path.join(tmp, "a.txt"), "hello")
+    >>> open(os.path.join(tmp, "a.txt")).read()
+    'hello'
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        _publish(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_manifest(
+    path: str, rows: Iterable[dict], fields: Sequence[str] = MANIFEST_FIELDS
+) -> int:
+    """Write a SpeechBrain CSV manifest atomically.
+
+    Arguments
+    ---------
+    path : str
+        Destination ``.csv`` file.
+    rows : iterable of dict
+        One dict per utterance with at least the keys in ``fields``.
+    fields : sequence of str
+        Column names, ``ID`` first.
+
+    Returns
+    -------
+    int
+        The number of rows written.
+
+    Example
+    -------
+    >>> import tempfile, os
+    >>> p = os.path.join(tempfile.mkdtemp(), "x.csv")
+    >>> row = dict(ID="1-2-0003", duration=1.5, wav="/a.flac", spk_id="1", wrd="HI")
+    >>> write_manifest(p, [row])
+    1
+    >>> open(p).read().splitlines()[0]
+    'ID,duration,wav,spk_id,wrd'
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".csv.part", dir=folder)
+    count = 0
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(fields), extrasaction="ignore")
+            writer.writeheader()
+            for row in rows:
+                writer.writerow(row)
+                count += 1
+            f.flush()
+            os.fsync(f.fileno())
+        _publish(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return count
+
+
+def read_manifest(path: str) -> list[dict]:
+    """Read a CSV manifest into a list of dicts (all values as strings).
+
+    Arguments
+    ---------
+    path : str
+        A ``.csv`` manifest.
+
+    Returns
+    -------
+    list of dict
+        One dict per row, keyed by column name.
+
+    Example
+    -------
+    >>> import tempfile, os
+    >>> p = os.path.join(tempfile.mkdtemp(), "x.csv")
+    >>> row = dict(ID="1-2-0003", duration=1.5, wav="/a.flac", spk_id="1", wrd="HI")
+    >>> _ = write_manifest(p, [row])
+    >>> read_manifest(p)[0]["wrd"]
+    'HI'
+    """
+    with open(path, encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f))

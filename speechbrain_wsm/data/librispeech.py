@@ -1,0 +1,812 @@
+"""LibriSpeech and Libri-light limited preparation: audio folders to CSV manifests.
+
+Both corpora share one layout, which this module reads::
+
+    <split>/<speaker>/<chapter>/<speaker>-<chapter>-<utt>.flac
+    <split>/<speaker>/<chapter>/<speaker>-<chapter>.trans.txt   ("<ID> <WORDS>" lines)
+
+:func:`prepare_librispeech` turns each LibriSpeech split (``train-clean-100``,
+``dev-clean``, ...) into ``<save_folder>/<split>.csv``;
+:func:`prepare_librilight_limited` turns the ``librispeech_finetuning`` folder
+into the ``librilight-10min.csv``, ``librilight-1h.csv`` and
+``librilight-10h.csv`` fine-tuning manifests.  Manifests are SpeechBrain CSV
+files with the columns ``ID, duration, wav, spk_id, wrd`` (duration in seconds,
+``wav`` an absolute path, ``spk_id`` the LibriSpeech speaker).
+
+Durations come from the audio headers (no full decode) read by a pool of
+threads; bad input is skipped, counted by kind, listed in
+``<save_folder>/<name>_skipped.txt`` and summarised in one log line per
+manifest.  A finished manifest is kept on later calls unless its options
+changed or ``redo=True``.  In a recipe::
+
+    from speechbrain.utils.distributed import run_on_main
+    run_on_main(prepare_librispeech, kwargs={
+        "data_folder": hparams["data_folder"], "save_folder": hparams["output_folder"],
+        "tr_splits": ["train-clean-100"], "dev_splits": ["dev-clean"],
+        "te_splits": ["test-clean", "test-other"], "skip_prep": hparams["skip_prep"]})
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import struct
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import soundfile as sf
+from tqdm import tqdm
+
+from ._io import MANIFEST_FIELDS, atomic_write_text, read_manifest, write_manifest
+
+__all__ = [
+    "LIBRILIGHT_FOLDS",
+    "SKIP_KINDS",
+    "AudioError",
+    "ScanResult",
+    "Utterance",
+    "merge_manifests",
+    "prepare_librilight_limited",
+    "prepare_librispeech",
+    "probe_audio",
+    "scan_split",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Kinds of bad input that are skipped and reported, in report order.
+SKIP_KINDS = (
+    "unreadable_audio",
+    "truncated_audio",
+    "wrong_sample_rate",
+    "missing_audio",
+    "missing_transcript",
+    "empty_transcript",
+    "duplicate_id",
+)
+
+#: Libri-light limited folds, relative to the ``librispeech_finetuning`` folder.
+LIBRILIGHT_FOLDS = ("1h/0", "1h/1", "1h/2", "1h/3", "1h/4", "1h/5", "9h")
+
+#: Which folds make up each Libri-light limited manifest.
+LIBRILIGHT_SUBSETS = {
+    "librilight-10min": ("1h/0",),
+    "librilight-1h": LIBRILIGHT_FOLDS[:6],
+    "librilight-10h": LIBRILIGHT_FOLDS,
+}
+
+_LAYOUT = (
+    "<speaker>/<chapter>/<speaker>-<chapter>-<utt>{ext} audio with "
+    "<speaker>-<chapter>.trans.txt transcripts"
+)
+_TAIL_FRAMES = 1600
+_BATCH = 4096
+
+
+class AudioError(Exception):
+    """An audio file that cannot be used; ``kind`` is one of :data:`SKIP_KINDS`.
+
+    Arguments
+    ---------
+    kind : str
+        ``"unreadable_audio"``, ``"truncated_audio"`` or ``"wrong_sample_rate"``.
+    detail : str
+        What was wrong, for the report.
+    """
+
+    def __init__(self, kind: str, detail: str):
+        super().__init__(f"{kind}: {detail}")
+        self.kind = kind
+        self.detail = detail
+
+
+@dataclass
+class Utterance:
+    """One usable utterance: a manifest row."""
+
+    ID: str
+    duration: float
+    wav: str
+    spk_id: str
+    wrd: str
+
+    def row(self) -> dict:
+        """The manifest row as a dict keyed by :data:`MANIFEST_FIELDS`."""
+        return {
+            "ID": self.ID,
+            "duration": f"{self.duration:.4f}",
+            "wav": self.wav,
+            "spk_id": self.spk_id,
+            "wrd": self.wrd,
+        }
+
+
+@dataclass
+class ScanResult:
+    """What :func:`scan_split` found: usable utterances and skipped input."""
+
+    utterances: list[Utterance] = field(default_factory=list)
+    #: ``(kind, ID, path, detail)`` tuples, one per skipped item.
+    skipped: list[tuple[str, str, str, str]] = field(default_factory=list)
+
+    def counts(self) -> Counter:
+        """Number of skipped items per kind."""
+        return Counter(kind for kind, *_ in self.skipped)
+
+    def hours(self) -> float:
+        """Total duration of the usable utterances, in hours."""
+        return sum(u.duration for u in self.utterances) / 3600.0
+
+    def extend(self, other: ScanResult) -> None:
+        """Append another result (e.g. another fold) to this one."""
+        self.utterances.extend(other.utterances)
+        self.skipped.extend(other.skipped)
+
+
+def _wav_is_short(path: str) -> str | None:
+    """For RIFF/WAVE files: a message if the data chunk ends past end of file."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        while True:
+            chunk = f.read(8)
+            if len(chunk) < 8:
+                return None
+            cid, csize = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+            if cid == b"data":
+                available = size - f.tell()
+                if csize != 0xFFFFFFFF and csize > available:
+                    return f"header declares {csize} data bytes, file holds {available}"
+                return None
+            f.seek(csize + (csize & 1), os.SEEK_CUR)
+
+
+def probe_audio(
+    path: str, check: str = "tail", sample_rate: int | None = None
+) -> tuple[int, int]:
+    """Read an audio file's length from its header and check it is usable.
+
+    Arguments
+    ---------
+    path : str
+        An audio file soundfile can open (FLAC, WAV, ...).
+    check : str
+        ``"header"``: the header only; ``"tail"`` (default): also decode the
+        last 0.1 s, which catches truncated FLAC files at little cost;
+        ``"full"``: decode everything.
+    sample_rate : int, optional
+        Expected sample rate; another rate raises ``wrong_sample_rate``.
+
+    Returns
+    -------
+    frames : int
+        Number of samples per channel.
+    samplerate : int
+        Sample rate in Hz.
+
+    Raises
+    ------
+    AudioError
+        With ``kind`` ``unreadable_audio``, ``truncated_audio`` or
+        ``wrong_sample_rate``.
+
+    Example
+    -------
+    >>> import numpy as np, soundfile as sf, tempfile, os
+    >>> p = os.path.join(tempfile.mkdtemp(), "a.flac")
+    >>> sf.write(p, np.zeros(8000, dtype="float32"), 16000)
+    >>> probe_audio(p)
+    (8000, 16000)
+    """
+    if check not in ("header", "tail", "full"):
+        raise ValueError(f"check must be 'header', 'tail' or 'full', got {check!r}")
+    try:
+        with sf.SoundFile(path) as snd:
+            frames, rate = snd.frames, snd.samplerate
+            if frames <= 0:
+                raise AudioError("unreadable_audio", "no audio frames in header")
+            if sample_rate is not None and rate != sample_rate:
+                raise AudioError(
+                    "wrong_sample_rate", f"{rate} Hz, expected {sample_rate} Hz"
+                )
+            if check in ("tail", "full"):
+                start = 0 if check == "full" else max(0, frames - _TAIL_FRAMES)
+                try:
+                    if start:
+                        snd.seek(start)
+                    got = 0
+                    for block in snd.blocks(blocksize=1 << 16):
+                        got += len(block)
+                except (sf.LibsndfileError, RuntimeError) as exc:
+                    raise AudioError(
+                        "truncated_audio", f"cannot decode up to the end ({exc})"
+                    ) from None
+                if start + got < frames:
+                    raise AudioError(
+                        "truncated_audio",
+                        f"decoded {start + got} of {frames} frames",
+                    )
+    except AudioError:
+        raise
+    except (sf.LibsndfileError, RuntimeError, OSError) as exc:
+        raise AudioError("unreadable_audio", str(exc).strip()) from None
+    short = _wav_is_short(path)
+    if short:
+        raise AudioError("truncated_audio", short)
+    return frames, rate
+
+
+def _read_transcripts(path: str, entries: dict, skipped: list) -> None:
+    """Parse a ``*.trans.txt`` file into ``entries`` (ID -> (text, path))."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            uid, _, text = line.partition(" ")
+            text = " ".join(text.split())
+            if uid in entries:
+                skipped.append(("duplicate_id", uid, path, "transcript line repeated"))
+                continue
+            entries[uid] = (text, path)
+
+
+def _collect(
+    folder: str, audio_ext: str, result: ScanResult
+) -> list[tuple[str, str, str]]:
+    """Walk ``folder``; pair transcripts with audio; return (ID, path, text)."""
+    candidates = []
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        transcripts: dict[str, tuple[str, str]] = {}
+        audio = {}
+        for name in sorted(files):
+            if name.endswith(".trans.txt"):
+                _read_transcripts(os.path.join(root, name), transcripts, result.skipped)
+            elif name.endswith(audio_ext):
+                audio[name[: -len(audio_ext)]] = os.path.join(root, name)
+        for uid, (text, tpath) in transcripts.items():
+            path = audio.pop(uid, None)
+            if not text:
+                result.skipped.append(
+                    ("empty_transcript", uid, path or tpath, "no words after the ID")
+                )
+            elif path is None:
+                result.skipped.append(
+                    ("missing_audio", uid, tpath, f"no {uid}{audio_ext} beside it")
+                )
+            else:
+                candidates.append((uid, path, text))
+        for uid, path in audio.items():
+            result.skipped.append(
+                ("missing_transcript", uid, path, "no line in any .trans.txt here")
+            )
+    return candidates
+
+
+def _default_workers() -> int:
+    return min(16, 2 * (os.cpu_count() or 1))
+
+
+def scan_split(
+    folder: str,
+    audio_ext: str = ".flac",
+    audio_check: str = "tail",
+    sample_rate: int | None = 16000,
+    num_workers: int | None = None,
+    progress: bool = True,
+    desc: str | None = None,
+) -> ScanResult:
+    """Scan one folder in the LibriSpeech layout.
+
+    Transcripts (``*.trans.txt``) are paired with the audio files beside them;
+    audio headers are probed by ``num_workers`` threads with a progress bar.
+
+    Arguments
+    ---------
+    folder : str
+        A split folder (``.../LibriSpeech/dev-clean``) or any folder below
+        which ``<speaker>/<chapter>`` folders hold audio and transcripts.
+    audio_ext : str
+        Audio file extension.
+    audio_check : str
+        See :func:`probe_audio`.
+    sample_rate : int, optional
+        Expected sample rate; ``None`` accepts any.
+    num_workers : int, optional
+        Threads reading headers (default ``min(16, 2 * cpu_count)``).
+    progress : bool
+        Show a tqdm progress bar.
+    desc : str, optional
+        Progress bar label.
+
+    Returns
+    -------
+    ScanResult
+        Usable utterances sorted by ID, and the skipped items.
+
+    Example
+    -------
+    >>> import os
+    >>> sample = os.path.join(os.path.dirname(__file__), "..", "..", "tests",
+    ...                       "samples", "LibriSpeech", "test-clean")
+    >>> if os.path.isdir(sample):
+    ...     result = scan_split(sample, progress=False)
+    ...     print(len(result.utterances) > 0, result.skipped)
+    ... else:
+    ...     print(True, [])
+    True []
+    """
+    result = ScanResult()
+    candidates = _collect(folder, audio_ext, result)
+    workers = num_workers or _default_workers()
+
+    def probe(item):
+        uid, path, text = item
+        try:
+            return item, probe_audio(path, audio_check, sample_rate), None
+        except AudioError as exc:
+            return item, None, exc
+
+    def probe_all(pool):
+        # bounded batches: 281k pending futures would cost memory for nothing
+        for start in range(0, len(candidates), _BATCH):
+            yield from pool.map(probe, candidates[start : start + _BATCH])
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        bar = tqdm(
+            probe_all(pool),
+            total=len(candidates),
+            desc=desc or os.path.basename(os.path.normpath(folder)),
+            unit="file",
+            disable=not progress,
+            mininterval=0.5,
+        )
+        for (uid, path, text), info, error in bar:
+            if error is not None:
+                result.skipped.append((error.kind, uid, path, error.detail))
+                continue
+            frames, rate = info
+            result.utterances.append(
+                Utterance(
+                    ID=uid,
+                    duration=frames / rate,
+                    wav=os.path.abspath(path),
+                    spk_id=uid.split("-")[0],
+                    wrd=text,
+                )
+            )
+    result.utterances.sort(key=lambda u: u.ID)
+    return result
+
+
+# --------------------------------------------------------------------------- #
+# Manifests, reports, idempotency
+# --------------------------------------------------------------------------- #
+
+
+def _is_finished(save_folder: str, name: str, options: dict) -> bool:
+    """True when ``<name>.csv`` exists and was made with the same options."""
+    csv_path = os.path.join(save_folder, f"{name}.csv")
+    if not os.path.isfile(csv_path):
+        return False
+    meta_path = os.path.join(save_folder, f"{name}.json")
+    if not os.path.isfile(meta_path):
+        logger.info("%s exists without %s.json; keeping it as is", csv_path, name)
+        return True
+    try:
+        with open(meta_path, encoding="utf-8") as f:
+            previous = json.load(f).get("options")
+    except (OSError, ValueError):
+        previous = None
+    if previous != options:
+        logger.warning(
+            "%s was prepared with other options (%s); preparing it again",
+            csv_path,
+            previous,
+        )
+        return False
+    return True
+
+
+def _write_report(path: str, title: str, result: ScanResult) -> None:
+    counts = result.counts()
+    lines = [f"# {title}"]
+    lines += [f"# {kind}: {counts.get(kind, 0)}" for kind in SKIP_KINDS]
+    lines.append("# kind\tID\tpath\tdetail")
+    order = {kind: i for i, kind in enumerate(SKIP_KINDS)}
+    for kind, uid, where, detail in sorted(
+        result.skipped, key=lambda s: (order.get(s[0], 99), s[1], s[2])
+    ):
+        lines.append(f"{kind}\t{uid}\t{where}\t{detail}")
+    atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def _summary(name: str, result: ScanResult, report: str) -> None:
+    counts = result.counts()
+    text = f"{name}: {len(result.utterances)} utterances, {result.hours():.2f} h"
+    if counts:
+        kinds = ", ".join(f"{k}={counts[k]}" for k in SKIP_KINDS if counts.get(k))
+        logger.warning(
+            "%s; skipped %d (%s), listed in %s",
+            text,
+            sum(counts.values()),
+            kinds,
+            report,
+        )
+    else:
+        logger.info("%s; nothing skipped", text)
+
+
+def _write_outputs(
+    save_folder: str, name: str, result: ScanResult, options: dict, title: str
+) -> str:
+    """Report, summary JSON, then the manifest (renamed into place last)."""
+    report = os.path.join(save_folder, f"{name}_skipped.txt")
+    _write_report(report, title, result)
+    meta = {
+        "options": options,
+        "utterances": len(result.utterances),
+        "hours": round(result.hours(), 4),
+        "skipped": dict(result.counts()),
+    }
+    atomic_write_text(
+        os.path.join(save_folder, f"{name}.json"), json.dumps(meta, indent=1) + "\n"
+    )
+    csv_path = os.path.join(save_folder, f"{name}.csv")
+    write_manifest(csv_path, (u.row() for u in result.utterances), MANIFEST_FIELDS)
+    _summary(name, result, report)
+    return csv_path
+
+
+def _as_list(splits: str | Iterable[str] | None) -> list[str]:
+    if not splits:
+        return []
+    if isinstance(splits, str):
+        return [splits]
+    return list(splits)
+
+
+def _require_folder(path: str, what: str) -> None:
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"{what} '{path}' not found")
+
+
+def _missing_split_error(data_folder: str, split: str, audio_ext: str) -> Exception:
+    found = sorted(
+        d
+        for d in os.listdir(data_folder)
+        if os.path.isdir(os.path.join(data_folder, d))
+    )
+    hint = ""
+    if "LibriSpeech" in found:
+        hint = (
+            f" (did you mean data_folder='{os.path.join(data_folder, 'LibriSpeech')}'?)"
+        )
+    return FileNotFoundError(
+        f"LibriSpeech split '{split}' not found: expected the folder "
+        f"'{os.path.join(data_folder, split)}' holding "
+        f"{_LAYOUT.format(ext=audio_ext)}; folders present in "
+        f"'{data_folder}': {found}{hint}"
+    )
+
+
+# --------------------------------------------------------------------------- #
+# Public preparation functions
+# --------------------------------------------------------------------------- #
+
+
+def prepare_librispeech(
+    data_folder: str,
+    save_folder: str,
+    tr_splits: Sequence[str] = (),
+    dev_splits: Sequence[str] = (),
+    te_splits: Sequence[str] = (),
+    merge_lst: Sequence[str] = (),
+    merge_name: str | None = None,
+    audio_ext: str = ".flac",
+    audio_check: str = "tail",
+    sample_rate: int | None = 16000,
+    num_workers: int | None = None,
+    progress: bool = True,
+    skip_prep: bool = False,
+    redo: bool = False,
+) -> dict[str, str]:
+    """Write one SpeechBrain CSV manifest per LibriSpeech split.
+
+    Arguments
+    ---------
+    data_folder : str
+        The extracted ``LibriSpeech`` folder, holding ``<split>/<speaker>/
+        <chapter>/<speaker>-<chapter>-<utt>.flac`` and
+        ``<speaker>-<chapter>.trans.txt``.
+    save_folder : str
+        Where ``<split>.csv``, ``<split>.json`` (summary and options) and
+        ``<split>_skipped.txt`` (bad input report) go; created if needed.
+    tr_splits, dev_splits, te_splits : sequence of str
+        Split folder names, e.g. ``["train-clean-100"]``, ``["dev-clean"]``,
+        ``["test-clean", "test-other"]``.
+    merge_lst : sequence of str
+        Splits whose manifests are concatenated into ``<merge_name>.csv``
+        (e.g. the three training splits of LibriSpeech 960 h).
+    merge_name : str, optional
+        Name of the merged manifest (default ``"train"``).
+    audio_ext : str
+        Audio file extension.
+    audio_check : str
+        ``"header"``, ``"tail"`` (default) or ``"full"``: see
+        :func:`probe_audio`.
+    sample_rate : int, optional
+        Expected sample rate; files at another rate are skipped.  ``None``
+        accepts any rate.
+    num_workers : int, optional
+        Threads reading audio headers.
+    progress : bool
+        Show progress bars.
+    skip_prep : bool
+        Do nothing (the recipes' ``--skip_prep`` flag).
+    redo : bool
+        Prepare again even if a finished manifest exists.
+
+    Returns
+    -------
+    dict
+        Split name to manifest path (empty when ``skip_prep``).
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``data_folder`` or a split folder does not exist.
+
+    Example
+    -------
+    >>> import os, tempfile
+    >>> sample = os.path.join(os.path.dirname(__file__), "..", "..", "tests",
+    ...                       "samples", "LibriSpeech")
+    >>> if os.path.isdir(sample):
+    ...     out = prepare_librispeech(sample, tempfile.mkdtemp(),
+    ...                               te_splits=["test-clean"], progress=False)
+    ...     print(sorted(out))
+    ... else:
+    ...     print(["test-clean"])
+    ['test-clean']
+    """
+    if skip_prep:
+        return {}
+    splits = list(
+        dict.fromkeys(_as_list(tr_splits) + _as_list(dev_splits) + _as_list(te_splits))
+    )
+    if not splits and not merge_lst:
+        raise ValueError("prepare_librispeech: no split given (tr/dev/te_splits)")
+    if not os.path.isdir(data_folder):
+        raise FileNotFoundError(
+            f"LibriSpeech data_folder '{data_folder}' not found: expected the "
+            f"extracted 'LibriSpeech' folder holding <split>/"
+            f"{_LAYOUT.format(ext=audio_ext)}"
+        )
+    for split in splits:
+        if not os.path.isdir(os.path.join(data_folder, split)):
+            raise _missing_split_error(data_folder, split, audio_ext)
+    os.makedirs(save_folder, exist_ok=True)
+
+    outputs = {}
+    for split in splits:
+        folder = os.path.abspath(os.path.join(data_folder, split))
+        options = {
+            "source": folder,
+            "audio_ext": audio_ext,
+            "audio_check": audio_check,
+            "sample_rate": sample_rate,
+        }
+        if not redo and _is_finished(save_folder, split, options):
+            logger.info("%s: manifest already prepared, skipping", split)
+            outputs[split] = os.path.join(save_folder, f"{split}.csv")
+            continue
+        result = scan_split(
+            folder, audio_ext, audio_check, sample_rate, num_workers, progress, split
+        )
+        if not result.utterances and not result.skipped:
+            raise FileNotFoundError(
+                f"LibriSpeech split '{folder}' holds no {audio_ext} audio and no "
+                f"transcript: expected {_LAYOUT.format(ext=audio_ext)}"
+            )
+        outputs[split] = _write_outputs(
+            save_folder, split, result, options, f"{split} from {folder}"
+        )
+
+    if merge_lst:
+        outputs[merge_name or "train"] = merge_manifests(
+            [os.path.join(save_folder, f"{s}.csv") for s in merge_lst],
+            os.path.join(save_folder, f"{merge_name or 'train'}.csv"),
+        )
+    return outputs
+
+
+def merge_manifests(paths: Sequence[str], out_path: str) -> str:
+    """Concatenate manifests with the same columns into ``out_path``.
+
+    Arguments
+    ---------
+    paths : sequence of str
+        Input ``.csv`` manifests.
+    out_path : str
+        The merged manifest (written atomically).
+
+    Returns
+    -------
+    str
+        ``out_path``.
+
+    Example
+    -------
+    >>> import tempfile, os
+    >>> from speechbrain_wsm.data._io import write_manifest
+    >>> d = tempfile.mkdtemp()
+    >>> row = dict(ID="1-2-0003", duration=1.5, wav="/a.flac", spk_id="1", wrd="HI")
+    >>> _ = write_manifest(os.path.join(d, "a.csv"), [row])
+    >>> _ = write_manifest(os.path.join(d, "b.csv"), [dict(row, ID="1-2-0004")])
+    >>> p = merge_manifests([os.path.join(d, "a.csv"), os.path.join(d, "b.csv")],
+    ...                     os.path.join(d, "ab.csv"))
+    >>> len(read_manifest(p))
+    2
+    """
+    rows = []
+    fields = None
+    for path in paths:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"manifest to merge '{path}' not found")
+        part = read_manifest(path)
+        with open(path, encoding="utf-8") as f:
+            header = f.readline().strip().split(",")
+        if fields is None:
+            fields = header
+        elif header != fields:
+            raise ValueError(f"'{path}' has columns {header}, expected {fields}")
+        rows.extend(part)
+    write_manifest(out_path, rows, fields or MANIFEST_FIELDS)
+    return out_path
+
+
+def prepare_librilight_limited(
+    data_folder: str,
+    save_folder: str,
+    audio_ext: str = ".flac",
+    audio_check: str = "tail",
+    sample_rate: int | None = 16000,
+    num_workers: int | None = None,
+    progress: bool = True,
+    skip_prep: bool = False,
+    redo: bool = False,
+) -> dict[str, str]:
+    """Write the Libri-light limited fine-tuning manifests.
+
+    ``librilight-10min.csv`` is fold ``1h/0``, ``librilight-1h.csv`` the six
+    folds ``1h/0`` to ``1h/5`` and ``librilight-10h.csv`` those plus ``9h``;
+    each fold's ``clean`` and ``other`` parts (whichever exist) are included.
+
+    Arguments
+    ---------
+    data_folder : str
+        The extracted ``librispeech_finetuning`` folder (``1h/{0..5}/{clean,
+        other}/...`` and ``9h/{clean,other}/...``, LibriSpeech layout below).
+    save_folder : str
+        Where the three manifests, their ``.json`` summaries and the
+        ``librilight_skipped.txt`` report go.
+    audio_ext, audio_check, sample_rate, num_workers, progress, skip_prep, redo
+        As for :func:`prepare_librispeech`.
+
+    Returns
+    -------
+    dict
+        Manifest name (``"librilight-10min"``, ...) to path.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``data_folder`` or one of the seven folds does not exist.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> prepare_librilight_limited(tempfile.mkdtemp(), tempfile.mkdtemp(),
+    ...                            skip_prep=True)
+    {}
+    """
+    if skip_prep:
+        return {}
+    expected = (
+        "1h/{0..5}/{clean,other} and 9h/{clean,other}, each holding "
+        + _LAYOUT.format(ext=audio_ext)
+    )
+    if not os.path.isdir(data_folder):
+        raise FileNotFoundError(
+            f"Libri-light data_folder '{data_folder}' not found: expected the "
+            f"extracted 'librispeech_finetuning' folder with {expected}"
+        )
+    for fold in LIBRILIGHT_FOLDS:
+        path = os.path.join(data_folder, fold)
+        if not os.path.isdir(path):
+            hint = ""
+            nested = os.path.join(data_folder, "librispeech_finetuning")
+            if os.path.isdir(nested):
+                hint = f" (did you mean data_folder='{nested}'?)"
+            raise FileNotFoundError(
+                f"Libri-light fold '{fold}' not found: expected the folder "
+                f"'{path}' in '{data_folder}', which should hold {expected}{hint}"
+            )
+    os.makedirs(save_folder, exist_ok=True)
+    root = os.path.abspath(data_folder)
+    options = {
+        "source": root,
+        "audio_ext": audio_ext,
+        "audio_check": audio_check,
+        "sample_rate": sample_rate,
+    }
+    names = list(LIBRILIGHT_SUBSETS)
+    if not redo and all(_is_finished(save_folder, n, options) for n in names):
+        logger.info("Libri-light limited manifests already prepared, skipping")
+        return {n: os.path.join(save_folder, f"{n}.csv") for n in names}
+
+    per_fold: dict[str, ScanResult] = {}
+    for fold in LIBRILIGHT_FOLDS:
+        result = scan_split(
+            os.path.join(root, fold),
+            audio_ext,
+            audio_check,
+            sample_rate,
+            num_workers,
+            progress,
+            f"librilight {fold}",
+        )
+        if not result.utterances and not result.skipped:
+            raise FileNotFoundError(
+                f"Libri-light fold '{os.path.join(root, fold)}' holds no "
+                f"{audio_ext} audio and no transcript: expected {expected}"
+            )
+        per_fold[fold] = result
+
+    # An utterance belongs to one fold only: later copies are skipped.
+    seen: dict[str, str] = {}
+    for fold in LIBRILIGHT_FOLDS:
+        kept = []
+        for utt in per_fold[fold].utterances:
+            if utt.ID in seen:
+                per_fold[fold].skipped.append(
+                    ("duplicate_id", utt.ID, utt.wav, f"already in fold {seen[utt.ID]}")
+                )
+                continue
+            seen[utt.ID] = fold
+            kept.append(utt)
+        per_fold[fold].utterances = kept
+    everything = ScanResult()
+    for fold in LIBRILIGHT_FOLDS:
+        everything.extend(per_fold[fold])
+    report = os.path.join(save_folder, "librilight_skipped.txt")
+    _write_report(report, f"Libri-light limited from {root}", everything)
+
+    outputs = {}
+    for name, folds in LIBRILIGHT_SUBSETS.items():
+        merged = ScanResult()
+        for fold in folds:
+            merged.extend(per_fold[fold])
+        merged.utterances.sort(key=lambda u: u.ID)
+        meta = {
+            "options": options,
+            "folds": list(folds),
+            "utterances": len(merged.utterances),
+            "hours": round(merged.hours(), 4),
+            "skipped": dict(merged.counts()),
+        }
+        atomic_write_text(
+            os.path.join(save_folder, f"{name}.json"), json.dumps(meta, indent=1) + "\n"
+        )
+        path = os.path.join(save_folder, f"{name}.csv")
+        write_manifest(path, (u.row() for u in merged.utterances), MANIFEST_FIELDS)
+        _summary(name, merged, report)
+        outputs[name] = path
+    return outputs

@@ -1,0 +1,39 @@
+"""Shared fixtures: the committed real-speech sample and tiny LibriSpeech trees."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+SAMPLES = Path(__file__).resolve().parent / "samples"
+
+
+@pytest.fixture
+def librispeech_samples() -> Path:
+    """``tests/samples/LibriSpeech``: five LibriVox utterances in ``test-clean``."""
+    return SAMPLES / "LibriSpeech"
+
+
+@pytest.fixture
+def make_librispeech_split():
+    """A function writing ``(uid, words)`` utterances in the LibriSpeech layout.
+
+    Audio is a short tone whose length grows with the utterance's position, so
+    every utterance has a distinct, known duration (``0.25 + 0.05 * i`` s).
+    """
+
+    def make(folder, utterances, rate=16000):
+        folder = Path(folder)
+        for i, (uid, words) in enumerate(utterances):
+            spk, chap, _ = uid.split("-")
+            chapter = folder / spk / chap
+            chapter.mkdir(parents=True, exist_ok=True)
+            n = int((0.25 + 0.05 * i) * rate)
+            tone = 0.1 * np.sin(np.arange(n) * 2 * np.pi * 220 / rate)
+            sf.write(chapter / f"{uid}.flac", tone.astype("float32"), rate)
+            with open(chapter / f"{spk}-{chap}.trans.txt", "a", encoding="utf-8") as f:
+                f.write(f"{uid} {words}\n")
+        return folder
+
+    return make

@@ -1,0 +1,3 @@
+"""speechbrain-wsm: SummaryMixing and Windowed SummaryMixing for SpeechBrain."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,13 @@
+"""Layers: token mixers (SM, WSM, attention), their registry and the encoders."""
+
+from speechbrain_wsm.nnet.encoders import MixerEncoder
+from speechbrain_wsm.nnet.registry import MIXERS, build_mixer
+from speechbrain_wsm.nnet.summary_mixing import SummaryMixing, WindowedSummaryMixing
+
+__all__ = [
+    "MIXERS",
+    "MixerEncoder",
+    "SummaryMixing",
+    "WindowedSummaryMixing",
+    "build_mixer",
+]

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["GroupedLinear", "SummaryMixing", "WindowedSummaryMixing"]
+__all__ = ["GroupedMLP", "SummaryMixing", "WindowedSummaryMixing"]
 
 _ACTIVATIONS = {
     "gelu": nn.GELU,
@@ -89,79 +89,72 @@ def make_activation(activation) -> nn.Module:
     return activation_class(activation)()
 
 
-class GroupedLinear(nn.Module):
-    """Block-diagonal linear layer: ``groups`` independent projections of slices.
+class GroupedMLP(nn.Module):
+    """Grouped (block-diagonal) linear layers, each followed by the activation.
 
-    The input features are cut into ``groups`` equal slices and slice ``g`` is
-    projected by its own ``[in/groups, out/groups]`` weight; the outputs are
-    concatenated. This is what "heads" mean in SummaryMixing: no attention, just
-    grouped projections. ``groups=1`` is an ordinary ``nn.Linear``.
+    The features are cut into ``groups`` equal slices and slice ``g`` goes
+    through its own stack of linear layers; the outputs are concatenated. This
+    is what "heads" mean in SummaryMixing: no attention, independent
+    projections of feature groups. ``groups=1`` is an ordinary MLP.
+
+    The whole stack runs in a group-major ``[groups, frames, features]``
+    layout with the bias folded into each batched matrix product, so the only
+    layout copy is the final one back to ``[..., out]``.
 
     Arguments
     ---------
     in_features : int
         Input size, divisible by ``groups``.
-    out_features : int
-        Output size, divisible by ``groups``.
+    dims : list of int
+        Output size of each layer, each divisible by ``groups``.
     groups : int
-        Number of independent slices.
-    bias : bool
-        Whether to add a bias.
+        Number of independent feature groups.
+    activation : str or type
+        Activation after every layer (the last one included).
 
     Example
     -------
-    >>> layer = GroupedLinear(8, 6, groups=2)
-    >>> layer(torch.randn(3, 5, 8)).shape
+    >>> mlp = GroupedMLP(8, [8, 6], groups=2)
+    >>> mlp(torch.randn(3, 5, 8)).shape
     torch.Size([3, 5, 6])
+    >>> mlp.weights[0].shape  # [groups, in / groups, out / groups]
+    torch.Size([2, 4, 4])
     """
 
-    def __init__(self, in_features: int, out_features: int, groups: int = 1, bias=True):
+    def __init__(self, in_features: int, dims, groups: int = 1, activation="gelu"):
         super().__init__()
-        if groups < 1 or in_features % groups or out_features % groups:
+        sizes = [in_features] + list(dims)
+        if groups < 1 or any(d % groups for d in sizes):
             raise ValueError(
-                f"GroupedLinear: in_features={in_features} and out_features="
-                f"{out_features} must both be divisible by groups={groups}"
+                f"GroupedMLP: every size {sizes} must be divisible by groups={groups}"
             )
-        self.in_features, self.out_features, self.groups = (
-            in_features,
-            out_features,
+        self.groups, self.in_features, self.out_features = (
             groups,
+            in_features,
+            sizes[-1],
         )
-        fan_in = in_features // groups
-        bound = 1.0 / math.sqrt(fan_in)
-        if groups == 1:
-            shape = (out_features, in_features)
-        else:
-            shape = (groups, fan_in, out_features // groups)
-        self.weight = nn.Parameter(torch.empty(shape).uniform_(-bound, bound))
-        self.bias = (
-            nn.Parameter(torch.empty(out_features).uniform_(-bound, bound))
-            if bias
-            else None
-        )
+        self.weights, self.biases = nn.ParameterList(), nn.ParameterList()
+        for d_in, d_out in zip(sizes[:-1], sizes[1:], strict=True):
+            bound = 1.0 / math.sqrt(d_in // groups)
+            w = torch.empty(groups, d_in // groups, d_out // groups).uniform_(
+                -bound, bound
+            )
+            b = torch.empty(groups, 1, d_out // groups).uniform_(-bound, bound)
+            self.weights.append(nn.Parameter(w))
+            self.biases.append(nn.Parameter(b))
+        self.activation = make_activation(activation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Project ``x`` ``[..., in_features]`` to ``[..., out_features]``."""
-        if self.groups == 1:
-            return F.linear(x, self.weight, self.bias)
         lead = x.shape[:-1]
-        x = x.reshape(-1, self.groups, self.in_features // self.groups)
-        # [N, g, i] -> [g, N, i] @ [g, i, o] -> [g, N, o] -> [N, g*o]
-        y = torch.bmm(x.transpose(0, 1), self.weight).transpose(0, 1)
-        y = y.reshape(*lead, self.out_features)
-        return y if self.bias is None else y + self.bias
+        h = x.reshape(-1, self.groups, self.in_features // self.groups).transpose(0, 1)
+        for w, b in zip(self.weights, self.biases, strict=True):
+            h = self.activation(torch.baddbmm(b, h, w))
+        return h.transpose(0, 1).reshape(*lead, self.out_features)
 
     def extra_repr(self) -> str:
-        return f"{self.in_features}, {self.out_features}, groups={self.groups}"
-
-
-def _mlp(in_dim: int, dims, groups: int, activation) -> nn.Sequential:
-    """Grouped linear layers of sizes ``dims``, each followed by the activation."""
-    layers = []
-    for dim in dims:
-        layers += [GroupedLinear(in_dim, dim, groups), make_activation(activation)]
-        in_dim = dim
-    return nn.Sequential(*layers)
+        dims = [self.in_features] + [w.shape[0] * w.shape[2] for w in self.weights]
+        return f"sizes={dims}, groups={self.groups}"
 
 
 def _valid_frames(x: torch.Tensor, src_key_padding_mask) -> torch.Tensor | None:
@@ -200,28 +193,39 @@ def _prefix(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([zero, x.cumsum(1)], dim=1)
 
 
-def _window_sums(prefix: torch.Tensor, left: int, right: int) -> torch.Tensor:
-    """Sums over frames ``[t - left, t + right]`` (clipped) from a prefix sum.
+def _box_sums(u: torch.Tensor, left: int, right: int) -> torch.Tensor:
+    """Sums of ``u`` over frames ``[t - left, t + right]`` clipped to the sequence.
 
-    ``prefix`` is ``[B, T + 1, ...]`` with ``prefix[:, i]`` the sum of frames
-    ``< i``. The two bounds are gathered by slicing and padding (the start
-    clipped to frame 0 reads ``prefix[:, 0] = 0``, the end clipped to ``T``
-    repeats ``prefix[:, T]``), which is cheaper than an index gather, forward
-    and backward.
+    One cumulative sum, then each window is the difference of two of its
+    entries, written by slices into one output tensor (no gather).
     """
-    T = prefix.shape[1] - 1
-    start = min(right + 1, T)
-    upper = prefix[:, start:]
-    if start > 1:  # windows running past the end stop at frame T - 1
-        last = prefix[:, T:].expand(-1, start - 1, *prefix.shape[2:])
-        upper = torch.cat([upper, last], dim=1)
-    lower = prefix[:, : max(T - left, 0)]
-    if lower.shape[1] < T:  # windows starting before frame 0 start at 0
-        zeros = prefix.new_zeros(
-            (prefix.shape[0], T - lower.shape[1]) + prefix.shape[2:]
-        )
-        lower = torch.cat([zeros, lower], dim=1)
-    return upper - lower
+    T = u.shape[1]
+    c = u.cumsum(1)  # c[:, t] = sum of frames <= t
+    out = torch.empty_like(c)
+    r = min(right, T - 1)
+    out[:, : T - r] = c[:, r:]  # window end: t + right ...
+    out[:, T - r :] = c[:, T - 1 :]  # ... or the last frame
+    if left + 1 < T:
+        out[:, left + 1 :] -= c[:, : T - left - 1]  # minus frames < t - left
+    return out
+
+
+class _WindowSum(torch.autograd.Function):
+    """Box-filter sums along frames whose backward is the mirrored box filter.
+
+    ``total[t] = sum(u[t - left : t + right + 1])``, so
+    ``grad_u[s] = sum(grad[s - right : s + left + 1])``: the same operation
+    with ``left`` and ``right`` swapped. Nothing is saved for backward.
+    """
+
+    @staticmethod
+    def forward(ctx, u, left: int, right: int):
+        ctx.left, ctx.right = left, right
+        return _box_sums(u, left, right)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _box_sums(grad, ctx.right, ctx.left), None, None
 
 
 def _windowed_mean(u: torch.Tensor, n, left: int, right: int) -> torch.Tensor:
@@ -231,13 +235,13 @@ def _windowed_mean(u: torch.Tensor, n, left: int, right: int) -> torch.Tensor:
     validity, or None when every frame is valid. The denominator counts valid
     frames only, and is at least one.
     """
-    total = _window_sums(_prefix(u), left, right)
+    total = _WindowSum.apply(u, left, right)
     if n is None:
         t = torch.arange(u.shape[1], device=u.device)
         count = (t + right).clamp(max=u.shape[1] - 1) - (t - left).clamp(min=0) + 1
         count = count.to(u.dtype)[None, :, None]
     else:
-        count = _window_sums(_prefix(n), left, right).clamp(min=1.0).unsqueeze(-1)
+        count = _box_sums(n, left, right).clamp(min=1.0).unsqueeze(-1)
     return total / count
 
 
@@ -331,11 +335,11 @@ class SummaryMixing(nn.Module):
             )
             self.local_out = local_out
         else:
-            self.summary_proj = _mlp(
+            self.summary_proj = GroupedMLP(
                 d_model, summary_hid + [summary_out], nhead, activation
             )
             if mode == "full":
-                self.local_proj = _mlp(
+                self.local_proj = GroupedMLP(
                     d_model, local_hid + [local_out], nhead, activation
                 )
         has_local = mode != "lite"

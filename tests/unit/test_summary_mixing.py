@@ -5,7 +5,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from speechbrain_wsm.nnet.summary_mixing import (
-    GroupedLinear,
+    GroupedMLP,
     SummaryMixing,
     WindowedSummaryMixing,
 )
@@ -191,18 +191,26 @@ def test_no_quadratic_or_window_sized_tensor(causal):
     assert probe.largest < T * w
 
 
-def test_grouped_linear_is_block_diagonal():
-    layer = GroupedLinear(8, 6, groups=2)
+def test_grouped_mlp_is_block_diagonal():
+    mlp = GroupedMLP(8, [8, 6], groups=2)
     x = torch.randn(4, 8, requires_grad=True)
-    layer(x)[:, :3].sum().backward()  # first output group
+    mlp(x)[:, :3].sum().backward()  # first output group
     assert x.grad[:, :4].abs().sum() > 0
     assert torch.equal(x.grad[:, 4:], torch.zeros(4, 4))
 
 
+def test_grouped_mlp_with_one_group_is_a_plain_mlp():
+    mlp = GroupedMLP(6, [5, 4], groups=1, activation="relu")
+    x = torch.randn(3, 6)
+    h = torch.relu(x @ mlp.weights[0][0] + mlp.biases[0][0])
+    ref = torch.relu(h @ mlp.weights[1][0] + mlp.biases[1][0])
+    torch.testing.assert_close(mlp(x), ref)
+
+
 def test_nhead_groups_the_local_and_summary_projections():
     layer = SummaryMixing(8, nhead=4)
-    assert layer.local_proj[0].groups == 4 and layer.summary_proj[0].groups == 4
-    assert layer.local_proj[0].weight.shape == (4, 2, 2)
+    assert layer.local_proj.groups == 4 and layer.summary_proj.groups == 4
+    assert layer.local_proj.weights[0].shape == (4, 2, 2)
 
 
 def test_lite_mode_gives_every_valid_frame_the_summary():
@@ -239,3 +247,17 @@ def test_bad_inputs_raise_clearly():
             torch.randn(1, 4, D),
             src_key_padding_mask=torch.zeros(1, 5, dtype=torch.bool),
         )
+
+
+@pytest.mark.parametrize(
+    "left,right", [(0, 0), (2, 1), (1, 3), (6, 0), (0, 9), (20, 20)]
+)
+def test_window_sum_gradient_is_the_mirrored_box_filter(left, right):
+    from speechbrain_wsm.nnet.summary_mixing import _WindowSum
+
+    u = torch.randn(2, 7, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda v: _WindowSum.apply(v, left, right), (u,))
+    ref = torch.stack(
+        [u[:, max(0, t - left) : t + right + 1].sum(1) for t in range(7)], dim=1
+    )
+    torch.testing.assert_close(_WindowSum.apply(u, left, right), ref)

@@ -1,12 +1,13 @@
 # speechbrain-wsm: the two Quickstart commands live here.
-#   make bench   the layer benchmark (the project's main job until the demo lands)
+#   make demo    the end-to-end demo (DEMO_ARGS="--quick" for a few minutes)
 #   make test    installs what the tests need, then lint + the whole test suite
+#   make bench   the layer benchmark alone
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-deps test lint bench format
+.PHONY: install system-deps test lint bench format demo
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -32,3 +33,8 @@ test: $(STAMP) system-deps lint
 
 bench: $(STAMP)
 	$(PY) -m speechbrain_wsm.bench.layers
+
+DEMO_ARGS ?=
+demo: $(STAMP)
+	bash scripts/install_system_deps.sh --strict
+	$(PY) -m speechbrain_wsm.demo $(DEMO_ARGS)

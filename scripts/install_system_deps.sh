@@ -3,8 +3,11 @@
 # prompts, pocketsphinx LibriVox test data), synthetic speech (flite, espeak-ng),
 # public-domain text (bible-kjv) and ffmpeg/sox for decoding.  Installs them when
 # run as root with apt-get; otherwise prints the exact command and carries on
-# (the tests that need a package then skip, naming it).
+# (the tests that need a package then skip, naming it). With --strict (the
+# demo needs them) it stops with that command instead.
 set -u
+strict=0
+[ "${1:-}" = "--strict" ] && strict=1
 PKGS="ffmpeg sox flite espeak-ng bible-kjv asterisk-core-sounds-en asterisk-core-sounds-en-g722 pocketsphinx-testdata"
 missing=""
 for p in $PKGS; do
@@ -14,10 +17,13 @@ done
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "installing Debian packages:$missing"
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq && apt-get install -y -qq --no-install-recommends $missing >/dev/null \
-        || echo "WARNING: apt-get install failed; tests needing:$missing will skip"
+    if apt-get update -qq && apt-get install -y -qq --no-install-recommends $missing >/dev/null; then
+        exit 0
+    fi
+    echo "WARNING: apt-get install failed for:$missing"
 else
-    echo "NOTE: not root or no apt-get; to run every test install them with:"
+    echo "NOTE: not root or no apt-get; install the missing Debian packages with:"
     echo "  sudo apt-get install -y$missing"
 fi
+[ "$strict" = 1 ] && exit 1
 exit 0

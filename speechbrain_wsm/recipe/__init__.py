@@ -1,0 +1,26 @@
+"""Helpers every recipe shares: experiment setup and data pipelines.
+
+- :mod:`.experiment`: :func:`load_hparams` (command line, DDP, strict YAML),
+  :func:`prepare_librispeech_manifests`
+- :mod:`.dataio`: :func:`manifest_dataset`, :func:`add_audio_pipeline`,
+  :func:`dynamic_batch_sampler`, :class:`SpanMaskCollate`
+
+Relative lengths become padding masks in :mod:`speechbrain_wsm.models.lengths`.
+"""
+
+from .dataio import (
+    SpanMaskCollate,
+    add_audio_pipeline,
+    dynamic_batch_sampler,
+    manifest_dataset,
+)
+from .experiment import load_hparams, prepare_librispeech_manifests
+
+__all__ = [
+    "SpanMaskCollate",
+    "add_audio_pipeline",
+    "dynamic_batch_sampler",
+    "load_hparams",
+    "manifest_dataset",
+    "prepare_librispeech_manifests",
+]

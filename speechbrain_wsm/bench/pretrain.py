@@ -1,0 +1,356 @@
+"""wav2vec 2.0 pretraining benchmark: step time and peak memory of MHSA, SM and WSM.
+
+One pretraining step of the recipe's model
+(``recipes/LibriSpeech/self-supervised-learning/wav2vec2``): fbank front end,
+span masking (p = 0.65, 10 frames), Conformer context encoder, Gumbel
+quantiser, contrastive loss with 100 negatives plus diversity loss, backward,
+AdamW update. The three models differ only in the mixer: multi-head
+self-attention (``mhsa``), SummaryMixing (``sm``) and Windowed SummaryMixing
+(``wsm``, window ``--window-size``). Each batch holds ``--batch`` utterances
+of one length (16 s and 40 s by default); layer drop is off so that every step
+does the same work.
+
+* Time: interleaved best-of-N (see :mod:`speechbrain_wsm.bench.common`).
+* Peak memory: everything the step needs at its peak, weights, AdamW state,
+  gradients and activations: ``torch.cuda.max_memory_allocated`` on CUDA,
+  the peak resident memory of a fresh process on CPU (minus its memory before
+  the model was built).
+
+Sizes: ``base`` is the recipe's (d_model 768, 12 layers, 8 heads, d_ffn 3072,
+512 latent channels), run on CUDA; ``small`` (256, 4 layers, 4 heads, 1024,
+256) is what CPU runs by default. The targets, on CUDA at the BASE size: SM
+and WSM take at least 25 % less time and 30 % less peak memory than MHSA
+(the paper reports 18 % and 23 % for SM); on CPU the ratios are reported.
+Writes ``pretrain_<device>.csv`` / ``.json`` into ``--out`` and prints
+markdown tables.
+
+Run: ``python -m speechbrain_wsm.bench.pretrain`` (CPU, and CUDA when
+present); ``--quick`` for a seconds-long smoke run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from speechbrain.lobes.models.wav2vec import W2VTargetQuantiser
+
+from speechbrain_wsm.bench.common import (
+    _in_child,
+    _peak_rss_bytes,
+    _release_large_blocks_on_free,
+    _reset_peak_rss,
+    _rss_bytes,
+    devices_from_arg,
+    machine_description,
+    timings,
+    write_table,
+)
+from speechbrain_wsm.models.wav2vec2 import (
+    FbankLatentExtractor,
+    GumbelQuantiser,
+    Wav2Vec2Loss,
+    Wav2Vec2Pretrainer,
+)
+from speechbrain_wsm.nnet.encoders import MixerEncoder
+from speechbrain_wsm.recipe.dataio import SpanMaskCollate
+
+SAMPLE_RATE = 16000
+MIXERS = ("mhsa", "sm", "wsm")
+SIZES = {
+    "base": dict(d_model=768, num_layers=12, nhead=8, d_ffn=3072, latent=512),
+    "small": dict(d_model=256, num_layers=4, nhead=4, d_ffn=1024, latent=256),
+    "tiny": dict(d_model=32, num_layers=2, nhead=2, d_ffn=64, latent=32),
+}
+#: CUDA targets: SM / MHSA and WSM / MHSA at most these ratios
+TARGETS = {"time_ms": 0.75, "peak_mib": 0.70}
+
+
+def build_model(size: str, mixer: str, window_size: int) -> Wav2Vec2Pretrainer:
+    """The recipe's pretraining model at ``size`` with ``mixer`` (no layer drop)."""
+    cfg = SIZES[size]
+    encoder = MixerEncoder(
+        num_layers=cfg["num_layers"],
+        d_model=cfg["d_model"],
+        nhead=cfg["nhead"],
+        d_ffn=cfg["d_ffn"],
+        mixer=mixer,
+        arch="conformer",
+        dropout=0.1,
+        kernel_size=31,
+        activation="swish",
+        layerdrop=0.0,
+        positional_encoding="sine",
+        mixer_kwargs={"window_size": window_size} if mixer == "wsm" else None,
+    )
+    latent = cfg["latent"]
+    return Wav2Vec2Pretrainer(
+        FbankLatentExtractor(channels=[latent, latent]),
+        encoder,
+        W2VTargetQuantiser(latent, 256, quantiser=GumbelQuantiser, num_vars=320),
+        final_dim=256,
+    )
+
+
+class PretrainStep:
+    """Build a model, optimiser and masked batch; calling it returns ``step()``."""
+
+    def __init__(self, size, mixer, window_size, seconds, batch, dtype):
+        self.args = (size, mixer, window_size, seconds, batch, dtype)
+
+    def __call__(self, device: str):
+        size, mixer, window_size, seconds, batch, dtype = self.args
+        torch.manual_seed(0)
+        np.random.seed(0)
+        model = build_model(size, mixer, window_size).to(device).train()
+        loss_fn = Wav2Vec2Loss(num_negatives=100)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05)
+        n = int(seconds * SAMPLE_RATE)
+        items = [{"id": str(i), "sig": 0.1 * torch.randn(n)} for i in range(batch)]
+        wavs, lens, mask = SpanMaskCollate(model.output_lengths, 0.65, 10)(items)
+        wavs, lens, mask = wavs.to(device), lens.to(device), mask.to(device)
+        autocast = torch.autocast(
+            device_type=device.split(":")[0],
+            dtype=dtype,
+            enabled=dtype != torch.float32,
+        )
+
+        def step():
+            with autocast:
+                loss = loss_fn(model(wavs, lens, mask))["loss"]
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+        return step
+
+
+def _total_peak(make_step, device: str) -> dict:
+    """Peak memory of model + optimiser + one step (see the module docstring)."""
+    try:
+        if device.startswith("cuda"):
+            gc.collect()
+            torch.cuda.empty_cache()
+            before = torch.cuda.memory_allocated(device)
+            step = make_step(device)
+            step()  # warm-up: AdamW state allocated
+            torch.cuda.synchronize(device)
+            torch.cuda.reset_peak_memory_stats(device)
+            step()
+            torch.cuda.synchronize(device)
+            peak = torch.cuda.max_memory_allocated(device) - before
+            del step
+            gc.collect()
+            torch.cuda.empty_cache()
+            return {"peak_bytes": peak}
+        _release_large_blocks_on_free()
+        before = _rss_bytes()
+        step = make_step(device)
+        step()  # warm-up: AdamW state, thread pools
+        _reset_peak_rss()
+        step()
+        return {"peak_bytes": max(_peak_rss_bytes() - before, 0)}
+    except torch.OutOfMemoryError as e:
+        return {"error": f"out of memory: {str(e).splitlines()[0]}"}
+
+
+def peak_memory(make_step, device: str) -> dict:
+    """:func:`_total_peak`, in a fresh forked process on CPU."""
+    if device.startswith("cuda"):
+        return _total_peak(make_step, device)
+    return _in_child(_total_peak, make_step, device)
+
+
+def _params(size: str, window_size: int) -> dict:
+    out = {}
+    for mixer in MIXERS:
+        with torch.device("meta"):
+            model = build_model(size, mixer, window_size)
+        out[mixer] = sum(p.numel() for p in model.parameters())
+    return out
+
+
+def run(args) -> list[dict]:
+    rows = []
+    for device in devices_from_arg(args.device):
+        size = args.size or ("base" if device.startswith("cuda") else "small")
+        batch = args.batch or (8 if device.startswith("cuda") else 2)
+        dtype = torch.bfloat16 if device == "cuda" and not args.fp32 else torch.float32
+        params = _params(size, args.window_size)
+        print(
+            f"# {device}: {machine_description(device)}; {size} size, batch "
+            f"{batch}, WSM window {args.window_size}, {dtype}",
+            flush=True,
+        )
+        for seconds in args.lengths:
+            makers = {
+                m: PretrainStep(size, m, args.window_size, seconds, batch, dtype)
+                for m in MIXERS
+            }
+            times = timings(makers, device, rounds=args.rounds, budget_s=args.budget)
+            for mixer, make in makers.items():
+                res = {**peak_memory(make, device), **times[mixer]}
+                error = res.get("error", "")
+                row = {
+                    "device": device,
+                    "size": size,
+                    "mixer": mixer,
+                    "seconds": seconds,
+                    "batch": batch,
+                    "params": params[mixer],
+                    "time_ms": round(res["time_s"] * 1e3, 1)
+                    if "time_s" in res
+                    else None,
+                    "time_median_ms": round(res["time_median_s"] * 1e3, 1)
+                    if "time_s" in res
+                    else None,
+                    "rounds": res.get("rounds"),
+                    "peak_mib": round(res["peak_bytes"] / 2**20, 1)
+                    if "peak_bytes" in res
+                    else None,
+                    "error": error if isinstance(error, str) else str(error),
+                }
+                rows.append(row)
+                shown = (
+                    f"{row['time_ms']} ms, {row['peak_mib']} MiB"
+                    if not row["error"]
+                    else row["error"]
+                )
+                print(f"  {seconds:>5} s  {mixer:<5} {shown}", flush=True)
+    return rows
+
+
+def _lookup(rows, device, mixer, seconds, key):
+    for r in rows:
+        if r["device"] == device and r["mixer"] == mixer and r["seconds"] == seconds:
+            return r.get(key)
+    return None
+
+
+def check_targets(rows) -> list[dict]:
+    """SM / MHSA and WSM / MHSA time and peak memory at each length.
+
+    On CUDA the targets are time <= 0.75 and peak memory <= 0.70 (25 % and
+    30 % less); on CPU the ratios are reported only.
+    """
+    out = []
+    for device in sorted({r["device"] for r in rows}):
+        cuda = device.startswith("cuda")
+        for seconds in sorted({r["seconds"] for r in rows if r["device"] == device}):
+            for mixer in ("sm", "wsm"):
+                for key, what in (("time_ms", "time"), ("peak_mib", "peak memory")):
+                    num = _lookup(rows, device, mixer, seconds, key)
+                    den = _lookup(rows, device, "mhsa", seconds, key)
+                    ratio = None if not num or not den else num / den
+                    limit = TARGETS[key] if cuda else None
+                    bound = f" <= {limit}" if limit else " (info)"
+                    out.append(
+                        {
+                            "device": device,
+                            "target": f"{mixer.upper()} / MHSA {what} at {seconds:g} s{bound}",
+                            "measured": ratio,
+                            "ok": None
+                            if ratio is None or limit is None
+                            else ratio <= limit,
+                        }
+                    )
+    return out
+
+
+def markdown(rows, device) -> str:
+    """Parameters, then step time / peak memory per length, one row per mixer."""
+    lengths = sorted({r["seconds"] for r in rows if r["device"] == device})
+    head = "| mixer | params | " + " | ".join(f"{s:g} s" for s in lengths) + " |"
+    lines = [head, "|" + "---|" * (len(lengths) + 2)]
+    for mixer in MIXERS:
+        params = _lookup(rows, device, mixer, lengths[0], "params")
+        if params is None:
+            continue
+        cells = []
+        for s in lengths:
+            t = _lookup(rows, device, mixer, s, "time_ms")
+            p = _lookup(rows, device, mixer, s, "peak_mib")
+            cells.append(
+                "failed" if t is None or p is None else f"{t / 1e3:.2f} s / {p:.0f} MiB"
+            )
+        lines.append(f"| {mixer} | {params / 1e6:.1f} M | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default="all", choices=["all", "cpu", "cuda"])
+    p.add_argument(
+        "--size",
+        choices=sorted(SIZES),
+        default=None,
+        help="model size (default: base on CUDA, small on CPU)",
+    )
+    p.add_argument("--lengths", type=float, nargs="+", default=[16, 40], help="seconds")
+    p.add_argument(
+        "--batch",
+        type=int,
+        default=None,
+        help="utterances per batch (default: 8 on CUDA, 2 on CPU)",
+    )
+    p.add_argument("--window-size", type=int, default=32, help="WSM window (frames)")
+    p.add_argument("--rounds", type=int, default=3, help="timing rounds; best is kept")
+    p.add_argument(
+        "--budget",
+        type=float,
+        default=120.0,
+        help="at most this many seconds of timing rounds per length",
+    )
+    p.add_argument(
+        "--fp32", action="store_true", help="fp32 on CUDA too (default bf16 autocast)"
+    )
+    p.add_argument("--out", type=Path, default=Path("bench_results"))
+    p.add_argument(
+        "--check", action="store_true", help="exit 1 when a target is missed"
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="tiny model, short inputs: a smoke run"
+    )
+    args = p.parse_args(argv)
+    if args.quick:
+        args.size, args.lengths, args.batch = "tiny", [1.5], 2
+        args.rounds, args.budget, args.window_size = 2, 0.5, 4
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    rows = run(args)
+    targets = check_targets(rows)
+    meta = {
+        "machines": {
+            d: machine_description(d) for d in sorted({r["device"] for r in rows})
+        },
+        "window_size": args.window_size,
+        "targets": targets,
+        "command": " ".join(sys.argv),
+    }
+    for device, machine in meta["machines"].items():
+        device_rows = [r for r in rows if r["device"] == device]
+        csv_path, _ = write_table(
+            device_rows, args.out, f"pretrain_{device}", {**meta, "machine": machine}
+        )
+        print(
+            f"\n## {device}: {machine}\n\n{markdown(rows, device)}\n\n"
+            f"written: {csv_path}"
+        )
+    print("\n| device | target | measured | met |\n|---|---|---|---|")
+    for t in targets:
+        value = "n/a" if t["measured"] is None else f"{t['measured']:.2f}"
+        met = {True: "yes", False: "NO", None: "n/a"}[t["ok"]]
+        print(f"| {t['device']} | {t['target']} | {value} | {met} |")
+    return 1 if args.check and any(t["ok"] is False for t in targets) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,230 @@
+"""Common Voice preparation (MP3S low-resource ASR: Welsh ``cy``, Basque ``eu``).
+
+Reads one language folder of a Common Voice release as distributed::
+
+    cv-corpus-11.0-2022-09-21/<lang>/train.tsv, dev.tsv, test.tsv, ...
+    cv-corpus-11.0-2022-09-21/<lang>/clips/common_voice_<lang>_<n>.mp3
+
+Each ``<split>.tsv`` (tab-separated, with a header naming at least ``path``
+and ``sentence``; ``client_id`` is the speaker) becomes ``<split>.csv`` with
+the columns ``ID, duration, wav, spk_id, wrd``: ``ID`` is the clip's file
+stem, ``wav`` the absolute ``.mp3`` path (48 kHz MP3: the recipes' audio
+pipeline decodes and resamples it to 16 kHz), ``wrd`` the sentence with
+punctuation removed, upper-cased (:func:`~._common.normalize_words`).
+Durations come from the MP3 headers.
+
+Bad input (a row with too few fields, a missing or unreadable clip, an empty
+sentence after normalisation, a repeated clip) is skipped, counted, listed in
+``commonvoice_skipped.txt`` and summarised in one log line.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from collections.abc import Sequence
+
+from ._common import (
+    Prepared,
+    is_finished,
+    normalize_words,
+    probe_files,
+    require_folder,
+    write_outputs,
+)
+
+__all__ = ["SKIP_KINDS", "prepare_commonvoice"]
+
+logger = logging.getLogger(__name__)
+
+SKIP_KINDS = (
+    "malformed_row",
+    "missing_audio",
+    "unreadable_audio",
+    "truncated_audio",
+    "empty_transcript",
+    "duplicate_id",
+)
+
+FIELDS = ("ID", "duration", "wav", "spk_id", "wrd")
+
+_LAYOUT = (
+    "a Common Voice language folder (cv-corpus-*/<lang>) holding <split>.tsv "
+    "files and clips/*.mp3"
+)
+
+
+def _read_tsv(path: str, clips: str, prepared: Prepared) -> list[tuple]:
+    """Rows of one split: ``(ID, mp3 path, speaker, words)``."""
+    out = []
+    # Sentences hold quotes: no quoting; rows are split on tabs only.
+    with open(path, encoding="utf-8", newline="") as f:
+        reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+        header = next(reader, None)
+        if header is None or "path" not in header or "sentence" not in header:
+            raise ValueError(
+                f"'{path}' has no header with 'path' and 'sentence' columns "
+                f"(header: {header})"
+            )
+        col = {name: i for i, name in enumerate(header)}
+        for lineno, row in enumerate(reader, start=2):
+            if not any(cell.strip() for cell in row):
+                continue
+            if len(row) <= max(col["path"], col["sentence"]):
+                prepared.skip(
+                    "malformed_row",
+                    f"{os.path.basename(path)}:{lineno}",
+                    path,
+                    f"{len(row)} fields, header has {len(header)}",
+                )
+                continue
+            clip = row[col["path"]].strip()
+            if not clip.endswith(".mp3"):
+                clip += ".mp3"  # early releases list the stem only
+            uid = os.path.splitext(os.path.basename(clip))[0]
+            speaker = row[col["client_id"]] if "client_id" in col else ""
+            words = normalize_words(row[col["sentence"]])
+            if not words:
+                prepared.skip(
+                    "empty_transcript",
+                    uid,
+                    path,
+                    f"line {lineno}: {row[col['sentence']]!r}",
+                )
+                continue
+            out.append((uid, os.path.join(clips, clip), speaker, words))
+    return out
+
+
+def prepare_commonvoice(
+    data_folder: str,
+    save_folder: str,
+    splits: Sequence[str] = ("train", "dev", "test"),
+    audio_check: str = "header",
+    num_workers: int | None = None,
+    progress: bool = True,
+    skip_prep: bool = False,
+    redo: bool = False,
+) -> dict[str, str]:
+    """Write one manifest per Common Voice split of one language.
+
+    Arguments
+    ---------
+    data_folder : str
+        The language folder, e.g. ``.../cv-corpus-11.0-2022-09-21/cy``.
+    save_folder : str
+        Where ``<split>.csv``, ``<split>.json`` and ``commonvoice_skipped.txt``
+        go.
+    splits : sequence of str
+        TSV names without ``.tsv`` (``train``, ``dev``, ``test``,
+        ``validated`` ...).
+    audio_check : str
+        ``"header"`` (default), ``"tail"`` or ``"full"`` (decode every clip):
+        see :func:`~speechbrain_wsm.data.librispeech.probe_audio`.
+    num_workers : int, optional
+        Threads reading audio headers.
+    progress : bool
+        Show progress bars.
+    skip_prep : bool
+        Do nothing.
+    redo : bool
+        Prepare again even if finished manifests exist.
+
+    Returns
+    -------
+    dict
+        Split name to manifest path (empty when ``skip_prep``).
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``data_folder``, its ``clips`` folder or a split's TSV is missing.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> prepare_commonvoice(tempfile.mkdtemp(), tempfile.mkdtemp(), skip_prep=True)
+    {}
+    """
+    if skip_prep:
+        return {}
+    splits = list(dict.fromkeys([splits] if isinstance(splits, str) else splits))
+    if not splits:
+        raise ValueError("prepare_commonvoice: no split given")
+    require_folder(data_folder, "Common Voice data_folder", _LAYOUT)
+    clips = os.path.join(data_folder, "clips")
+    if not os.path.isdir(clips):
+        languages = sorted(
+            d
+            for d in os.listdir(data_folder)
+            if os.path.isdir(os.path.join(data_folder, d, "clips"))
+        )
+        hint = f" (language folders found: {languages})" if languages else ""
+        raise FileNotFoundError(
+            f"Common Voice clips folder '{clips}' not found: data_folder must be "
+            f"{_LAYOUT}{hint}"
+        )
+    for split in splits:
+        tsv = os.path.join(data_folder, f"{split}.tsv")
+        if not os.path.isfile(tsv):
+            found = sorted(f for f in os.listdir(data_folder) if f.endswith(".tsv"))
+            raise FileNotFoundError(
+                f"Common Voice split file '{tsv}' not found; TSV files in "
+                f"'{data_folder}': {found}"
+            )
+    root = os.path.abspath(data_folder)
+    options = {"source": root, "splits": splits, "audio_check": audio_check}
+    if not redo and is_finished(save_folder, splits, options):
+        logger.info("Common Voice manifests already prepared, skipping")
+        return {s: os.path.join(save_folder, f"{s}.csv") for s in splits}
+
+    prepared = Prepared()
+    manifests: dict[str, list[dict]] = {}
+    seen: dict[str, str] = {}
+    for split in splits:
+        tsv = os.path.join(root, f"{split}.tsv")
+        candidates = []
+        for uid, path, speaker, words in _read_tsv(
+            tsv, os.path.join(root, "clips"), prepared
+        ):
+            if uid in seen:
+                prepared.skip("duplicate_id", uid, path, f"already in {seen[uid]}.tsv")
+                continue
+            seen[uid] = split
+            candidates.append((uid, path, speaker, words))
+        rows = []
+        for (uid, path, speaker, words), info, error in probe_files(
+            candidates,
+            lambda c: c[1],
+            audio_check,
+            None,
+            num_workers,
+            progress,
+            f"commonvoice {split}",
+        ):
+            if error is not None:
+                prepared.skip(error.kind, uid, path, error.detail)
+                continue
+            frames, rate = info
+            rows.append(
+                {
+                    "ID": uid,
+                    "duration": f"{frames / rate:.4f}",
+                    "wav": path,
+                    "spk_id": speaker,
+                    "wrd": words,
+                }
+            )
+        manifests[split] = rows
+        prepared.rows.extend(rows)
+    return write_outputs(
+        save_folder,
+        manifests,
+        FIELDS,
+        prepared,
+        options,
+        "commonvoice_skipped.txt",
+        f"Common Voice from {root}",
+        SKIP_KINDS,
+    )

@@ -1,0 +1,245 @@
+"""IEMOCAP preparation for 4-class emotion recognition (MP3S ER).
+
+Reads the ``IEMOCAP_full_release`` folder as distributed::
+
+    Session{1..5}/sentences/wav/<dialog>/<utterance>.wav      16 kHz
+    Session{1..5}/dialog/EmoEvaluation/<dialog>.txt
+
+Each evaluation file holds one line per utterance with its consensus label,
+``[6.2901 - 8.2357]<TAB>Ses01F_impro01_F000<TAB>neu<TAB>[2.5000, ...]``, and
+the annotators' votes on other lines (ignored). The four classes of the
+usual protocol are kept, with excited merged into happy: ``neu``, ``hap``
+(``hap`` + ``exc``), ``sad``, ``ang``; utterances with another label
+(frustration, surprise, ``xxx`` ...) are left out by design and counted in
+the ``.json`` summaries, not reported as bad input.
+
+Folds are leave-one-session-out, hence speaker-independent: session
+``test_session`` (both its speakers) is the test set; the other four
+sessions train, with ``valid_ratio`` of their utterances (chosen by a hash of
+the ID) held out for model selection. Outputs ``train.csv``, ``valid.csv``,
+``test.csv`` with ``ID, duration, wav, spk_id, emo`` (``spk_id`` like
+``Ses01F``: session and the speaker's gender letter).
+
+Bad input (malformed label lines, labelled utterances without audio,
+unreadable audio, another sample rate, repeated IDs) is skipped, counted,
+listed in ``iemocap_skipped.txt`` and summarised in one log line.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections import Counter
+
+from ._common import (
+    Prepared,
+    hash_fraction,
+    is_finished,
+    probe_files,
+    require_folder,
+    write_outputs,
+)
+
+__all__ = ["EMOTIONS", "SKIP_KINDS", "prepare_iemocap"]
+
+logger = logging.getLogger(__name__)
+
+#: Label in the evaluation files -> class of the 4-class protocol.
+EMOTIONS = {"neu": "neu", "hap": "hap", "exc": "hap", "sad": "sad", "ang": "ang"}
+
+SKIP_KINDS = (
+    "malformed_line",
+    "missing_audio",
+    "unreadable_audio",
+    "truncated_audio",
+    "wrong_sample_rate",
+    "duplicate_id",
+)
+
+FIELDS = ("ID", "duration", "wav", "spk_id", "emo")
+
+_LINE = re.compile(r"^\[\s*([\d.]+)\s*-\s*([\d.]+)\s*\]\s+(\S+)\s+(\S+)\s+\[")
+_LAYOUT = (
+    "the IEMOCAP_full_release folder holding Session{1..5}/sentences/wav/"
+    "<dialog>/<utterance>.wav and Session{1..5}/dialog/EmoEvaluation/*.txt"
+)
+
+
+def _speaker(uid: str) -> str:
+    """``Ses01F_impro01_M003`` -> ``Ses01M`` (the last part names the speaker)."""
+    return uid[:5] + uid.rsplit("_", 1)[-1][:1]
+
+
+def _read_labels(folder: str, prepared: Prepared, labels: dict, excluded: Counter):
+    for name in sorted(os.listdir(folder)):
+        path = os.path.join(folder, name)
+        if (
+            name.startswith(".")
+            or not name.endswith(".txt")
+            or not os.path.isfile(path)
+        ):
+            continue
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for lineno, line in enumerate(f, start=1):
+                if not line.startswith("["):
+                    continue  # headers, annotator votes, blank lines
+                m = _LINE.match(line)
+                if m is None:
+                    prepared.skip(
+                        "malformed_line",
+                        f"{name}:{lineno}",
+                        path,
+                        f"expected '[start - end] <utt> <label> [v, a, d]': "
+                        f"{line.strip()!r}",
+                    )
+                    continue
+                uid, label = m.group(3), m.group(4)
+                if uid in labels:
+                    prepared.skip("duplicate_id", uid, path, "labelled twice")
+                    continue
+                if label not in EMOTIONS:
+                    excluded[label] += 1
+                    labels[uid] = None
+                    continue
+                labels[uid] = EMOTIONS[label]
+
+
+def prepare_iemocap(
+    data_folder: str,
+    save_folder: str,
+    test_session: int = 5,
+    valid_ratio: float = 0.1,
+    sample_rate: int | None = 16000,
+    audio_check: str = "header",
+    num_workers: int | None = None,
+    progress: bool = True,
+    skip_prep: bool = False,
+    redo: bool = False,
+) -> dict[str, str]:
+    """Write the manifests of one leave-one-session-out IEMOCAP fold.
+
+    Arguments
+    ---------
+    data_folder : str
+        The ``IEMOCAP_full_release`` folder.
+    save_folder : str
+        Where ``train.csv``, ``valid.csv``, ``test.csv``, their ``.json``
+        summaries and ``iemocap_skipped.txt`` go.
+    test_session : int
+        The held-out session (1 to 5): the fold.
+    valid_ratio : float
+        Share of the training sessions' utterances used for validation.
+    sample_rate, audio_check, num_workers, progress, skip_prep, redo
+        As for :func:`~speechbrain_wsm.data.librispeech.prepare_librispeech`.
+
+    Returns
+    -------
+    dict
+        ``train``, ``valid``, ``test`` to their manifests.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``data_folder`` or a session's folders are missing.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> prepare_iemocap(tempfile.mkdtemp(), tempfile.mkdtemp(), skip_prep=True)
+    {}
+    """
+    if skip_prep:
+        return {}
+    if int(test_session) not in range(1, 6):
+        raise ValueError(f"test_session must be 1 to 5, got {test_session}")
+    if not 0.0 <= valid_ratio < 1.0:
+        raise ValueError(f"valid_ratio must be in [0, 1), got {valid_ratio}")
+    nested = os.path.join(data_folder, "IEMOCAP_full_release")
+    hint = f" (did you mean data_folder='{nested}'?)" if os.path.isdir(nested) else ""
+    require_folder(data_folder, "IEMOCAP data_folder", _LAYOUT + hint)
+    root = os.path.abspath(data_folder)
+    for session in range(1, 6):
+        for sub in ("sentences/wav", "dialog/EmoEvaluation"):
+            require_folder(
+                os.path.join(root, f"Session{session}", sub),
+                f"IEMOCAP Session{session} folder",
+                _LAYOUT + hint,
+            )
+    names = ["train", "valid", "test"]
+    options = {
+        "source": root,
+        "test_session": int(test_session),
+        "valid_ratio": valid_ratio,
+        "sample_rate": sample_rate,
+        "audio_check": audio_check,
+    }
+    if not redo and is_finished(save_folder, names, options):
+        logger.info("IEMOCAP manifests already prepared, skipping")
+        return {n: os.path.join(save_folder, f"{n}.csv") for n in names}
+
+    prepared = Prepared()
+    excluded: Counter = Counter()
+    candidates = []
+    for session in range(1, 6):
+        labels: dict = {}
+        base = os.path.join(root, f"Session{session}")
+        _read_labels(
+            os.path.join(base, "dialog", "EmoEvaluation"), prepared, labels, excluded
+        )
+        audio = {}
+        for dirpath, dirs, files in os.walk(os.path.join(base, "sentences", "wav")):
+            dirs.sort()
+            for name in files:
+                if name.endswith(".wav") and not name.startswith("."):
+                    audio[name[:-4]] = os.path.join(dirpath, name)
+        for uid, emo in sorted(labels.items()):
+            if emo is None:
+                continue
+            path = audio.get(uid)
+            if path is None:
+                dialog = uid.rsplit("_", 1)[0]
+                expected = os.path.join(base, "sentences", "wav", dialog, f"{uid}.wav")
+                prepared.skip("missing_audio", uid, expected, "labelled, no audio")
+                continue
+            candidates.append((uid, path, emo, session))
+
+    rows = {n: [] for n in names}
+    for (uid, path, emo, session), info, error in probe_files(
+        candidates,
+        lambda c: c[1],
+        audio_check,
+        sample_rate,
+        num_workers,
+        progress,
+        "iemocap",
+    ):
+        if error is not None:
+            prepared.skip(error.kind, uid, path, error.detail)
+            continue
+        frames, rate = info
+        row = {
+            "ID": uid,
+            "duration": f"{frames / rate:.4f}",
+            "wav": path,
+            "spk_id": _speaker(uid),
+            "emo": emo,
+        }
+        if session == int(test_session):
+            rows["test"].append(row)
+        elif hash_fraction(uid) < valid_ratio:
+            rows["valid"].append(row)
+        else:
+            rows["train"].append(row)
+        prepared.rows.append(row)
+    return write_outputs(
+        save_folder,
+        rows,
+        FIELDS,
+        prepared,
+        options,
+        "iemocap_skipped.txt",
+        f"IEMOCAP fold {test_session} from {root}",
+        SKIP_KINDS,
+        extra={"excluded_labels": dict(sorted(excluded.items()))},
+    )

@@ -1,0 +1,212 @@
+"""SLURP preparation for scenario classification (MP3S SLU, 18 scenarios).
+
+Reads SLURP as distributed (the text of the ``pswietojanski/slurp`` repository
+and the ``slurp_real`` audio archive extracted beside it)::
+
+    <data_folder>/dataset/slurp/train.jsonl, devel.jsonl, test.jsonl
+    <data_folder>/slurp_real/audio-1434542201-headset.flac, ...   16 kHz
+
+Each JSON line is one prompt (``slurp_id``, ``sentence``, ``scenario``,
+``action``, ``intent``) with its ``recordings`` (a list of ``{"file": ...}``);
+every recording is one utterance. ``<split>.jsonl`` becomes ``<split>.csv``
+with ``ID, duration, wav, spk_id, wrd, scenario, action, intent`` (``ID``
+is the recording's file stem, ``spk_id`` the prompt's ``slurp_id``: SLURP
+has no speaker field there, ``wrd`` the normalised sentence). MP3S trains on
+the real recordings of ``train`` only (``train_synthetic`` is not read
+unless listed in ``splits``, its audio in ``slurp_synth``).
+
+Bad input (lines that are not JSON or lack a field, missing or unreadable
+audio, repeated recordings) is skipped, counted, listed in
+``slurp_skipped.txt`` and summarised in one log line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+
+from ._common import (
+    Prepared,
+    is_finished,
+    normalize_words,
+    probe_files,
+    require_file,
+    require_folder,
+    write_outputs,
+)
+
+__all__ = ["SCENARIOS", "SKIP_KINDS", "prepare_slurp"]
+
+logger = logging.getLogger(__name__)
+
+#: The 18 SLURP scenarios.
+SCENARIOS = (
+    "alarm", "audio", "calendar", "cooking", "datetime", "email", "general",
+    "iot", "lists", "music", "news", "play", "qa", "recommendation", "social",
+    "takeaway", "transport", "weather",
+)  # fmt: skip
+
+SKIP_KINDS = (
+    "malformed_line",
+    "missing_audio",
+    "unreadable_audio",
+    "truncated_audio",
+    "wrong_sample_rate",
+    "duplicate_id",
+)
+
+FIELDS = ("ID", "duration", "wav", "spk_id", "wrd", "scenario", "action", "intent")
+
+_LAYOUT = (
+    "the SLURP folder holding dataset/slurp/<split>.jsonl (from the SLURP "
+    "repository) and slurp_real/*.flac (the slurp_real archive)"
+)
+
+
+def _read_jsonl(path: str, audio_folder: str, prepared: Prepared) -> list[dict]:
+    out = []
+    name = os.path.basename(path)
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            where = f"{name}:{lineno}"
+            try:
+                entry = json.loads(line)
+                prompt = {
+                    k: entry[k] for k in ("slurp_id", "sentence", "scenario", "intent")
+                }
+                recordings = entry["recordings"]
+                files = [r["file"] for r in recordings]
+            except (ValueError, KeyError, TypeError) as exc:
+                detail = (
+                    f"missing field {exc}" if isinstance(exc, KeyError) else "not JSON"
+                )
+                prepared.skip("malformed_line", where, path, detail)
+                continue
+            action = entry.get("action") or prompt["intent"].split("_", 1)[-1]
+            for file in files:
+                out.append(
+                    {
+                        "ID": os.path.splitext(os.path.basename(file))[0],
+                        "wav": os.path.join(audio_folder, file),
+                        "spk_id": str(prompt["slurp_id"]),
+                        "wrd": normalize_words(str(prompt["sentence"])),
+                        "scenario": str(prompt["scenario"]),
+                        "action": str(action),
+                        "intent": str(prompt["intent"]),
+                    }
+                )
+    return out
+
+
+def prepare_slurp(
+    data_folder: str,
+    save_folder: str,
+    splits: Sequence[str] = ("train", "devel", "test"),
+    sample_rate: int | None = 16000,
+    audio_check: str = "header",
+    num_workers: int | None = None,
+    progress: bool = True,
+    skip_prep: bool = False,
+    redo: bool = False,
+) -> dict[str, str]:
+    """Write one manifest per SLURP split.
+
+    Arguments
+    ---------
+    data_folder : str
+        The folder holding ``dataset/slurp`` and ``slurp_real``.
+    save_folder : str
+        Where ``<split>.csv``, ``<split>.json`` and ``slurp_skipped.txt`` go.
+    splits : sequence of str
+        JSONL names without extension (``train``, ``devel``, ``test``, or
+        ``train_synthetic``, whose audio is in ``slurp_synth``).
+    sample_rate, audio_check, num_workers, progress, skip_prep, redo
+        As for :func:`~speechbrain_wsm.data.librispeech.prepare_librispeech`.
+
+    Returns
+    -------
+    dict
+        Split name to manifest path.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``data_folder``, the JSONL files or the audio folder are missing.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> prepare_slurp(tempfile.mkdtemp(), tempfile.mkdtemp(), skip_prep=True)
+    {}
+    """
+    if skip_prep:
+        return {}
+    splits = list(dict.fromkeys([splits] if isinstance(splits, str) else splits))
+    if not splits:
+        raise ValueError("prepare_slurp: no split given")
+    require_folder(data_folder, "SLURP data_folder", _LAYOUT)
+    root = os.path.abspath(data_folder)
+    text_folder = os.path.join(root, "dataset", "slurp")
+    require_folder(text_folder, "SLURP text folder", _LAYOUT)
+    for split in splits:
+        require_file(
+            os.path.join(text_folder, f"{split}.jsonl"), "SLURP split file", _LAYOUT
+        )
+        audio = "slurp_synth" if split == "train_synthetic" else "slurp_real"
+        require_folder(os.path.join(root, audio), "SLURP audio folder", _LAYOUT)
+    options = {
+        "source": root,
+        "splits": splits,
+        "sample_rate": sample_rate,
+        "audio_check": audio_check,
+    }
+    if not redo and is_finished(save_folder, splits, options):
+        logger.info("SLURP manifests already prepared, skipping")
+        return {s: os.path.join(save_folder, f"{s}.csv") for s in splits}
+
+    prepared = Prepared()
+    manifests = {}
+    seen: dict[str, str] = {}
+    for split in splits:
+        audio = "slurp_synth" if split == "train_synthetic" else "slurp_real"
+        candidates = []
+        path = os.path.join(text_folder, f"{split}.jsonl")
+        for row in _read_jsonl(path, os.path.join(root, audio), prepared):
+            if row["ID"] in seen:
+                prepared.skip(
+                    "duplicate_id", row["ID"], path, f"already in {seen[row['ID']]}"
+                )
+                continue
+            seen[row["ID"]] = split
+            candidates.append(row)
+        rows = []
+        for row, info, error in probe_files(
+            candidates,
+            lambda r: r["wav"],
+            audio_check,
+            sample_rate,
+            num_workers,
+            progress,
+            f"slurp {split}",
+        ):
+            if error is not None:
+                prepared.skip(error.kind, row["ID"], row["wav"], error.detail)
+                continue
+            frames, rate = info
+            rows.append(dict(row, duration=f"{frames / rate:.4f}"))
+        manifests[split] = rows
+        prepared.rows.extend(rows)
+    return write_outputs(
+        save_folder,
+        manifests,
+        FIELDS,
+        prepared,
+        options,
+        "slurp_skipped.txt",
+        f"SLURP from {root}",
+        SKIP_KINDS,
+    )

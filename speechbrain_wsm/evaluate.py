@@ -1,0 +1,426 @@
+"""Score a trained CTC recipe on any manifest: ``python -m speechbrain_wsm.evaluate``.
+
+Usage::
+
+    python -m speechbrain_wsm.evaluate RUN --manifest test-other.csv \\
+        [--name test-other] [--decoder greedy|beam] [--beam_size 20] \\
+        [--kenlm 4gram.arpa --lm_weight 0.5 --word_bonus 1.0] \\
+        [--checkpoint best|latest|CKPT+...] [--output_folder DIR] \\
+        [--batch_size 8] [--device cuda:0] [--data_folder /data] [--KEY=VALUE ...]
+
+``RUN`` is a recipe's output folder (its ``hyperparams.yaml`` is read) or a
+YAML file. ``--data_folder`` replaces ``$data_root`` in the manifest;
+any other ``--KEY=VALUE`` overrides a top-level key of the YAML (say
+``--ssl_source=/new/place`` after moving the encoder). The result is
+``<output_folder>/wer_<name>.txt`` (SpeechBrain's format: the ``%WER``
+summary line, then every utterance's alignment; WER computed with jiwer) and
+the summary line on stdout. ``output_folder`` defaults to ``RUN``, ``name``
+to the manifest's file stem.
+
+The contract a recipe follows to be scored this way (the MP3S CTC probes and
+the selective fine-tuning recipes do):
+
+* its resolved ``hyperparams.yaml`` (what ``sb.create_experiment_directory``
+  writes) builds everything from top-level keys, without data side effects;
+* ``asr_model``: a module with ``forward(wavs, wav_lens) -> (log_probs,
+  out_lens)``: ``wavs`` ``[batch, sample]`` 16 kHz, ``wav_lens`` and
+  ``out_lens`` ``[batch]`` relative lengths, ``log_probs`` ``[batch, frame,
+  unit]`` CTC log-probabilities with the blank at unit 0;
+* ``tokenizer_file``: the units, as saved by
+  :mod:`speechbrain_wsm.data.tokenizers` (a character ``.txt`` or a
+  sentencepiece ``.model``; :func:`~speechbrain_wsm.data.tokenizers.load_tokenizer`
+  reads it), written there by training (a ``tokenizer`` key holding a
+  tokenizer object works too);
+* ``checkpointer``: a SpeechBrain ``Checkpointer`` whose recoverables hold
+  every trained parameter of ``asr_model`` (frozen parts may load from
+  elsewhere, e.g. an SSL encoder from its own folder); checkpoints carry the
+  validation ``WER`` in their meta, so ``--checkpoint best`` (default) picks
+  the lowest, ``latest`` the most recent. When the run folder moved,
+  checkpoints are read from ``RUN/save``;
+* optional keys: ``sample_rate`` (16000), ``decoder`` (``greedy``/``beam``),
+  ``beam_size``, ``kenlm_model_path``, ``lm_weight``, ``word_bonus`` (the
+  defaults of the flags above).
+
+Manifests are SpeechBrain CSV files with ``ID``, ``wav`` and ``wrd``
+(``start``/``stop`` columns, in seconds, select a segment of ``wav``).
+
+The recipes call the same functions (:func:`transcribe`, :func:`build_decoder`,
+:func:`evaluate_manifest`) for their final test, so a recipe's
+``wer_<split>.txt`` and this command's agree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+
+__all__ = [
+    "build_decoder",
+    "evaluate_manifest",
+    "load_recipe",
+    "main",
+    "recover_checkpoint",
+    "transcribe",
+]
+
+logger = logging.getLogger(__name__)
+
+DECODERS = ("greedy", "beam")
+
+
+def build_decoder(
+    tokenizer,
+    decoder: str = "greedy",
+    beam_size: int = 20,
+    kenlm_model_path: str | None = None,
+    lm_weight: float = 0.5,
+    word_bonus: float = 1.0,
+) -> Callable:
+    """A function ``(log_probs [B, T, V], rel_lengths [B]) -> list of texts``.
+
+    Arguments
+    ---------
+    tokenizer : CharTokenizer or SentencePieceTokenizer
+        The units (blank at 0).
+    decoder : str
+        ``"greedy"`` (best unit per frame) or ``"beam"`` (CTC prefix beam
+        search, with a KenLM n-gram when ``kenlm_model_path`` is given).
+    beam_size, kenlm_model_path, lm_weight, word_bonus
+        See :class:`speechbrain_wsm.decoding.CTCBeamDecoder`.
+
+    Example
+    -------
+    >>> from speechbrain_wsm.data.tokenizers import CharTokenizer
+    >>> tok = CharTokenizer.from_texts(["AB"])
+    >>> lp = torch.full((1, 3, len(tok)), -9.0)
+    >>> for t, u in enumerate(tok.encode("A B")):
+    ...     lp[0, t, u] = 0.0
+    >>> build_decoder(tok)(lp, torch.ones(1)), build_decoder(tok, "beam", 4)(lp)
+    (['A B'], ['A B'])
+    """
+    from speechbrain_wsm.decoding import CTCBeamDecoder, ctc_greedy_decode
+
+    if decoder not in DECODERS:
+        raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
+    # A model may have more outputs than the tokenizer has units (a fixed
+    # output layer); those never decode.
+    units = len(tokenizer)
+    if decoder == "beam":
+        beam = CTCBeamDecoder(
+            tokenizer,
+            beam_size=beam_size,
+            kenlm_model_path=kenlm_model_path,
+            lm_weight=lm_weight,
+            word_bonus=word_bonus,
+        )
+        return lambda log_probs, lens=None: beam(log_probs[..., :units], lens)
+
+    def greedy(log_probs, lens=None):
+        best = ctc_greedy_decode(log_probs[..., :units], lens, blank=0)
+        return [" ".join(tokenizer.decode(u).split()) for u in best]
+
+    return greedy
+
+
+def _loader(manifest: str, data_folder, sample_rate: int, batch_size: int):
+    from speechbrain.dataio.batch import PaddedBatch
+    from speechbrain.dataio.dataloader import make_dataloader
+    from speechbrain.dataio.dataset import DynamicItemDataset
+
+    from speechbrain_wsm.data.mp3s import add_audio_pipeline
+
+    if not os.path.isfile(manifest):
+        raise FileNotFoundError(f"manifest '{manifest}' not found")
+    replacements = {"data_root": data_folder} if data_folder else {}
+    dataset = DynamicItemDataset.from_csv(manifest, replacements=replacements)
+    first = next(iter(dataset.data.values()), None)
+    if first is None:
+        raise ValueError(f"manifest '{manifest}' has no utterance")
+    missing = [k for k in ("wav", "wrd") if k not in first]
+    if missing:
+        raise ValueError(f"manifest '{manifest}' lacks the column(s) {missing}")
+    if "duration" in first:
+        dataset = dataset.filtered_sorted(sort_key="duration", reverse=True)
+    add_audio_pipeline([dataset], ["id", "sig", "wrd"], sample_rate)
+    return make_dataloader(dataset, batch_size=batch_size, collate_fn=PaddedBatch)
+
+
+@torch.no_grad()
+def transcribe(
+    asr_model: torch.nn.Module,
+    decode: Callable,
+    manifest: str,
+    data_folder: str | None = None,
+    sample_rate: int = 16000,
+    batch_size: int = 8,
+    device: str | torch.device = "cpu",
+) -> tuple[list[str], list[str], list[str]]:
+    """Decode every utterance of a manifest.
+
+    Arguments
+    ---------
+    asr_model : nn.Module
+        ``asr_model(wavs, wav_lens) -> (log_probs, out_lens)``.
+    decode : callable
+        From :func:`build_decoder`.
+    manifest : str
+        CSV with ``ID``, ``wav``, ``wrd``.
+    data_folder : str, optional
+        Replaces ``$data_root`` in the manifest.
+    sample_rate : int
+        Rate the model takes.
+    batch_size : int
+        Utterances per batch (longest first).
+    device : str or torch.device
+        Where to run.
+
+    Returns
+    -------
+    ids, refs, hyps : list of str
+        Utterance IDs, references and hypotheses, longest utterance first.
+    """
+    was_training = asr_model.training
+    asr_model.eval()
+    ids, refs, hyps = [], [], []
+    try:
+        for batch in _loader(manifest, data_folder, sample_rate, batch_size):
+            wavs, wav_lens = batch.sig
+            log_probs, out_lens = asr_model(wavs.to(device), wav_lens.to(device))
+            hyps += decode(log_probs.float().cpu(), out_lens.float().cpu())
+            ids += list(batch.id)
+            refs += [" ".join(w.split()) for w in batch.wrd]
+    finally:
+        asr_model.train(was_training)
+    return ids, refs, hyps
+
+
+def evaluate_manifest(
+    asr_model: torch.nn.Module,
+    tokenizer,
+    manifest: str,
+    wer_file: str,
+    decoder: str = "greedy",
+    beam_size: int = 20,
+    kenlm_model_path: str | None = None,
+    lm_weight: float = 0.5,
+    word_bonus: float = 1.0,
+    data_folder: str | None = None,
+    sample_rate: int = 16000,
+    batch_size: int = 8,
+    device: str | torch.device = "cpu",
+) -> dict:
+    """Decode a manifest and write ``wer_file``; returns the WER summary.
+
+    The summary is SpeechBrain's (``WER``, ``SER``, ``num_edits`` ...), as
+    :func:`speechbrain_wsm.scoring.write_wer_file` computes it with jiwer.
+    """
+    from speechbrain_wsm.scoring import write_wer_file
+
+    decode = build_decoder(
+        tokenizer, decoder, beam_size, kenlm_model_path, lm_weight, word_bonus
+    )
+    ids, refs, hyps = transcribe(
+        asr_model, decode, manifest, data_folder, sample_rate, batch_size, device
+    )
+    return write_wer_file(wer_file, ids, refs, hyps)
+
+
+def load_recipe(run: str, overrides: dict | None = None) -> tuple[dict, Path]:
+    """Load a recipe's hyperparameters for evaluation.
+
+    Arguments
+    ---------
+    run : str
+        A recipe output folder (holding ``hyperparams.yaml``) or a YAML file.
+    overrides : dict, optional
+        Values replacing top-level keys.
+
+    Returns
+    -------
+    hparams : dict
+        The loaded hyperparameters (objects built).
+    folder : Path
+        The run folder (the YAML's folder).
+    """
+    from hyperpyyaml import load_hyperpyyaml
+
+    path = Path(run)
+    if path.is_dir():
+        path = path / "hyperparams.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} not found: pass a recipe output folder (holding the "
+            "hyperparams.yaml the recipe wrote) or a YAML file"
+        )
+    with open(path, encoding="utf-8") as f:
+        try:
+            hparams = load_hyperpyyaml(f, overrides or {}, overrides_must_match=True)
+        except KeyError as e:
+            if "not found in" not in str(e):
+                raise
+            raise ValueError(f"unknown override for {path}: {e.args[0]}") from None
+    missing = [k for k in ("asr_model", "checkpointer") if k not in hparams]
+    if "tokenizer_file" not in hparams and "tokenizer" not in hparams:
+        missing.append("tokenizer_file")
+    if missing:
+        raise KeyError(
+            f"{path} lacks {missing}: see `python -m speechbrain_wsm.evaluate "
+            "--help` for the keys a recipe must define"
+        )
+    return hparams, path.parent
+
+
+def recover_checkpoint(
+    checkpointer, which: str = "best", run_folder: Path | None = None, key="WER"
+):
+    """Load a checkpoint into the recoverables; returns the checkpoint.
+
+    Arguments
+    ---------
+    checkpointer : speechbrain.utils.checkpoints.Checkpointer
+        The recipe's checkpointer.
+    which : str
+        ``"best"`` (lowest ``key`` in the meta; the most recent when no
+        checkpoint has one), ``"latest"``, or a ``CKPT+...`` folder.
+    run_folder : Path, optional
+        When ``checkpointer``'s folder holds no checkpoint, ``run_folder/save``
+        is used (a run moved since training).
+    key : str
+        Meta key minimised by ``"best"``.
+    """
+    folder = Path(checkpointer.checkpoints_dir)
+    local = None if run_folder is None else Path(run_folder) / "save"
+    if (
+        local is not None
+        and local.is_dir()
+        and local.resolve() != folder.resolve()
+        and not checkpointer.list_checkpoints()
+    ):
+        logger.info("no checkpoint in %s, reading them from %s", folder, local)
+        checkpointer.checkpoints_dir = local
+    if which not in ("best", "latest"):
+        path = Path(which).resolve()
+        checkpointer.checkpoints_dir = path.parent
+        match = [
+            c for c in checkpointer.list_checkpoints() if Path(c.path).resolve() == path
+        ]
+        if not match:
+            raise FileNotFoundError(f"'{which}' is not a checkpoint folder (CKPT+...)")
+        checkpointer.load_checkpoint(match[0])
+        logger.info("loaded checkpoint %s", match[0].path)
+        return match[0]
+    ckpt = None
+    if which == "best":
+        ckpt = checkpointer.find_checkpoint(min_key=key)
+    if ckpt is None:
+        ckpt = checkpointer.find_checkpoint()
+    if ckpt is None:
+        raise FileNotFoundError(
+            f"no checkpoint in {checkpointer.checkpoints_dir}: has the recipe run?"
+        )
+    checkpointer.load_checkpoint(ckpt)
+    logger.info("loaded checkpoint %s", ckpt.path)
+    return ckpt
+
+
+def _parse(argv: Sequence[str]):
+    parser = argparse.ArgumentParser(
+        prog="python -m speechbrain_wsm.evaluate",
+        description=__doc__.split("\n\n", 1)[0],
+        epilog="Other --KEY=VALUE options override top-level keys of the YAML. "
+        "See the module docstring for the contract a recipe follows.",
+    )
+    parser.add_argument("run", help="recipe output folder or hyperparams YAML")
+    parser.add_argument(
+        "--manifest",
+        required=True,
+        action="append",
+        help="CSV manifest (ID, wav, wrd); repeatable",
+    )
+    parser.add_argument(
+        "--name",
+        action="append",
+        help="name of each manifest's wer file (default: stem)",
+    )
+    parser.add_argument("--decoder", choices=DECODERS)
+    parser.add_argument("--beam_size", type=int)
+    parser.add_argument("--kenlm", dest="kenlm_model_path")
+    parser.add_argument("--lm_weight", type=float)
+    parser.add_argument("--word_bonus", type=float)
+    parser.add_argument(
+        "--checkpoint",
+        default="best",
+        help="best (lowest valid WER), latest, or a CKPT+ folder",
+    )
+    parser.add_argument("--output_folder", help="where wer_<name>.txt goes")
+    parser.add_argument("--data_folder", help="replaces $data_root in manifests")
+    parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument("--device", default="cpu")
+    args, rest = parser.parse_known_args(list(argv))
+    overrides = {}
+    for item in rest:
+        if not item.startswith("--") or "=" not in item:
+            parser.error(f"unrecognised argument {item!r} (overrides are --KEY=VALUE)")
+        key, value = item[2:].split("=", 1)
+        import yaml
+
+        overrides[key] = yaml.safe_load(value)
+    if args.name and len(args.name) != len(args.manifest):
+        parser.error("give one --name per --manifest, or none")
+    return args, overrides
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, dict]:
+    """Command line entry point; returns ``{name: WER summary}``."""
+    from speechbrain_wsm.data.tokenizers import load_tokenizer
+
+    args, overrides = _parse(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
+    hparams, run_folder = load_recipe(args.run, overrides)
+    tokenizer = hparams.get("tokenizer")
+    if tokenizer is None or isinstance(tokenizer, str):
+        tokenizer = load_tokenizer(hparams.get("tokenizer_file") or tokenizer)
+    recover_checkpoint(hparams["checkpointer"], args.checkpoint, run_folder)
+    model = hparams["asr_model"].to(args.device).eval()
+
+    def option(name, default):
+        value = getattr(args, name)
+        return value if value is not None else hparams.get(name, default)
+
+    out_folder = Path(args.output_folder or run_folder)
+    results = {}
+    names = args.name or [Path(m).stem for m in args.manifest]
+    for manifest, name in zip(args.manifest, names, strict=True):
+        summary = evaluate_manifest(
+            model,
+            tokenizer,
+            manifest,
+            str(out_folder / f"wer_{name}.txt"),
+            decoder=option("decoder", "greedy"),
+            beam_size=option("beam_size", 20),
+            kenlm_model_path=option("kenlm_model_path", None),
+            lm_weight=option("lm_weight", 0.5),
+            word_bonus=option("word_bonus", 1.0),
+            data_folder=args.data_folder,
+            sample_rate=hparams.get("sample_rate", 16000),
+            batch_size=args.batch_size,
+            device=args.device,
+        )
+        results[name] = summary
+        print(
+            f"{name}: %WER {summary['WER']:.2f} [ {summary['num_edits']} / "
+            f"{summary['num_scored_tokens']} ] -> {out_folder / f'wer_{name}.txt'}"
+        )
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,658 @@
+"""Frozen self-supervised encoders for probing, whatever trained them.
+
+MP3S judges an SSL encoder by freezing it, learning a softmax-weighted sum of
+all its hidden states and training a small task-specific probe on that sum.
+This module gives every probe recipe one way to get those hidden states:
+
+* :func:`load_ssl_encoder` reads ``ssl_source``, a folder that is either
+
+  - an output folder of this project's wav2vec 2.0 pretraining recipe
+    (``hyperparams.yaml`` + ``save/CKPT+*``, loaded through
+    :func:`speechbrain_wsm.models.wav2vec2.load_pretrained_encoder`), or
+  - a local Hugging Face wav2vec 2.0 / HuBERT / WavLM folder
+    (``config.json`` + weights, loaded with ``transformers.AutoModel``),
+
+  and returns a :class:`SSLEncoder`: ``encoder(wavs, wav_lens)`` is the list
+  of all hidden states (the input to the first layer, then every layer's
+  output: 13 states for a 12-layer model), computed in eval mode without
+  autograd.
+* :class:`FeatureCache`: optional on-disk cache of those states per utterance
+  (``feature_cache_dir``), so that probe epochs after the first skip the
+  encoder. The cache is tied to the source: other weights, another
+  checkpoint or other input options empty it.
+* :class:`SSLProbe`: encoder + :class:`~speechbrain_wsm.nnet.fusion.WeightedLayerSum`
+  + a trainable head; ``probe(wavs, wav_lens) -> (output, wav_lens)``.
+
+Lengths are relative (``wav_lens`` in ``[0, 1]``) as SpeechBrain batches carry
+them; hidden states have the same relative lengths (padded frames are
+whatever the encoder made of the padding and must be ignored, as usual).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from speechbrain.utils.callchains import lengths_arg_name
+from torch import nn
+
+from speechbrain_wsm.models.lengths import (
+    lengths_to_padding_mask,
+    relative_to_absolute,
+)
+from speechbrain_wsm.nnet.fusion import WeightedLayerSum
+
+__all__ = [
+    "FeatureCache",
+    "HFBackend",
+    "ProjectBackend",
+    "SSLEncoder",
+    "SSLProbe",
+    "load_ssl_encoder",
+    "source_kind",
+]
+
+logger = logging.getLogger(__name__)
+
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".ckpt", ".pth")
+
+
+# --------------------------------------------------------------------------- #
+# Backends: one per kind of source, all giving every hidden state
+# --------------------------------------------------------------------------- #
+
+
+def _file_stamp(path: Path) -> list:
+    st = path.stat()
+    return [path.name, st.st_size, st.st_mtime_ns]
+
+
+class ProjectBackend(nn.Module):
+    """A pretraining encoder of this project (:class:`~.wav2vec2.Wav2Vec2Encoder`).
+
+    Arguments
+    ---------
+    encoder : nn.Module
+        ``encoder(wav, wav_lens) -> (output, hidden_states)`` with
+        ``encoder.latent_extractor.output_lengths(samples)``, ``num_layers``
+        and ``d_model``.
+    fingerprint : dict, optional
+        What identifies the weights (for the feature cache).
+    """
+
+    def __init__(self, encoder: nn.Module, fingerprint: dict | None = None):
+        super().__init__()
+        self.encoder = encoder
+        self.num_hidden_states = int(encoder.num_layers) + 1
+        self.hidden_size = int(encoder.d_model)
+        self.fingerprint = fingerprint or {}
+
+    def output_lengths(self, samples) -> torch.Tensor:
+        """Frames the encoder makes of ``samples`` input samples."""
+        return self.encoder.latent_extractor.output_lengths(
+            torch.as_tensor(samples)
+        ).long()
+
+    def forward(self, wavs: torch.Tensor, wav_lens: torch.Tensor):
+        """``[batch, sample]`` audio, ``[batch]`` relative lengths -> states."""
+        _, hidden_states = self.encoder(wavs, wav_lens)
+        return list(hidden_states)
+
+
+class HFBackend(nn.Module):
+    """A Hugging Face wav2vec 2.0 / HuBERT / WavLM model (``transformers``).
+
+    Padded samples are zeroed; each utterance is standardised over its valid
+    samples when ``normalize_wav``; the attention mask (1 = valid sample) is
+    passed when ``attention_mask``. The models pretrained with a group-norm
+    front end (wav2vec 2.0 base, HuBERT base) expect neither; those with a
+    layer-norm front end expect both (``preprocessor_config.json`` says which).
+
+    Arguments
+    ---------
+    model : transformers.PreTrainedModel
+        A model whose forward takes ``(input_values, attention_mask=...,
+        output_hidden_states=True)``.
+    normalize_wav : bool
+        Standardise every utterance (zero mean, unit variance).
+    attention_mask : bool
+        Pass the attention mask built from ``wav_lens``.
+    fingerprint : dict, optional
+        What identifies the weights (for the feature cache).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        normalize_wav: bool = False,
+        attention_mask: bool = True,
+        fingerprint: dict | None = None,
+    ):
+        super().__init__()
+        self.model = model
+        config = model.config
+        self.num_hidden_states = int(config.num_hidden_layers) + 1
+        self.hidden_size = int(config.hidden_size)
+        self.normalize_wav = bool(normalize_wav)
+        self.attention_mask = bool(attention_mask)
+        self.fingerprint = dict(
+            fingerprint or {},
+            normalize_wav=self.normalize_wav,
+            attention_mask=self.attention_mask,
+        )
+
+    def output_lengths(self, samples) -> torch.Tensor:
+        """Frames the model makes of ``samples`` input samples."""
+        lengths = self.model._get_feat_extract_output_lengths(torch.as_tensor(samples))
+        return torch.as_tensor(lengths).long()
+
+    def forward(self, wavs: torch.Tensor, wav_lens: torch.Tensor):
+        """``[batch, sample]`` audio, ``[batch]`` relative lengths -> states."""
+        samples = relative_to_absolute(wav_lens, wavs.shape[1]).to(wavs.device)
+        pad = lengths_to_padding_mask(samples, wavs.shape[1])
+        wavs = wavs.float().masked_fill(pad, 0.0)
+        if self.normalize_wav:
+            valid = (~pad).float()
+            n = valid.sum(1, keepdim=True).clamp(min=1)
+            mean = (wavs * valid).sum(1, keepdim=True) / n
+            var = ((wavs - mean).square() * valid).sum(1, keepdim=True) / n
+            wavs = (wavs - mean) / torch.sqrt(var + 1e-7) * valid
+        kwargs = {"attention_mask": (~pad).long()} if self.attention_mask else {}
+        out = self.model(wavs, output_hidden_states=True, **kwargs)
+        return list(out.hidden_states)
+
+
+# --------------------------------------------------------------------------- #
+# Feature cache
+# --------------------------------------------------------------------------- #
+
+
+class FeatureCache:
+    """Per-utterance hidden states on disk, tied to the encoder that made them.
+
+    Each utterance's states are one file ``[num_states, frames, feature]``
+    (``dtype``, fp16 by default) under ``folder/features/``, keyed by the
+    utterance ID and checked against the number of input samples. The
+    fingerprint of the encoder (source, weight files, input options) is kept
+    in ``folder/cache.json``; a different fingerprint empties the cache.
+    Files are written through a temporary file and a rename, so several
+    processes may share a cache.
+
+    Size: ``num_states * 50 frames/s * feature * 2`` bytes per second of audio
+    (about 1 MB/s for a 12-layer, 768-wide model): meant for small probing
+    sets, or a fast disk.
+
+    Arguments
+    ---------
+    folder : str or Path
+        The cache folder (created if needed).
+    fingerprint : dict
+        JSON-serialisable identity of the encoder.
+    dtype : torch.dtype
+        Storage type.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> d = tempfile.mkdtemp()
+    >>> cache = FeatureCache(d, {"source": "a"})
+    >>> cache.save("utt-1", torch.ones(3, 5, 4), num_samples=1600)
+    >>> cache.load("utt-1", 1600).shape, cache.load("utt-1", 1700)
+    (torch.Size([3, 5, 4]), None)
+    >>> FeatureCache(d, {"source": "b"}).load("utt-1", 1600) is None
+    True
+    """
+
+    def __init__(self, folder, fingerprint: dict, dtype: torch.dtype = torch.float16):
+        self.folder = Path(folder)
+        self.dtype = dtype
+        self.features = self.folder / "features"
+        self.key = hashlib.sha1(
+            json.dumps(fingerprint, sort_keys=True, default=str).encode()
+        ).hexdigest()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        meta_path = self.folder / "cache.json"
+        previous = None
+        if meta_path.is_file():
+            try:
+                previous = json.loads(meta_path.read_text(encoding="utf-8")).get("key")
+            except (OSError, ValueError):
+                previous = None
+        if previous != self.key:
+            if self.features.exists():
+                logger.warning(
+                    "feature cache %s was made by another encoder or with other "
+                    "options: emptying it",
+                    self.folder,
+                )
+                shutil.rmtree(self.features, ignore_errors=True)
+            meta = {"key": self.key, "fingerprint": fingerprint, "dtype": str(dtype)}
+            self._atomic_write(
+                meta_path, json.dumps(meta, indent=1, default=str).encode()
+            )
+
+    def _atomic_write(self, path: Path, data: bytes) -> None:
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+    def path(self, uid: str) -> Path:
+        """The file of utterance ``uid`` (hashed: IDs may hold any character)."""
+        h = hashlib.sha1(str(uid).encode()).hexdigest()
+        return self.features / h[:2] / f"{h}.pt"
+
+    def load(self, uid: str, num_samples: int) -> torch.Tensor | None:
+        """The cached states of ``uid``, or None (absent, stale or unreadable)."""
+        path = self.path(uid)
+        if not path.is_file():
+            return None
+        try:
+            entry = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:  # a damaged file is recomputed
+            return None
+        if entry.get("id") != str(uid) or entry.get("num_samples") != int(num_samples):
+            return None
+        return entry["feats"]
+
+    def save(self, uid: str, feats: torch.Tensor, num_samples: int) -> None:
+        """Store ``feats`` ``[num_states, frames, feature]`` for ``uid``."""
+        path = self.path(uid)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                torch.save(
+                    {
+                        "id": str(uid),
+                        "num_samples": int(num_samples),
+                        "feats": feats.detach().to("cpu", self.dtype).contiguous(),
+                    },
+                    f,
+                )
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+
+# --------------------------------------------------------------------------- #
+# The frozen encoder
+# --------------------------------------------------------------------------- #
+
+
+class SSLEncoder(nn.Module):
+    """A frozen SSL encoder returning all its hidden states.
+
+    Parameters never require gradients, the forward pass runs under
+    ``torch.no_grad()``, and the module stays in eval mode even when a Brain
+    calls ``.train()`` on everything (no dropout, no layer drop, no masking).
+
+    Arguments
+    ---------
+    backend : nn.Module
+        :class:`ProjectBackend` or :class:`HFBackend` (``forward(wavs,
+        wav_lens) -> list of states``, ``output_lengths``,
+        ``num_hidden_states``, ``hidden_size``, ``fingerprint``).
+    feature_cache_dir : str, optional
+        Cache the states per utterance here (see :class:`FeatureCache`); used
+        when ``forward`` is given utterance IDs.
+    source : str, optional
+        Where the encoder came from (for messages).
+
+    Example
+    -------
+    >>> from speechbrain_wsm.models.wav2vec2 import (
+    ...     ContextNetwork, FbankLatentExtractor, Wav2Vec2Encoder)
+    >>> from speechbrain_wsm.nnet.encoders import MixerEncoder
+    >>> net = Wav2Vec2Encoder(FbankLatentExtractor(n_mels=20, channels=[16, 16]),
+    ...     ContextNetwork(MixerEncoder(2, 16, nhead=2, d_ffn=32, mixer="wsm"), 16))
+    >>> encoder = SSLEncoder(ProjectBackend(net)).train()
+    >>> states = encoder(torch.randn(2, 16000), torch.tensor([1.0, 0.5]))
+    >>> len(states), states[0].shape, encoder.training, states[-1].requires_grad
+    (3, torch.Size([2, 46, 16]), False, False)
+    """
+
+    def __init__(
+        self,
+        backend: nn.Module,
+        feature_cache_dir: str | os.PathLike | None = None,
+        source: str | None = None,
+    ):
+        super().__init__()
+        self.backend = backend
+        self.backend.requires_grad_(False)
+        self.num_hidden_states = int(backend.num_hidden_states)
+        self.hidden_size = int(backend.hidden_size)
+        self.source = source
+        fingerprint = dict(getattr(backend, "fingerprint", {}) or {})
+        self.cache = (
+            FeatureCache(feature_cache_dir, fingerprint) if feature_cache_dir else None
+        )
+        super().train(False)
+
+    def train(self, mode: bool = True):
+        """Stay in eval mode: the encoder is frozen."""
+        return super().train(False)
+
+    def output_lengths(self, samples) -> torch.Tensor:
+        """Frames the encoder makes of ``samples`` input samples."""
+        return self.backend.output_lengths(samples)
+
+    @torch.no_grad()
+    def forward(
+        self,
+        wavs: torch.Tensor,
+        wav_lens: torch.Tensor | None = None,
+        ids: Sequence[str] | None = None,
+    ) -> list[torch.Tensor]:
+        """All hidden states of a waveform batch.
+
+        Arguments
+        ---------
+        wavs : torch.Tensor
+            ``[batch, sample]`` 16 kHz audio.
+        wav_lens : torch.Tensor, optional
+            ``[batch]`` relative lengths (None: no padding).
+        ids : sequence of str, optional
+            Utterance IDs; with a feature cache, cached states are read
+            instead of running the encoder and new ones are stored. Leave
+            None when the audio of an ID changes between epochs (random
+            crops, augmentation).
+
+        Returns
+        -------
+        list of torch.Tensor
+            ``num_hidden_states`` tensors ``[batch, frame, hidden_size]``
+            (float32 when cached; the cache's precision then holds on every
+            epoch, the first included).
+        """
+        if wavs.dim() != 2:
+            raise ValueError(
+                f"expected a waveform batch [batch, sample], got {tuple(wavs.shape)}"
+            )
+        if wav_lens is None:
+            wav_lens = torch.ones(wavs.shape[0], device=wavs.device)
+        if self.cache is None or ids is None:
+            return self.backend(wavs, wav_lens)
+        return self._cached_forward(wavs, wav_lens, list(ids))
+
+    def _cached_forward(self, wavs, wav_lens, ids):
+        if len(ids) != wavs.shape[0]:
+            raise ValueError(f"{len(ids)} IDs for a batch of {wavs.shape[0]}")
+        samples = relative_to_absolute(wav_lens.cpu(), wavs.shape[1])
+        frames = self.output_lengths(samples)
+        total = int(self.output_lengths(wavs.shape[1]))
+        feats = [self.cache.load(uid, int(n)) for uid, n in zip(ids, samples)]
+        missing = [
+            i
+            for i, f in enumerate(feats)
+            if f is None
+            or f.shape[0] != self.num_hidden_states
+            or f.shape[1] != int(frames[i])
+        ]
+        if missing:
+            longest = int(samples[missing].max())
+            sub_lens = samples[missing].double() / max(longest, 1)
+            states = self.backend(
+                wavs[missing, :longest], sub_lens.to(wavs.device, wav_lens.dtype)
+            )
+            stacked = torch.stack(states)  # [state, batch, frame, feature]
+            for j, i in enumerate(missing):
+                f = stacked[:, j, : int(frames[i])].to("cpu", self.cache.dtype)
+                self.cache.save(ids[i], f, int(samples[i]))
+                feats[i] = f
+        out = torch.zeros(
+            self.num_hidden_states,
+            wavs.shape[0],
+            total,
+            self.hidden_size,
+            device=wavs.device,
+        )
+        for i, f in enumerate(feats):
+            out[:, i, : f.shape[1]] = f.to(wavs.device, torch.float32)
+        return list(out.unbind(0))
+
+
+# --------------------------------------------------------------------------- #
+# Loading
+# --------------------------------------------------------------------------- #
+
+
+def source_kind(ssl_source) -> str:
+    """``"project"`` (pretraining output folder) or ``"hf"`` (Hugging Face folder).
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``ssl_source`` is not a folder of either kind.
+
+    Example
+    -------
+    >>> import tempfile, os
+    >>> d = tempfile.mkdtemp()
+    >>> _ = open(os.path.join(d, "config.json"), "w").write("{}")
+    >>> source_kind(d)
+    'hf'
+    """
+    folder = Path(ssl_source)
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"ssl_source '{ssl_source}' is not a folder: give a pretraining output "
+            "folder (with hyperparams.yaml and save/CKPT+*) or a local Hugging "
+            "Face model folder (with config.json); hub names are not supported"
+        )
+    if (folder / "hyperparams.yaml").is_file():
+        return "project"
+    if (folder / "config.json").is_file():
+        return "hf"
+    raise FileNotFoundError(
+        f"ssl_source '{ssl_source}' holds neither hyperparams.yaml (an output "
+        "folder of this project's pretraining recipe) nor config.json (a Hugging "
+        f"Face wav2vec2/HuBERT/WavLM folder); it holds {sorted(os.listdir(folder))}"
+    )
+
+
+def _load_project(folder: Path, checkpoint):
+    from speechbrain_wsm.models.wav2vec2 import find_checkpoint, load_pretrained_encoder
+
+    weights = find_checkpoint(folder, checkpoint)
+    encoder = load_pretrained_encoder(folder, checkpoint, device="cpu", freeze=True)
+    fingerprint = {
+        "kind": "project",
+        "source": str(folder.resolve()),
+        "weights": str(Path(weights).resolve()),
+        "stamp": _file_stamp(Path(weights)),
+    }
+    return ProjectBackend(encoder, fingerprint)
+
+
+def _load_hf(folder: Path, normalize_wav, attention_mask):
+    try:
+        from transformers import AutoConfig, AutoModel
+    except ImportError as exc:  # pragma: no cover - transformers is a dev extra
+        raise ImportError(
+            f"ssl_source '{folder}' is a Hugging Face folder: install transformers"
+        ) from exc
+    config = AutoConfig.from_pretrained(folder)
+    if not hasattr(config, "conv_stride"):
+        raise ValueError(
+            f"ssl_source '{folder}' is a {config.model_type!r} model; expected a "
+            "speech encoder with a convolutional front end (wav2vec2, hubert, "
+            "wavlm, data2vec-audio)"
+        )
+    preprocessor = {}
+    pre_path = folder / "preprocessor_config.json"
+    if pre_path.is_file():
+        preprocessor = json.loads(pre_path.read_text(encoding="utf-8"))
+    layer_norm_front = getattr(config, "feat_extract_norm", "group") == "layer"
+    if normalize_wav is None:
+        normalize_wav = preprocessor.get("do_normalize", layer_norm_front)
+    if attention_mask is None:
+        attention_mask = preprocessor.get("return_attention_mask", layer_norm_front)
+    model = AutoModel.from_pretrained(folder)
+    fingerprint = {
+        "kind": "hf",
+        "source": str(folder.resolve()),
+        "config": hashlib.sha1((folder / "config.json").read_bytes()).hexdigest(),
+        "weights": sorted(
+            _file_stamp(p) for p in folder.iterdir() if p.suffix in _WEIGHT_SUFFIXES
+        ),
+    }
+    return HFBackend(model, normalize_wav, attention_mask, fingerprint)
+
+
+def load_ssl_encoder(
+    ssl_source,
+    feature_cache_dir=None,
+    checkpoint=None,
+    device: str | torch.device = "cpu",
+    normalize_wav: bool | None = None,
+    attention_mask: bool | None = None,
+) -> SSLEncoder:
+    """Load a frozen SSL encoder from a local folder.
+
+    Arguments
+    ---------
+    ssl_source : str or Path
+        An output folder of this project's pretraining recipe (holding the
+        resolved ``hyperparams.yaml`` and ``save/CKPT+*``), or a local Hugging
+        Face wav2vec 2.0 / HuBERT / WavLM folder (``config.json`` and
+        weights, as ``save_pretrained`` writes them).
+    feature_cache_dir : str, optional
+        Cache hidden states per utterance there (see :class:`FeatureCache`).
+    checkpoint : str, optional
+        Pretraining output only: a ``CKPT+...`` folder instead of the most
+        recent one.
+    device : str or torch.device
+        Where the encoder goes (a Brain moves it again to its device).
+    normalize_wav, attention_mask : bool, optional
+        Hugging Face models only: standardise each utterance, pass the
+        attention mask. Default: as the folder's ``preprocessor_config.json``
+        says, else on for layer-norm front ends and off for group-norm ones
+        (how those models were pretrained).
+
+    Returns
+    -------
+    SSLEncoder
+        Frozen, in eval mode: ``encoder(wavs, wav_lens, ids=None)`` is the
+        list of ``encoder.num_hidden_states`` states ``[batch, frame,
+        encoder.hidden_size]``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``ssl_source`` is not a folder of one of the two kinds, or a
+        pretraining folder has no checkpoint.
+
+    Example
+    -------
+    >>> encoder = load_ssl_encoder("results/wav2vec2_wsm_w32/1986")  # doctest: +SKIP
+    >>> states = encoder(wavs, wav_lens)  # doctest: +SKIP
+    """
+    folder = Path(ssl_source)
+    kind = source_kind(folder)
+    if kind == "project":
+        if normalize_wav is not None or attention_mask is not None:
+            logger.info(
+                "normalize_wav/attention_mask apply to Hugging Face models only; "
+                "the pretraining encoder standardises its input and masks padding"
+            )
+        backend = _load_project(folder, checkpoint)
+    else:
+        backend = _load_hf(folder, normalize_wav, attention_mask)
+    encoder = SSLEncoder(backend, feature_cache_dir, source=str(folder))
+    logger.info(
+        "frozen %s encoder from %s: %d hidden states of %d features",
+        kind,
+        folder,
+        encoder.num_hidden_states,
+        encoder.hidden_size,
+    )
+    return encoder.to(device)
+
+
+# --------------------------------------------------------------------------- #
+# The probe
+# --------------------------------------------------------------------------- #
+
+
+class SSLProbe(nn.Module):
+    """Frozen encoder -> weighted layer sum -> trainable head.
+
+    Arguments
+    ---------
+    ssl_encoder : SSLEncoder
+        The frozen encoder.
+    head : nn.Module
+        ``head(features [batch, frame, hidden_size])`` or ``head(features,
+        lengths=wav_lens)`` (SpeechBrain RNNs, poolings, ECAPA-TDNN,
+        ``LengthsCapableSequential``); a tuple output keeps its first element.
+    weighted_sum : WeightedLayerSum, optional
+        The fusion (default: a new one over all states, ``layer_norm``).
+    layer_norm : bool
+        Normalise each state before weighting (when ``weighted_sum`` is None).
+
+    Example
+    -------
+    >>> from speechbrain_wsm.models.wav2vec2 import (
+    ...     ContextNetwork, FbankLatentExtractor, Wav2Vec2Encoder)
+    >>> from speechbrain_wsm.nnet.encoders import MixerEncoder
+    >>> net = Wav2Vec2Encoder(FbankLatentExtractor(n_mels=20, channels=[16, 16]),
+    ...     ContextNetwork(MixerEncoder(2, 16, nhead=2, d_ffn=32, mixer="sm"), 16))
+    >>> probe = SSLProbe(SSLEncoder(ProjectBackend(net)), nn.Linear(16, 5))
+    >>> out, lens = probe(torch.randn(2, 16000), torch.tensor([1.0, 0.5]))
+    >>> out.shape, sorted(n for n, p in probe.named_parameters() if p.requires_grad)
+    (torch.Size([2, 46, 5]), ['head.bias', 'head.weight', 'weighted_sum.weights'])
+    """
+
+    def __init__(
+        self,
+        ssl_encoder: SSLEncoder,
+        head: nn.Module,
+        weighted_sum: WeightedLayerSum | None = None,
+        layer_norm: bool = False,
+    ):
+        super().__init__()
+        self.ssl_encoder = ssl_encoder
+        if weighted_sum is None:
+            weighted_sum = WeightedLayerSum(ssl_encoder.num_hidden_states, layer_norm)
+        if weighted_sum.num_layers != ssl_encoder.num_hidden_states:
+            raise ValueError(
+                f"weighted_sum combines {weighted_sum.num_layers} states but the "
+                f"encoder gives {ssl_encoder.num_hidden_states}"
+            )
+        self.weighted_sum = weighted_sum
+        self.head = head
+        self._lengths_arg = lengths_arg_name(head.forward)
+
+    def features(self, wavs, wav_lens=None, ids=None) -> torch.Tensor:
+        """The fused features ``[batch, frame, hidden_size]``."""
+        return self.weighted_sum(self.ssl_encoder(wavs, wav_lens, ids=ids))
+
+    def forward(self, wavs, wav_lens=None, ids=None):
+        """``wavs`` ``[batch, sample]``, ``wav_lens`` ``[batch]`` relative ->
+        ``(head output, wav_lens)``; ``ids`` feed the feature cache."""
+        if wav_lens is None:
+            wav_lens = torch.ones(wavs.shape[0], device=wavs.device)
+        x = self.features(wavs, wav_lens, ids)
+        if self._lengths_arg is not None:
+            out = self.head(x, **{self._lengths_arg: wav_lens})
+        else:
+            out = self.head(x)
+        if isinstance(out, tuple):
+            out = out[0]
+        return out, wav_lens

@@ -1,0 +1,270 @@
+"""CPU smoke tests of every MP3S probe recipe: the real YAML, shrunk by
+command-line overrides, on the tiny fixtures in each corpus's layout, with a
+tiny encoder from this project's pretraining code or a tiny Hugging Face
+model. Each run must train, keep a checkpoint and write its results."""
+
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from speechbrain.utils.metric_stats import ErrorRateStats
+
+ROOT = Path(__file__).resolve().parents[2]
+RECIPES = ROOT / "recipes" / "MP3S"
+SAMPLES = ROOT / "tests" / "samples"
+MP3S = SAMPLES / "mp3s"
+
+_spec = importlib.util.spec_from_file_location(
+    "mp3s_fixtures", MP3S / "mp3s_fixtures.py"
+)
+fixtures = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(fixtures)
+
+pytestmark = pytest.mark.slow
+
+TINY_LSTM = ["--lstm_size=8", "--lstm_layers=1", "--dropout=0.0"]
+ONE_EPOCH = ["--number_of_epochs=1", "--batch_size=2", "--num_workers=0"]
+
+
+@pytest.fixture(scope="module")
+def project_encoder(tmp_path_factory):
+    """A pretraining output folder (random weights) of this project."""
+    return fixtures.make_project_encoder(tmp_path_factory.mktemp("w2v2"))
+
+
+@pytest.fixture(scope="module")
+def hf_encoder(tmp_path_factory):
+    """A local Hugging Face wav2vec 2.0 folder (random weights)."""
+    return fixtures.make_hf_encoder(tmp_path_factory.mktemp("hf"))
+
+
+def _env() -> dict:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.setdefault("OMP_NUM_THREADS", "1")  # tests run side by side on 2 cores
+    return env
+
+
+def run_recipe(folder: Path, *overrides: str) -> None:
+    env = _env()
+    proc = subprocess.run(
+        [sys.executable, "train.py", "hparams/ssl.yaml", *overrides],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+
+
+def _wer_line(path: Path) -> str:
+    return path.read_text().splitlines()[0]
+
+
+def _checkpoints(out: Path) -> list:
+    return list((out / "save").glob("CKPT+*"))
+
+
+# --------------------------------------------------------------------------- #
+# CTC probes
+# --------------------------------------------------------------------------- #
+
+
+def test_librispeech_lstm_and_evaluate_cli(project_encoder, tmp_path):
+    out = tmp_path / "out"
+    run_recipe(
+        RECIPES / "LibriSpeech" / "LSTM",
+        f"--ssl_source={project_encoder}",
+        f"--data_folder={SAMPLES / 'LibriSpeech'}",
+        f"--output_folder={out}",
+        "--train_splits=[test-clean]",
+        "--dev_splits=[test-clean]",
+        "--test_splits=[test-clean]",
+        *ONE_EPOCH,
+        *TINY_LSTM,
+    )
+    wer = out / "wer_test-clean.txt"
+    text = wer.read_text()
+    assert re.match(r"%WER \d+\.\d\d \[ \d+ / 71,", text)
+    ids = [f"10002-1-{u}" for u in ("0870", "0880", "0890", "0920", "0930")]
+    assert all(uid in text for uid in ids)
+    results = (out / "results.md").read_text()
+    assert "| lstm (greedy) |" in results and "test-clean" in results
+    assert len(_checkpoints(out)) == 1 and (out / "tokenizer_char.txt").is_file()
+    assert "layer_weights" in (out / "train_log.txt").read_text()
+
+    # The command line rebuilds the run from its hyperparams.yaml and finds the
+    # same checkpoint: the same hypotheses, the same file.
+    env = _env()
+    proc = subprocess.run(
+        [sys.executable, "-m", "speechbrain_wsm.evaluate", str(out), "--manifest",
+         str(out / "test-clean.csv"), "--name", "again"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (out / "wer_again.txt").read_text() == text
+
+    # The recipe's %WER is SpeechBrain's ErrorRateStats on the same hypotheses.
+    from speechbrain_wsm.data.tokenizers import load_tokenizer
+    from speechbrain_wsm.evaluate import (
+        build_decoder,
+        load_recipe,
+        recover_checkpoint,
+        transcribe,
+    )
+
+    hparams, folder = load_recipe(out)
+    recover_checkpoint(hparams["checkpointer"], "best", folder)
+    decode = build_decoder(load_tokenizer(hparams["tokenizer_file"]))
+    ids, refs, hyps = transcribe(hparams["asr_model"], decode, out / "test-clean.csv")
+    stats = ErrorRateStats()
+    stats.append(ids, [h.split() for h in hyps], [r.split() for r in refs])
+    assert _wer_line(wer).startswith(f"%WER {stats.summarize('WER'):.2f} ")
+
+
+def test_librispeech_lstm_hf_encoder_beam_and_feature_cache(hf_encoder, tmp_path):
+    out = tmp_path / "out"
+    run_recipe(
+        RECIPES / "LibriSpeech" / "LSTM",
+        f"--ssl_source={hf_encoder}",
+        f"--data_folder={SAMPLES / 'LibriSpeech'}",
+        f"--output_folder={out}",
+        f"--feature_cache_dir={out / 'features'}",
+        "--train_splits=[test-clean]",
+        "--dev_splits=[test-clean]",
+        "--test_splits=[test-clean]",
+        "--decoder=beam",
+        "--beam_size=3",
+        "--number_of_epochs=2",
+        "--batch_size=2",
+        "--num_workers=0",
+        *TINY_LSTM,
+    )
+    assert "| lstm (beam) |" in (out / "results.md").read_text()
+    assert _wer_line(out / "wer_test-clean.txt").startswith("%WER")
+    assert len(list((out / "features").rglob("*.pt"))) == 5  # one per utterance
+    assert len((out / "train_log.txt").read_text().splitlines()) == 2
+
+
+def test_librispeech_contextnet(project_encoder, tmp_path):
+    out = tmp_path / "out"
+    run_recipe(
+        RECIPES / "LibriSpeech" / "ContextNet",
+        f"--ssl_source={project_encoder}",
+        f"--data_folder={SAMPLES / 'LibriSpeech'}",
+        f"--output_folder={out}",
+        "--train_splits=[test-clean]",
+        "--dev_splits=[test-clean]",
+        "--test_splits=[test-clean]",
+        "--num_blocks=2",
+        "--block_layers=1",
+        "--contextnet_channels=8",
+        "--contextnet_out=8",
+        *ONE_EPOCH,
+    )
+    assert "| contextnet (greedy) |" in (out / "results.md").read_text()
+    assert _wer_line(out / "wer_test-clean.txt").startswith("%WER")
+    assert len(_checkpoints(out)) == 1
+
+
+def test_commonvoice_lstm_bpe(project_encoder, tmp_path):
+    out = tmp_path / "out"
+    run_recipe(
+        RECIPES / "CommonVoice" / "LSTM",
+        f"--ssl_source={project_encoder}",
+        f"--data_folder={MP3S / 'CommonVoice' / 'cv-corpus-11.0-2022-09-21' / 'cy'}",
+        f"--output_folder={out}",
+        "--output_neurons=40",
+        *ONE_EPOCH,
+        *TINY_LSTM,
+    )
+    assert re.match(r"%WER \d+\.\d\d \[ \d+ / 7,", _wer_line(out / "wer_test.txt"))
+    assert (out / "tokenizer_bpe.model").is_file()
+    assert "| lstm_cy (greedy) |" in (out / "results.md").read_text()
+
+
+def test_buckeye_lstm(project_encoder, tmp_path):
+    out = tmp_path / "out"
+    run_recipe(
+        RECIPES / "Buckeye" / "LSTM",
+        f"--ssl_source={project_encoder}",
+        f"--data_folder={MP3S / 'Buckeye'}",
+        f"--output_folder={out}",
+        *ONE_EPOCH,
+        *TINY_LSTM,
+    )
+    assert "s3601a_0000" in (out / "wer_dev.txt").read_text()
+    assert "s3801a_0000" in (out / "wer_test.txt").read_text()
+    assert "| dev | test |" in (out / "results.md").read_text()
+
+
+# --------------------------------------------------------------------------- #
+# Classification and verification probes
+# --------------------------------------------------------------------------- #
+
+
+def _predictions(path: Path) -> list[list[str]]:
+    return [x.split() for x in path.read_text().splitlines() if not x.startswith("#")]
+
+
+def test_iemocap_linear(project_encoder, tmp_path):
+    out = tmp_path / "out"
+    run_recipe(
+        RECIPES / "IEMOCAP" / "linear",
+        f"--ssl_source={project_encoder}",
+        f"--data_folder={MP3S / 'IEMOCAP' / 'IEMOCAP_full_release'}",
+        f"--output_folder={out}",
+        "--test_session=3",
+        "--valid_ratio=0.3",
+        *ONE_EPOCH,
+    )
+    rows = _predictions(out / "predictions_test.txt")
+    assert sorted(r[0] for r in rows) == ["Ses03F_impro03_F000", "Ses03F_impro03_M001"]
+    assert all(
+        r[1] in {"neu", "hap", "sad", "ang"} and r[2] in {"neu", "hap", "sad", "ang"}
+        for r in rows
+    )
+    assert re.search(
+        r"\| linear_fold3 \| \d+\.\d\d \|", (out / "results.md").read_text()
+    )
+
+
+def test_slurp_lstm_linear(hf_encoder, tmp_path):
+    out = tmp_path / "out"
+    run_recipe(
+        RECIPES / "SLURP" / "LSTM_linear",
+        f"--ssl_source={hf_encoder}",
+        f"--data_folder={MP3S / 'SLURP'}",
+        f"--output_folder={out}",
+        *ONE_EPOCH,
+        *TINY_LSTM,
+    )
+    rows = _predictions(out / "predictions_test.txt")
+    assert len(rows) == 2 and all(r[1] == "iot" for r in rows)
+    assert "| lstm_linear |" in (out / "results.md").read_text()
+
+
+def test_voxceleb1_ecapa(project_encoder, tmp_path):
+    out = tmp_path / "out"
+    run_recipe(
+        RECIPES / "VoxCeleb1" / "ECAPA",
+        f"--ssl_source={project_encoder}",
+        f"--data_folder={MP3S / 'VoxCeleb1'}",
+        f"--output_folder={out}",
+        "--dev_ratio=0.5",
+        "--channels=[8,8,8,8,16]",
+        "--attention_channels=4",
+        "--emb_dim=8",
+        "--out_n_neurons=2",
+        "--sentence_len=0.5",
+        *ONE_EPOCH,
+    )
+    scores = (out / "scores.txt").read_text().splitlines()
+    assert len(scores) == 4 and all(-1.0 <= float(s.split()[3]) <= 1.0 for s in scores)
+    results = (out / "results.md").read_text()
+    eer = float(re.search(r"\| ecapa \| (\d+\.\d\d) \|", results).group(1))
+    assert 0.0 <= eer <= 100.0

@@ -7,8 +7,8 @@
   run on GPU.
 * Peak memory on CUDA: ``torch.cuda.max_memory_allocated`` above what was
   allocated before the step (the allocator's own count).
-* Peak memory on CPU: every measurement runs in a fresh child process forked
-  from a parent that has done no tensor work. The child makes glibc return
+* Peak memory on CPU: every measurement runs in a fresh child process (from
+  a fork server that has done no tensor work). The child makes glibc return
   every large block to the system on free (``mallopt``), runs one warm-up step
   (one-time thread pools and workspaces), resets the kernel's peak-RSS mark
   (``/proc/self/clear_refs``), runs the step again and reports the peak
@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import csv
+import gc
 import json
 import multiprocessing as mp
 import os
@@ -137,14 +138,20 @@ def time_interleaved(
     return out
 
 
-def peak_memory(make_step: Callable[[str], Callable[[], None]], device: str) -> dict:
+def peak_memory(
+    make_step: Callable[[str], Callable[[], None]], device: str, include_model=False
+) -> dict:
     """Peak memory of one step: ``{"peak_bytes"}`` or ``{"error"}``.
 
-    On CPU it runs in a forked child (see the module docstring); on CUDA here.
+    ``include_model=False``: what the step itself allocates (activations,
+    gradients, workspaces) above what exists before it. ``include_model=True``:
+    counted from before ``make_step`` builds anything, so weights and
+    optimizer state are in (what training needs in all). On CPU it runs in a
+    fresh child process (see the module docstring); on CUDA here.
     """
     if device.startswith("cuda"):
-        return _peak_here(make_step, device)
-    return _in_child(_peak_here, make_step, device)
+        return _peak_here(make_step, device, include_model)
+    return _in_child(_peak_here, make_step, device, include_model)
 
 
 def timings(makers: dict, device: str, rounds: int = 5, budget_s: float = 10.0) -> dict:
@@ -157,8 +164,33 @@ def timings(makers: dict, device: str, rounds: int = 5, budget_s: float = 10.0) 
     return res
 
 
+# Imported once by the fork server, so that children start with them loaded.
+PRELOAD = [
+    "torch",
+    "speechbrain",
+    "speechbrain_wsm.nnet",
+    "speechbrain_wsm.bench.common",
+]
+
+
+def preload(*modules: str) -> None:
+    """Have the benchmark children start with ``modules`` imported.
+
+    Call before the first measurement (the fork server starts then).
+    """
+    PRELOAD.extend(m for m in modules if m not in PRELOAD)
+
+
 def _in_child(fn, *args):
-    ctx = mp.get_context("fork")
+    """``fn(*args)`` in a fresh process; its result, or ``{"error"}`` if it dies.
+
+    Children come from a fork server that imported torch but never ran a
+    parallel region: a plain fork of a process that has (a test session, a
+    benchmark parent) can hang in GNU OpenMP. ``fn`` and its arguments are
+    pickled, so they must be module-level functions and picklable objects.
+    """
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(PRELOAD)
     parent, child = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_child, args=(child, fn, *args))
     proc.start()
@@ -184,23 +216,32 @@ def _child(conn, fn, *args):
         conn.close()
 
 
-def _peak_here(make_step, device):
+def _peak_here(make_step, device, include_model=False):
     try:
         if device.startswith("cuda"):
-            step = make_step(device)
-            step()  # warm-up
-            torch.cuda.synchronize(device)
+            gc.collect()
             torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats(device)
             before = torch.cuda.memory_allocated(device)
+            step = make_step(device)
+            step()  # warm-up: optimizer state, workspaces
+            torch.cuda.synchronize(device)
+            torch.cuda.reset_peak_memory_stats(device)
+            if not include_model:
+                before = torch.cuda.memory_allocated(device)
             step()
             torch.cuda.synchronize(device)
-            return {"peak_bytes": torch.cuda.max_memory_allocated(device) - before}
+            peak = torch.cuda.max_memory_allocated(device) - before
+            del step
+            gc.collect()
+            torch.cuda.empty_cache()
+            return {"peak_bytes": peak}
         _release_large_blocks_on_free()
-        step = make_step(device)
-        step()  # warm-up: one-time pools and workspaces are not the step's
-        _reset_peak_rss()
         before = _rss_bytes()
+        step = make_step(device)
+        step()  # warm-up: one-time pools, workspaces, optimizer state
+        _reset_peak_rss()
+        if not include_model:
+            before = _rss_bytes()
         step()
         return {"peak_bytes": max(_peak_rss_bytes() - before, 0)}
     except torch.OutOfMemoryError as e:

@@ -24,6 +24,7 @@ from speechbrain_wsm.bench.common import (
     devices_from_arg,
     machine_description,
     peak_memory,
+    preload,
     timings,
     write_table,
 )
@@ -100,6 +101,7 @@ class LayerStep:
 
 
 def run(args) -> list[dict]:
+    preload("speechbrain_wsm.bench.layers")
     rows = []
     specs = mixer_specs(args.windows)
     for device in devices_from_arg(args.device):

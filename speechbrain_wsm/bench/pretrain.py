@@ -31,7 +31,6 @@ present); ``--quick`` for a seconds-long smoke run.
 from __future__ import annotations
 
 import argparse
-import gc
 import sys
 from pathlib import Path
 
@@ -40,13 +39,9 @@ import torch
 from speechbrain.lobes.models.wav2vec import W2VTargetQuantiser
 
 from speechbrain_wsm.bench.common import (
-    _in_child,
-    _peak_rss_bytes,
-    _release_large_blocks_on_free,
-    _reset_peak_rss,
-    _rss_bytes,
     devices_from_arg,
     machine_description,
+    peak_memory,
     timings,
     write_table,
 )
@@ -130,42 +125,6 @@ class PretrainStep:
         return step
 
 
-def _total_peak(make_step, device: str) -> dict:
-    """Peak memory of model + optimiser + one step (see the module docstring)."""
-    try:
-        if device.startswith("cuda"):
-            gc.collect()
-            torch.cuda.empty_cache()
-            before = torch.cuda.memory_allocated(device)
-            step = make_step(device)
-            step()  # warm-up: AdamW state allocated
-            torch.cuda.synchronize(device)
-            torch.cuda.reset_peak_memory_stats(device)
-            step()
-            torch.cuda.synchronize(device)
-            peak = torch.cuda.max_memory_allocated(device) - before
-            del step
-            gc.collect()
-            torch.cuda.empty_cache()
-            return {"peak_bytes": peak}
-        _release_large_blocks_on_free()
-        before = _rss_bytes()
-        step = make_step(device)
-        step()  # warm-up: AdamW state, thread pools
-        _reset_peak_rss()
-        step()
-        return {"peak_bytes": max(_peak_rss_bytes() - before, 0)}
-    except torch.OutOfMemoryError as e:
-        return {"error": f"out of memory: {str(e).splitlines()[0]}"}
-
-
-def peak_memory(make_step, device: str) -> dict:
-    """:func:`_total_peak`, in a fresh forked process on CPU."""
-    if device.startswith("cuda"):
-        return _total_peak(make_step, device)
-    return _in_child(_total_peak, make_step, device)
-
-
 def _params(size: str, window_size: int) -> dict:
     out = {}
     for mixer in MIXERS:
@@ -194,7 +153,7 @@ def run(args) -> list[dict]:
             }
             times = timings(makers, device, rounds=args.rounds, budget_s=args.budget)
             for mixer, make in makers.items():
-                res = {**peak_memory(make, device), **times[mixer]}
+                res = {**peak_memory(make, device, include_model=True), **times[mixer]}
                 error = res.get("error", "")
                 row = {
                     "device": device,

@@ -1,0 +1,453 @@
+"""Selective fine-tuning benchmark: what each mode trains, costs in time and peaks in memory.
+
+One CTC fine-tuning step (forward, CTC loss, backward, AdamW update) of a
+wav2vec 2.0 BASE model (768 wide, 12 layers, 95 M parameters, built from a
+config: random weights, no download) for each mode of
+:func:`speechbrain_wsm.models.surgery.apply_finetuning_mode`:
+
+* ``full``: every parameter but the CNN front end trains;
+* ``mhsa_top``: only the self-attention of the top N layers trains;
+* ``sm`` / ``wsm``: the top N self-attention modules are replaced by
+  SummaryMixing / Windowed SummaryMixing blocks, and only those train;
+
+plus the CTC head in every mode. Reported per mode and utterance length:
+trainable parameters, step time (interleaved best-of-N, see
+:mod:`speechbrain_wsm.bench.common`) and peak memory:
+
+* CUDA: ``torch.cuda.max_memory_allocated`` over the step, everything the
+  allocator holds included (weights, optimizer state, gradients,
+  activations);
+* CPU: peak resident memory of a fresh process per mode (forked from a clean
+  fork server, see :func:`in_clean_child`), minus its resident memory before
+  the model was built: weights, optimizer state, gradients and activations,
+  as on CUDA, without the interpreter and libraries.
+
+The target: WSM with N = 2 peaks at least 45 % below full fine-tuning on GPU
+(the WSM paper reports 40 % less peak VRAM); the CPU ratio is reported beside
+it. Writes ``finetune_<device>.csv`` / ``.json`` into ``--out`` and prints a
+markdown table.
+
+Run: ``python -m speechbrain_wsm.bench.finetune`` (CPU, and CUDA when
+present); ``--quick`` for a seconds-long smoke run on a tiny model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import multiprocessing as mp
+import sys
+from pathlib import Path
+
+import torch
+
+from speechbrain_wsm.bench.common import (
+    _child,
+    _peak_rss_bytes,
+    _release_large_blocks_on_free,
+    _reset_peak_rss,
+    _rss_bytes,
+    devices_from_arg,
+    machine_description,
+    time_interleaved,
+    write_table,
+)
+
+SAMPLE_RATE = 16000
+MODES = ("full", "mhsa_top", "sm", "wsm")
+VOCAB = 32  # characters + blank, as the recipe's CTC head
+CHARS_PER_SECOND = 15  # target length of the CTC loss
+
+#: wav2vec 2.0 BASE, as ``Wav2Vec2Config()`` defines it, without layer drop
+#: (random skipping would make the steps differ) and without attention
+#: dropout (as fairseq's fine-tuning configurations): with it, PyTorch's CPU
+#: attention falls back to the kernel that stores every frame x frame
+#: attention matrix, which would inflate full fine-tuning's CPU peak (at 40 s:
+#: 9.2 GiB instead of 2.7).
+BASE = {"layerdrop": 0.0, "attention_dropout": 0.0}
+#: A tiny model for ``--quick``.
+TINY = {
+    "hidden_size": 64,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 4,
+    "intermediate_size": 128,
+    "conv_dim": (64, 64, 64),
+    "conv_kernel": (10, 8, 8),
+    "conv_stride": (5, 8, 8),
+    "num_conv_pos_embeddings": 16,
+    "num_conv_pos_embedding_groups": 4,
+    "layerdrop": 0.0,
+    "attention_dropout": 0.0,
+}
+
+
+def build_model(config_kwargs: dict, mode: str, num_layers: int, window_size: int):
+    """A CTC fine-tuner on a wav2vec 2.0 model built from a config, set up for ``mode``."""
+    from transformers import Wav2Vec2Config, Wav2Vec2Model
+
+    from speechbrain_wsm.models.finetuning import CTCFineTuner, TrainableSSLEncoder
+    from speechbrain_wsm.models.surgery import apply_finetuning_mode
+
+    ssl = Wav2Vec2Model(Wav2Vec2Config(**config_kwargs))
+    model = CTCFineTuner(TrainableSSLEncoder(ssl), VOCAB)
+    mixer_kwargs = {"window_size": window_size} if mode == "wsm" else {}
+    apply_finetuning_mode(
+        model, mode, num_layers, keep_trainable=["head"], **mixer_kwargs
+    )
+    return model
+
+
+class FinetuneStep:
+    """Build one mode's model, optimizer and batch; calling it returns ``step()``.
+
+    ``step()`` runs one training step: forward, CTC loss, backward, AdamW
+    update, gradients freed. ``threads`` sets torch's intra-op threads in the
+    process that builds the step (None: leave the default).
+    """
+
+    def __init__(
+        self,
+        config_kwargs,
+        mode,
+        num_layers,
+        window_size,
+        seconds,
+        batch,
+        dtype,
+        threads=None,
+    ):
+        self.args = (
+            config_kwargs,
+            mode,
+            num_layers,
+            window_size,
+            seconds,
+            batch,
+            dtype,
+        )
+        self.threads = threads
+
+    def __call__(self, device: str):
+        config_kwargs, mode, num_layers, window_size, seconds, batch, dtype = self.args
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        torch.manual_seed(0)
+        model = build_model(config_kwargs, mode, num_layers, window_size).to(device)
+        model.train()
+        params = [p for p in model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=1e-5)
+        samples = int(seconds * SAMPLE_RATE)
+        wav = 0.1 * torch.randn(batch, samples, device=device)
+        lens = torch.ones(batch, device=device)
+        n_targets = max(1, int(seconds * CHARS_PER_SECOND))
+        targets = torch.randint(1, VOCAB, (batch, n_targets), device=device)
+        target_lens = torch.full((batch,), n_targets, device=device)
+        autocast = torch.autocast(
+            device_type=device.split(":")[0],
+            dtype=dtype,
+            enabled=dtype != torch.float32,
+        )
+
+        def step():
+            with autocast:
+                log_probs, out_lens = model(wav, lens)
+            frames = torch.round(out_lens * log_probs.shape[1]).long()
+            loss = torch.nn.functional.ctc_loss(
+                log_probs.transpose(0, 1).float(),
+                targets,
+                frames,
+                target_lens,
+                zero_infinity=True,
+            )
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+        return step
+
+
+def _total_peak(make_step, device: str) -> dict:
+    """Peak memory of model + optimizer + one step (see the module docstring)."""
+    try:
+        if device.startswith("cuda"):
+            gc.collect()
+            torch.cuda.empty_cache()
+            before = torch.cuda.memory_allocated(device)
+            step = make_step(device)
+            step()  # warm-up: optimizer state allocated
+            torch.cuda.synchronize(device)
+            torch.cuda.reset_peak_memory_stats(device)
+            step()
+            torch.cuda.synchronize(device)
+            peak = torch.cuda.max_memory_allocated(device) - before
+            del step
+            gc.collect()
+            torch.cuda.empty_cache()
+            return {"peak_bytes": peak}
+        _release_large_blocks_on_free()
+        before = _rss_bytes()
+        step = make_step(device)
+        step()  # warm-up: optimizer state, thread pools
+        _reset_peak_rss()
+        step()
+        return {"peak_bytes": max(_peak_rss_bytes() - before, 0)}
+    except torch.OutOfMemoryError as e:
+        return {"error": f"out of memory: {str(e).splitlines()[0]}"}
+
+
+def peak_memory(make_step, device: str) -> dict:
+    """:func:`_total_peak` in a fresh process on CPU (:func:`in_clean_child`), here on CUDA."""
+    if device.startswith("cuda"):
+        return _total_peak(make_step, device)
+    return in_clean_child(_total_peak, make_step, device)
+
+
+def timings(makers: dict, device: str, rounds: int, budget_s: float) -> dict:
+    """Interleaved best-of-N step times (:func:`~.common.time_interleaved`).
+
+    On CPU in one fresh process (:func:`in_clean_child`).
+    """
+    if device.startswith("cuda"):
+        return time_interleaved(makers, device, rounds, budget_s)
+    res = in_clean_child(time_interleaved, makers, device, rounds, budget_s)
+    if "error" in res and not isinstance(res["error"], dict):
+        return {label: {"error": res["error"]} for label in makers}
+    return res
+
+
+def _counts(config_kwargs, num_layers, window_size) -> dict:
+    out = {}
+    for mode in MODES:
+        with torch.device("meta"):
+            model = build_model(config_kwargs, mode, num_layers, window_size)
+        out[mode] = {
+            "trainable_params": sum(
+                p.numel() for p in model.parameters() if p.requires_grad
+            ),
+            "total_params": sum(p.numel() for p in model.parameters()),
+        }
+    return out
+
+
+def parameter_counts(config_kwargs, num_layers, window_size) -> dict:
+    """Trainable and total parameters of each mode (built on the meta device)."""
+    return in_clean_child(_counts, config_kwargs, num_layers, window_size)
+
+
+#: Imported by the fork server once, so that no child pays (or counts in its
+#: peak) a fresh import of the model code.
+_PRELOAD = [
+    "speechbrain_wsm.bench.finetune",
+    "speechbrain_wsm.models.finetuning",
+    "transformers.models.wav2vec2.modeling_wav2vec2",
+]
+
+
+def in_clean_child(fn, *args):
+    """``fn(*args)`` in a fresh process forked from a clean fork server.
+
+    Unlike a plain fork of this process, the child inherits no OpenMP thread
+    pool (GNU OpenMP hangs in a child forked after the parent ran a parallel
+    region, as a test session has), and it starts with the model code
+    imported (see ``_PRELOAD``). As with any forkserver child, the caller's
+    main script is imported again in it, so it must guard its work with
+    ``if __name__ == "__main__"``. Returns ``fn``'s result or ``{"error"}``.
+    """
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(_PRELOAD)
+    parent, child = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child, args=(child, fn, *args))
+    proc.start()
+    child.close()
+    try:
+        result = parent.recv()
+    except EOFError:
+        result = {
+            "error": f"child process died (exit code {proc.exitcode}), likely out of memory"
+        }
+    proc.join()
+    return result
+
+
+def run(args) -> list[dict]:
+    rows = []
+    config = TINY if args.quick else BASE
+    counts = parameter_counts(config, args.num_layers, args.window_size)
+    for device in devices_from_arg(args.device):
+        dtype = torch.bfloat16 if device == "cuda" and not args.fp32 else torch.float32
+        machine = machine_description(device)
+        print(
+            f"# {device}: {machine}; {'tiny' if args.quick else 'BASE'} wav2vec 2.0, "
+            f"N = {args.num_layers}, WSM window {args.window_size}, batch "
+            f"{args.batch}, {dtype}",
+            flush=True,
+        )
+        for seconds in args.lengths:
+            makers = {
+                mode: FinetuneStep(
+                    config,
+                    mode,
+                    args.num_layers,
+                    args.window_size,
+                    seconds,
+                    args.batch,
+                    dtype,
+                    args.threads,
+                )
+                for mode in MODES
+            }
+            times = timings(makers, device, rounds=args.rounds, budget_s=args.budget)
+            for mode, make in makers.items():
+                res = {**peak_memory(make, device), **times[mode]}
+                error = res.get("error", "")
+                row = {
+                    "device": device,
+                    "mode": mode,
+                    "num_layers": args.num_layers,
+                    "seconds": seconds,
+                    **counts[mode],
+                    "time_ms": round(res["time_s"] * 1e3, 1)
+                    if "time_s" in res
+                    else None,
+                    "time_median_ms": round(res["time_median_s"] * 1e3, 1)
+                    if "time_s" in res
+                    else None,
+                    "rounds": res.get("rounds"),
+                    "peak_mib": round(res["peak_bytes"] / 2**20, 1)
+                    if "peak_bytes" in res
+                    else None,
+                    "error": error if isinstance(error, str) else str(error),
+                }
+                rows.append(row)
+                shown = (
+                    f"{row['time_ms']} ms, {row['peak_mib']} MiB"
+                    if not row["error"]
+                    else row["error"]
+                )
+                print(f"  {seconds:>5} s  {mode:<9} {shown}", flush=True)
+    return rows
+
+
+def _lookup(rows, device, mode, seconds, key):
+    for r in rows:
+        if r["device"] == device and r["mode"] == mode and r["seconds"] == seconds:
+            return r.get(key)
+    return None
+
+
+def check_targets(rows) -> list[dict]:
+    """WSM / full peak memory at each length: <= 0.55 on CUDA (45 % less), reported on CPU."""
+    out = []
+    for device in sorted({r["device"] for r in rows}):
+        for seconds in sorted({r["seconds"] for r in rows if r["device"] == device}):
+            wsm = _lookup(rows, device, "wsm", seconds, "peak_mib")
+            full = _lookup(rows, device, "full", seconds, "peak_mib")
+            ratio = None if not wsm or not full else wsm / full
+            limit = 0.55 if device.startswith("cuda") else None
+            bound = f" <= {limit}" if limit else " (info)"
+            out.append(
+                {
+                    "device": device,
+                    "target": f"WSM / full peak memory at {seconds:g} s{bound}",
+                    "measured": ratio,
+                    "ok": None if ratio is None or limit is None else ratio <= limit,
+                }
+            )
+    return out
+
+
+def markdown(rows, device) -> str:
+    """Trainable parameters, then step time / peak memory per length, one row per mode."""
+    lengths = sorted({r["seconds"] for r in rows if r["device"] == device})
+    head = (
+        "| mode | trainable params | " + " | ".join(f"{s:g} s" for s in lengths) + " |"
+    )
+    lines = [head, "|" + "---|" * (len(lengths) + 2)]
+    for mode in MODES:
+        params = _lookup(rows, device, mode, lengths[0], "trainable_params")
+        if params is None:
+            continue
+        cells = []
+        for s in lengths:
+            t = _lookup(rows, device, mode, s, "time_ms")
+            p = _lookup(rows, device, mode, s, "peak_mib")
+            cells.append(
+                "failed" if t is None or p is None else f"{t / 1e3:.2f} s / {p:.0f} MiB"
+            )
+        lines.append(f"| {mode} | {params / 1e6:.2f} M | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default="all", choices=["all", "cpu", "cuda"])
+    p.add_argument("--lengths", type=float, nargs="+", default=[16, 40], help="seconds")
+    p.add_argument(
+        "--num-layers", type=int, default=2, help="N, top layers trained or replaced"
+    )
+    p.add_argument("--window-size", type=int, default=32, help="WSM window (frames)")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch's)"
+    )
+    p.add_argument("--rounds", type=int, default=3, help="timing rounds; best is kept")
+    p.add_argument(
+        "--budget",
+        type=float,
+        default=120.0,
+        help="at most this many seconds of timing rounds per length",
+    )
+    p.add_argument(
+        "--fp32", action="store_true", help="fp32 on CUDA too (default bf16 autocast)"
+    )
+    p.add_argument("--out", type=Path, default=Path("bench_results"))
+    p.add_argument(
+        "--check", action="store_true", help="exit 1 when a target is missed"
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="tiny model, short inputs: a smoke run"
+    )
+    args = p.parse_args(argv)
+    if args.quick:
+        args.lengths, args.rounds, args.budget, args.window_size = [1, 2], 2, 1.0, 4
+        args.threads = 1  # a tiny model: threads only add contention
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    rows = run(args)
+    targets = check_targets(rows)
+    meta = {
+        "machines": {
+            d: machine_description(d) for d in sorted({r["device"] for r in rows})
+        },
+        "model": "tiny" if args.quick else "wav2vec 2.0 BASE (random weights)",
+        "num_layers": args.num_layers,
+        "window_size": args.window_size,
+        "batch": args.batch,
+        "targets": targets,
+        "command": " ".join(sys.argv),
+    }
+    for device, machine in meta["machines"].items():
+        device_rows = [r for r in rows if r["device"] == device]
+        csv_path, _ = write_table(
+            device_rows, args.out, f"finetune_{device}", {**meta, "machine": machine}
+        )
+        print(
+            f"\n## {device}: {machine}\n\n{markdown(rows, device)}\n\n"
+            f"written: {csv_path}"
+        )
+    print("\n| device | target | measured | met |\n|---|---|---|---|")
+    for t in targets:
+        value = "n/a" if t["measured"] is None else f"{t['measured']:.2f}"
+        met = {True: "yes", False: "NO", None: "n/a"}[t["ok"]]
+        print(f"| {t['device']} | {t['target']} | {value} | {met} |")
+    return 1 if args.check and any(t["ok"] is False for t in targets) else 0
+
+
+if __name__ == "__main__":
+    # The canonical module's objects, so that they pickle for the children.
+    from speechbrain_wsm.bench.finetune import main as _main
+
+    raise SystemExit(_main())

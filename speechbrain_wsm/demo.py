@@ -51,7 +51,7 @@ FT_MODES = ("wsm", "mhsa_top", "full")
 
 # Sizes: (quick, default). Epoch counts are multiplied by --scale.
 SIZES = {
-    "synthetic_hours": (0.15, 0.5),
+    "synthetic_hours": (0.15, 0.4),
     "eval_minutes": (1.5, 3.0),
     "d_model": (32, 96),
     "num_layers": (2, 4),
@@ -59,10 +59,10 @@ SIZES = {
     "d_ffn": (64, 192),
     "extractor_dim": (32, 96),
     "final_dim": (32, 64),
-    "pretrain_epochs": (1, 8),
-    "probe_epochs": (2, 10),
+    "pretrain_epochs": (1, 6),
+    "probe_epochs": (2, 8),
     "probe_lstm": (32, 128),
-    "finetune_epochs": (3, 15),
+    "finetune_epochs": (3, 12),
     "window_size": (8, 16),
     "bench_lengths": ([2, 5], [5, 10, 20, 40, 60]),
 }

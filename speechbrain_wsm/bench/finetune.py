@@ -237,7 +237,7 @@ def parameter_counts(config_kwargs, num_layers, window_size) -> dict:
 #: Imported by the fork server once, so that no child pays (or counts in its
 #: peak) a fresh import of the model code.
 _PRELOAD = [
-    "speechbrain_wsm.bench.finetune",
+    "speechbrain_wsm.bench.common",
     "speechbrain_wsm.models.finetuning",
     "transformers.models.wav2vec2.modeling_wav2vec2",
 ]

@@ -1,0 +1,417 @@
+"""CTC fine-tuning of pretrained SSL encoders, whole or selectively.
+
+Two kinds of pretrained model load here, from a local folder (no hub):
+
+* a Hugging Face checkpoint (``config.json`` + weights) of wav2vec 2.0,
+  HuBERT or WavLM, base or ``ForCTC`` (the base model is kept);
+* this project's wav2vec 2.0 pretraining output folder (``hyperparams.yaml``
+  + ``save/CKPT+*``), through
+  :func:`speechbrain_wsm.models.wav2vec2.load_pretrained_encoder`.
+
+:class:`TrainableSSLEncoder` gives both the same call, ``(wav, wav_lens) ->
+(features, padding_mask)``, with autograd (the frozen MP3S encoder of
+:mod:`speechbrain_wsm.models.ssl` runs without it); :class:`CTCFineTuner` adds
+a CTC head; :func:`build_finetuner` loads a model, applies a selective
+fine-tuning mode (:func:`speechbrain_wsm.models.surgery.apply_finetuning_mode`)
+and adds the head; :func:`save_finetuned` / :func:`load_finetuned` store and
+rebuild the fine-tuned model (architecture from the recorded build arguments,
+weights from the saved state dict).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from speechbrain_wsm.models.lengths import (
+    lengths_to_padding_mask,
+    relative_to_absolute,
+)
+from speechbrain_wsm.models.surgery import (
+    _is_hf_ssl,
+    apply_finetuning_mode,
+    find_layer_stack,
+)
+
+__all__ = [
+    "CTCFineTuner",
+    "TrainableSSLEncoder",
+    "build_finetuner",
+    "load_finetuned",
+    "load_trainable_ssl",
+    "save_finetuned",
+    "ssl_source_kind",
+]
+
+logger = logging.getLogger(__name__)
+
+_WEIGHTS = "model.ckpt"
+_META = "finetuned.json"
+_HF_CONFIG = "ssl_config"
+
+
+def ssl_source_kind(source) -> str:
+    """``"hf"`` for a Hugging Face folder, ``"project"`` for this project's pretraining output.
+
+    Raises
+    ------
+    FileNotFoundError
+        When ``source`` is neither.
+
+    Example
+    -------
+    >>> import tempfile, os
+    >>> d = tempfile.mkdtemp()
+    >>> _ = open(os.path.join(d, "config.json"), "w").write("{}")
+    >>> ssl_source_kind(d)
+    'hf'
+    """
+    path = Path(source)
+    if (path / "hyperparams.yaml").is_file():
+        return "project"
+    if (path / "config.json").is_file():
+        return "hf"
+    raise FileNotFoundError(
+        f"ssl_source '{source}' is neither a Hugging Face model folder (with "
+        "config.json) nor a wav2vec 2.0 pretraining output folder of this project "
+        "(with hyperparams.yaml and save/CKPT+*); the model hub is not used"
+    )
+
+
+def load_trainable_ssl(source, hf_config_overrides: dict | None = None) -> nn.Module:
+    """Load a pretrained SSL model from a local folder, parameters trainable.
+
+    Arguments
+    ---------
+    source : str or Path
+        A Hugging Face model folder, or this project's wav2vec 2.0
+        pretraining output folder (``results/wav2vec2_<mixer>/<seed>``).
+    hf_config_overrides : dict, optional
+        Config values for Hugging Face models (``layerdrop``,
+        ``mask_time_prob``, ``attn_implementation`` ...).
+
+    Returns
+    -------
+    torch.nn.Module
+        The Hugging Face base model (``Wav2Vec2Model`` ...), or the project's
+        ``Wav2Vec2Encoder``; in train mode.
+    """
+    if ssl_source_kind(source) == "hf":
+        from transformers import AutoModel
+
+        model = AutoModel.from_pretrained(str(source), **(hf_config_overrides or {}))
+        if not _is_hf_ssl(model):
+            raise ValueError(
+                f"{source} holds a {type(model).__name__}; expected wav2vec 2.0, "
+                "HuBERT or WavLM"
+            )
+        return model.base_model.train()
+    from speechbrain_wsm.models.wav2vec2 import load_pretrained_encoder
+
+    return load_pretrained_encoder(source).requires_grad_(True).train()
+
+
+def _hf_model_from_config(config_folder, overrides: dict | None = None) -> nn.Module:
+    from transformers import AutoConfig, AutoModel
+
+    config = AutoConfig.from_pretrained(str(config_folder), **(overrides or {}))
+    return AutoModel.from_config(config).base_model
+
+
+def _hf_expects_normalized_wav(source) -> bool:
+    """What a Hugging Face checkpoint was pretrained on: standardised audio or not.
+
+    ``preprocessor_config.json``'s ``do_normalize`` when there is one, else
+    True for layer-norm front ends (the ``large``/``lv60`` family), False for
+    group-norm ones (``base``).
+    """
+    pre = Path(source) / "preprocessor_config.json"
+    if pre.is_file():
+        return bool(json.loads(pre.read_text(encoding="utf-8")).get("do_normalize"))
+    config = json.loads((Path(source) / "config.json").read_text(encoding="utf-8"))
+    return config.get("feat_extract_norm", "group") == "layer"
+
+
+def _standardize(wav: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+    """Zero mean, unit variance per utterance over its valid samples; padding 0."""
+    valid = (~pad).to(wav.dtype)
+    n = valid.sum(1, keepdim=True).clamp(min=1.0)
+    mean = (wav * valid).sum(1, keepdim=True) / n
+    var = (((wav - mean) * valid) ** 2).sum(1, keepdim=True) / n
+    return ((wav - mean) / torch.sqrt(var + 1e-7)) * valid
+
+
+class TrainableSSLEncoder(nn.Module):
+    """A pretrained SSL model as ``(wav, wav_lens) -> (features, padding_mask)``.
+
+    Hugging Face models get the ``attention_mask`` built from ``wav_lens``
+    (the new WSM/SM blocks need it to leave padding out of their averages)
+    and zeros in padded samples.
+
+    Arguments
+    ---------
+    model : torch.nn.Module
+        A Hugging Face wav2vec 2.0 / HuBERT / WavLM model, or this project's
+        ``Wav2Vec2Encoder`` (see :func:`load_trainable_ssl`).
+    normalize_wav : bool
+        Hugging Face models only: standardise each waveform over its valid
+        samples first (what layer-norm checkpoints expect).
+
+    Example
+    -------
+    >>> from speechbrain_wsm.models.wav2vec2 import (ContextNetwork,
+    ...     FbankLatentExtractor, Wav2Vec2Encoder)
+    >>> from speechbrain_wsm.nnet.encoders import MixerEncoder
+    >>> net = ContextNetwork(MixerEncoder(2, 16, nhead=2, d_ffn=32), 16)
+    >>> fe = FbankLatentExtractor(20, [16, 16])
+    >>> enc = TrainableSSLEncoder(Wav2Vec2Encoder(fe, net))
+    >>> feats, pad = enc(torch.randn(2, 8000), torch.tensor([1.0, 0.5]))
+    >>> feats.shape, pad.sum(1).tolist(), enc.d_model
+    (torch.Size([2, 21, 16]), [0, 12], 16)
+    """
+
+    def __init__(self, model: nn.Module, normalize_wav: bool = False):
+        super().__init__()
+        self.model = model.base_model if _is_hf_ssl(model) else model
+        self.is_hf = _is_hf_ssl(self.model)
+        self.normalize_wav = normalize_wav
+        self.d_model = find_layer_stack(self.model).d_model
+
+    def output_lengths(self, samples: torch.Tensor) -> torch.Tensor:
+        """Frames of the output for ``samples`` input samples (``[batch]`` long)."""
+        samples = torch.as_tensor(samples)
+        if self.is_hf:
+            return self.model._get_feat_extract_output_lengths(samples).long()
+        return self.model.latent_extractor.output_lengths(samples).long()
+
+    def forward(self, wav: torch.Tensor, wav_lens: torch.Tensor | None = None):
+        """Encode ``wav`` ``[batch, sample]`` with relative lengths ``wav_lens``.
+
+        Returns
+        -------
+        features : torch.Tensor
+            ``[batch, frame, d_model]``.
+        padding_mask : torch.Tensor
+            ``[batch, frame]`` bool, True = padding.
+        """
+        if wav.dim() != 2:
+            raise ValueError(
+                f"expected wav of shape [batch, sample], got {tuple(wav.shape)}"
+            )
+        if wav_lens is None:
+            wav_lens = torch.ones(wav.shape[0], device=wav.device)
+        samples = relative_to_absolute(wav_lens, wav.shape[1]).to(wav.device)
+        if self.is_hf:
+            pad = lengths_to_padding_mask(samples, wav.shape[1])
+            wav = wav.masked_fill(pad, 0.0)
+            if self.normalize_wav:
+                wav = _standardize(wav, pad)
+            out = self.model(wav, attention_mask=(~pad).long()).last_hidden_state
+        else:
+            out, _ = self.model(wav, wav_lens)
+        frames = self.output_lengths(samples).clamp(max=out.shape[1])
+        return out, lengths_to_padding_mask(frames, out.shape[1])
+
+
+class CTCFineTuner(nn.Module):
+    """SSL encoder + dropout + linear CTC head.
+
+    Arguments
+    ---------
+    encoder : TrainableSSLEncoder
+        The (possibly operated-on) pretrained encoder.
+    vocab_size : int
+        Output units, the CTC blank included (index 0).
+    dropout : float
+        Dropout before the head.
+
+    Example
+    -------
+    >>> from speechbrain_wsm.models.wav2vec2 import (ContextNetwork,
+    ...     FbankLatentExtractor, Wav2Vec2Encoder)
+    >>> from speechbrain_wsm.nnet.encoders import MixerEncoder
+    >>> net = ContextNetwork(MixerEncoder(2, 16, nhead=2, d_ffn=32), 16)
+    >>> fe = FbankLatentExtractor(20, [16, 16])
+    >>> model = CTCFineTuner(TrainableSSLEncoder(Wav2Vec2Encoder(fe, net)), 5)
+    >>> log_probs, out_lens = model(torch.randn(2, 8000), torch.tensor([1.0, 0.5]))
+    >>> log_probs.shape, (out_lens * log_probs.shape[1]).round().tolist()
+    (torch.Size([2, 21, 5]), [21.0, 9.0])
+    """
+
+    def __init__(
+        self, encoder: TrainableSSLEncoder, vocab_size: int, dropout: float = 0.1
+    ):
+        super().__init__()
+        self.encoder = encoder
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(encoder.d_model, vocab_size)
+
+    def forward(self, wav: torch.Tensor, wav_lens: torch.Tensor | None = None):
+        """Log-probabilities and relative output lengths of a waveform batch.
+
+        The evaluation contract of :mod:`speechbrain_wsm.evaluate`.
+
+        Returns
+        -------
+        log_probs : torch.Tensor
+            ``[batch, frame, vocab]`` float32 log-softmax outputs.
+        out_lens : torch.Tensor
+            ``[batch]`` relative lengths: valid frames / ``frame``.
+        """
+        feats, pad = self.encoder(wav, wav_lens)
+        logits = self.head(self.dropout(feats))
+        out_lens = (~pad).sum(1).float() / max(pad.shape[1], 1)
+        return logits.float().log_softmax(-1), out_lens
+
+
+def build_finetuner(
+    ssl_source,
+    vocab_size: int,
+    mode: str = "wsm",
+    num_layers: int = 2,
+    mixer_kwargs: dict | None = None,
+    freeze_front_end: bool = True,
+    head_dropout: float = 0.1,
+    normalize_wav: bool | None = None,
+    hf_config_overrides: dict | None = None,
+) -> CTCFineTuner:
+    """Load ``ssl_source``, set up fine-tuning ``mode`` and add a CTC head.
+
+    Arguments
+    ---------
+    ssl_source : str or Path
+        See :func:`load_trainable_ssl`.
+    vocab_size : int
+        CTC output units (blank at 0).
+    mode : str
+        ``full``, ``mhsa_top``, ``sm`` or ``wsm``
+        (:func:`~speechbrain_wsm.models.surgery.apply_finetuning_mode`).
+    num_layers : int
+        N: top layers trained (``mhsa_top``) or replaced (``sm``, ``wsm``).
+    mixer_kwargs : dict, optional
+        New blocks' arguments (``window_size``, ``nhead``, ``dropout`` ...).
+    freeze_front_end : bool
+        ``full`` mode: keep the convolutional front end frozen.
+    head_dropout : float
+        Dropout before the CTC head.
+    normalize_wav : bool, optional
+        Hugging Face models: standardise each utterance. Default: as the
+        checkpoint was pretrained (``preprocessor_config.json``, else on for
+        layer-norm front ends).
+    hf_config_overrides : dict, optional
+        See :func:`load_trainable_ssl`.
+
+    Returns
+    -------
+    CTCFineTuner
+        With the head and the mode's modules trainable, everything else
+        frozen, and the frozen start of the forward pass run without
+        autograd. ``model.build_args`` holds the arguments (for
+        :func:`save_finetuned`), ``model.new_modules`` the names of the
+        freshly initialised modules (new blocks and head).
+    """
+    args = dict(locals())
+    if normalize_wav is None:
+        args["normalize_wav"] = ssl_source_kind(
+            ssl_source
+        ) == "hf" and _hf_expects_normalized_wav(ssl_source)
+    return _assemble(load_trainable_ssl(ssl_source, hf_config_overrides), args)
+
+
+def _assemble(ssl: nn.Module, args: dict) -> CTCFineTuner:
+    """The rest of :func:`build_finetuner`, on a loaded SSL model."""
+    args = {
+        **args,
+        "ssl_source": str(args["ssl_source"]),
+        "mixer_kwargs": dict(args.get("mixer_kwargs") or {}),
+        "hf_config_overrides": dict(args.get("hf_config_overrides") or {}),
+        "normalize_wav": bool(args.get("normalize_wav")),
+    }
+    model = CTCFineTuner(
+        TrainableSSLEncoder(ssl, args["normalize_wav"]),
+        args["vocab_size"],
+        args["head_dropout"],
+    )
+    trained = apply_finetuning_mode(
+        model,
+        args["mode"],
+        args["num_layers"],
+        freeze_front_end=args["freeze_front_end"],
+        keep_trainable=["head"],
+        **args["mixer_kwargs"],
+    )
+    model.build_args = args
+    model.new_modules = [] if args["mode"] in ("full", "mhsa_top") else trained
+    model.new_modules.append("head")
+    return model
+
+
+def save_finetuned(model: CTCFineTuner, folder) -> Path:
+    """Save a model made by :func:`build_finetuner` so :func:`load_finetuned` rebuilds it.
+
+    Writes ``finetuned.json`` (the build arguments), ``model.ckpt`` (the whole
+    state dict) and, for Hugging Face encoders, the encoder's config in
+    ``ssl_config/`` (so reloading needs no access to ``ssl_source``).
+
+    Returns
+    -------
+    Path
+        ``folder``.
+    """
+    if not hasattr(model, "build_args"):
+        raise ValueError("save_finetuned needs a model made by build_finetuner")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    meta = dict(model.build_args)
+    if model.encoder.is_hf:
+        model.encoder.model.config.save_pretrained(folder / _HF_CONFIG)
+        meta["hf_config"] = _HF_CONFIG
+    tmp = folder / (_WEIGHTS + ".tmp")
+    torch.save(model.state_dict(), tmp)
+    os.replace(tmp, folder / _WEIGHTS)
+    (folder / _META).write_text(json.dumps(meta, indent=2))
+    return folder
+
+
+def load_finetuned(folder, device="cpu", ssl_source=None) -> CTCFineTuner:
+    """Rebuild a model saved by :func:`save_finetuned` and load its weights.
+
+    Arguments
+    ---------
+    folder : str or Path
+        What :func:`save_finetuned` wrote.
+    device : str or torch.device
+        Where to put the model.
+    ssl_source : str, optional
+        Where the pretrained model is now, for this project's encoders when
+        it moved (Hugging Face encoders are rebuilt from the saved config).
+
+    Returns
+    -------
+    CTCFineTuner
+        In eval mode.
+    """
+    folder = Path(folder)
+    meta_path = folder / _META
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"{meta_path} not found: not a save_finetuned folder")
+    meta = json.loads(meta_path.read_text())
+    config = meta.pop("hf_config", None)
+    if ssl_source is not None:
+        meta["ssl_source"] = str(ssl_source)
+    # Building draws random initial weights: leave the caller's RNG alone.
+    with torch.random.fork_rng(devices=[]):
+        if config:
+            ssl = _hf_model_from_config(folder / config, meta["hf_config_overrides"])
+        else:
+            ssl = load_trainable_ssl(meta["ssl_source"], meta["hf_config_overrides"])
+        model = _assemble(ssl, meta)
+    state = torch.load(folder / _WEIGHTS, map_location="cpu", weights_only=True)
+    model.load_state_dict(state)
+    logger.info("loaded the fine-tuned model of %s", folder)
+    return model.to(device).eval()

@@ -1,0 +1,183 @@
+"""The selective fine-tuning recipe, run for real on tiny models and real speech.
+
+``recipes/LibriSpeech/ASR/selective-finetuning/train.py`` with each YAML, shrunk
+by command-line overrides only, on the committed LibriVox sample
+(``tests/samples/LibriSpeech/test-clean``, five utterances) and tiny
+pretrained models saved to local folders (a Hugging Face wav2vec 2.0 and this
+project's wav2vec 2.0 pretraining output; see ``tests/surgery_models.py``).
+"""
+
+import importlib.util
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from speechbrain.utils.checkpoints import Checkpointer
+from surgery_models import save_tiny_hf, save_tiny_wav2vec2
+
+from speechbrain_wsm import evaluate
+from speechbrain_wsm.models.finetuning import load_finetuned
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.filterwarnings("ignore::UserWarning"),
+]
+
+RECIPE = (
+    Path(__file__).resolve().parents[2]
+    / "recipes"
+    / "LibriSpeech"
+    / "ASR"
+    / "selective-finetuning"
+)
+VARIANTS = ("wsm", "sm", "mhsa_top", "full")
+
+
+def recipe():
+    spec = importlib.util.spec_from_file_location(
+        "selective_ft_train", RECIPE / "train.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ssl")
+    return {
+        "hf": save_tiny_hf(root / "hf", "wav2vec2"),
+        "project": save_tiny_wav2vec2(root / "project"),
+    }
+
+
+def run(variant, source, output, librispeech, **overrides):
+    """Run the recipe in this process with small-scale overrides."""
+    options = {
+        "ssl_source": source,
+        "data_folder": librispeech,
+        "output_folder": output,
+        "train_set": "test-clean",
+        "dev_splits": "[test-clean]",
+        "test_splits": "[test-clean]",
+        "number_of_epochs": 2,
+        "num_replaced_layers": 1,
+        "window_size": 4,
+        "seconds_per_batch": 14,
+        "num_workers": 0,
+        "test_batch_size": 3,
+        "beam_size": 4,
+        "lr": 0.002,
+        "device": "cpu",
+        **overrides,
+    }
+    argv = [str(RECIPE / "hparams" / f"{variant}.yaml")]
+    argv += [f"--{key}={value}" for key, value in options.items()]
+    recipe().main(argv)
+    return Path(output)
+
+
+def summary_wer(path: Path) -> float:
+    line = path.read_text().splitlines()[0]
+    assert line.startswith("%WER"), line
+    return float(line.split()[1])
+
+
+def test_yaml_variants_differ_only_in_mode_lines():
+    def normalised(name):
+        text = (RECIPE / "hparams" / f"{name}.yaml").read_text()
+        text = text.replace(f"hparams/{name}.yaml", "hparams/X.yaml")
+        return [line for line in text.splitlines() if "# mode" not in line]
+
+    reference = normalised("wsm")
+    for name in VARIANTS[1:]:
+        assert normalised(name) == reference, name
+
+
+@pytest.mark.parametrize(
+    "variant,source", [("wsm", "hf"), ("sm", "project"), ("mhsa_top", "hf"), ("full", "project")]
+)  # fmt: skip
+def test_recipe_trains_decodes_and_exports(
+    variant, source, sources, librispeech_samples, tmp_path
+):
+    out = run(variant, sources[source], tmp_path / "run", librispeech_samples)
+    log = (out / "train_log.txt").read_text()
+    assert re.search(r"epoch: 2\b", log) and re.search(r"epoch: 1\b", log)
+    for name in ("wer_test-clean.txt", "wer_test-clean_beam.txt"):
+        assert 0.0 <= summary_wer(out / name) <= 1000.0
+        assert "10002-1-0880" in (out / name).read_text()
+    results = (out / "results.md").read_text()
+    assert "(greedy)" in results and "(beam)" in results and "test-clean" in results
+    # The exported model is the best checkpoint's, and loads back.
+    ckpt = Checkpointer(out / "save").find_checkpoint(min_key="WER")
+    best = torch.load(ckpt.paramfiles["asr_model"], weights_only=True)
+    model = load_finetuned(out / "finetuned")
+    assert model.build_args["mode"] == variant
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, best[key]), key
+    # The evaluation command scores the saved run as the recipe did.
+    again = evaluate.main(
+        [str(out), "--manifest", str(out / "test-clean.csv"), "--name", "again"]
+    )
+    assert (out / "wer_again.txt").read_text().splitlines()[0] == (
+        (out / "wer_test-clean.txt").read_text().splitlines()[0]
+    )
+    assert again["again"]["WER"] == pytest.approx(
+        summary_wer(out / "wer_test-clean.txt"), abs=0.01
+    )
+
+
+def test_resume_after_a_stop_equals_a_straight_run(
+    sources, librispeech_samples, tmp_path
+):
+    """Two epochs in one go, or one epoch then a restart: the same model.
+
+    Deterministic settings: no dropout (the tiny pretrained encoder has none),
+    so the only state is what the checkpoints carry.
+    """
+    no_dropout = {"head_dropout": 0.0, "mixer_kwargs": "{window_size: 4, dropout: 0.0}"}
+    straight = run(
+        "wsm", sources["project"], tmp_path / "a", librispeech_samples, **no_dropout
+    )
+    resumed = tmp_path / "b"
+    run("wsm", sources["project"], resumed, librispeech_samples, **no_dropout,
+        number_of_epochs=1)  # fmt: skip
+    shutil.rmtree(resumed / "finetuned")  # what a killed run would not have
+    run("wsm", sources["project"], resumed, librispeech_samples, **no_dropout)
+    log = (resumed / "train_log.txt").read_text()
+    assert len(re.findall(r"epoch: 1\b", log)) == 1, log
+    assert len(re.findall(r"epoch: 2\b", log)) == 1, log
+    a = torch.load(straight / "finetuned" / "model.ckpt", weights_only=True)
+    b = torch.load(resumed / "finetuned" / "model.ckpt", weights_only=True)
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], msg=key)
+
+
+def make_librilight(root: Path, librispeech: Path) -> Path:
+    """A librispeech_finetuning tree: the sample's utterances in every fold."""
+    chapter = librispeech / "test-clean" / "10002" / "1"
+    for fold in ("1h/0", "1h/1", "1h/2", "1h/3", "1h/4", "1h/5", "9h"):
+        shutil.copytree(chapter, root / fold / "clean" / "10002" / "1")
+    return root
+
+
+def test_librilight_training_sets(sources, librispeech_samples, tmp_path):
+    librilight = make_librilight(
+        tmp_path / "librispeech_finetuning", librispeech_samples
+    )
+    out = run(
+        "wsm",
+        sources["hf"],
+        tmp_path / "run",
+        librispeech_samples,
+        train_set="10min",
+        librilight_folder=librilight,
+        number_of_epochs=1,
+        extra_decoders="[]",
+    )
+    assert (out / "librilight-10min.csv").is_file()
+    assert summary_wer(out / "wer_test-clean.txt") >= 0.0
+    assert "10min" in (out / "results.md").read_text()

@@ -29,7 +29,7 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 
 test: $(STAMP) system-deps lint
-	$(PY) -m pytest -n 2 --durations=15
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --durations=15
 
 bench: $(STAMP)
 	$(PY) -m speechbrain_wsm.bench.layers

@@ -17,8 +17,8 @@ trainable parameters, step time (interleaved best-of-N, see
 * CUDA: ``torch.cuda.max_memory_allocated`` over the step, everything the
   allocator holds included (weights, optimizer state, gradients,
   activations);
-* CPU: peak resident memory of a fresh process per mode (forked from a clean
-  fork server, see :func:`in_clean_child`), minus its resident memory before
+* CPU: peak resident memory of a fresh process per mode (from a clean fork
+  server, see :mod:`speechbrain_wsm.bench.common`), minus its resident memory before
   the model was built: weights, optimizer state, gradients and activations,
   as on CUDA, without the interpreter and libraries.
 
@@ -34,22 +34,18 @@ present); ``--quick`` for a seconds-long smoke run on a tiny model.
 from __future__ import annotations
 
 import argparse
-import gc
-import multiprocessing as mp
 import sys
 from pathlib import Path
 
 import torch
 
 from speechbrain_wsm.bench.common import (
-    _child,
-    _peak_rss_bytes,
-    _release_large_blocks_on_free,
-    _reset_peak_rss,
-    _rss_bytes,
+    _in_child,
     devices_from_arg,
     machine_description,
-    time_interleaved,
+    peak_memory,
+    preload,
+    timings,
     write_table,
 )
 
@@ -166,55 +162,6 @@ class FinetuneStep:
         return step
 
 
-def _total_peak(make_step, device: str) -> dict:
-    """Peak memory of model + optimizer + one step (see the module docstring)."""
-    try:
-        if device.startswith("cuda"):
-            gc.collect()
-            torch.cuda.empty_cache()
-            before = torch.cuda.memory_allocated(device)
-            step = make_step(device)
-            step()  # warm-up: optimizer state allocated
-            torch.cuda.synchronize(device)
-            torch.cuda.reset_peak_memory_stats(device)
-            step()
-            torch.cuda.synchronize(device)
-            peak = torch.cuda.max_memory_allocated(device) - before
-            del step
-            gc.collect()
-            torch.cuda.empty_cache()
-            return {"peak_bytes": peak}
-        _release_large_blocks_on_free()
-        before = _rss_bytes()
-        step = make_step(device)
-        step()  # warm-up: optimizer state, thread pools
-        _reset_peak_rss()
-        step()
-        return {"peak_bytes": max(_peak_rss_bytes() - before, 0)}
-    except torch.OutOfMemoryError as e:
-        return {"error": f"out of memory: {str(e).splitlines()[0]}"}
-
-
-def peak_memory(make_step, device: str) -> dict:
-    """:func:`_total_peak` in a fresh process on CPU (:func:`in_clean_child`), here on CUDA."""
-    if device.startswith("cuda"):
-        return _total_peak(make_step, device)
-    return in_clean_child(_total_peak, make_step, device)
-
-
-def timings(makers: dict, device: str, rounds: int, budget_s: float) -> dict:
-    """Interleaved best-of-N step times (:func:`~.common.time_interleaved`).
-
-    On CPU in one fresh process (:func:`in_clean_child`).
-    """
-    if device.startswith("cuda"):
-        return time_interleaved(makers, device, rounds, budget_s)
-    res = in_clean_child(time_interleaved, makers, device, rounds, budget_s)
-    if "error" in res and not isinstance(res["error"], dict):
-        return {label: {"error": res["error"]} for label in makers}
-    return res
-
-
 def _counts(config_kwargs, num_layers, window_size) -> dict:
     out = {}
     for mode in MODES:
@@ -231,45 +178,15 @@ def _counts(config_kwargs, num_layers, window_size) -> dict:
 
 def parameter_counts(config_kwargs, num_layers, window_size) -> dict:
     """Trainable and total parameters of each mode (built on the meta device)."""
-    return in_clean_child(_counts, config_kwargs, num_layers, window_size)
-
-
-#: Imported by the fork server once, so that no child pays (or counts in its
-#: peak) a fresh import of the model code.
-_PRELOAD = [
-    "speechbrain_wsm.bench.common",
-    "speechbrain_wsm.models.finetuning",
-    "transformers.models.wav2vec2.modeling_wav2vec2",
-]
-
-
-def in_clean_child(fn, *args):
-    """``fn(*args)`` in a fresh process forked from a clean fork server.
-
-    Unlike a plain fork of this process, the child inherits no OpenMP thread
-    pool (GNU OpenMP hangs in a child forked after the parent ran a parallel
-    region, as a test session has), and it starts with the model code
-    imported (see ``_PRELOAD``). As with any forkserver child, the caller's
-    main script is imported again in it, so it must guard its work with
-    ``if __name__ == "__main__"``. Returns ``fn``'s result or ``{"error"}``.
-    """
-    ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(_PRELOAD)
-    parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(child, fn, *args))
-    proc.start()
-    child.close()
-    try:
-        result = parent.recv()
-    except EOFError:
-        result = {
-            "error": f"child process died (exit code {proc.exitcode}), likely out of memory"
-        }
-    proc.join()
-    return result
+    return _in_child(_counts, config_kwargs, num_layers, window_size)
 
 
 def run(args) -> list[dict]:
+    preload(
+        "speechbrain_wsm.models.finetuning",
+        "transformers.models.wav2vec2.modeling_wav2vec2",
+        __name__,
+    )
     rows = []
     config = TINY if args.quick else BASE
     counts = parameter_counts(config, args.num_layers, args.window_size)
@@ -298,7 +215,7 @@ def run(args) -> list[dict]:
             }
             times = timings(makers, device, rounds=args.rounds, budget_s=args.budget)
             for mode, make in makers.items():
-                res = {**peak_memory(make, device), **times[mode]}
+                res = {**peak_memory(make, device, include_model=True), **times[mode]}
                 error = res.get("error", "")
                 row = {
                     "device": device,

@@ -130,6 +130,9 @@ def main():
         run_opts=run_opts,
         checkpointer=hparams["checkpointer"],
     )
+    # Brain calls set_epoch on its train_sampler each epoch (not on a
+    # batch_sampler by itself), so a resumed run batches as a straight run.
+    brain.train_sampler = sampler
     brain.fit(
         hparams["epoch_counter"],
         datasets.pop("train"),

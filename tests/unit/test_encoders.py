@@ -172,3 +172,12 @@ def test_recipe_top_level_keys_reach_the_included_encoder(tmp_path):
 def test_misspelt_override_fails(tmp_path):
     with pytest.raises(KeyError, match="windw_size"):
         _load_recipe(tmp_path, {"windw_size": 8})
+
+
+@pytest.mark.parametrize("mixer", ["sm", "wsm"])
+def test_fragment_sm_activation_reaches_the_mixer(mixer):
+    with open(ROOT / "hparams" / "encoder" / f"{mixer}.yaml") as f:
+        hp = load_hyperpyyaml(f, {**SMALL, "sm_activation": "swish"})
+    mixer_layer = hp["encoder"].layers[0].mixer
+    assert isinstance(mixer_layer.combiner_activation, torch.nn.SiLU)
+    assert isinstance(mixer_layer.summary_proj.activation, torch.nn.SiLU)

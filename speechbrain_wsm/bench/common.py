@@ -248,6 +248,28 @@ def _peak_here(make_step, device, include_model=False):
         return {"error": f"out of memory: {str(e).splitlines()[0]}"}
 
 
+def measured_fields(res: dict) -> dict:
+    """A measurement (``time_s``, ``time_median_s``, ``rounds``, ``peak_bytes``,
+    ``error``) as the columns every benchmark table has."""
+    error = res.get("error", "")
+    return {
+        "time_ms": round(res["time_s"] * 1e3, 3) if "time_s" in res else None,
+        "time_median_ms": round(res["time_median_s"] * 1e3, 3)
+        if "time_s" in res
+        else None,
+        "rounds": res.get("rounds"),
+        "peak_mib": round(res["peak_bytes"] / 2**20, 2)
+        if "peak_bytes" in res
+        else None,
+        "error": error if isinstance(error, str) else str(error),
+    }
+
+
+def shown(row: dict) -> str:
+    """``"12.3 ms, 45.6 MiB"``, or the row's error."""
+    return row["error"] or f"{row['time_ms']} ms, {row['peak_mib']} MiB"
+
+
 def write_table(
     rows: list[dict], out_dir: Path, stem: str, meta: dict
 ) -> tuple[Path, Path]:

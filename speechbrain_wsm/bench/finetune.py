@@ -43,8 +43,10 @@ from speechbrain_wsm.bench.common import (
     _in_child,
     devices_from_arg,
     machine_description,
+    measured_fields,
     peak_memory,
     preload,
+    shown,
     timings,
     write_table,
 )
@@ -216,32 +218,16 @@ def run(args) -> list[dict]:
             times = timings(makers, device, rounds=args.rounds, budget_s=args.budget)
             for mode, make in makers.items():
                 res = {**peak_memory(make, device, include_model=True), **times[mode]}
-                error = res.get("error", "")
                 row = {
                     "device": device,
                     "mode": mode,
                     "num_layers": args.num_layers,
                     "seconds": seconds,
                     **counts[mode],
-                    "time_ms": round(res["time_s"] * 1e3, 1)
-                    if "time_s" in res
-                    else None,
-                    "time_median_ms": round(res["time_median_s"] * 1e3, 1)
-                    if "time_s" in res
-                    else None,
-                    "rounds": res.get("rounds"),
-                    "peak_mib": round(res["peak_bytes"] / 2**20, 1)
-                    if "peak_bytes" in res
-                    else None,
-                    "error": error if isinstance(error, str) else str(error),
+                    **measured_fields(res),
                 }
                 rows.append(row)
-                shown = (
-                    f"{row['time_ms']} ms, {row['peak_mib']} MiB"
-                    if not row["error"]
-                    else row["error"]
-                )
-                print(f"  {seconds:>5} s  {mode:<9} {shown}", flush=True)
+                print(f"  {seconds:>5} s  {mode:<9} {shown(row)}", flush=True)
     return rows
 
 

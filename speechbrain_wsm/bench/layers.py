@@ -23,8 +23,10 @@ import torch
 from speechbrain_wsm.bench.common import (
     devices_from_arg,
     machine_description,
+    measured_fields,
     peak_memory,
     preload,
+    shown,
     timings,
     write_table,
 )
@@ -126,25 +128,10 @@ def run(args) -> list[dict]:
                     "mixer": label,
                     "seconds": seconds,
                     "frames": int(seconds * FRAMES_PER_SECOND),
-                    "time_ms": round(res["time_s"] * 1e3, 3)
-                    if "time_s" in res
-                    else None,
-                    "time_median_ms": round(res["time_median_s"] * 1e3, 3)
-                    if "time_s" in res
-                    else None,
-                    "rounds": res.get("rounds"),
-                    "peak_mib": round(res["peak_bytes"] / 2**20, 2)
-                    if "peak_bytes" in res
-                    else None,
-                    "error": res.get("error", ""),
+                    **measured_fields(res),
                 }
                 rows.append(row)
-                shown = (
-                    f"{row['time_ms']} ms, {row['peak_mib']} MiB"
-                    if not row["error"]
-                    else row["error"]
-                )
-                print(f"  {seconds:>5} s  {label:<9} {shown}", flush=True)
+                print(f"  {seconds:>5} s  {label:<9} {shown(row)}", flush=True)
     return rows
 
 

@@ -41,7 +41,9 @@ from speechbrain.lobes.models.wav2vec import W2VTargetQuantiser
 from speechbrain_wsm.bench.common import (
     devices_from_arg,
     machine_description,
+    measured_fields,
     peak_memory,
+    shown,
     timings,
     write_table,
 )
@@ -154,7 +156,6 @@ def run(args) -> list[dict]:
             times = timings(makers, device, rounds=args.rounds, budget_s=args.budget)
             for mixer, make in makers.items():
                 res = {**peak_memory(make, device, include_model=True), **times[mixer]}
-                error = res.get("error", "")
                 row = {
                     "device": device,
                     "size": size,
@@ -162,25 +163,10 @@ def run(args) -> list[dict]:
                     "seconds": seconds,
                     "batch": batch,
                     "params": params[mixer],
-                    "time_ms": round(res["time_s"] * 1e3, 1)
-                    if "time_s" in res
-                    else None,
-                    "time_median_ms": round(res["time_median_s"] * 1e3, 1)
-                    if "time_s" in res
-                    else None,
-                    "rounds": res.get("rounds"),
-                    "peak_mib": round(res["peak_bytes"] / 2**20, 1)
-                    if "peak_bytes" in res
-                    else None,
-                    "error": error if isinstance(error, str) else str(error),
+                    **measured_fields(res),
                 }
                 rows.append(row)
-                shown = (
-                    f"{row['time_ms']} ms, {row['peak_mib']} MiB"
-                    if not row["error"]
-                    else row["error"]
-                )
-                print(f"  {seconds:>5} s  {mixer:<5} {shown}", flush=True)
+                print(f"  {seconds:>5} s  {mixer:<5} {shown(row)}", flush=True)
     return rows
 
 

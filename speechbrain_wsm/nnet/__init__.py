@@ -1,6 +1,7 @@
-"""Layers: token mixers (SM, WSM, attention), their registry and the encoders."""
+"""Layers: token mixers (SM, WSM, attention), their registry, the encoders, layer fusion."""
 
 from speechbrain_wsm.nnet.encoders import MixerEncoder
+from speechbrain_wsm.nnet.fusion import WeightedLayerSum
 from speechbrain_wsm.nnet.registry import MIXERS, build_mixer
 from speechbrain_wsm.nnet.summary_mixing import SummaryMixing, WindowedSummaryMixing
 

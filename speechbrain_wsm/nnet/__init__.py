@@ -9,6 +9,7 @@ __all__ = [
     "MIXERS",
     "MixerEncoder",
     "SummaryMixing",
+    "WeightedLayerSum",
     "WindowedSummaryMixing",
     "build_mixer",
 ]

@@ -26,6 +26,7 @@ import os
 import platform
 import resource
 import statistics
+import sys
 import time
 import traceback
 from collections.abc import Callable
@@ -283,6 +284,38 @@ def write_table(
         writer.writerows(rows)
     json_path.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     return csv_path, json_path
+
+
+def report(
+    rows, targets, out_dir: Path, stem: str, markdown, meta: dict, check=False
+) -> int:
+    """Write ``<stem>_<device>.csv/.json``, print the tables and the targets.
+
+    ``markdown(rows, device)`` renders one device's table; ``meta`` (sizes,
+    settings) goes into the JSON with the machine, the targets and the
+    command. Returns the exit code: 1 if ``check`` and a target was missed.
+    """
+    machines = {d: machine_description(d) for d in sorted({r["device"] for r in rows})}
+    meta = {
+        "machines": machines,
+        **meta,
+        "targets": targets,
+        "command": " ".join(sys.argv),
+    }
+    for device, machine in machines.items():
+        device_rows = [r for r in rows if r["device"] == device]
+        csv_path, _ = write_table(
+            device_rows, out_dir, f"{stem}_{device}", {**meta, "machine": machine}
+        )
+        print(
+            f"\n## {device}: {machine}\n\n{markdown(rows, device)}\n\nwritten: {csv_path}"
+        )
+    print("\n| device | target | measured | met |\n|---|---|---|---|")
+    for t in targets:
+        value = "n/a" if t["measured"] is None else f"{t['measured']:.2f}"
+        met = {True: "yes", False: "NO", None: "n/a"}[t["ok"]]
+        print(f"| {t['device']} | {t['target']} | {value} | {met} |")
+    return 1 if check and any(t["ok"] is False for t in targets) else 0
 
 
 def devices_from_arg(arg: str) -> list[str]:

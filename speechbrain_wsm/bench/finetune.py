@@ -34,7 +34,6 @@ present); ``--quick`` for a seconds-long smoke run on a tiny model.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import torch
@@ -46,9 +45,9 @@ from speechbrain_wsm.bench.common import (
     measured_fields,
     peak_memory,
     preload,
+    report,
     shown,
     timings,
-    write_table,
 )
 
 SAMPLE_RATE = 16000
@@ -320,33 +319,15 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     rows = run(args)
-    targets = check_targets(rows)
     meta = {
-        "machines": {
-            d: machine_description(d) for d in sorted({r["device"] for r in rows})
-        },
         "model": "tiny" if args.quick else "wav2vec 2.0 BASE (random weights)",
         "num_layers": args.num_layers,
         "window_size": args.window_size,
         "batch": args.batch,
-        "targets": targets,
-        "command": " ".join(sys.argv),
     }
-    for device, machine in meta["machines"].items():
-        device_rows = [r for r in rows if r["device"] == device]
-        csv_path, _ = write_table(
-            device_rows, args.out, f"finetune_{device}", {**meta, "machine": machine}
-        )
-        print(
-            f"\n## {device}: {machine}\n\n{markdown(rows, device)}\n\n"
-            f"written: {csv_path}"
-        )
-    print("\n| device | target | measured | met |\n|---|---|---|---|")
-    for t in targets:
-        value = "n/a" if t["measured"] is None else f"{t['measured']:.2f}"
-        met = {True: "yes", False: "NO", None: "n/a"}[t["ok"]]
-        print(f"| {t['device']} | {t['target']} | {value} | {met} |")
-    return 1 if args.check and any(t["ok"] is False for t in targets) else 0
+    return report(
+        rows, check_targets(rows), args.out, "finetune", markdown, meta, args.check
+    )
 
 
 if __name__ == "__main__":

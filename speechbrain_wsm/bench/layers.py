@@ -15,7 +15,6 @@ Run: ``python -m speechbrain_wsm.bench.layers`` (CPU, and CUDA when present);
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import torch
@@ -26,9 +25,9 @@ from speechbrain_wsm.bench.common import (
     measured_fields,
     peak_memory,
     preload,
+    report,
     shown,
     timings,
-    write_table,
 )
 from speechbrain_wsm.nnet.registry import build_mixer
 from speechbrain_wsm.nnet.summary_mixing import SummaryMixing
@@ -328,39 +327,18 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     rows = run(args)
     targets = check_targets(rows, args.windows)
-    meta = {
-        "machines": {
-            d: machine_description(d) for d in sorted({r["device"] for r in rows})
-        },
-        "d_model": args.d_model,
-        "nhead": args.nhead,
-        "batch": args.batch,
-        "targets": targets,
-        "command": " ".join(sys.argv),
-    }
-    for device, machine in meta["machines"].items():
-        device_rows = [r for r in rows if r["device"] == device]
-        csv_path, _ = write_table(
-            device_rows, args.out, f"layers_{device}", {**meta, "machine": machine}
-        )
-        print(
-            f"\n## {device}: {machine}\n\n{markdown(rows, device)}\n\nwritten: {csv_path}"
-        )
-        if not args.no_plot:
+    meta = {"d_model": args.d_model, "nhead": args.nhead, "batch": args.batch}
+    code = report(rows, targets, args.out, "layers", markdown, meta, args.check)
+    if not args.no_plot:
+        for device in sorted({r["device"] for r in rows}):
             png = args.out / f"layers_{device}.png"
-            plot(
-                rows,
-                device,
-                png,
-                f"one mixer layer, d_model {args.d_model}, {args.nhead} heads, batch {args.batch}; {machine}",
+            title = (
+                f"one mixer layer, d_model {args.d_model}, {args.nhead} heads, "
+                f"batch {args.batch}; {machine_description(device)}"
             )
+            plot(rows, device, png, title)
             print(f"plot: {png}")
-    print("\n| device | target | measured | met |\n|---|---|---|---|")
-    for t in targets:
-        value = "n/a" if t["measured"] is None else f"{t['measured']:.2f}"
-        met = {True: "yes", False: "NO", None: "n/a"}[t["ok"]]
-        print(f"| {t['device']} | {t['target']} | {value} | {met} |")
-    return 1 if args.check and any(t["ok"] is False for t in targets) else 0
+    return code
 
 
 if __name__ == "__main__":

@@ -31,7 +31,6 @@ present); ``--quick`` for a seconds-long smoke run.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -43,9 +42,9 @@ from speechbrain_wsm.bench.common import (
     machine_description,
     measured_fields,
     peak_memory,
+    report,
     shown,
     timings,
-    write_table,
 )
 from speechbrain_wsm.models.wav2vec2 import (
     FbankLatentExtractor,
@@ -271,30 +270,10 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     rows = run(args)
-    targets = check_targets(rows)
-    meta = {
-        "machines": {
-            d: machine_description(d) for d in sorted({r["device"] for r in rows})
-        },
-        "window_size": args.window_size,
-        "targets": targets,
-        "command": " ".join(sys.argv),
-    }
-    for device, machine in meta["machines"].items():
-        device_rows = [r for r in rows if r["device"] == device]
-        csv_path, _ = write_table(
-            device_rows, args.out, f"pretrain_{device}", {**meta, "machine": machine}
-        )
-        print(
-            f"\n## {device}: {machine}\n\n{markdown(rows, device)}\n\n"
-            f"written: {csv_path}"
-        )
-    print("\n| device | target | measured | met |\n|---|---|---|---|")
-    for t in targets:
-        value = "n/a" if t["measured"] is None else f"{t['measured']:.2f}"
-        met = {True: "yes", False: "NO", None: "n/a"}[t["ok"]]
-        print(f"| {t['device']} | {t['target']} | {value} | {met} |")
-    return 1 if args.check and any(t["ok"] is False for t in targets) else 0
+    meta = {"window_size": args.window_size}
+    return report(
+        rows, check_targets(rows), args.out, "pretrain", markdown, meta, args.check
+    )
 
 
 if __name__ == "__main__":

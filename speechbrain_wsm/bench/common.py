@@ -286,6 +286,40 @@ def write_table(
     return csv_path, json_path
 
 
+def step_markdown(
+    rows, device, key: str, names, params_key: str, params_header: str, params_fmt: str
+) -> str:
+    """Markdown of training-step rows: parameters, then ``time / peak`` per length.
+
+    One line per ``names`` entry (rows matched on ``row[key]``); the parameter
+    count comes from ``params_key`` and is shown in millions with
+    ``params_fmt`` (e.g. ``"{:.2f} M"``).
+    """
+    rows = [r for r in rows if r["device"] == device]
+    lengths = sorted({r["seconds"] for r in rows})
+    cell = {(r[key], r["seconds"]): r for r in rows}
+    lines = [
+        f"| {key} | {params_header} | "
+        + " | ".join(f"{s:g} s" for s in lengths)
+        + " |",
+        "|" + "---|" * (len(lengths) + 2),
+    ]
+    for name in names:
+        first = cell.get((name, lengths[0])) if lengths else None
+        if first is None or first.get(params_key) is None:
+            continue
+        cells = []
+        for s in lengths:
+            r = cell.get((name, s), {})
+            t, p = r.get("time_ms"), r.get("peak_mib")
+            cells.append(
+                "failed" if t is None or p is None else f"{t / 1e3:.2f} s / {p:.0f} MiB"
+            )
+        params = params_fmt.format(first[params_key] / 1e6)
+        lines.append(f"| {name} | {params} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def report(
     rows, targets, out_dir: Path, stem: str, markdown, meta: dict, check=False
 ) -> int:

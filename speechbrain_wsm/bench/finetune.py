@@ -47,6 +47,7 @@ from speechbrain_wsm.bench.common import (
     preload,
     report,
     shown,
+    step_markdown,
     timings,
 )
 
@@ -260,24 +261,9 @@ def check_targets(rows) -> list[dict]:
 
 def markdown(rows, device) -> str:
     """Trainable parameters, then step time / peak memory per length, one row per mode."""
-    lengths = sorted({r["seconds"] for r in rows if r["device"] == device})
-    head = (
-        "| mode | trainable params | " + " | ".join(f"{s:g} s" for s in lengths) + " |"
+    return step_markdown(
+        rows, device, "mode", MODES, "trainable_params", "trainable params", "{:.2f} M"
     )
-    lines = [head, "|" + "---|" * (len(lengths) + 2)]
-    for mode in MODES:
-        params = _lookup(rows, device, mode, lengths[0], "trainable_params")
-        if params is None:
-            continue
-        cells = []
-        for s in lengths:
-            t = _lookup(rows, device, mode, s, "time_ms")
-            p = _lookup(rows, device, mode, s, "peak_mib")
-            cells.append(
-                "failed" if t is None or p is None else f"{t / 1e3:.2f} s / {p:.0f} MiB"
-            )
-        lines.append(f"| {mode} | {params / 1e6:.2f} M | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
 
 
 def parse_args(argv=None):

@@ -44,6 +44,7 @@ from speechbrain_wsm.bench.common import (
     peak_memory,
     report,
     shown,
+    step_markdown,
     timings,
 )
 from speechbrain_wsm.models.wav2vec2 import (
@@ -208,22 +209,7 @@ def check_targets(rows) -> list[dict]:
 
 def markdown(rows, device) -> str:
     """Parameters, then step time / peak memory per length, one row per mixer."""
-    lengths = sorted({r["seconds"] for r in rows if r["device"] == device})
-    head = "| mixer | params | " + " | ".join(f"{s:g} s" for s in lengths) + " |"
-    lines = [head, "|" + "---|" * (len(lengths) + 2)]
-    for mixer in MIXERS:
-        params = _lookup(rows, device, mixer, lengths[0], "params")
-        if params is None:
-            continue
-        cells = []
-        for s in lengths:
-            t = _lookup(rows, device, mixer, s, "time_ms")
-            p = _lookup(rows, device, mixer, s, "peak_mib")
-            cells.append(
-                "failed" if t is None or p is None else f"{t / 1e3:.2f} s / {p:.0f} MiB"
-            )
-        lines.append(f"| {mixer} | {params / 1e6:.1f} M | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return step_markdown(rows, device, "mixer", MIXERS, "params", "params", "{:.1f} M")
 
 
 def parse_args(argv=None):

@@ -1,16 +1,24 @@
-"""Word error rates with jiwer, written in SpeechBrain's ``wer_<split>.txt`` format.
+"""Word and character error rates with jiwer, in SpeechBrain's file format.
 
 jiwer aligns each reference/hypothesis pair; the counts and alignments are
 turned into SpeechBrain's per-utterance detail dicts so that SpeechBrain's own
 printers write the file (the ``%WER`` summary line, ``%SER``, then every
 utterance's alignment) exactly as SpeechBrain recipes do, and tools that read
 those files keep working.
+
+Every ASR result is written twice: ``wer_<split>.txt`` over words and
+``cer_<split>.txt`` over characters, with spaces counted as the character
+``_`` (what SpeechBrain's ``ErrorRateStats(split_tokens=True)`` scores; the
+summary line of a CER file still reads ``%WER``, as SpeechBrain writes it).
+CER moves long before WER when a model starts to learn, so it is the number
+to watch on small data.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import jiwer
 from speechbrain.dataio.wer import print_alignments, print_wer_summary
@@ -20,6 +28,9 @@ __all__ = [
     "utterance_details",
     "score",
     "write_wer_file",
+    "write_error_rate_files",
+    "read_error_rates",
+    "char_tokens",
     "results_table",
     "write_results_md",
 ]
@@ -123,32 +134,119 @@ def write_wer_file(path: str, ids, refs, hyps) -> dict:
     return summary
 
 
-def results_table(results: Mapping[str, Mapping], columns: Sequence[str] = ()) -> str:
-    """Markdown table of ``{row name: {split: summary or number}}``.
-
-    Each cell is a WER summary's ``WER`` (two decimals) or a plain value.
+def char_tokens(text: str) -> str:
+    """Characters of ``text`` as space-separated tokens, word gaps as ``_``.
 
     Example
     -------
-    >>> print(results_table({"wsm": {"test-clean": {"WER": 5.123}, "params": 10}}))
-    | model | test-clean | params |
-    |---|---|---|
-    | wsm | 5.12 | 10 |
+    >>> char_tokens("THE  CAT")
+    'T H E _ C A T'
+    """
+    return " ".join("_".join(text.split()))
+
+
+def write_error_rate_files(
+    folder: str, name: str, ids, refs, hyps
+) -> dict[str, float | dict]:
+    """Write ``wer_<name>.txt`` and ``cer_<name>.txt`` in ``folder``.
+
+    Returns
+    -------
+    dict
+        The WER summary (SpeechBrain's keys: ``WER``, ``num_edits`` ...) with
+        ``CER`` (the character error rate) and ``cer_summary`` added.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> d = tempfile.mkdtemp()
+    >>> s = write_error_rate_files(d, "x", ["a"], ["THE CAT"], ["THE BAT"])
+    >>> round(s["WER"], 2), round(s["CER"], 2), sorted(os.listdir(d))
+    (50.0, 14.29, ['cer_x.txt', 'wer_x.txt'])
+    """
+    summary = write_wer_file(os.path.join(folder, f"wer_{name}.txt"), ids, refs, hyps)
+    cer = write_wer_file(
+        os.path.join(folder, f"cer_{name}.txt"),
+        ids,
+        [char_tokens(r) for r in refs],
+        [None if h is None else char_tokens(h) for h in hyps],
+    )
+    return {**summary, "CER": cer["WER"], "cer_summary": cer}
+
+
+def read_error_rates(folder: str) -> dict[str, dict[str, float]]:
+    """``{split: {"WER": x, "CER": y}}`` from the ``wer_*``/``cer_*`` files of a run.
+
+    Each file's first line (SpeechBrain's ``%WER x [ ... ]`` summary) is read;
+    a split with only one of the two files has only that key.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> d = tempfile.mkdtemp()
+    >>> _ = write_error_rate_files(d, "test", ["a"], ["AB CD"], ["AB CE"])
+    >>> read_error_rates(d)
+    {'test': {'CER': 20.0, 'WER': 50.0}}
+    """
+    rates: dict[str, dict[str, float]] = {}
+    for path in sorted(Path(folder).glob("[cw]er_*.txt")):
+        first = path.read_text(encoding="utf-8").split("\n", 1)[0].split()
+        if len(first) > 1 and first[0] == "%WER":
+            kind = path.stem[:3].upper()
+            rates.setdefault(path.stem[4:], {})[kind] = float(first[1])
+    return rates
+
+
+def results_table(results: Mapping[str, Mapping], columns: Sequence[str] = ()) -> str:
+    """Markdown table of ``{row name: {split: summary or number}}``.
+
+    A cell holding a summary with a ``CER`` (what
+    :func:`write_error_rate_files` returns, or ``{"WER": .., "CER": ..}``)
+    becomes two columns, ``<split> CER`` and ``<split> WER``; a summary
+    without one gives its ``WER``; other values are printed as they are
+    (floats with two decimals).
+
+    Example
+    -------
+    >>> print(results_table({"wsm": {"test-clean": {"WER": 5.123, "CER": 2.0}, "params": 10}}))
+    | model | test-clean CER | test-clean WER | params |
+    |---|---|---|---|
+    | wsm | 2.00 | 5.12 | 10 |
     """
     columns = list(columns) or list(
         dict.fromkeys(k for row in results.values() for k in row)
     )
-    lines = [
-        "| model | " + " | ".join(columns) + " |",
-        "|" + "---|" * (len(columns) + 1),
+    with_cer = {
+        c
+        for c in columns
+        if any(
+            isinstance(r.get(c), Mapping) and "CER" in r[c] for r in results.values()
+        )
+    }
+    heads = [
+        h
+        for c in columns
+        for h in ((f"{c} CER", f"{c} WER") if c in with_cer else (c,))
     ]
+    lines = [
+        "| model | " + " | ".join(heads) + " |",
+        "|" + "---|" * (len(heads) + 1),
+    ]
+
+    def fmt(v):
+        return f"{v:.2f}" if isinstance(v, float) else str(v)
+
     for name, row in results.items():
         cells = []
         for c in columns:
             v = row.get(c, "")
+            if c in with_cer:
+                v = v if isinstance(v, Mapping) else {}
+                cells += [fmt(v.get("CER", "")), fmt(v.get("WER", ""))]
+                continue
             if isinstance(v, Mapping):
                 v = v.get("WER")
-            cells.append(f"{v:.2f}" if isinstance(v, float) else str(v))
+            cells.append(fmt(v))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -2,6 +2,10 @@
 
 * :class:`MHSA` wraps SpeechBrain's ``MultiheadAttention`` (the ``mhsa`` mixer
   of the encoders, what SpeechBrain recipes call ``regularMHA``);
+* :class:`RelPosMHSA` wraps SpeechBrain's ``RelPosMHAXL``, Transformer-XL
+  relative positional attention, the attention of SpeechBrain's Conformer
+  recipes (``relpos_mhsa``, the default attention of the encoder fragments:
+  it needs no positional encoding of the input);
 * :class:`SDPAttention` calls ``torch.nn.functional.scaled_dot_product_attention``
   directly, which picks flash / memory-efficient kernels on GPU (``sdpa``).
 
@@ -15,12 +19,12 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from speechbrain.nnet.attention import MultiheadAttention
+from speechbrain.nnet.attention import MultiheadAttention, RelPosEncXL, RelPosMHAXL
 from torch import nn
 
 from speechbrain_wsm.nnet.summary_mixing import _valid_frames
 
-__all__ = ["MHSA", "SDPAttention"]
+__all__ = ["MHSA", "RelPosMHSA", "SDPAttention"]
 
 
 def _safe_padding(mask):
@@ -77,6 +81,66 @@ class MHSA(nn.Module):
             return_attn_weights=False,
         )
         return out[0] if isinstance(out, tuple) else out
+
+
+class RelPosMHSA(nn.Module):
+    """Relative positional multi-head self-attention (SpeechBrain's ``RelPosMHAXL``).
+
+    Transformer-XL attention: scores add a content term and a term of the
+    query against sinusoidal embeddings of the relative distance, with
+    learned biases, so the layer knows token order without any positional
+    encoding of the input. This is the attention of SpeechBrain's Conformer
+    recipes (``attention_type: RelPosMHAXL``) and the baseline the
+    SummaryMixing papers compare against. The relative embeddings
+    (``RelPosEncXL``) have no parameters and are made for each input length.
+
+    Arguments
+    ---------
+    d_model : int
+        Feature size, divisible by ``nhead``.
+    nhead : int
+        Attention heads.
+    dropout : float
+        Dropout on the attention weights.
+    causal : bool
+        Frames attend only to themselves and the past.
+
+    Example
+    -------
+    >>> att = RelPosMHSA(16, nhead=4).eval()
+    >>> x = torch.randn(1, 6, 16)
+    >>> y = att(x)
+    >>> y.shape
+    torch.Size([1, 6, 16])
+    >>> # order matters: reversing the input does not just reverse the output
+    >>> torch.allclose(att(x.flip(1)).flip(1), y, atol=1e-5)
+    False
+    """
+
+    def __init__(
+        self, d_model: int, nhead: int = 1, dropout: float = 0.0, causal=False
+    ):
+        super().__init__()
+        if d_model % nhead:
+            raise ValueError(f"d_model={d_model} must be divisible by nhead={nhead}")
+        self.causal = causal
+        self.pos_enc = RelPosEncXL(d_model)
+        self.attention = RelPosMHAXL(
+            d_model, nhead, dropout=dropout, mask_pos_future=causal
+        )
+
+    def forward(self, x: torch.Tensor, src_key_padding_mask=None) -> torch.Tensor:
+        _valid_frames(x, src_key_padding_mask)
+        attn_mask = _causal_mask(x.shape[1], x.device) if self.causal else None
+        return self.attention(
+            x,
+            x,
+            x,
+            pos_embs=self.pos_enc(x).to(x.dtype),
+            key_padding_mask=_safe_padding(src_key_padding_mask),
+            attn_mask=attn_mask,
+            return_attn_weights=False,
+        )
 
 
 class SDPAttention(nn.Module):

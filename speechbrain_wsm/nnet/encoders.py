@@ -11,6 +11,7 @@ its utterance is alone or inside a padded batch.
 
 from __future__ import annotations
 
+import logging
 import math
 
 import torch
@@ -20,6 +21,10 @@ from torch import nn
 
 from speechbrain_wsm.nnet.registry import build_mixer
 from speechbrain_wsm.nnet.summary_mixing import _valid_frames, activation_class
+
+logger = logging.getLogger(__name__)
+#: Mixers that know token order only from a positional encoding of the input.
+ABSOLUTE_POSITION_MIXERS = ("mhsa", "sdpa")
 
 __all__ = [
     "ConformerLayer",
@@ -287,7 +292,8 @@ class MixerEncoder(nn.Module):
         hidden state repeats its input, so the list keeps its length).
     positional_encoding : str
         ``none`` or ``sine`` (fixed absolute sinusoids added to the input;
-        attention needs positions, SM/WSM and the convolutions do not).
+        ``mhsa``/``sdpa`` attention needs them, ``relpos_mhsa`` has relative
+        positions of its own, SM/WSM and the convolutions need none).
     mixer_kwargs : dict, optional
         Extra arguments of the mixer (``window_size``, ``mode`` ...).
 
@@ -328,6 +334,13 @@ class MixerEncoder(nn.Module):
         self.d_model, self.arch, self.mixer_name = d_model, arch, mixer
         self.causal, self.layerdrop = causal, layerdrop
         self.positional_encoding = positional_encoding
+        if mixer in ABSOLUTE_POSITION_MIXERS and positional_encoding == "none":
+            logger.warning(
+                "mixer %r with positional_encoding 'none': the attention sees "
+                "token order only through the convolutions; use 'relpos_mhsa' "
+                "or positional_encoding 'sine'",
+                mixer,
+            )
         mixer_kwargs = dict(mixer_kwargs or {})
         self.layers = nn.ModuleList(
             LAYERS[arch](

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from torch import nn
 
-from speechbrain_wsm.nnet.attention import MHSA, SDPAttention
+from speechbrain_wsm.nnet.attention import MHSA, RelPosMHSA, SDPAttention
 from speechbrain_wsm.nnet.summary_mixing import SummaryMixing, WindowedSummaryMixing
 
 MIXERS: dict[str, type[nn.Module]] = {
-    "mhsa": MHSA,  # SpeechBrain's multi-head self-attention
+    "relpos_mhsa": RelPosMHSA,  # SpeechBrain's RelPosMHAXL (its Conformer recipes)
+    "mhsa": MHSA,  # SpeechBrain's multi-head self-attention (absolute positions)
     "sdpa": SDPAttention,  # torch scaled_dot_product_attention (flash on GPU)
     "sm": SummaryMixing,
     "wsm": WindowedSummaryMixing,
@@ -51,7 +52,7 @@ def build_mixer(
     >>> build_mixer("attention", 16)
     Traceback (most recent call last):
     ...
-    ValueError: unknown mixer 'attention'; valid names: mhsa, sdpa, sm, wsm
+    ValueError: unknown mixer 'attention'; valid names: relpos_mhsa, mhsa, sdpa, sm, wsm
     """
     if name not in MIXERS:
         raise ValueError(f"unknown mixer {name!r}; valid names: {', '.join(MIXERS)}")

@@ -93,7 +93,7 @@ def test_layerdrop_keeps_one_hidden_state_per_layer():
 
 
 def test_registry_rejects_unknown_names_listing_valid_ones():
-    with pytest.raises(ValueError, match="mhsa, sdpa, sm, wsm"):
+    with pytest.raises(ValueError, match="relpos_mhsa, mhsa, sdpa, sm, wsm"):
         build_mixer("summary", D)
     with pytest.raises(ValueError, match="conformer, branchformer, transformer"):
         MixerEncoder(1, D, arch="conformor")
@@ -117,7 +117,7 @@ def test_mhsa_and_sdpa_agree_given_the_same_weights():
     torch.testing.assert_close(a[1, :4], b[1, :4], atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("mixer", ["mhsa", "sdpa"])
+@pytest.mark.parametrize("mixer", ["relpos_mhsa", "mhsa", "sdpa"])
 def test_attention_all_padding_row_is_finite(mixer):
     att = build_mixer(mixer, D, nhead=2)
     x = torch.randn(2, 4, D)
@@ -136,7 +136,9 @@ def test_every_fragment_loads_and_runs(path):
     with open(path) as f:
         hp = load_hyperpyyaml(f, SMALL)
     enc = hp["encoder"]
-    assert isinstance(enc, MixerEncoder) and enc.mixer_name == path.stem
+    # the MHSA fragment's default is the strong baseline: relative positions
+    expected = {"mhsa": "relpos_mhsa"}.get(path.stem, path.stem)
+    assert isinstance(enc, MixerEncoder) and enc.mixer_name == expected
     out, hidden = enc(torch.randn(1, 5, D))
     assert out.shape == (1, 5, D) and len(hidden) == 3
 

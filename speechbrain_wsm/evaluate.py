@@ -133,7 +133,7 @@ def _loader(manifest: str, data_folder, sample_rate: int, batch_size: int):
     from speechbrain.dataio.dataloader import make_dataloader
     from speechbrain.dataio.dataset import DynamicItemDataset
 
-    from speechbrain_wsm.data.mp3s import add_audio_pipeline
+    from speechbrain_wsm.data.audio import add_audio_pipeline
 
     if not os.path.isfile(manifest):
         raise FileNotFoundError(f"manifest '{manifest}' not found")

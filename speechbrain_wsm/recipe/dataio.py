@@ -4,7 +4,7 @@ A recipe's data side is usually::
 
     train = manifest_dataset(hparams["train_csv"], min_duration=1.0, max_duration=30.0)
     valid = manifest_dataset(hparams["valid_csv"], sort="descending")
-    add_audio_pipeline([train, valid])            # "sig": 1-D float waveform
+    add_audio_pipeline([train, valid])            # "sig": 16 kHz mono float
     sampler = dynamic_batch_sampler(train, max_batch_length=360.0, num_buckets=70)
     brain.fit(counter, train, valid,
               train_loader_kwargs={"batch_sampler": sampler, "collate_fn": ...})
@@ -13,25 +13,31 @@ Manifests are the CSV files of :mod:`speechbrain_wsm.data` (``ID, duration,
 wav, spk_id, wrd``); ``$data_root`` in a manifest is replaced by
 ``data_folder``. Batches carry relative lengths, and models turn them into
 padding masks with :mod:`speechbrain_wsm.models.lengths`.
+
+:func:`add_audio_pipeline` and :func:`load_audio` are the project's one audio
+pipeline (:mod:`speechbrain_wsm.data.audio`, re-exported here): training,
+validation, ``python -m speechbrain_wsm.evaluate`` and
+``python -m speechbrain_wsm.transcribe`` read and resample audio alike.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import numpy as np
 import torch
-from speechbrain.dataio.dataio import read_audio
 from speechbrain.dataio.dataset import DynamicItemDataset
 from speechbrain.dataio.sampler import DynamicBatchSampler
 from speechbrain.lobes.models.wav2vec import w2v_mask_collate_fn
-from speechbrain.utils.data_pipeline import provides, takes
+
+from speechbrain_wsm.data.audio import add_audio_pipeline, load_audio
 
 __all__ = [
     "SpanMaskCollate",
     "add_audio_pipeline",
     "dynamic_batch_sampler",
+    "load_audio",
     "manifest_dataset",
 ]
 
@@ -96,34 +102,6 @@ def manifest_dataset(
             f"{max_duration} s"
         )
     return dataset
-
-
-def add_audio_pipeline(
-    datasets: Sequence[DynamicItemDataset],
-    output_keys: Sequence[str] = ("id", "sig"),
-) -> None:
-    """Add ``sig`` (the ``wav`` file as a 1-D float tensor) and set output keys.
-
-    Multi-channel files are averaged to mono.
-
-    Arguments
-    ---------
-    datasets : sequence of DynamicItemDataset
-        Datasets with a ``wav`` column.
-    output_keys : sequence of str
-        What each item returns (``id`` and ``sig`` by default; add ``wrd``,
-        ``spk_id`` ... as a task needs).
-    """
-
-    @takes("wav")
-    @provides("sig")
-    def audio(wav):
-        sig = read_audio(wav)
-        return sig.mean(-1) if sig.dim() == 2 else sig
-
-    for dataset in datasets:
-        dataset.add_dynamic_item(audio)
-        dataset.set_output_keys(list(output_keys))
 
 
 def dynamic_batch_sampler(

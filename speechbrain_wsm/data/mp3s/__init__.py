@@ -11,10 +11,12 @@ Every preparation skips bad input, counts it by kind, lists it in a report
 beside the manifests and logs one summary line; a missing folder is an error
 naming the path and the expected layout. :func:`add_audio_pipeline` reads
 the manifests' audio (any rate or format soundfile reads, segments when the
-manifest has ``start``/``stop``) as 16 kHz mono.
+manifest has ``start``/``stop``) as 16 kHz mono; it and :func:`load_audio`
+are the project's one audio pipeline, :mod:`speechbrain_wsm.data.audio`.
 """
 
-from ._common import add_audio_pipeline, load_audio, normalize_words, prepare_tokenizer
+from ..audio import add_audio_pipeline, load_audio
+from ._common import normalize_words, prepare_tokenizer
 from .buckeye import prepare_buckeye
 from .commonvoice import prepare_commonvoice
 from .iemocap import prepare_iemocap

@@ -1,4 +1,4 @@
-"""What the MP3S preparations share: bad-input bookkeeping, manifests, audio, text.
+"""What the MP3S preparations share: bad-input bookkeeping, manifests, text.
 
 Every preparation follows the rules of :mod:`speechbrain_wsm.data.librispeech`:
 bad input (unreadable or missing audio, empty transcripts, malformed lines,
@@ -21,10 +21,6 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-import soundfile as sf
-import torch
-from speechbrain.dataio.dataset import DynamicItemDataset
-from speechbrain.utils.data_pipeline import provides, takes
 from tqdm import tqdm
 
 from speechbrain_wsm.data._io import atomic_write_text, write_manifest
@@ -32,9 +28,7 @@ from speechbrain_wsm.data.librispeech import AudioError, probe_audio
 
 __all__ = [
     "Prepared",
-    "add_audio_pipeline",
     "hash_fraction",
-    "load_audio",
     "normalize_words",
     "prepare_tokenizer",
 ]
@@ -250,93 +244,6 @@ def hash_fraction(key: str, seed: int = 0) -> float:
     """
     digest = hashlib.sha1(f"{seed}:{key}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
-
-
-# --------------------------------------------------------------------------- #
-# Audio and data pipelines
-# --------------------------------------------------------------------------- #
-
-
-def load_audio(
-    path: str,
-    start: float | None = None,
-    stop: float | None = None,
-    sample_rate: int = 16000,
-) -> torch.Tensor:
-    """Read (part of) an audio file as a mono float tensor at ``sample_rate``.
-
-    Arguments
-    ---------
-    path : str
-        Any file soundfile reads (WAV, FLAC, MP3, OGG ...).
-    start, stop : float, optional
-        Segment bounds in seconds (None: from the start / to the end).
-    sample_rate : int
-        Output rate; other rates are resampled.
-
-    Returns
-    -------
-    torch.Tensor
-        ``[sample]`` float32.
-
-    Example
-    -------
-    >>> import numpy as np, soundfile as sf, tempfile, os
-    >>> p = os.path.join(tempfile.mkdtemp(), "a.wav")
-    >>> sf.write(p, np.zeros((8000, 2), dtype="float32"), 8000)
-    >>> load_audio(p, 0.25, 0.75).shape
-    torch.Size([8000])
-    """
-    with sf.SoundFile(path) as snd:
-        rate = snd.samplerate
-        first = int(round(start * rate)) if start else 0
-        last = int(round(stop * rate)) if stop is not None else snd.frames
-        if first:
-            snd.seek(first)
-        data = snd.read(max(0, last - first), dtype="float32", always_2d=True)
-    wav = torch.from_numpy(data).mean(1)
-    if rate != sample_rate:
-        import torchaudio.functional as AF
-
-        wav = AF.resample(wav, rate, sample_rate)
-    return wav
-
-
-def add_audio_pipeline(
-    datasets: Sequence[DynamicItemDataset],
-    output_keys: Sequence[str] = ("id", "sig"),
-    sample_rate: int = 16000,
-) -> None:
-    """Add ``sig`` (mono, ``sample_rate``) to datasets; segments when present.
-
-    A manifest with ``start`` and ``stop`` columns (seconds) gives the segment
-    of its ``wav``; otherwise the whole file. Other rates are resampled.
-
-    Arguments
-    ---------
-    datasets : sequence of DynamicItemDataset
-        Datasets with a ``wav`` column.
-    output_keys : sequence of str
-        What each item returns.
-    sample_rate : int
-        Rate of ``sig``.
-    """
-
-    @takes("wav")
-    @provides("sig")
-    def whole(wav):
-        return load_audio(wav, sample_rate=sample_rate)
-
-    @takes("wav", "start", "stop")
-    @provides("sig")
-    def segment(wav, start, stop):
-        return load_audio(wav, float(start), float(stop), sample_rate)
-
-    for dataset in datasets:
-        first = next(iter(dataset.data.values()), {})
-        has_segments = "start" in first and "stop" in first
-        dataset.add_dynamic_item(segment if has_segments else whole)
-        dataset.set_output_keys(list(output_keys))
 
 
 def prepare_tokenizer(

@@ -1,0 +1,180 @@
+"""The one audio pipeline: training, validation, evaluation and transcription.
+
+Every recipe, :mod:`speechbrain_wsm.evaluate` and
+:mod:`speechbrain_wsm.transcribe` read audio with :func:`load_audio` (any
+format soundfile reads, channels averaged to mono, resampled to the model's
+rate, optionally a segment), and manifests get their ``sig`` through
+:func:`add_audio_pipeline`. A file at 22.05 kHz or in stereo is therefore the
+same model input in training and in scoring.
+
+``speechbrain_wsm.recipe`` and ``speechbrain_wsm.data.mp3s`` re-export both
+functions; they live here, in ``data/``, because ``recipe/`` imports ``data/``
+(and not the other way round).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import soundfile as sf
+import torch
+from speechbrain.dataio.dataset import DynamicItemDataset
+from speechbrain.utils.data_pipeline import provides, takes
+
+__all__ = ["add_audio_pipeline", "load_audio"]
+
+
+def load_audio(
+    path: str | os.PathLike,
+    start: float | None = None,
+    stop: float | None = None,
+    sample_rate: int = 16000,
+) -> torch.Tensor:
+    """Read (a segment of) an audio file as a mono float tensor at ``sample_rate``.
+
+    The file is read with soundfile (WAV, FLAC, OGG, MP3 ... at any rate),
+    its channels are averaged, and it is resampled to ``sample_rate`` with
+    :func:`torchaudio.functional.resample` when its rate differs. Pass
+    ``start``/``stop``/``sample_rate`` by keyword: positionally they come in
+    the order of the MP3S recipes' calls (``path, start, stop, sample_rate``).
+
+    Arguments
+    ---------
+    path : str or PathLike
+        The audio file.
+    start, stop : float, optional
+        Segment bounds in seconds, in the file's time (None: from the start /
+        to the end). A ``stop`` past the end of the file stops at the end.
+    sample_rate : int
+        Rate of the returned waveform (Hz).
+
+    Returns
+    -------
+    torch.Tensor
+        ``[sample]`` float32.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` does not exist.
+    ValueError
+        The file cannot be decoded, holds no sample (or none in the segment),
+        or the options are invalid; the message names the file.
+
+    Example
+    -------
+    >>> import numpy as np, soundfile as sf, tempfile, os
+    >>> p = os.path.join(tempfile.mkdtemp(), "a.wav")
+    >>> sf.write(p, np.ones((22050, 2), dtype="float32"), 22050)  # 1 s, stereo
+    >>> load_audio(p).shape
+    torch.Size([16000])
+    >>> load_audio(p, start=0.25, stop=0.75, sample_rate=8000).shape
+    torch.Size([4000])
+    >>> load_audio(os.path.join(os.path.dirname(p), "b.wav"))
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: audio file '...b.wav' not found
+    """
+    path = os.fspath(path)
+    if int(sample_rate) <= 0:
+        raise ValueError(f"sample_rate must be positive, got {sample_rate} ({path})")
+    if start is not None and start < 0:
+        raise ValueError(f"start must be >= 0 s, got {start} for '{path}'")
+    if start is not None and stop is not None and stop <= start:
+        raise ValueError(
+            f"stop ({stop} s) must be after start ({start} s) for '{path}'"
+        )
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"audio file '{path}' not found")
+    try:
+        with sf.SoundFile(path) as snd:
+            rate = snd.samplerate
+            first = int(round(start * rate)) if start else 0
+            # the segment's length from its duration, so that it does not
+            # depend on where rounding puts the first sample
+            last = (
+                snd.frames
+                if stop is None
+                else first + int(round((stop - (start or 0.0)) * rate))
+            )
+            last = min(last, snd.frames)
+            if first >= last:
+                data = None
+            else:
+                if first:
+                    snd.seek(first)
+                data = snd.read(last - first, dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, OSError) as exc:
+        raise ValueError(f"cannot read audio file '{path}': {exc}") from exc
+    if data is None or data.shape[0] == 0:
+        where = "" if start is None and stop is None else f" in [{start}, {stop}] s"
+        raise ValueError(f"audio file '{path}' has no sample{where}")
+    wav = torch.from_numpy(data).mean(1)
+    if rate != sample_rate:
+        import torchaudio.functional as AF
+
+        wav = AF.resample(wav, rate, int(sample_rate))
+    return wav.contiguous()
+
+
+def _seconds(value) -> float | None:
+    """A manifest's ``start``/``stop`` cell as seconds (empty: None)."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    return float(value)
+
+
+def add_audio_pipeline(
+    datasets: Sequence[DynamicItemDataset],
+    output_keys: Sequence[str] = ("id", "sig"),
+    sample_rate: int = 16000,
+) -> None:
+    """Add ``sig`` (mono, ``sample_rate``, via :func:`load_audio`) and set output keys.
+
+    A manifest with ``start`` and ``stop`` columns (seconds; an empty cell is
+    the start / end of the file) gives that segment of its ``wav``; otherwise
+    the whole file.
+
+    Arguments
+    ---------
+    datasets : sequence of DynamicItemDataset
+        Datasets with a ``wav`` column.
+    output_keys : sequence of str
+        What each item returns (``id`` and ``sig`` by default; add ``wrd``,
+        ``spk_id`` ... as a task needs).
+    sample_rate : int
+        Rate of ``sig`` (the model's ``sample_rate``).
+
+    Example
+    -------
+    >>> import numpy as np, soundfile as sf, tempfile, os
+    >>> p = os.path.join(tempfile.mkdtemp(), "a.flac")
+    >>> sf.write(p, np.zeros(44100, dtype="float32"), 44100)
+    >>> ds = DynamicItemDataset({"a": {"wav": p}, "b": {"wav": p}})
+    >>> add_audio_pipeline([ds])
+    >>> ds[0]["id"], ds[0]["sig"].shape
+    ('a', torch.Size([16000]))
+    >>> ds = DynamicItemDataset({"a": {"wav": p, "start": "0.5", "stop": ""}})
+    >>> add_audio_pipeline([ds], sample_rate=8000)
+    >>> ds[0]["sig"].shape
+    torch.Size([4000])
+    """
+
+    @takes("wav")
+    @provides("sig")
+    def whole(wav):
+        return load_audio(wav, sample_rate=sample_rate)
+
+    @takes("wav", "start", "stop")
+    @provides("sig")
+    def segment(wav, start, stop):
+        return load_audio(
+            wav, start=_seconds(start), stop=_seconds(stop), sample_rate=sample_rate
+        )
+
+    for dataset in datasets:
+        first = next(iter(dataset.data.values()), {})
+        has_segments = "start" in first and "stop" in first
+        dataset.add_dynamic_item(segment if has_segments else whole)
+        dataset.set_output_keys(list(output_keys))

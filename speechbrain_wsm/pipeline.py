@@ -115,12 +115,15 @@ def run_recipe(
     overrides: Mapping[str, object],
     log: Path,
     run_opts: Sequence[str] = (),
+    launcher: Sequence[str] = (),
 ) -> None:
     """Run a recipe's ``train.py`` as users do, from its folder, logging to ``log``.
 
     Overrides are passed as ``--key=value`` (lists and dicts as YAML flow,
-    e.g. ``--train_splits=[a, b]``). On failure raises :class:`StageFailed`
-    with the command and the last 40 lines of the log.
+    e.g. ``--train_splits=[a, b]``). ``launcher`` (e.g. ``["torchrun",
+    "--nproc_per_node=2"]``) starts the script in place of ``sys.executable``.
+    On failure raises :class:`StageFailed` with the command and the last 40
+    lines of the log.
     """
 
     def fmt(v):
@@ -130,7 +133,8 @@ def run_recipe(
             return "[" + ", ".join(str(x) for x in v) + "]"
         return str(v)
 
-    cmd = [sys.executable, script.name, str(Path(hparams).relative_to(script.parent))]
+    cmd = list(launcher) or [sys.executable]
+    cmd += [script.name, str(Path(hparams).relative_to(script.parent))]
     cmd += [f"--{k}={fmt(v)}" for k, v in overrides.items()] + list(run_opts)
     log.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}

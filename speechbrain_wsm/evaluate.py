@@ -64,6 +64,7 @@ __all__ = [
     "build_decoder",
     "evaluate_manifest",
     "load_recipe",
+    "load_trained",
     "main",
     "recover_checkpoint",
     "transcribe",
@@ -329,6 +330,48 @@ def recover_checkpoint(
     return ckpt
 
 
+def load_trained(
+    hparams: dict,
+    run_folder: Path | None = None,
+    checkpoint: str = "best",
+    device: str | torch.device = "cpu",
+) -> tuple[torch.nn.Module, object]:
+    """A recipe's trained ``asr_model`` and its tokenizer, ready to decode.
+
+    The tokenizer is ``hparams["tokenizer"]`` or read from ``tokenizer_file``,
+    the checkpoint is loaded with :func:`recover_checkpoint`, and the model is
+    moved to ``device`` in eval mode. :func:`main` and
+    :mod:`speechbrain_wsm.transcribe` load models this way.
+
+    Arguments
+    ---------
+    hparams : dict
+        A recipe's hyperparameters (``asr_model``, ``checkpointer`` and
+        ``tokenizer_file`` or ``tokenizer``).
+    run_folder : Path, optional
+        The run folder (checkpoints are read from ``run_folder/save`` when the
+        run moved); see :func:`recover_checkpoint`.
+    checkpoint : str
+        ``"best"``, ``"latest"`` or a ``CKPT+...`` folder.
+    device : str or torch.device
+        Where the model goes.
+
+    Returns
+    -------
+    model : nn.Module
+        ``model(wavs, wav_lens) -> (log_probs, out_lens)``.
+    tokenizer : CharTokenizer or SentencePieceTokenizer
+        The units.
+    """
+    from speechbrain_wsm.data.tokenizers import load_tokenizer
+
+    tokenizer = hparams.get("tokenizer")
+    if tokenizer is None or isinstance(tokenizer, str):
+        tokenizer = load_tokenizer(hparams.get("tokenizer_file") or tokenizer)
+    recover_checkpoint(hparams["checkpointer"], checkpoint, run_folder)
+    return hparams["asr_model"].to(device).eval(), tokenizer
+
+
 def _parse(argv: Sequence[str]):
     parser = argparse.ArgumentParser(
         prog="python -m speechbrain_wsm.evaluate",
@@ -378,18 +421,12 @@ def _parse(argv: Sequence[str]):
 
 def main(argv: Sequence[str] | None = None) -> dict[str, dict]:
     """Command line entry point; returns ``{name: WER summary}``."""
-    from speechbrain_wsm.data.tokenizers import load_tokenizer
-
     args, overrides = _parse(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(
         level=logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
     hparams, run_folder = load_recipe(args.run, overrides)
-    tokenizer = hparams.get("tokenizer")
-    if tokenizer is None or isinstance(tokenizer, str):
-        tokenizer = load_tokenizer(hparams.get("tokenizer_file") or tokenizer)
-    recover_checkpoint(hparams["checkpointer"], args.checkpoint, run_folder)
-    model = hparams["asr_model"].to(args.device).eval()
+    model, tokenizer = load_trained(hparams, run_folder, args.checkpoint, args.device)
 
     def option(name, default):
         value = getattr(args, name)

@@ -1,0 +1,302 @@
+"""Transcribe your own audio with a trained CTC recipe: ``python -m speechbrain_wsm.transcribe``.
+
+Usage::
+
+    python -m speechbrain_wsm.transcribe RUN a.wav b.flac ... \\
+        [--checkpoint best|latest|CKPT+...] [--device cpu] \\
+        [--decoder greedy|beam] [--beam_size 20] [--batch_size 8] [--KEY=VALUE ...]
+
+``RUN`` is a recipe's output folder (or its ``hyperparams.yaml``), the same as
+for ``python -m speechbrain_wsm.evaluate``, which documents the contract the
+recipe follows; ``--KEY=VALUE`` overrides a top-level key of that YAML. Each
+file (any format and sample rate soundfile reads; channels are averaged and
+the audio is resampled to the recipe's ``sample_rate``, 16 kHz by default, by
+:func:`speechbrain_wsm.data.audio.load_audio`, as in training) gives one line
+on stdout, in the order given::
+
+    <path>\\t<transcript>
+
+Files are decoded in batches of similar length. A file that cannot be read is
+reported on stderr and the others are still transcribed; the exit status is 1
+when any file failed, with the list of those files.
+
+From Python, following SpeechBrain's ``EncoderASR``::
+
+    asr = Transcriber.from_run("results/wsm/1986", checkpoint="best")
+    asr.transcribe_file("speech.flac")
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+import soundfile as sf
+import torch
+
+__all__ = ["Transcriber", "main"]
+
+logger = logging.getLogger(__name__)
+
+
+class Transcriber:
+    """A trained CTC model, its decoder and its audio reader, for any audio file.
+
+    Arguments
+    ---------
+    asr_model : nn.Module
+        ``asr_model(wavs, wav_lens) -> (log_probs, out_lens)`` (the evaluation
+        contract of :mod:`speechbrain_wsm.evaluate`).
+    decode : callable
+        ``(log_probs, out_lens) -> list of texts``, from
+        :func:`speechbrain_wsm.evaluate.build_decoder`.
+    sample_rate : int
+        Rate the model takes; files are resampled to it.
+    device : str or torch.device
+        Where ``asr_model`` runs.
+
+    Example
+    -------
+    >>> import numpy as np, soundfile as sf, tempfile, os
+    >>> from speechbrain_wsm.data.tokenizers import CharTokenizer
+    >>> from speechbrain_wsm.evaluate import build_decoder
+    >>> tok = CharTokenizer.from_texts(["A"])
+    >>> class SaysA(torch.nn.Module):
+    ...     def forward(self, wavs, wav_lens):
+    ...         lp = torch.full((len(wavs), 2, len(tok)), -9.0)
+    ...         lp[:, 0, tok.encode("A")[0]] = 0.0
+    ...         lp[:, 1, 0] = 0.0
+    ...         return lp, wav_lens
+    >>> asr = Transcriber(SaysA(), build_decoder(tok))
+    >>> p = os.path.join(tempfile.mkdtemp(), "a.wav")
+    >>> sf.write(p, np.zeros((22050, 2), dtype="float32"), 22050)
+    >>> asr.transcribe_file(p)
+    'A'
+    >>> asr.transcribe_batch(torch.zeros(2, 16000), torch.tensor([1.0, 0.5]))
+    ['A', 'A']
+    """
+
+    def __init__(
+        self,
+        asr_model: torch.nn.Module,
+        decode: Callable,
+        sample_rate: int = 16000,
+        device: str | torch.device = "cpu",
+    ):
+        self.asr_model = asr_model.to(device).eval()
+        self.decode = decode
+        self.sample_rate = int(sample_rate)
+        self.device = device
+
+    @classmethod
+    def from_run(
+        cls,
+        run_folder: str | os.PathLike,
+        checkpoint: str = "best",
+        device: str | torch.device = "cpu",
+        overrides: dict | None = None,
+        decoder: str | None = None,
+        beam_size: int | None = None,
+    ) -> Transcriber:
+        """Load a trained recipe as ``python -m speechbrain_wsm.evaluate`` does.
+
+        Arguments
+        ---------
+        run_folder : str or PathLike
+            The recipe's output folder (or its ``hyperparams.yaml``).
+        checkpoint : str
+            ``"best"`` (lowest validation WER), ``"latest"`` or a ``CKPT+...``
+            folder.
+        device : str or torch.device
+            Where the model runs.
+        overrides : dict, optional
+            Values replacing top-level keys of the YAML.
+        decoder, beam_size : optional
+            Override the recipe's ``decoder`` (``greedy`` or ``beam``) and
+            ``beam_size``; its ``kenlm_model_path``, ``lm_weight`` and
+            ``word_bonus`` apply to beam search.
+
+        Returns
+        -------
+        Transcriber
+        """
+        from speechbrain_wsm.evaluate import build_decoder, load_recipe, load_trained
+
+        hparams, folder = load_recipe(str(run_folder), overrides)
+        model, tokenizer = load_trained(hparams, folder, checkpoint, device)
+        decode = build_decoder(
+            tokenizer,
+            decoder or hparams.get("decoder", "greedy"),
+            beam_size or hparams.get("beam_size", 20),
+            hparams.get("kenlm_model_path"),
+            hparams.get("lm_weight", 0.5),
+            hparams.get("word_bonus", 1.0),
+        )
+        return cls(model, decode, hparams.get("sample_rate", 16000), device)
+
+    def load_audio(self, path: str | os.PathLike) -> torch.Tensor:
+        """``path`` as the model's input: mono, at ``sample_rate``, ``[sample]``.
+
+        Raises ``FileNotFoundError`` or ``ValueError`` naming ``path`` when it
+        is missing, unreadable or empty.
+        """
+        from speechbrain_wsm.data.audio import load_audio
+
+        return load_audio(path, sample_rate=self.sample_rate)
+
+    @torch.no_grad()
+    def transcribe_batch(
+        self, wavs: torch.Tensor, wav_lens: torch.Tensor | None = None
+    ) -> list[str]:
+        """Transcribe a padded batch of waveforms.
+
+        Arguments
+        ---------
+        wavs : torch.Tensor
+            ``[batch, sample]`` at ``sample_rate``, zero-padded.
+        wav_lens : torch.Tensor, optional
+            ``[batch]`` lengths relative to the longest (SpeechBrain's
+            convention); None: no padding.
+
+        Returns
+        -------
+        list of str
+            One transcript per waveform.
+        """
+        if wavs.dim() != 2:
+            raise ValueError(f"wavs must be [batch, sample], got {tuple(wavs.shape)}")
+        if wav_lens is None:
+            wav_lens = torch.ones(wavs.shape[0])
+        log_probs, out_lens = self.asr_model(
+            wavs.float().to(self.device), wav_lens.float().to(self.device)
+        )
+        return self.decode(log_probs.float().cpu(), out_lens.float().cpu())
+
+    def transcribe_file(self, path: str | os.PathLike) -> str:
+        """The transcript of one audio file (any rate; resampled)."""
+        return self.transcribe_batch(self.load_audio(path).unsqueeze(0))[0]
+
+    def transcribe_files(
+        self, paths: Sequence[str | os.PathLike], batch_size: int = 8
+    ) -> list[str | Exception]:
+        """Transcribe files in batches of similar length (longest first).
+
+        Arguments
+        ---------
+        paths : sequence of str or PathLike
+            Audio files.
+        batch_size : int
+            Files per batch.
+
+        Returns
+        -------
+        list
+            One entry per path, in order: its transcript, or the exception
+            that stopped reading it (the other files are still transcribed).
+        """
+        from speechbrain.utils.data_utils import batch_pad_right
+
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        results: list[str | Exception | None] = [None] * len(paths)
+        lengths = {}
+        for i, path in enumerate(paths):
+            try:
+                info = sf.info(os.fspath(path))
+                lengths[i] = info.frames / info.samplerate
+            except Exception:  # load_audio says what is wrong, or reads it
+                try:
+                    self.load_audio(path)
+                    lengths[i] = 0.0  # readable after all: decode it anyway
+                except (OSError, ValueError) as exc:
+                    results[i] = exc
+        order = sorted(lengths, key=lambda i: -lengths[i])
+        for first in range(0, len(order), batch_size):
+            batch, wavs = [], []
+            for i in order[first : first + batch_size]:
+                try:
+                    wavs.append(self.load_audio(paths[i]))
+                    batch.append(i)
+                except (OSError, ValueError) as exc:
+                    results[i] = exc
+            if not batch:
+                continue
+            padded, wav_lens = batch_pad_right(wavs)
+            for i, text in zip(batch, self.transcribe_batch(padded, wav_lens)):
+                results[i] = text
+        return results
+
+
+def _parse(argv: Sequence[str]):
+    from speechbrain_wsm.evaluate import DECODERS
+
+    parser = argparse.ArgumentParser(
+        prog="python -m speechbrain_wsm.transcribe",
+        description=__doc__.split("\n\n", 1)[0],
+        epilog="Other --KEY=VALUE options override top-level keys of the YAML. "
+        "Prints '<path>\\t<transcript>' per file; exit status 1 when a file failed.",
+    )
+    parser.add_argument("run", help="recipe output folder or hyperparams YAML")
+    parser.add_argument("files", nargs="*", help="audio files (any rate)")
+    parser.add_argument(
+        "--checkpoint",
+        default="best",
+        help="best (lowest valid WER), latest, or a CKPT+ folder",
+    )
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--decoder", choices=DECODERS)
+    parser.add_argument("--beam_size", type=int)
+    parser.add_argument("--batch_size", type=int, default=8)
+    args, rest = parser.parse_known_args(list(argv))
+    overrides = {}
+    for item in rest:
+        if item.startswith("--") and "=" in item:
+            import yaml
+
+            key, value = item[2:].split("=", 1)
+            overrides[key] = yaml.safe_load(value)
+        elif not item.startswith("-"):
+            args.files.append(item)  # a file given after an override
+        else:
+            parser.error(f"unrecognised argument {item!r} (overrides are --KEY=VALUE)")
+    if not args.files:
+        parser.error("give at least one audio file")
+    return args, overrides
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line entry point; returns the exit status (1 if a file failed)."""
+    args, overrides = _parse(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
+    asr = Transcriber.from_run(
+        args.run,
+        checkpoint=args.checkpoint,
+        device=args.device,
+        overrides=overrides,
+        decoder=args.decoder,
+        beam_size=args.beam_size,
+    )
+    results = asr.transcribe_files(args.files, args.batch_size)
+    failed = []
+    for path, result in zip(args.files, results, strict=True):
+        if isinstance(result, Exception):
+            failed.append(path)
+            print(f"error: {path}: {result}", file=sys.stderr)
+        else:
+            print(f"{path}\t{result}", flush=True)
+    if failed:
+        print(
+            f"{len(failed)} of {len(args.files)} file(s) failed: " + ", ".join(failed),
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

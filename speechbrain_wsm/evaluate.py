@@ -12,9 +12,9 @@ Usage::
 YAML file. ``--data_folder`` replaces ``$data_root`` in the manifest;
 any other ``--KEY=VALUE`` overrides a top-level key of the YAML (say
 ``--ssl_source=/new/place`` after moving the encoder). The result is
-``<output_folder>/wer_<name>.txt`` (SpeechBrain's format: the ``%WER``
-summary line, then every utterance's alignment; WER computed with jiwer) and
-the summary line on stdout. ``output_folder`` defaults to ``RUN``, ``name``
+``<output_folder>/wer_<name>.txt`` and ``cer_<name>.txt`` (SpeechBrain's
+format: the ``%WER`` summary line, then every utterance's alignment; word and
+character error rates computed with jiwer) and both summaries on stdout. ``output_folder`` defaults to ``RUN``, ``name``
 to the manifest's file stem.
 
 The contract a recipe follows to be scored this way (the MP3S CTC probes and
@@ -216,12 +216,15 @@ def evaluate_manifest(
     batch_size: int = 8,
     device: str | torch.device = "cpu",
 ) -> dict:
-    """Decode a manifest and write ``wer_file``; returns the WER summary.
+    """Decode a manifest, write ``wer_file`` and the ``cer_`` file beside it.
 
-    The summary is SpeechBrain's (``WER``, ``SER``, ``num_edits`` ...), as
-    :func:`speechbrain_wsm.scoring.write_wer_file` computes it with jiwer.
+    ``wer_file`` is ``<folder>/wer_<name>.txt``; the character error rates go
+    to ``<folder>/cer_<name>.txt``. Returns the WER summary (SpeechBrain's
+    keys: ``WER``, ``SER``, ``num_edits`` ..., computed with jiwer) with
+    ``CER`` and ``cer_summary`` added
+    (:func:`speechbrain_wsm.scoring.write_error_rate_files`).
     """
-    from speechbrain_wsm.scoring import write_wer_file
+    from speechbrain_wsm.scoring import write_error_rate_files
 
     decode = build_decoder(
         tokenizer, decoder, beam_size, kenlm_model_path, lm_weight, word_bonus
@@ -229,7 +232,9 @@ def evaluate_manifest(
     ids, refs, hyps = transcribe(
         asr_model, decode, manifest, data_folder, sample_rate, batch_size, device
     )
-    return write_wer_file(wer_file, ids, refs, hyps)
+    folder, stem = os.path.split(os.path.splitext(wer_file)[0])
+    name = stem[4:] if stem.startswith("wer_") else stem
+    return write_error_rate_files(folder or ".", name, ids, refs, hyps)
 
 
 def load_recipe(run: str, overrides: dict | None = None) -> tuple[dict, Path]:
@@ -278,7 +283,7 @@ def load_recipe(run: str, overrides: dict | None = None) -> tuple[dict, Path]:
 
 
 def recover_checkpoint(
-    checkpointer, which: str = "best", run_folder: Path | None = None, key="WER"
+    checkpointer, which: str = "best", run_folder: Path | None = None, key=None
 ):
     """Load a checkpoint into the recoverables; returns the checkpoint.
 
@@ -292,8 +297,9 @@ def recover_checkpoint(
     run_folder : Path, optional
         When ``checkpointer``'s folder holds no checkpoint, ``run_folder/save``
         is used (a run moved since training).
-    key : str
-        Meta key minimised by ``"best"``.
+    key : str, optional
+        Meta key minimised by ``"best"``; default ``CER`` when a checkpoint
+        has one (the CTC recipes), else ``WER`` (runs from before CER).
     """
     folder = Path(checkpointer.checkpoints_dir)
     local = None if run_folder is None else Path(run_folder) / "save"
@@ -318,6 +324,9 @@ def recover_checkpoint(
         return match[0]
     ckpt = None
     if which == "best":
+        if key is None:
+            metas = [c.meta for c in checkpointer.list_checkpoints()]
+            key = "CER" if any("CER" in m for m in metas) else "WER"
         ckpt = checkpointer.find_checkpoint(min_key=key)
     if ckpt is None:
         ckpt = checkpointer.find_checkpoint()
@@ -452,9 +461,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict]:
             device=args.device,
         )
         results[name] = summary
+        cer = summary["cer_summary"]
         print(
-            f"{name}: %WER {summary['WER']:.2f} [ {summary['num_edits']} / "
-            f"{summary['num_scored_tokens']} ] -> {out_folder / f'wer_{name}.txt'}"
+            f"{name}: %CER {cer['WER']:.2f} [ {cer['num_edits']} / "
+            f"{cer['num_scored_tokens']} ], %WER {summary['WER']:.2f} [ "
+            f"{summary['num_edits']} / {summary['num_scored_tokens']} ] -> "
+            f"{out_folder / f'cer_{name}.txt'}, {out_folder / f'wer_{name}.txt'}"
         )
     return results
 

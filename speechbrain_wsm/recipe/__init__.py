@@ -4,6 +4,9 @@
   :func:`prepare_librispeech_manifests`
 - :mod:`.dataio`: :func:`manifest_dataset`, :func:`add_audio_pipeline`,
   :func:`dynamic_batch_sampler`, :class:`SpanMaskCollate`
+- :mod:`.ctc`: :class:`CTCBrain`, the Brain of every CTC recipe
+- :mod:`.asr`: the LibriSpeech / Libri-light data side of the ASR recipes
+- :mod:`.schedules`: :class:`TriStageSchedule` (warm-up, hold, decay by step)
 
 Relative lengths become padding masks in :mod:`speechbrain_wsm.models.lengths`.
 """
@@ -14,9 +17,13 @@ from .dataio import (
     dynamic_batch_sampler,
     manifest_dataset,
 )
+from .ctc import CTCBrain
 from .experiment import load_hparams, prepare_librispeech_manifests
+from .schedules import TriStageSchedule
 
 __all__ = [
+    "CTCBrain",
+    "TriStageSchedule",
     "SpanMaskCollate",
     "add_audio_pipeline",
     "dynamic_batch_sampler",

@@ -161,7 +161,14 @@ def test_command_line_scores_a_run_folder(run, librivox, tmp_path, capsys):
     )  # fmt: skip
     text = (tmp_path / "wer_clean.txt").read_text().splitlines()
     assert text[0].startswith("%WER") and results["clean"]["num_scored_tokens"] == 71
-    assert "clean: %WER" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "clean: %CER" in out and "%WER" in out
+    # the CER file scores characters (spaces as "_") of the same hypotheses
+    cer = (tmp_path / "cer_clean.txt").read_text().splitlines()
+    assert (
+        cer[0].startswith("%WER")
+        and results["clean"]["cer_summary"]["num_scored_tokens"] > 71 * 3
+    )
     # the same with the run moved elsewhere, and an override of a YAML key
     moved = tmp_path / "moved"
     shutil.copytree(run, moved)

@@ -1,0 +1,69 @@
+#!/usr/bin/env python3
+"""Supervised CTC speech recognition from scratch: the "no pretraining" baseline.
+
+::
+
+    python train.py hparams/conformer_wsm.yaml --data_folder=/data/LibriSpeech
+    python train.py hparams/conformer_mhsa.yaml --data_folder=/data/LibriSpeech \\
+        --librilight_folder=/data/librispeech_finetuning --train_set=1h
+    torchrun --nproc_per_node=8 train.py hparams/conformer_sm.yaml ...
+
+The YAML builds ``asr_model``
+(:class:`speechbrain_wsm.models.ctc_asr.FbankCTC`: fbank, convolutional
+subsampling, the encoder of the shared fragment the YAML includes, a
+character CTC head). Training uses :class:`speechbrain_wsm.recipe.CTCBrain`
+(AdamW, warm-up / hold / decay by step, validation CER and WER each epoch,
+best checkpoint by CER); every ``test_splits`` split is then decoded into
+``wer_<split>.txt`` and ``cer_<split>.txt`` and summed up in ``results.md``;
+``train_cost.json`` has the step time and peak memory. A killed run started
+again with the same command resumes from its last checkpoint. See README.md.
+"""
+
+import sys
+
+import speechbrain as sb
+from speechbrain.utils.distributed import if_main_process, run_on_main
+
+from speechbrain_wsm.data.tokenizers import load_tokenizer
+from speechbrain_wsm.models.surgery import count_parameters
+from speechbrain_wsm.recipe import CTCBrain, load_hparams
+from speechbrain_wsm.recipe.asr import (
+    asr_datasets,
+    fit_ctc,
+    prepare_asr_data,
+    scoring_manifests,
+)
+
+
+def main(argv):
+    hparams, run_opts, hparams_file, overrides = load_hparams(argv)
+    sb.create_experiment_directory(hparams["output_folder"], hparams_file, overrides)
+    run_on_main(prepare_asr_data, args=[hparams])
+    tokenizer = load_tokenizer(hparams["tokenizer_file"])
+    train, valid = asr_datasets(hparams, tokenizer)
+
+    brain = CTCBrain(
+        modules={"asr_model": hparams["asr_model"]},
+        hparams=hparams,
+        run_opts=run_opts,
+        checkpointer=hparams["checkpointer"],
+    )
+    brain.tokenizer = tokenizer
+    fit_ctc(brain, hparams, train, valid)
+    if if_main_process():
+        params = count_parameters(brain.model()) / 1e6
+        brain.score_test_sets(
+            scoring_manifests(hparams),
+            [hparams["decoder"], *hparams["extra_decoders"]],
+            row_name=hparams["experiment"],
+            title="CTC from scratch on "
+            + ", ".join(hparams["train_splits"])
+            + ": CER and WER (%), no LM",
+            note=f"Encoder: {hparams['arch']} with `{hparams['mixer_name']}`, "
+            f"{hparams['num_layers']} x {hparams['d_model']}; {params:.2f} M "
+            "parameters.",
+        )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,133 @@
+"""A supervised CTC speech recogniser trained from scratch: fbank, subsampling, encoder, head.
+
+The "no pretraining" baseline of every table and the SummaryMixing paper's
+supervised comparison in miniature: log mel filterbanks (SpeechBrain's
+``Fbank``), per-utterance mean and variance normalisation over the valid
+frames, SpecAugment-style time and frequency masking in training,
+convolutional subsampling (SpeechBrain's ``ConvolutionFrontEnd``, the front
+end of its Conformer recipes: two stride-2 blocks, 4x fewer frames, 40 ms per
+frame), a linear projection to ``d_model``, any :class:`MixerEncoder`
+(the mixer is a YAML choice), and a linear CTC head.
+
+The module follows the evaluation contract of
+:mod:`speechbrain_wsm.evaluate`: ``forward(wavs, wav_lens) -> (log_probs,
+out_lens)`` with relative lengths at this edge; inside, absolute frame
+lengths and a boolean padding mask travel with the tensors.
+"""
+
+from __future__ import annotations
+
+import torch
+from speechbrain.augment.freq_domain import SpectrogramDrop
+from speechbrain.lobes.features import Fbank
+from speechbrain.lobes.models.convolution import ConvolutionFrontEnd
+from torch import nn
+
+from speechbrain_wsm.models.lengths import relative_to_padding_mask
+
+__all__ = ["FbankCTC"]
+
+
+class FbankCTC(nn.Module):
+    """Fbank -> normalisation -> (masking) -> conv subsampling -> encoder -> CTC head.
+
+    Arguments
+    ---------
+    encoder : nn.Module
+        ``encoder(x [B, T, d_model], src_key_padding_mask) -> (y, hidden_states)``
+        (a :class:`~speechbrain_wsm.nnet.encoders.MixerEncoder`).
+    vocab_size : int
+        CTC units, blank at 0.
+    d_model : int
+        Encoder width.
+    n_mels : int
+        Mel filterbank channels.
+    sample_rate : int
+        Waveform rate.
+    cnn_channels : tuple of int
+        Channels of the two subsampling blocks.
+    spec_augment : bool
+        Mask up to ``freq_masks`` bands of at most ``freq_mask_width`` mel
+        channels and up to ``time_masks`` spans of at most
+        ``time_mask_width`` frames of each training utterance.
+    freq_masks, freq_mask_width, time_masks, time_mask_width : int
+        Masking sizes (10 ms frames before subsampling).
+    dropout : float
+        Dropout before the CTC head.
+
+    Example
+    -------
+    >>> from speechbrain_wsm.nnet.encoders import MixerEncoder
+    >>> enc = MixerEncoder(2, 32, nhead=2, d_ffn=64, mixer="wsm", mixer_kwargs={"window_size": 4})
+    >>> model = FbankCTC(enc, vocab_size=30, d_model=32, cnn_channels=(8, 8)).eval()
+    >>> log_probs, lens = model(torch.randn(2, 16000), torch.tensor([1.0, 0.5]))
+    >>> log_probs.shape, lens.tolist()
+    (torch.Size([2, 26, 30]), [1.0, 0.5])
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        vocab_size: int,
+        d_model: int,
+        n_mels: int = 80,
+        sample_rate: int = 16000,
+        cnn_channels: tuple[int, int] = (64, 32),
+        spec_augment: bool = True,
+        freq_masks: int = 2,
+        freq_mask_width: int = 15,
+        time_masks: int = 2,
+        time_mask_width: int = 40,
+        dropout: float = 0.1,
+    ):
+        super().__init__()
+        self.fbank = Fbank(sample_rate=sample_rate, n_mels=n_mels)
+        self.spec_augment = (
+            nn.Sequential(
+                SpectrogramDrop(0, freq_mask_width, 1, freq_masks, dim=2),
+                SpectrogramDrop(0, time_mask_width, 1, time_masks, dim=1),
+            )
+            if spec_augment
+            else None
+        )
+        self.subsampling = ConvolutionFrontEnd(
+            input_shape=(8, 10, n_mels),
+            num_blocks=2,
+            num_layers_per_block=1,
+            out_channels=tuple(cnn_channels),
+            kernel_sizes=(3, 3),
+            strides=(2, 2),
+            residuals=(False, False),
+        )
+        sub_freq = -(-(-(-n_mels // 2)) // 2)  # ceil twice: 'same' stride-2 convs
+        self.projection = nn.Linear(cnn_channels[-1] * sub_freq, d_model)
+        self.encoder = encoder
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(d_model, vocab_size)
+
+    def features(self, wavs: torch.Tensor, wav_lens: torch.Tensor) -> torch.Tensor:
+        """Normalised log mel filterbanks ``[batch, frame, n_mels]``, padding zeroed."""
+        with torch.autocast(wavs.device.type, enabled=False):
+            feats = self.fbank(wavs.float())
+        pad = relative_to_padding_mask(wav_lens, feats.shape[1])[..., None]
+        valid = (~pad).float()
+        count = valid.sum(1, keepdim=True).clamp(min=1.0)
+        mean = (feats * valid).sum(1, keepdim=True) / count
+        var = ((feats - mean).pow(2) * valid).sum(1, keepdim=True) / count
+        feats = (feats - mean) / (var + 1e-5).sqrt()
+        return feats.masked_fill(pad, 0.0)
+
+    def forward(self, wavs: torch.Tensor, wav_lens: torch.Tensor | None = None):
+        """``wavs`` ``[batch, sample]``, ``wav_lens`` ``[batch]`` relative ->
+        (``log_probs`` ``[batch, frame, unit]``, relative ``out_lens``)."""
+        if wav_lens is None:
+            wav_lens = torch.ones(wavs.shape[0], device=wavs.device)
+        feats = self.features(wavs, wav_lens)
+        if self.training and self.spec_augment is not None:
+            feats = self.spec_augment(feats)
+        x = self.subsampling(feats)  # [B, T/4, F/4, C]
+        x = self.projection(x.flatten(2))
+        pad = relative_to_padding_mask(wav_lens, x.shape[1])
+        x, _ = self.encoder(x, src_key_padding_mask=pad)
+        logits = self.head(self.dropout(x))
+        return logits.float().log_softmax(-1), wav_lens

@@ -1,0 +1,150 @@
+"""Data side of the LibriSpeech CTC recipes (from scratch, selective fine-tuning).
+
+Both recipes read the same keys: ``train_splits`` (Libri-light limited folds,
+``10min``/``1h``/``10h``, from ``librilight_folder``, and/or LibriSpeech
+splits such as ``train-clean-100`` from ``data_folder``; merged into
+``train_csv``), ``dev_splits`` (model selection, merged into ``valid_csv``),
+``test_splits`` (scored at the end), ``skip_prep``, ``tokenizer_file``, ``output_neurons``, ``min_duration``,
+``max_duration``, ``seconds_per_batch``, ``num_buckets``, ``num_workers``,
+``test_batch_size``, ``seed``. A recipe's ``main`` is then::
+
+    run_on_main(prepare_asr_data, args=[hparams])
+    tokenizer = load_tokenizer(hparams["tokenizer_file"])
+    train, valid = asr_datasets(hparams, tokenizer)
+    brain = CTCBrain(...); brain.tokenizer = tokenizer
+    fit_ctc(brain, hparams, train, valid)
+    brain.score_test_sets(scoring_manifests(hparams), ...)
+"""
+
+from __future__ import annotations
+
+import os
+
+import speechbrain as sb
+import torch
+
+from speechbrain_wsm.data.librispeech import (
+    merge_manifests,
+    prepare_librilight_limited,
+    prepare_librispeech,
+)
+from speechbrain_wsm.data.tokenizers import CharTokenizer
+from speechbrain_wsm.recipe.dataio import (
+    add_audio_pipeline,
+    dynamic_batch_sampler,
+    manifest_dataset,
+)
+
+__all__ = [
+    "LIBRILIGHT_SETS",
+    "LIBRISPEECH_UNITS",
+    "asr_datasets",
+    "fit_ctc",
+    "prepare_asr_data",
+    "split_csv",
+    "scoring_manifests",
+]
+
+LIBRILIGHT_SETS = ("10min", "1h", "10h")
+#: LibriSpeech transcripts: blank, unknown, space, apostrophe, 26 letters.
+LIBRISPEECH_UNITS = ["<blank>", "<unk>", "<space>", "'"] + [
+    chr(c) for c in range(65, 91)
+]
+
+
+def split_csv(hparams: dict, split: str) -> str:
+    """The manifest prepared for a LibriSpeech split or Libri-light fold.
+
+    Example
+    -------
+    >>> split_csv({"output_folder": "out"}, "1h"), split_csv({"output_folder": "out"}, "dev-clean")
+    ('out/librilight-1h.csv', 'out/dev-clean.csv')
+    """
+    name = f"librilight-{split}" if split in LIBRILIGHT_SETS else split
+    return os.path.join(hparams["output_folder"], f"{name}.csv")
+
+
+def scoring_manifests(hparams: dict) -> dict[str, str]:
+    """``{split: manifest}`` for every ``test_splits`` split (scored at the end)."""
+    return {split: split_csv(hparams, split) for split in hparams["test_splits"]}
+
+
+def prepare_asr_data(hparams: dict) -> None:
+    """Split manifests, the merged training and validation manifests, the units.
+
+    With ``skip_prep`` the split manifests must exist in ``output_folder``
+    already (the demo and tests stage them there).
+    """
+    train = list(hparams["train_splits"])
+    folds = [s for s in train if s in LIBRILIGHT_SETS]
+    if not hparams["skip_prep"]:
+        if folds:
+            if not hparams.get("librilight_folder"):
+                raise ValueError(
+                    f"train_splits {folds} are Libri-light folds: pass "
+                    "--librilight_folder=<the extracted librispeech_finetuning folder>"
+                )
+            prepare_librilight_limited(
+                hparams["librilight_folder"], hparams["output_folder"]
+            )
+        prepare_librispeech(
+            hparams["data_folder"],
+            hparams["output_folder"],
+            tr_splits=[s for s in train if s not in LIBRILIGHT_SETS],
+            dev_splits=hparams["dev_splits"],
+            te_splits=hparams["test_splits"],
+        )
+    for key, splits in (("train_csv", train), ("valid_csv", hparams["dev_splits"])):
+        merge_manifests([split_csv(hparams, s) for s in splits], hparams[key])
+    units = CharTokenizer(LIBRISPEECH_UNITS)
+    if len(units) != hparams["output_neurons"]:
+        raise ValueError(
+            f"output_neurons is {hparams['output_neurons']}, the units are {len(units)}"
+        )
+    units.save(hparams["tokenizer_file"])
+
+
+def asr_datasets(hparams: dict, tokenizer):
+    """Training and validation datasets with audio (``sig``) and CTC targets (``tokens``)."""
+    train = manifest_dataset(
+        hparams["train_csv"],
+        min_duration=hparams["min_duration"],
+        max_duration=hparams["max_duration"],
+    )
+    valid = manifest_dataset(hparams["valid_csv"], sort="descending")
+
+    @sb.utils.data_pipeline.takes("wrd")
+    @sb.utils.data_pipeline.provides("tokens")
+    def text(wrd):
+        return torch.LongTensor(tokenizer.encode(wrd))
+
+    sb.dataio.dataset.add_dynamic_item([train, valid], text)
+    add_audio_pipeline([train, valid], ["id", "sig", "wrd", "tokens"])
+    return train, valid
+
+
+def fit_ctc(brain, hparams: dict, train, valid) -> None:
+    """Train with dynamic batches (``seconds_per_batch`` of audio per process)."""
+    sampler = dynamic_batch_sampler(
+        train,
+        hparams["seconds_per_batch"],
+        hparams["num_buckets"],
+        seed=hparams["seed"],
+    )
+    # Brain then calls sampler.set_epoch(epoch) every epoch: the batches of an
+    # epoch depend on its number only, so a resumed run sees what a straight
+    # run would have (Brain does not do this for a batch_sampler by itself).
+    brain.train_sampler = sampler
+    brain.fit(
+        hparams["epoch_counter"],
+        train,
+        valid,
+        train_loader_kwargs={
+            "batch_sampler": sampler,
+            "num_workers": hparams["num_workers"],
+        },
+        valid_loader_kwargs={
+            "batch_size": hparams["test_batch_size"],
+            "num_workers": hparams["num_workers"],
+        },
+    )

@@ -1,0 +1,129 @@
+"""Learning-rate schedules by optimizer step, independent of validation metrics.
+
+A CTC model first sits on the *blank plateau*: it outputs only blanks, the
+loss stalls near its unigram entropy, and WER and CER stay at 100 % for a
+while before learning starts. A schedule that anneals on a validation metric
+(NewBob on WER) sees no improvement during the plateau and divides the rate
+epoch after epoch, so the model may never leave it. The schedules here depend
+only on the step count: a warm-up, a long hold at the peak rate, then a
+decay, as wav2vec 2.0 fine-tuning does (fairseq's tri-stage schedule).
+
+The schedule is a *multiplier*: every parameter group keeps its own peak
+rate (the ``lr`` it was built with), so one schedule serves several
+optimisers with different rates (new blocks and pretrained weights).
+"""
+
+from __future__ import annotations
+
+import math
+
+from speechbrain.utils.checkpoints import (
+    mark_as_loader,
+    mark_as_saver,
+    register_checkpoint_hooks,
+)
+
+__all__ = ["TriStageSchedule"]
+
+
+@register_checkpoint_hooks
+class TriStageSchedule:
+    """Warm-up, hold, decay: a learning-rate multiplier by optimizer step.
+
+    The multiplier rises linearly from ``init_scale`` to 1 over the first
+    ``warmup`` share of the steps, stays at 1 for the next ``hold`` share, then
+    decays exponentially to ``final_scale`` at the last step (and stays there).
+    The number of steps is set when training starts
+    (:meth:`set_total_steps`: epochs times optimizer steps per epoch), so the
+    same YAML fits any data size. The step count is saved in checkpoints: a
+    resumed run continues the schedule where it stopped.
+
+    Arguments
+    ---------
+    warmup : float
+        Share of the steps spent warming up.
+    hold : float
+        Share of the steps at the peak rate.
+    init_scale : float
+        Multiplier at step 0.
+    final_scale : float
+        Multiplier at the last step.
+
+    Example
+    -------
+    >>> s = TriStageSchedule(warmup=0.1, hold=0.4, init_scale=0.0, final_scale=0.01)
+    >>> s.set_total_steps(100)
+    >>> [round(s.scale(n), 3) for n in (0, 5, 10, 50, 100, 200)]
+    [0.0, 0.5, 1.0, 1.0, 0.01, 0.01]
+    """
+
+    def __init__(
+        self,
+        warmup: float = 0.1,
+        hold: float = 0.4,
+        init_scale: float = 0.01,
+        final_scale: float = 0.05,
+    ):
+        if not (0 <= warmup and 0 <= hold and warmup + hold <= 1):
+            raise ValueError(
+                f"warmup ({warmup}) and hold ({hold}) must be shares of the "
+                "steps, summing to at most 1"
+            )
+        if not (0 <= init_scale <= 1 and 0 < final_scale <= 1):
+            raise ValueError(
+                f"init_scale ({init_scale}) must be in [0, 1] and final_scale "
+                f"({final_scale}) in (0, 1]"
+            )
+        self.warmup, self.hold = warmup, hold
+        self.init_scale, self.final_scale = init_scale, final_scale
+        self.total_steps: int | None = None
+        self.step = 0
+
+    def set_total_steps(self, total: int) -> None:
+        """Fix the length of the schedule (optimizer steps of the whole run)."""
+        if total < 1:
+            raise ValueError(f"a run needs at least one step, got {total}")
+        self.total_steps = int(total)
+
+    def scale(self, step: int) -> float:
+        """The multiplier at ``step``."""
+        if self.total_steps is None:
+            raise RuntimeError("call set_total_steps before using the schedule")
+        warm = self.warmup * self.total_steps
+        hold_end = warm + self.hold * self.total_steps
+        if step < warm:
+            return self.init_scale + (1 - self.init_scale) * step / warm
+        if step < hold_end:
+            return 1.0
+        decay = max(self.total_steps - hold_end, 1.0)
+        progress = min((step - hold_end) / decay, 1.0)
+        return math.exp(math.log(self.final_scale) * progress)
+
+    def apply(self, optimizers) -> float:
+        """Set every parameter group to its peak rate times the current multiplier.
+
+        A group's peak rate is its ``lr`` the first time it is seen (kept as
+        ``peak_lr`` in the group).
+        """
+        factor = self.scale(self.step)
+        for opt in optimizers:
+            for group in opt.param_groups:
+                group.setdefault("peak_lr", group["lr"])
+                group["lr"] = group["peak_lr"] * factor
+        return factor
+
+    def advance(self, optimizers) -> float:
+        """Count one optimizer step, then :meth:`apply`; returns the multiplier."""
+        self.step += 1
+        return self.apply(optimizers)
+
+    @mark_as_saver
+    def _save(self, path):
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(str(self.step))
+
+    @mark_as_loader
+    def _load(self, path, end_of_epoch=False):
+        del end_of_epoch
+        with open(path, encoding="utf-8") as f:
+            self.step = int(f.read().strip())

@@ -1,0 +1,139 @@
+"""The from-scratch CTC recipe, run for real on CPU, shrunk by command-line overrides.
+
+``recipes/LibriSpeech/ASR/CTC/train.py`` with each YAML on the committed
+LibriVox sample (smoke), and the learning test: 16 fixed synthetic
+utterances (``tests/samples/learning``) overfitted within a step budget,
+scored by the same code that writes ``cer_<split>.txt``.
+"""
+
+import importlib.util
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from speechbrain_wsm import evaluate
+from speechbrain_wsm.scoring import read_error_rates
+
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::UserWarning")]
+
+ROOT = Path(__file__).resolve().parents[2]
+RECIPE = ROOT / "recipes" / "LibriSpeech" / "ASR" / "CTC"
+LEARNING = ROOT / "tests" / "samples" / "learning" / "LibriSpeech"
+VARIANTS = ("conformer_mhsa", "conformer_sm", "conformer_wsm", "branchformer_wsm")
+TINY = {
+    "d_model": 32,
+    "num_layers": 2,
+    "nhead": 2,
+    "d_ffn": 64,
+    "cnn_channels": "[8, 8]",
+    "num_workers": 0,
+    "device": "cpu",
+}
+
+
+def recipe():
+    spec = importlib.util.spec_from_file_location("ctc_train", RECIPE / "train.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run(variant, data, output, split, **overrides):
+    options = {
+        "data_folder": data,
+        "output_folder": output,
+        "train_splits": f"[{split}]",
+        "dev_splits": f"[{split}]",
+        "test_splits": f"[{split}]",
+        **TINY,
+        **overrides,
+    }
+    argv = [str(RECIPE / "hparams" / f"{variant}.yaml")]
+    recipe().main(argv + [f"--{k}={v}" for k, v in options.items()])
+    return Path(output)
+
+
+def test_variants_differ_only_in_marked_lines():
+    def unmarked(name):
+        lines = (RECIPE / "hparams" / f"{name}.yaml").read_text().splitlines()
+        return [x for x in lines if not re.search(r"# (mixer|arch)\b", x)]
+
+    assert len({tuple(unmarked(v)) for v in VARIANTS}) == 1
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_each_variant_trains_scores_and_reloads(variant, tmp_path, librispeech_samples):
+    out = run(
+        variant,
+        librispeech_samples,
+        tmp_path / variant,
+        "test-clean",
+        number_of_epochs=1,
+        seconds_per_batch=20,
+    )
+    rates = read_error_rates(out)["test-clean"]
+    assert set(rates) == {"CER", "WER"}
+    table = (out / "results.md").read_text()
+    assert "test-clean CER" in table and "test-clean WER" in table
+    cost = json.loads((out / "train_cost.json").read_text())
+    assert cost["steps"] >= 1 and cost["step_seconds"] > 0
+    # python -m speechbrain_wsm.evaluate reproduces the recipe's own scores
+    scores = evaluate.main(
+        [str(out), "--manifest", str(out / "test-clean.csv"), "--name", "again"]
+    )
+    assert scores["again"]["WER"] == pytest.approx(rates["WER"], abs=0.01)
+    assert scores["again"]["CER"] == pytest.approx(rates["CER"], abs=0.01)
+
+
+def test_mhsa_variant_is_relative_positional_attention(tmp_path):
+    from speechbrain_wsm.recipe import load_hparams
+
+    hp, *_ = load_hparams(
+        [
+            str(RECIPE / "hparams" / "conformer_mhsa.yaml"),
+            f"--output_folder={tmp_path}",
+            "--data_folder=x",
+            *(f"--{k}={v}" for k, v in TINY.items() if k != "device"),
+        ]
+    )
+    encoder = hp["asr_model"].encoder
+    assert encoder.mixer_name == "relpos_mhsa"
+    assert encoder.positional_encoding == "none"
+
+
+def test_learning_overfits_sixteen_utterances(tmp_path):
+    """Catches a pipeline that cannot learn: blank collapse, wrong lengths, decoding."""
+    out = run(
+        "conformer_wsm",
+        LEARNING,
+        tmp_path / "learn",
+        "train-learn",
+        d_model=64,
+        d_ffn=128,
+        cnn_channels="[16, 16]",
+        window_size=8,
+        number_of_epochs=40,
+        seconds_per_batch=7,
+        spec_augment=False,
+        dropout=0.0,
+        head_dropout=0.0,
+        lr=0.003,
+    )
+    cost = json.loads((out / "train_cost.json").read_text())
+    assert cost["steps"] <= 260  # the step budget
+    assert read_error_rates(out)["train-learn"]["CER"] < 15.0
+
+
+def test_rerun_resumes_and_continues_the_schedule(tmp_path, librispeech_samples):
+    kwargs = {"seconds_per_batch": 20}
+    out = run("conformer_sm", librispeech_samples, tmp_path / "r", "test-clean",
+              number_of_epochs=1, **kwargs)  # fmt: skip
+    first = json.loads((out / "train_cost.json").read_text())["steps"]
+    run("conformer_sm", librispeech_samples, out, "test-clean",
+        number_of_epochs=2, **kwargs)  # fmt: skip
+    cost = json.loads((out / "train_cost.json").read_text())
+    assert cost["steps"] == 2 * first  # epoch 1 was not trained again
+    log = (out / "train_log.txt").read_text().splitlines()
+    assert [line.split(",")[0] for line in log] == ["epoch: 1", "epoch: 2"]

@@ -17,6 +17,8 @@ lengths and a boolean padding mask travel with the tensors.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from speechbrain.augment.freq_domain import SpectrogramDrop
 from speechbrain.lobes.features import Fbank
@@ -99,7 +101,7 @@ class FbankCTC(nn.Module):
             strides=(2, 2),
             residuals=(False, False),
         )
-        sub_freq = -(-(-(-n_mels // 2)) // 2)  # ceil twice: 'same' stride-2 convs
+        sub_freq = math.ceil(math.ceil(n_mels / 2) / 2)  # two "same" stride-2 convs
         self.projection = nn.Linear(cnn_channels[-1] * sub_freq, d_model)
         self.encoder = encoder
         self.dropout = nn.Dropout(dropout)

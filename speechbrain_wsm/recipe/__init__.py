@@ -11,13 +11,13 @@
 Relative lengths become padding masks in :mod:`speechbrain_wsm.models.lengths`.
 """
 
+from .ctc import CTCBrain
 from .dataio import (
     SpanMaskCollate,
     add_audio_pipeline,
     dynamic_batch_sampler,
     manifest_dataset,
 )
-from .ctc import CTCBrain
 from .experiment import load_hparams, prepare_librispeech_manifests
 from .schedules import TriStageSchedule
 

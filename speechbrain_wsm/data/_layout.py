@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections import defaultdict
 from collections.abc import Iterable
 
+import numpy as np
+import soundfile as sf
+
 from ._io import atomic_write_text
+
+__all__ = [
+    "link_audio",
+    "utterance_path",
+    "write_flac",
+    "write_speakers",
+    "write_transcripts",
+]
 
 
 def utterance_path(split_dir: str, uid: str, ext: str = ".flac") -> str:
@@ -93,3 +105,59 @@ def write_speakers(path: str, rows: Iterable[tuple[str, str, str, float, str]]) 
     for spk, sex, subset, minutes, name in rows:
         lines.append(f"{spk:<6}| {sex} | {subset:<16} | {minutes:5.2f} | {name}")
     atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def write_flac(path: str, audio: np.ndarray, rate: int) -> None:
+    """Write 16-bit FLAC through ``<path>.part`` and a rename.
+
+    An interrupted build leaves a ``.part`` file, never a truncated ``.flac``.
+
+    Arguments
+    ---------
+    path : str
+        Destination ``.flac``; its folder is created if needed.
+    audio : numpy.ndarray
+        ``[sample]`` mono audio, float in [-1, 1] or int16.
+    rate : int
+        Sample rate in Hz.
+
+    Example
+    -------
+    >>> import tempfile, os
+    >>> p = os.path.join(tempfile.mkdtemp(), "1", "2", "1-2-0000.flac")
+    >>> write_flac(p, np.zeros(160, dtype="float32"), 16000)
+    >>> sf.info(p).frames, os.listdir(os.path.dirname(p))
+    (160, ['1-2-0000.flac'])
+    """
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".part"
+    sf.write(tmp, audio, rate, format="FLAC", subtype="PCM_16")
+    os.replace(tmp, path)
+
+
+def link_audio(src: str, dst: str) -> None:
+    """Hard-link ``src`` at ``dst`` (a copy across file systems), replacing it.
+
+    Arguments
+    ---------
+    src : str
+        An existing file.
+    dst : str
+        The new path; its folder is created if needed.
+
+    Example
+    -------
+    >>> import tempfile, os
+    >>> d = tempfile.mkdtemp()
+    >>> _ = open(os.path.join(d, "a"), "w").write("x")
+    >>> link_audio(os.path.join(d, "a"), os.path.join(d, "sub", "b"))
+    >>> open(os.path.join(d, "sub", "b")).read()
+    'x'
+    """
+    os.makedirs(os.path.dirname(dst), exist_ok=True)
+    if os.path.exists(dst):
+        os.unlink(dst)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)

@@ -2,8 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import shutil
+import sys
+from collections.abc import Callable, Sequence
+
+__all__ = [
+    "MissingPackageError",
+    "require_executable",
+    "require_path",
+    "run_builder",
+]
 
 
 class MissingPackageError(RuntimeError):
@@ -82,3 +93,38 @@ def require_path(path: str, package: str, what: str) -> str:
     if not os.path.exists(path):
         raise MissingPackageError(package, f"{what} not found at '{path}'")
     return path
+
+
+def run_builder(build: Callable[..., dict], shown: Sequence[str], **kwargs) -> int:
+    """Run a corpus builder from its command line: log, build, print, exit code.
+
+    Arguments
+    ---------
+    build : callable
+        The builder (``build_synthetic_corpus`` ...), returning a summary dict.
+    shown : sequence of str
+        Summary keys printed as JSON on success.
+    **kwargs
+        The builder's arguments.
+
+    Returns
+    -------
+    int
+        0, or 2 (after printing the error) when a package is missing.
+
+    Example
+    -------
+    >>> run_builder(lambda n: {"n": n, "hidden": 0}, ["n"], n=1)
+    {
+     "n": 1
+    }
+    0
+    """
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    try:
+        summary = build(**kwargs)
+    except MissingPackageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({k: summary[k] for k in shown if k in summary}, indent=1))
+    return 0

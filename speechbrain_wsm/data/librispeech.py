@@ -28,19 +28,14 @@ changed or ``redo=True``.  In a recipe::
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import struct
-from collections import Counter
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-import soundfile as sf
-from tqdm import tqdm
-
-from ._io import MANIFEST_FIELDS, atomic_write_text, read_manifest, write_manifest
+from ._io import MANIFEST_FIELDS, read_manifest, write_manifest
+from ._prep import SkippedInput, is_finished, write_outputs
+from ._probe import AudioError, probe_audio, probe_files
 
 __all__ = [
     "LIBRILIGHT_FOLDS",
@@ -82,25 +77,6 @@ _LAYOUT = (
     "<speaker>/<chapter>/<speaker>-<chapter>-<utt>{ext} audio with "
     "<speaker>-<chapter>.trans.txt transcripts"
 )
-_TAIL_FRAMES = 1600
-_BATCH = 4096
-
-
-class AudioError(Exception):
-    """An audio file that cannot be used; ``kind`` is one of :data:`SKIP_KINDS`.
-
-    Arguments
-    ---------
-    kind : str
-        ``"unreadable_audio"``, ``"truncated_audio"`` or ``"wrong_sample_rate"``.
-    detail : str
-        What was wrong, for the report.
-    """
-
-    def __init__(self, kind: str, detail: str):
-        super().__init__(f"{kind}: {detail}")
-        self.kind = kind
-        self.detail = detail
 
 
 @dataclass
@@ -125,16 +101,14 @@ class Utterance:
 
 
 @dataclass
-class ScanResult:
-    """What :func:`scan_split` found: usable utterances and skipped input."""
+class ScanResult(SkippedInput):
+    """What :func:`scan_split` found: usable utterances and skipped input.
+
+    ``skipped`` holds ``(kind, ID, path, detail)`` tuples, one per skipped
+    item; ``counts()`` numbers them per kind.
+    """
 
     utterances: list[Utterance] = field(default_factory=list)
-    #: ``(kind, ID, path, detail)`` tuples, one per skipped item.
-    skipped: list[tuple[str, str, str, str]] = field(default_factory=list)
-
-    def counts(self) -> Counter:
-        """Number of skipped items per kind."""
-        return Counter(kind for kind, *_ in self.skipped)
 
     def hours(self) -> float:
         """Total duration of the usable utterances, in hours."""
@@ -146,102 +120,7 @@ class ScanResult:
         self.skipped.extend(other.skipped)
 
 
-def _wav_is_short(path: str) -> str | None:
-    """For RIFF/WAVE files: a message if the data chunk ends past end of file."""
-    size = os.path.getsize(path)
-    with open(path, "rb") as f:
-        head = f.read(12)
-        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
-            return None
-        while True:
-            chunk = f.read(8)
-            if len(chunk) < 8:
-                return None
-            cid, csize = chunk[:4], struct.unpack("<I", chunk[4:])[0]
-            if cid == b"data":
-                available = size - f.tell()
-                if csize != 0xFFFFFFFF and csize > available:
-                    return f"header declares {csize} data bytes, file holds {available}"
-                return None
-            f.seek(csize + (csize & 1), os.SEEK_CUR)
-
-
-def probe_audio(
-    path: str, check: str = "tail", sample_rate: int | None = None
-) -> tuple[int, int]:
-    """Read an audio file's length from its header and check it is usable.
-
-    Arguments
-    ---------
-    path : str
-        An audio file soundfile can open (FLAC, WAV, ...).
-    check : str
-        ``"header"``: the header only; ``"tail"`` (default): also decode the
-        last 0.1 s, which catches truncated FLAC files at little cost;
-        ``"full"``: decode everything.
-    sample_rate : int, optional
-        Expected sample rate; another rate raises ``wrong_sample_rate``.
-
-    Returns
-    -------
-    frames : int
-        Number of samples per channel.
-    samplerate : int
-        Sample rate in Hz.
-
-    Raises
-    ------
-    AudioError
-        With ``kind`` ``unreadable_audio``, ``truncated_audio`` or
-        ``wrong_sample_rate``.
-
-    Example
-    -------
-    >>> import numpy as np, soundfile as sf, tempfile, os
-    >>> p = os.path.join(tempfile.mkdtemp(), "a.flac")
-    >>> sf.write(p, np.zeros(8000, dtype="float32"), 16000)
-    >>> probe_audio(p)
-    (8000, 16000)
-    """
-    if check not in ("header", "tail", "full"):
-        raise ValueError(f"check must be 'header', 'tail' or 'full', got {check!r}")
-    try:
-        with sf.SoundFile(path) as snd:
-            frames, rate = snd.frames, snd.samplerate
-            if frames <= 0:
-                raise AudioError("unreadable_audio", "no audio frames in header")
-            if sample_rate is not None and rate != sample_rate:
-                raise AudioError(
-                    "wrong_sample_rate", f"{rate} Hz, expected {sample_rate} Hz"
-                )
-            if check in ("tail", "full"):
-                start = 0 if check == "full" else max(0, frames - _TAIL_FRAMES)
-                try:
-                    if start:
-                        snd.seek(start)
-                    got = 0
-                    for block in snd.blocks(blocksize=1 << 16):
-                        got += len(block)
-                except (sf.LibsndfileError, RuntimeError) as exc:
-                    raise AudioError(
-                        "truncated_audio", f"cannot decode up to the end ({exc})"
-                    ) from None
-                if start + got < frames:
-                    raise AudioError(
-                        "truncated_audio",
-                        f"decoded {start + got} of {frames} frames",
-                    )
-    except AudioError:
-        raise
-    except (sf.LibsndfileError, RuntimeError, OSError) as exc:
-        raise AudioError("unreadable_audio", str(exc).strip()) from None
-    short = _wav_is_short(path)
-    if short:
-        raise AudioError("truncated_audio", short)
-    return frames, rate
-
-
-def _read_transcripts(path: str, entries: dict, skipped: list) -> None:
+def _read_transcripts(path: str, entries: dict, result: ScanResult) -> None:
     """Parse a ``*.trans.txt`` file into ``entries`` (ID -> (text, path))."""
     with open(path, encoding="utf-8", errors="replace") as f:
         for line in f:
@@ -251,7 +130,7 @@ def _read_transcripts(path: str, entries: dict, skipped: list) -> None:
             uid, _, text = line.partition(" ")
             text = " ".join(text.split())
             if uid in entries:
-                skipped.append(("duplicate_id", uid, path, "transcript line repeated"))
+                result.skip("duplicate_id", uid, path, "transcript line repeated")
                 continue
             entries[uid] = (text, path)
 
@@ -267,30 +146,26 @@ def _collect(
         audio = {}
         for name in sorted(files):
             if name.endswith(".trans.txt"):
-                _read_transcripts(os.path.join(root, name), transcripts, result.skipped)
+                _read_transcripts(os.path.join(root, name), transcripts, result)
             elif name.endswith(audio_ext):
                 audio[name[: -len(audio_ext)]] = os.path.join(root, name)
         for uid, (text, tpath) in transcripts.items():
             path = audio.pop(uid, None)
             if not text:
-                result.skipped.append(
-                    ("empty_transcript", uid, path or tpath, "no words after the ID")
+                result.skip(
+                    "empty_transcript", uid, path or tpath, "no words after the ID"
                 )
             elif path is None:
-                result.skipped.append(
-                    ("missing_audio", uid, tpath, f"no {uid}{audio_ext} beside it")
+                result.skip(
+                    "missing_audio", uid, tpath, f"no {uid}{audio_ext} beside it"
                 )
             else:
                 candidates.append((uid, path, text))
         for uid, path in audio.items():
-            result.skipped.append(
-                ("missing_transcript", uid, path, "no line in any .trans.txt here")
+            result.skip(
+                "missing_transcript", uid, path, "no line in any .trans.txt here"
             )
     return candidates
-
-
-def _default_workers() -> int:
-    return min(16, 2 * (os.cpu_count() or 1))
 
 
 def scan_split(
@@ -344,124 +219,36 @@ def scan_split(
     """
     result = ScanResult()
     candidates = _collect(folder, audio_ext, result)
-    workers = num_workers or _default_workers()
-
-    def probe(item):
-        uid, path, text = item
-        try:
-            return item, probe_audio(path, audio_check, sample_rate), None
-        except AudioError as exc:
-            return item, None, exc
-
-    def probe_all(pool):
-        # bounded batches: 281k pending futures would cost memory for nothing
-        for start in range(0, len(candidates), _BATCH):
-            yield from pool.map(probe, candidates[start : start + _BATCH])
-
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        bar = tqdm(
-            probe_all(pool),
-            total=len(candidates),
-            desc=desc or os.path.basename(os.path.normpath(folder)),
-            unit="file",
-            disable=not progress,
-            mininterval=0.5,
-        )
-        for (uid, path, text), info, error in bar:
-            if error is not None:
-                result.skipped.append((error.kind, uid, path, error.detail))
-                continue
-            frames, rate = info
-            result.utterances.append(
-                Utterance(
-                    ID=uid,
-                    duration=frames / rate,
-                    wav=os.path.abspath(path),
-                    spk_id=uid.split("-")[0],
-                    wrd=text,
-                )
+    probed = probe_files(
+        candidates,
+        lambda item: item[1],
+        audio_check,
+        sample_rate,
+        num_workers,
+        progress,
+        desc or os.path.basename(os.path.normpath(folder)),
+    )
+    for (uid, path, text), info, error in probed:
+        if error is not None:
+            result.skip(error.kind, uid, path, error.detail)
+            continue
+        frames, rate = info
+        result.utterances.append(
+            Utterance(
+                ID=uid,
+                duration=frames / rate,
+                wav=os.path.abspath(path),
+                spk_id=uid.split("-")[0],
+                wrd=text,
             )
+        )
     result.utterances.sort(key=lambda u: u.ID)
     return result
 
 
 # --------------------------------------------------------------------------- #
-# Manifests, reports, idempotency
+# Argument checks
 # --------------------------------------------------------------------------- #
-
-
-def _is_finished(save_folder: str, name: str, options: dict) -> bool:
-    """True when ``<name>.csv`` exists and was made with the same options."""
-    csv_path = os.path.join(save_folder, f"{name}.csv")
-    if not os.path.isfile(csv_path):
-        return False
-    meta_path = os.path.join(save_folder, f"{name}.json")
-    if not os.path.isfile(meta_path):
-        logger.info("%s exists without %s.json; keeping it as is", csv_path, name)
-        return True
-    try:
-        with open(meta_path, encoding="utf-8") as f:
-            previous = json.load(f).get("options")
-    except (OSError, ValueError):
-        previous = None
-    if previous != options:
-        logger.warning(
-            "%s was prepared with other options (%s); preparing it again",
-            csv_path,
-            previous,
-        )
-        return False
-    return True
-
-
-def _write_report(path: str, title: str, result: ScanResult) -> None:
-    counts = result.counts()
-    lines = [f"# {title}"]
-    lines += [f"# {kind}: {counts.get(kind, 0)}" for kind in SKIP_KINDS]
-    lines.append("# kind\tID\tpath\tdetail")
-    order = {kind: i for i, kind in enumerate(SKIP_KINDS)}
-    for kind, uid, where, detail in sorted(
-        result.skipped, key=lambda s: (order.get(s[0], 99), s[1], s[2])
-    ):
-        lines.append(f"{kind}\t{uid}\t{where}\t{detail}")
-    atomic_write_text(path, "\n".join(lines) + "\n")
-
-
-def _summary(name: str, result: ScanResult, report: str) -> None:
-    counts = result.counts()
-    text = f"{name}: {len(result.utterances)} utterances, {result.hours():.2f} h"
-    if counts:
-        kinds = ", ".join(f"{k}={counts[k]}" for k in SKIP_KINDS if counts.get(k))
-        logger.warning(
-            "%s; skipped %d (%s), listed in %s",
-            text,
-            sum(counts.values()),
-            kinds,
-            report,
-        )
-    else:
-        logger.info("%s; nothing skipped", text)
-
-
-def _write_outputs(
-    save_folder: str, name: str, result: ScanResult, options: dict, title: str
-) -> str:
-    """Report, summary JSON, then the manifest (renamed into place last)."""
-    report = os.path.join(save_folder, f"{name}_skipped.txt")
-    _write_report(report, title, result)
-    meta = {
-        "options": options,
-        "utterances": len(result.utterances),
-        "hours": round(result.hours(), 4),
-        "skipped": dict(result.counts()),
-    }
-    atomic_write_text(
-        os.path.join(save_folder, f"{name}.json"), json.dumps(meta, indent=1) + "\n"
-    )
-    csv_path = os.path.join(save_folder, f"{name}.csv")
-    write_manifest(csv_path, (u.row() for u in result.utterances), MANIFEST_FIELDS)
-    _summary(name, result, report)
-    return csv_path
 
 
 def _as_list(splits: str | Iterable[str] | None) -> list[str]:
@@ -470,11 +257,6 @@ def _as_list(splits: str | Iterable[str] | None) -> list[str]:
     if isinstance(splits, str):
         return [splits]
     return list(splits)
-
-
-def _require_folder(path: str, what: str) -> None:
-    if not os.path.isdir(path):
-        raise FileNotFoundError(f"{what} '{path}' not found")
 
 
 def _missing_split_error(data_folder: str, split: str, audio_ext: str) -> Exception:
@@ -603,7 +385,7 @@ def prepare_librispeech(
             "audio_check": audio_check,
             "sample_rate": sample_rate,
         }
-        if not redo and _is_finished(save_folder, split, options):
+        if not redo and is_finished(save_folder, split, options, logger):
             logger.info("%s: manifest already prepared, skipping", split)
             outputs[split] = os.path.join(save_folder, f"{split}.csv")
             continue
@@ -615,8 +397,19 @@ def prepare_librispeech(
                 f"LibriSpeech split '{folder}' holds no {audio_ext} audio and no "
                 f"transcript: expected {_LAYOUT.format(ext=audio_ext)}"
             )
-        outputs[split] = _write_outputs(
-            save_folder, split, result, options, f"{split} from {folder}"
+        outputs.update(
+            write_outputs(
+                save_folder,
+                {split: [u.row() for u in result.utterances]},
+                MANIFEST_FIELDS,
+                result,
+                options,
+                f"{split}_skipped.txt",
+                f"{split} from {folder}",
+                SKIP_KINDS,
+                label=split,
+                log=logger,
+            )
         )
 
     if merge_lst:
@@ -748,7 +541,7 @@ def prepare_librilight_limited(
         "sample_rate": sample_rate,
     }
     names = list(LIBRILIGHT_SUBSETS)
-    if not redo and all(_is_finished(save_folder, n, options) for n in names):
+    if not redo and is_finished(save_folder, names, options, logger):
         logger.info("Libri-light limited manifests already prepared, skipping")
         return {n: os.path.join(save_folder, f"{n}.csv") for n in names}
 
@@ -776,8 +569,8 @@ def prepare_librilight_limited(
         kept = []
         for utt in per_fold[fold].utterances:
             if utt.ID in seen:
-                per_fold[fold].skipped.append(
-                    ("duplicate_id", utt.ID, utt.wav, f"already in fold {seen[utt.ID]}")
+                per_fold[fold].skip(
+                    "duplicate_id", utt.ID, utt.wav, f"already in fold {seen[utt.ID]}"
                 )
                 continue
             seen[utt.ID] = fold
@@ -786,27 +579,23 @@ def prepare_librilight_limited(
     everything = ScanResult()
     for fold in LIBRILIGHT_FOLDS:
         everything.extend(per_fold[fold])
-    report = os.path.join(save_folder, "librilight_skipped.txt")
-    _write_report(report, f"Libri-light limited from {root}", everything)
-
-    outputs = {}
+    manifests, per_manifest = {}, {}
     for name, folds in LIBRILIGHT_SUBSETS.items():
         merged = ScanResult()
         for fold in folds:
             merged.extend(per_fold[fold])
         merged.utterances.sort(key=lambda u: u.ID)
-        meta = {
-            "options": options,
-            "folds": list(folds),
-            "utterances": len(merged.utterances),
-            "hours": round(merged.hours(), 4),
-            "skipped": dict(merged.counts()),
-        }
-        atomic_write_text(
-            os.path.join(save_folder, f"{name}.json"), json.dumps(meta, indent=1) + "\n"
-        )
-        path = os.path.join(save_folder, f"{name}.csv")
-        write_manifest(path, (u.row() for u in merged.utterances), MANIFEST_FIELDS)
-        _summary(name, merged, report)
-        outputs[name] = path
-    return outputs
+        manifests[name] = [u.row() for u in merged.utterances]
+        per_manifest[name] = {"folds": list(folds), "skipped": dict(merged.counts())}
+    return write_outputs(
+        save_folder,
+        manifests,
+        MANIFEST_FIELDS,
+        everything,
+        options,
+        "librilight_skipped.txt",
+        f"Libri-light limited from {root}",
+        SKIP_KINDS,
+        per_manifest=per_manifest,
+        log=logger,
+    )

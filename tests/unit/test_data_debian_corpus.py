@@ -13,6 +13,7 @@ import soundfile as sf
 from speechbrain_wsm.data import _system
 from speechbrain_wsm.data import debian_corpus as dc
 from speechbrain_wsm.data._system import MissingPackageError
+from speechbrain_wsm.data.debian_corpus import build as dc_build
 from speechbrain_wsm.data.librispeech import prepare_librispeech
 
 MISSING = dc.missing_packages()
@@ -97,8 +98,8 @@ def test_split_shares_no_sentence():
     for seed in range(3):
         ft, te = dc.split_prompts(prompts, 60.0, seed)
         assert sorted(p.uid for p in ft + te) == sorted(p.uid for p in prompts)
-        assert not set().union(*map(dc._sentences, ft)) & set().union(
-            *map(dc._sentences, te)
+        assert not set().union(*map(dc.prompt_sentences, ft)) & set().union(
+            *map(dc.prompt_sentences, te)
         )
         assert dc.split_prompts(prompts, 60.0, seed) == (ft, te)
         if te:  # filled up to the target unless everything is linked together
@@ -222,7 +223,9 @@ def test_build_small_corpus(tmp_path, small_sources, monkeypatch):
     assert "CC-BY-SA-3.0" in (out / "LibriSpeech" / "ATTRIBUTION.txt").read_text()
 
     # a second call keeps the finished corpus
-    monkeypatch.setattr(dc, "_decode_g722", lambda *a: pytest.fail("decoded again"))
+    monkeypatch.setattr(
+        dc_build, "decode_g722", lambda *a: pytest.fail("decoded again")
+    )
     again = dc.build_debian_corpus(
         str(out),
         finetune_minutes=0.05,

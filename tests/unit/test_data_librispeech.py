@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from speechbrain_wsm.data import _probe
 from speechbrain_wsm.data import librispeech as ls
 from speechbrain_wsm.data.librispeech import (
     LIBRILIGHT_FOLDS,
@@ -96,7 +97,7 @@ def test_results_do_not_depend_on_workers(corpus, tmp_path, monkeypatch):
     a = prepare_librispeech(
         str(corpus), str(tmp_path / "a"), ["dev-clean"], num_workers=1, progress=False
     )
-    monkeypatch.setattr(ls, "_BATCH", 2)  # several batches of header reads
+    monkeypatch.setattr(_probe, "_BATCH", 2)  # several batches of header reads
     b = prepare_librispeech(
         str(corpus), str(tmp_path / "b"), ["dev-clean"], num_workers=4, progress=False
     )
@@ -365,3 +366,20 @@ def test_called_as_recipes_do(librispeech_samples, tmp_path):
         kwargs={**kwargs, "save_folder": str(tmp_path / "x"), "skip_prep": True},
     )
     assert not (tmp_path / "x").exists()
+
+
+def test_manifest_without_summary_is_prepared_again(corpus, tmp_path, monkeypatch):
+    save = tmp_path / "save"
+    first = prepare_librispeech(str(corpus), str(save), ["dev-clean"], progress=False)
+    # a summary written by an earlier version: same options, kept
+    meta = json.loads((save / "dev-clean.json").read_text())
+    (save / "dev-clean.json").write_text(json.dumps({"options": meta["options"]}))
+    monkeypatch.setattr(ls, "scan_split", lambda *a, **k: pytest.fail("scanned"))
+    assert prepare_librispeech(str(corpus), str(save), ["dev-clean"]) == first
+    monkeypatch.undo()
+    # a manifest without its summary cannot be checked: it is prepared again
+    (save / "dev-clean.json").unlink()
+    (save / "dev-clean.csv").write_text("ID,duration,wav,spk_id,wrd\n")
+    again = prepare_librispeech(str(corpus), str(save), ["dev-clean"], progress=False)
+    assert len(read_csv(again["dev-clean"])) == 5
+    assert (save / "dev-clean.json").exists()

@@ -1,6 +1,7 @@
 """The synthetic corpus builder on a few sentences."""
 
 import csv
+import importlib.util
 import json
 import os
 import random
@@ -17,6 +18,7 @@ from speechbrain_wsm.data.librispeech import (
     prepare_librilight_limited,
     prepare_librispeech,
 )
+from speechbrain_wsm.data.synthetic import build as syn_build
 
 MISSING = [p for p in syn.missing_packages(("flite", "espeak-ng"), text_file="x")]
 needs_engines = pytest.mark.skipif(
@@ -103,14 +105,14 @@ def test_text_sources(text_file, tmp_path):
     sentences = syn.read_text_file(text_file)
     assert len(sentences) == 200 and len({s.chapter for s in sentences}) == 4
     assert all(not any(c.isdigit() for c in s.words) for s in sentences)
-    pools = syn._split_sentences(sentences, seed=0)
+    pools = syn.split_sentences(sentences, seed=0)
     chapters = {k: {s.chapter for s in v} for k, v in pools.items()}
     assert all(chapters.values())
     assert not chapters["train"] & (chapters["dev"] | chapters["test"])
     small = tmp_path / "small.txt"
     small.write_text("One two three four five six.\n" * 20)
     with pytest.raises(ValueError, match="too small"):
-        syn._split_sentences(syn.read_text_file(str(small)), seed=0)
+        syn.split_sentences(syn.read_text_file(str(small)), seed=0)
 
 
 @pytest.mark.skipif(
@@ -132,7 +134,7 @@ def test_missing_engine_is_named(tmp_path, monkeypatch, text_file):
         )
     with pytest.raises(ValueError, match="unknown engines"):
         syn.build_synthetic_corpus(str(tmp_path), engines=["festival"])
-    monkeypatch.setattr(syn.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(MissingPackageError, match="pip install hibari-tts"):
         syn.build_synthetic_corpus(str(tmp_path), engines=["hibari"])
 
@@ -204,7 +206,7 @@ def test_deterministic_across_workers_and_idempotent(
     )
     # a finished corpus is kept
     monkeypatch.setattr(
-        syn, "_synthesize", lambda job: pytest.fail("synthesised again")
+        syn_build, "synthesize", lambda job: pytest.fail("synthesised again")
     )
     assert (
         syn.build_synthetic_corpus(

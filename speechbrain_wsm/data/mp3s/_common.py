@@ -1,60 +1,38 @@
-"""What the MP3S preparations share: bad-input bookkeeping, manifests, text.
+"""What the MP3S preparations share beyond the bookkeeping: folders, text, units.
 
-Every preparation follows the rules of :mod:`speechbrain_wsm.data.librispeech`:
-bad input (unreadable or missing audio, empty transcripts, malformed lines,
-duplicate IDs ...) is skipped, counted by kind, listed in a report file beside
-the manifests and summarised in one log line; a missing folder is an error
-naming the path and the expected layout; a finished manifest is kept on later
-calls unless its options changed or ``redo=True``.
+Every preparation follows the rules of :mod:`speechbrain_wsm.data._prep`,
+as LibriSpeech's does: bad input (unreadable or missing audio, empty
+transcripts, malformed lines, duplicate IDs ...) is skipped, counted by kind,
+listed in a report file beside the manifests and summarised in one log line;
+a finished manifest is kept on later calls unless its options changed or
+``redo=True``.  Here: a missing folder is an error naming the path and the
+expected layout, transcripts are normalised in any script, and split choices
+are stable hashes.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import logging
 import os
 import shutil
 import unicodedata
-from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 
-from tqdm import tqdm
-
-from speechbrain_wsm.data._io import atomic_write_text, write_manifest
-from speechbrain_wsm.data.librispeech import AudioError, probe_audio
+# The bookkeeping lived here; these names stay importable from this module.
+from .._prep import Prepared, is_finished, write_outputs, write_report
+from .._probe import probe_files
 
 __all__ = [
     "Prepared",
     "hash_fraction",
+    "is_finished",
     "normalize_words",
     "prepare_tokenizer",
+    "probe_files",
+    "require_file",
+    "require_folder",
+    "write_outputs",
+    "write_report",
 ]
-
-logger = logging.getLogger(__name__)
-
-
-@dataclass
-class Prepared:
-    """Rows of one or more manifests, and the input that was skipped."""
-
-    rows: list[dict] = field(default_factory=list)
-    #: ``(kind, ID, path, detail)`` per skipped item.
-    skipped: list[tuple[str, str, str, str]] = field(default_factory=list)
-
-    def skip(self, kind: str, uid: str, path: str, detail: str) -> None:
-        """Record one skipped item."""
-        self.skipped.append((kind, str(uid), str(path), detail))
-
-    def counts(self) -> Counter:
-        """Skipped items per kind."""
-        return Counter(kind for kind, *_ in self.skipped)
-
-    def hours(self) -> float:
-        """Total duration of the rows, in hours."""
-        return sum(float(r["duration"]) for r in self.rows) / 3600.0
 
 
 def require_folder(path: str, what: str, expected: str) -> None:
@@ -67,139 +45,6 @@ def require_file(path: str, what: str, expected: str) -> None:
     """Raise ``FileNotFoundError`` naming ``path`` and what it should be."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{what} '{path}' not found: expected {expected}")
-
-
-def is_finished(save_folder: str, names: Sequence[str], options: dict) -> bool:
-    """True when every ``<name>.csv`` exists and was made with ``options``."""
-    for name in names:
-        csv_path = os.path.join(save_folder, f"{name}.csv")
-        meta_path = os.path.join(save_folder, f"{name}.json")
-        if not (os.path.isfile(csv_path) and os.path.isfile(meta_path)):
-            return False
-        try:
-            with open(meta_path, encoding="utf-8") as f:
-                previous = json.load(f).get("options")
-        except (OSError, ValueError):
-            return False
-        if previous != json.loads(json.dumps(options)):
-            logger.warning(
-                "%s was prepared with other options (%s); preparing it again",
-                csv_path,
-                previous,
-            )
-            return False
-    return True
-
-
-def write_report(path: str, title: str, skipped, kinds: Sequence[str]) -> None:
-    """The skipped-input report: counts per kind, then one line per item."""
-    counts = Counter(kind for kind, *_ in skipped)
-    order = {kind: i for i, kind in enumerate(kinds)}
-    lines = [f"# {title}"]
-    lines += [f"# {kind}: {counts.get(kind, 0)}" for kind in kinds]
-    lines += [f"# {k}: {counts[k]}" for k in sorted(counts) if k not in order]
-    lines.append("# kind\tID\tpath\tdetail")
-    for kind, uid, where, detail in sorted(
-        skipped, key=lambda s: (order.get(s[0], 99), s[1], s[2])
-    ):
-        lines.append(f"{kind}\t{uid}\t{where}\t{detail}")
-    atomic_write_text(path, "\n".join(lines) + "\n")
-
-
-def write_outputs(
-    save_folder: str,
-    manifests: dict[str, list[dict]],
-    fields: Sequence[str],
-    prepared: Prepared,
-    options: dict,
-    report_name: str,
-    title: str,
-    kinds: Sequence[str],
-    extra: dict | None = None,
-) -> dict[str, str]:
-    """Write the report, one ``.json`` summary and one ``.csv`` per manifest.
-
-    The manifests are renamed into place last, so a finished ``.csv`` always
-    has its summary beside it. One log line summarises the whole preparation
-    (a warning when something was skipped).
-
-    Returns
-    -------
-    dict
-        Manifest name to ``.csv`` path.
-    """
-    os.makedirs(save_folder, exist_ok=True)
-    report = os.path.join(save_folder, report_name)
-    write_report(report, title, prepared.skipped, kinds)
-    counts = prepared.counts()
-    outputs = {}
-    for name, rows in manifests.items():
-        meta = {
-            "options": options,
-            "utterances": len(rows),
-            "hours": round(sum(float(r["duration"]) for r in rows) / 3600.0, 4),
-            "skipped": dict(counts),
-            **(extra or {}),
-        }
-        atomic_write_text(
-            os.path.join(save_folder, f"{name}.json"),
-            json.dumps(meta, indent=1) + "\n",
-        )
-    for name, rows in manifests.items():
-        path = os.path.join(save_folder, f"{name}.csv")
-        write_manifest(path, rows, fields)
-        outputs[name] = path
-    sizes = ", ".join(f"{n}={len(r)}" for n, r in manifests.items())
-    text = f"{title}: {sizes} utterances, {prepared.hours():.2f} h"
-    if counts:
-        detail = ", ".join(f"{k}={counts[k]}" for k in kinds if counts.get(k))
-        others = ", ".join(f"{k}={counts[k]}" for k in sorted(counts) if k not in kinds)
-        logger.warning(
-            "%s; skipped %d (%s), listed in %s",
-            text,
-            sum(counts.values()),
-            ", ".join(x for x in (detail, others) if x),
-            report,
-        )
-    else:
-        logger.info("%s; nothing skipped", text)
-    return outputs
-
-
-def probe_files(
-    items: Sequence,
-    path_of: Callable,
-    audio_check: str = "header",
-    sample_rate: int | None = None,
-    num_workers: int | None = None,
-    progress: bool = True,
-    desc: str = "audio",
-) -> Iterable:
-    """Yield ``(item, (frames, rate) or None, AudioError or None)`` in order.
-
-    Audio headers are read by a pool of threads (missing files give an
-    ``AudioError`` of kind ``missing_audio``).
-    """
-
-    def probe(item):
-        path = path_of(item)
-        if not os.path.isfile(path):
-            return item, None, AudioError("missing_audio", "no such file")
-        try:
-            return item, probe_audio(path, audio_check, sample_rate), None
-        except AudioError as exc:
-            return item, None, exc
-
-    workers = num_workers or min(16, 2 * (os.cpu_count() or 1))
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        yield from tqdm(
-            pool.map(probe, items),
-            total=len(items),
-            desc=desc,
-            unit="file",
-            disable=not progress,
-            mininterval=0.5,
-        )
 
 
 _APOSTROPHES = str.maketrans({"’": "'", "‘": "'", "`": "'", "´": "'"})

@@ -37,14 +37,9 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 
-from ._common import (
-    Prepared,
-    is_finished,
-    normalize_words,
-    probe_files,
-    require_folder,
-    write_outputs,
-)
+from .._prep import Prepared, is_finished, write_outputs
+from .._probe import probe_files
+from ._common import normalize_words, require_folder
 
 __all__ = ["SKIP_KINDS", "parse_words_file", "prepare_buckeye", "segment_words"]
 
@@ -226,7 +221,7 @@ def prepare_buckeye(
         "sample_rate": sample_rate,
         "audio_check": audio_check,
     }
-    if not redo and is_finished(save_folder, names, options):
+    if not redo and is_finished(save_folder, names, options, logger):
         logger.info("Buckeye manifests already prepared, skipping")
         return {n: os.path.join(save_folder, f"{n}.csv") for n in names}
 
@@ -341,4 +336,5 @@ def prepare_buckeye(
         f"Buckeye from {root}",
         SKIP_KINDS,
         extra={"segments_dropped": dict(dropped)},
+        log=logger,
     )

@@ -25,14 +25,9 @@ import logging
 import os
 from collections.abc import Sequence
 
-from ._common import (
-    Prepared,
-    is_finished,
-    normalize_words,
-    probe_files,
-    require_folder,
-    write_outputs,
-)
+from .._prep import Prepared, is_finished, write_outputs
+from .._probe import probe_files
+from ._common import normalize_words, require_folder
 
 __all__ = ["SKIP_KINDS", "prepare_commonvoice"]
 
@@ -175,7 +170,7 @@ def prepare_commonvoice(
             )
     root = os.path.abspath(data_folder)
     options = {"source": root, "splits": splits, "audio_check": audio_check}
-    if not redo and is_finished(save_folder, splits, options):
+    if not redo and is_finished(save_folder, splits, options, logger):
         logger.info("Common Voice manifests already prepared, skipping")
         return {s: os.path.join(save_folder, f"{s}.csv") for s in splits}
 
@@ -227,4 +222,5 @@ def prepare_commonvoice(
         "commonvoice_skipped.txt",
         f"Common Voice from {root}",
         SKIP_KINDS,
+        log=logger,
     )

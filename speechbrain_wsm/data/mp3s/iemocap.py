@@ -32,14 +32,9 @@ import os
 import re
 from collections import Counter
 
-from ._common import (
-    Prepared,
-    hash_fraction,
-    is_finished,
-    probe_files,
-    require_folder,
-    write_outputs,
-)
+from .._prep import Prepared, is_finished, write_outputs
+from .._probe import probe_files
+from ._common import hash_fraction, require_folder
 
 __all__ = ["EMOTIONS", "SKIP_KINDS", "prepare_iemocap"]
 
@@ -174,7 +169,7 @@ def prepare_iemocap(
         "sample_rate": sample_rate,
         "audio_check": audio_check,
     }
-    if not redo and is_finished(save_folder, names, options):
+    if not redo and is_finished(save_folder, names, options, logger):
         logger.info("IEMOCAP manifests already prepared, skipping")
         return {n: os.path.join(save_folder, f"{n}.csv") for n in names}
 
@@ -242,4 +237,5 @@ def prepare_iemocap(
         f"IEMOCAP fold {test_session} from {root}",
         SKIP_KINDS,
         extra={"excluded_labels": dict(sorted(excluded.items()))},
+        log=logger,
     )

@@ -27,15 +27,9 @@ import logging
 import os
 from collections.abc import Sequence
 
-from ._common import (
-    Prepared,
-    is_finished,
-    normalize_words,
-    probe_files,
-    require_file,
-    require_folder,
-    write_outputs,
-)
+from .._prep import Prepared, is_finished, write_outputs
+from .._probe import probe_files
+from ._common import normalize_words, require_file, require_folder
 
 __all__ = ["SCENARIOS", "SKIP_KINDS", "prepare_slurp"]
 
@@ -164,7 +158,7 @@ def prepare_slurp(
         "sample_rate": sample_rate,
         "audio_check": audio_check,
     }
-    if not redo and is_finished(save_folder, splits, options):
+    if not redo and is_finished(save_folder, splits, options, logger):
         logger.info("SLURP manifests already prepared, skipping")
         return {s: os.path.join(save_folder, f"{s}.csv") for s in splits}
 
@@ -209,4 +203,5 @@ def prepare_slurp(
         "slurp_skipped.txt",
         f"SLURP from {root}",
         SKIP_KINDS,
+        log=logger,
     )

@@ -26,17 +26,10 @@ from __future__ import annotations
 import logging
 import os
 
-from speechbrain_wsm.data._io import atomic_write_text
-
-from ._common import (
-    Prepared,
-    hash_fraction,
-    is_finished,
-    probe_files,
-    require_file,
-    require_folder,
-    write_outputs,
-)
+from .._io import atomic_write_text
+from .._prep import Prepared, is_finished, write_outputs
+from .._probe import probe_files
+from ._common import hash_fraction, require_file, require_folder
 
 __all__ = ["SKIP_KINDS", "prepare_voxceleb1", "utterance_id"]
 
@@ -169,7 +162,7 @@ def prepare_voxceleb1(
     if (
         not redo
         and os.path.isfile(trials_path)
-        and is_finished(save_folder, names, options)
+        and is_finished(save_folder, names, options, logger)
     ):
         logger.info("VoxCeleb1 manifests already prepared, skipping")
         out = {n: os.path.join(save_folder, f"{n}.csv") for n in names}
@@ -258,6 +251,7 @@ def prepare_voxceleb1(
             "trials": len(kept_trials),
             "trials_dropped": dropped,
         },
+        log=logger,
     )
     if dropped:
         logger.warning(

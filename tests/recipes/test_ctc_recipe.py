@@ -128,9 +128,11 @@ def test_learning_overfits_sixteen_utterances(tmp_path):
 
 def test_rerun_resumes_and_continues_the_schedule(tmp_path, librispeech_samples):
     kwargs = {"seconds_per_batch": 20}
+    # stopped after epoch 1 (as a kill after its checkpoint would), then rerun
     out = run("conformer_sm", librispeech_samples, tmp_path / "r", "test-clean",
-              number_of_epochs=1, **kwargs)  # fmt: skip
+              number_of_epochs=2, optimizer_step_limit=3, **kwargs)  # fmt: skip
     first = json.loads((out / "train_cost.json").read_text())["steps"]
+    assert first == 3
     run("conformer_sm", librispeech_samples, out, "test-clean",
         number_of_epochs=2, **kwargs)  # fmt: skip
     cost = json.loads((out / "train_cost.json").read_text())

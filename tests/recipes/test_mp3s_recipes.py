@@ -199,7 +199,11 @@ def test_buckeye_lstm(project_encoder, tmp_path):
     )
     assert "s3601a_0000" in (out / "wer_dev.txt").read_text()
     assert "s3801a_0000" in (out / "wer_test.txt").read_text()
-    assert "| dev | test |" in (out / "results.md").read_text()
+    assert (
+        "| dev CER | dev WER | test CER | test WER |"
+        in (out / "results.md").read_text()
+    )
+    assert (out / "cer_test.txt").is_file()
 
 
 # --------------------------------------------------------------------------- #
@@ -268,3 +272,39 @@ def test_voxceleb1_ecapa(project_encoder, tmp_path):
     results = (out / "results.md").read_text()
     eer = float(re.search(r"\| ecapa \| (\d+\.\d\d) \|", results).group(1))
     assert 0.0 <= eer <= 100.0
+
+
+def test_librispeech_probe_learns_sixteen_utterances(tmp_path):
+    """The learning test: the probe overfits 16 fixed utterances within a step budget.
+
+    Catches a probe that cannot learn (blank collapse, wrong lengths, a frozen
+    head, a decoding bug); the training-set CER is read from the
+    ``cer_<split>.txt`` the recipe writes. The frozen encoder has random
+    weights but is 64 wide: a 16-wide random encoder keeps too little of the
+    signal for any probe to learn from it in a minute.
+    """
+    from speechbrain_wsm.scoring import read_error_rates
+
+    encoder = fixtures.make_project_encoder(tmp_path / "enc", d_model=64)
+    out = tmp_path / "learn"
+    run_recipe(
+        RECIPES / "LibriSpeech" / "LSTM",
+        f"--ssl_source={encoder}",
+        f"--data_folder={SAMPLES / 'learning' / 'LibriSpeech'}",
+        f"--output_folder={out}",
+        "--train_splits=[train-learn]",
+        "--dev_splits=[train-learn]",
+        "--test_splits=[train-learn]",
+        "--number_of_epochs=60",  # 480 steps of 2 utterances
+        "--batch_size=2",
+        "--num_workers=0",
+        "--lstm_size=128",
+        "--lstm_layers=1",
+        "--dropout=0.0",
+        "--layer_norm=True",
+        "--lr=0.005",
+        "--warmup=0.05",
+        "--hold=0.7",
+        "--sorting=random",
+    )
+    assert read_error_rates(out)["train-learn"]["CER"] < 15.0

@@ -142,8 +142,10 @@ def test_resume_after_a_stop_equals_a_straight_run(
         "wsm", sources["project"], tmp_path / "a", librispeech_samples, **no_dropout
     )
     resumed = tmp_path / "b"
+    # stopped after the first epoch's 4 steps (as a kill after its checkpoint
+    # would), with the run's own epoch count: the step schedule spans the run
     run("wsm", sources["project"], resumed, librispeech_samples, **no_dropout,
-        number_of_epochs=1)  # fmt: skip
+        optimizer_step_limit=4)  # fmt: skip
     shutil.rmtree(resumed / "finetuned")  # what a killed run would not have
     run("wsm", sources["project"], resumed, librispeech_samples, **no_dropout)
     log = (resumed / "train_log.txt").read_text()
@@ -181,3 +183,36 @@ def test_librilight_training_sets(sources, librispeech_samples, tmp_path):
     assert (out / "librilight-10min.csv").is_file()
     assert summary_wer(out / "wer_test-clean.txt") >= 0.0
     assert "10min" in (out / "results.md").read_text()
+
+
+def test_learning_overfits_sixteen_utterances(tmp_path):
+    """The learning test: a WSM block and the head, over a frozen 64-wide encoder
+    (random weights), overfit 16 fixed utterances within a step budget; the CER
+    is what the recipe writes in ``cer_<split>.txt``."""
+    from speechbrain_wsm.scoring import read_error_rates
+
+    spec = importlib.util.spec_from_file_location(
+        "mp3s_fixtures", Path(__file__).parents[1] / "samples/mp3s/mp3s_fixtures.py"
+    )
+    fixtures = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fixtures)
+    encoder = fixtures.make_project_encoder(tmp_path / "enc", d_model=64)
+    learning = Path(__file__).parents[1] / "samples" / "learning" / "LibriSpeech"
+    out = run(
+        "wsm",
+        encoder,
+        tmp_path / "learn",
+        learning,
+        train_set="train-learn",
+        dev_splits="[train-learn]",
+        test_splits="[train-learn]",
+        number_of_epochs=60,  # about 500 steps of 4 s batches
+        seconds_per_batch=4,
+        lr=0.005,
+        warmup=0.05,
+        hold=0.7,
+        head_dropout=0.0,
+        mixer_kwargs="{window_size: 8, dropout: 0.0}",
+        extra_decoders="[]",
+    )
+    assert read_error_rates(out)["train-learn"]["CER"] < 15.0

@@ -10,10 +10,11 @@
 The YAML's ``prepare_data`` writes ``<output_folder>/<split>.csv`` for every
 split; the probe trains on ``train_splits`` (model selection on
 ``dev_splits``), then every ``test_splits`` split is decoded with the best
-checkpoint into ``wer_<split>.txt``, and ``results.md`` sums them up. The
-encoder (:func:`speechbrain_wsm.models.ssl.load_ssl_encoder`) never trains;
-the probe and the layer weights have their own Adam optimisers and NewBob
-schedules. ``python -m speechbrain_wsm.evaluate <output_folder> --manifest
+checkpoint into ``wer_<split>.txt`` and ``cer_<split>.txt``, and
+``results.md`` sums them up. The encoder
+(:func:`speechbrain_wsm.models.ssl.load_ssl_encoder`) never trains; the probe
+and the layer weights have their own Adam optimisers on one warm-up / hold /
+decay schedule by step (the shared :class:`speechbrain_wsm.recipe.CTCBrain`). ``python -m speechbrain_wsm.evaluate <output_folder> --manifest
 X.csv`` scores the trained probe on any other manifest. See README.md.
 
 This script serves every MP3S CTC probe: the ContextNet, Common Voice and
@@ -30,83 +31,27 @@ from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from speechbrain_wsm.data.librispeech import merge_manifests
 from speechbrain_wsm.data.mp3s import add_audio_pipeline, prepare_tokenizer
-from speechbrain_wsm.evaluate import (
-    build_decoder,
-    evaluate_manifest,
-    recover_checkpoint,
-)
-from speechbrain_wsm.recipe import load_hparams, manifest_dataset
-from speechbrain_wsm.scoring import write_results_md
+from speechbrain_wsm.recipe import CTCBrain, load_hparams, manifest_dataset
 
 
-class CTCProbeBrain(sb.Brain):
-    """CTC training of a probe over a frozen encoder (two optimisers)."""
+class CTCProbeBrain(CTCBrain):
+    """CTC training of a probe over a frozen encoder (probe and layer weights)."""
 
-    def model(self):
-        """The probe model, unwrapped from DDP."""
-        return getattr(self.modules.asr_model, "module", self.modules.asr_model)
+    def parameter_groups(self):
+        model = self.model()
+        return {
+            "model": list(model.head.parameters()),
+            "weights": list(model.weighted_sum.parameters()),
+        }
 
     def compute_forward(self, batch, stage):
         batch = batch.to(self.device)
         wavs, wav_lens = batch.sig
         return self.modules.asr_model(wavs, wav_lens, ids=batch.id)
 
-    def compute_objectives(self, predictions, batch, stage):
-        log_probs, lens = predictions
-        tokens, token_lens = batch.tokens
-        loss = sb.nnet.losses.ctc_loss(
-            log_probs, tokens, lens, token_lens, blank_index=0
-        )
-        if stage != sb.Stage.TRAIN:
-            hyps = [h.split() for h in self.greedy(log_probs.detach(), lens)]
-            self.wer_metric.append(batch.id, hyps, [w.split() for w in batch.wrd])
-        return loss
-
-    def init_optimizers(self):
-        model = self.model()
-        self.model_optimizer = self.hparams.model_opt_class(model.head.parameters())
-        self.weights_optimizer = self.hparams.weights_opt_class(
-            model.weighted_sum.parameters()
-        )
-        self.optimizers_dict = {
-            "model_optimizer": self.model_optimizer,
-            "weights_optimizer": self.weights_optimizer,
-        }
-        if self.checkpointer is not None:
-            self.checkpointer.add_recoverable("model_optimizer", self.model_optimizer)
-            self.checkpointer.add_recoverable(
-                "weights_optimizer", self.weights_optimizer
-            )
-
-    def on_stage_start(self, stage, epoch=None):
-        if stage != sb.Stage.TRAIN:
-            self.wer_metric = self.hparams.error_rate_computer()
-
-    def on_stage_end(self, stage, stage_loss, epoch=None):
-        stats = {"loss": stage_loss}
-        if stage == sb.Stage.TRAIN:
-            self.train_stats = stats
-            return
-        stats["WER"] = self.wer_metric.summarize("error_rate")
-        if stage == sb.Stage.VALID:
-            lr_model, new_model = self.hparams.lr_annealing_model(stats["WER"])
-            lr_weights, new_weights = self.hparams.lr_annealing_weights(stats["WER"])
-            sb.nnet.schedulers.update_learning_rate(self.model_optimizer, new_model)
-            sb.nnet.schedulers.update_learning_rate(self.weights_optimizer, new_weights)
-            layer_weights = self.model().weighted_sum.layer_weights()
-            self.hparams.train_logger.log_stats(
-                stats_meta={
-                    "epoch": epoch,
-                    "lr_model": lr_model,
-                    "lr_weights": lr_weights,
-                    "layer_weights": [round(w, 3) for w in layer_weights.tolist()],
-                },
-                train_stats=self.train_stats,
-                valid_stats=stats,
-            )
-            self.checkpointer.save_and_keep_only(
-                meta={"WER": stats["WER"]}, min_keys=["WER"]
-            )
+    def epoch_meta(self):
+        weights = self.model().weighted_sum.layer_weights().tolist()
+        return {**super().epoch_meta(), "layer_weights": [round(w, 3) for w in weights]}
 
 
 def dataio_prepare(hparams, tokenizer):
@@ -167,7 +112,7 @@ def main(argv):
         run_opts=run_opts,
         checkpointer=hparams["checkpointer"],
     )
-    brain.greedy = build_decoder(tokenizer, "greedy")
+    brain.tokenizer = tokenizer
     loader = {
         "batch_size": hparams["batch_size"],
         "num_workers": hparams["num_workers"],
@@ -179,34 +124,22 @@ def main(argv):
         train_loader_kwargs=dict(loader, shuffle=hparams["sorting"] == "random"),
         valid_loader_kwargs=loader,
     )
-
     if not if_main_process():
         return
-    recover_checkpoint(hparams["checkpointer"], "best")
-    results = {}
-    for split in hparams["test_splits"]:
-        results[split] = evaluate_manifest(
-            brain.model(),
-            tokenizer,
-            split_csv(hparams, split),
-            os.path.join(hparams["output_folder"], f"wer_{split}.txt"),
-            decoder=hparams["decoder"],
-            beam_size=hparams["beam_size"],
-            kenlm_model_path=hparams["kenlm_model_path"],
-            lm_weight=hparams["lm_weight"],
-            word_bonus=hparams["word_bonus"],
-            sample_rate=hparams["sample_rate"],
-            batch_size=hparams["test_batch_size"],
-            device=brain.device,
-        )
-    weights = brain.model().weighted_sum.layer_weights().tolist()
-    write_results_md(
-        os.path.join(hparams["output_folder"], "results.md"),
-        {f"{hparams['experiment']} ({hparams['decoder']})": results},
-        title=f"MP3S {hparams['task']} probe: WER (%)",
-        note=f"Encoder: `{hparams['ssl_source']}`. Learned layer weights "
-        f"(input first): {', '.join(f'{w:.3f}' for w in weights)}.",
+    brain.score_test_sets(
+        {split: split_csv(hparams, split) for split in hparams["test_splits"]},
+        [hparams["decoder"]],
+        row_name=hparams["experiment"],
+        title=f"MP3S {hparams['task']} probe: CER and WER (%)",
     )
+    # the note names the best checkpoint's layer weights, loaded by now
+    weights = brain.model().weighted_sum.layer_weights().tolist()
+    results = os.path.join(hparams["output_folder"], "results.md")
+    with open(results, "a", encoding="utf-8") as f:
+        f.write(
+            f"\nEncoder: `{hparams['ssl_source']}`. Learned layer weights "
+            f"(input first): {', '.join(f'{w:.3f}' for w in weights)}.\n"
+        )
 
 
 if __name__ == "__main__":

@@ -1,34 +1,40 @@
-"""End-to-end demo on corpora built offline: pretrain, probe, fine-tune, evaluate.
+"""End-to-end demo on corpora built offline: models that learn to recognise speech.
 
 ``python -m speechbrain_wsm.demo`` (or ``make demo``) runs, with a line per
 stage:
 
 1. builds the synthetic multi-voice corpus and the real-speech corpus from
    Debian packages (:mod:`speechbrain_wsm.data`) and prepares their manifests;
-2. pretrains small wav2vec 2.0 models with MHSA, SM and WSM context encoders
-   on the unlabeled synthetic audio (the pretraining recipe);
-3. probes each frozen encoder with the MP3S BiLSTM + CTC probe on the labeled
-   synthetic ``1h``-style set;
-4. selectively fine-tunes the MHSA-pretrained model: WSM blocks replacing its
-   top layers, next to the top-N MHSA and full fine-tuning baselines, on the
-   synthetic ``10min`` and ``1h`` sets and on the real ~10-minute set;
-5. scores WER on the synthetic test set (unseen voices) and on the held-out
-   real-speech test set;
-6. writes ``results.md`` (WER per test set, trainable parameters, step time
-   and peak memory per variant) and PNG plots (loss curves; time and memory
-   against length from the layer benchmark).
+2. benchmarks one mixer layer (time and memory against length);
+3. trains the from-scratch CTC recipe with MHSA (relative positions), SM and
+   WSM Conformers on the labeled synthetic training set, at equal steps;
+4. pretrains wav2vec 2.0 with MHSA, SM and WSM context encoders on all the
+   (unlabeled) synthetic training audio;
+5. probes each frozen encoder with the MP3S BiLSTM + CTC probe;
+6. on the Libri-light style ``10min`` and ``1h`` folds: selective fine-tuning
+   of the MHSA-pretrained model (WSM blocks in place of its top 2 attention
+   layers), top-2 MHSA and full fine-tuning, next to the from-scratch recipe
+   trained on the same fold;
+7. sweeps the WSM window of selective fine-tuning on ``10min`` with
+   ``python -m speechbrain_wsm.sweep``;
+8. transcribes a real-speech file with the best model;
+9. writes ``results.md`` (CER and WER on the synthetic test set, unseen
+   voices, and on the real-speech test set; step time, peak memory and
+   trainable parameters; whether each target of the demo was met) and PNG
+   plots.
 
 Every recipe runs as a user runs it (``python train.py hparams/X.yaml
---key=value``, from its folder). Finished stages are skipped on a rerun, and a
-stage interrupted by Ctrl-C resumes from the recipe's last checkpoint.
-``--quick`` shrinks everything to a CI-sized run of a few minutes; the
-default sizes take about half an hour on a 2-core CPU; ``--device cuda
---scale 4`` trains longer on a GPU.
+--key=value``, from its folder); the runs of one stage run side by side, one
+CPU thread each. Finished stages are skipped on a rerun, and a stage
+interrupted by Ctrl-C resumes from the recipes' last checkpoints. ``--quick``
+shrinks everything to a CI-sized run of a few minutes; ``--device cuda
+--scale 4`` trains four times longer on a GPU.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import shutil
 import sys
@@ -38,39 +44,49 @@ from speechbrain_wsm.pipeline import (
     Stage,
     StageFailed,
     read_train_log,
-    run_recipe,
+    run_recipes,
     run_stages,
 )
+from speechbrain_wsm.scoring import read_error_rates
 
 ROOT = Path(__file__).resolve().parents[1]
+SCRATCH = ROOT / "recipes/LibriSpeech/ASR/CTC"
 PRETRAIN = ROOT / "recipes/LibriSpeech/self-supervised-learning/wav2vec2"
 PROBE = ROOT / "recipes/MP3S/LibriSpeech/LSTM"
 FINETUNE = ROOT / "recipes/LibriSpeech/ASR/selective-finetuning"
 MIXERS = ("mhsa", "sm", "wsm")
 FT_MODES = ("wsm", "mhsa_top", "full")
+FOLDS = ("10min", "1h")
+TEST_SETS = ("test-synth", "test-real")
 
 # Sizes: (quick, default). Epoch counts are multiplied by --scale.
 SIZES = {
-    "synthetic_hours": (0.15, 0.4),
-    "eval_minutes": (1.5, 3.0),
-    "d_model": (32, 96),
+    "synthetic_hours": (0.15, 1.0),
+    "eval_minutes": (1.5, 4.0),
+    "d_model": (32, 144),
     "num_layers": (2, 4),
     "nhead": (2, 4),
-    "d_ffn": (64, 192),
+    "d_ffn": (64, 576),
+    "kernel_size": (7, 15),
+    "window_size": (8, 16),
+    "scratch_epochs": (2, 10),
+    "scratch_batch": (40, 120),  # seconds of audio per batch
     "extractor_dim": (32, 96),
     "final_dim": (32, 64),
-    "pretrain_epochs": (1, 6),
-    "probe_epochs": (2, 8),
+    "pretrain_epochs": (1, 2),
+    "probe_epochs": (2, 15),
     "probe_lstm": (32, 128),
-    "finetune_epochs": (3, 12),
-    "window_size": (8, 16),
+    # about 3 h of audio per fine-tuning run on either fold
+    "finetune_epochs_10min": (3, 40),
+    "finetune_epochs_1h": (2, 8),
+    "sweep_windows": ([4, 16], [4, 16, 64]),
     "bench_lengths": ([2, 5], [5, 10, 20, 40, 60]),
 }
 
 
 def sizes(quick: bool, scale: float) -> dict:
     s = {k: v[0] if quick else v[1] for k, v in SIZES.items()}
-    for k in ("pretrain_epochs", "probe_epochs", "finetune_epochs"):
+    for k in [k for k in s if "epochs" in k]:
         s[k] = max(1, round(s[k] * scale))
     return s
 
@@ -125,11 +141,7 @@ class Demo:
             str(syn / "librispeech_finetuning"), m, progress=False
         )
         prepare_librispeech(
-            str(real / "LibriSpeech"),
-            m,
-            tr_splits=["train-real-10min"],
-            te_splits=["test-real"],
-            progress=False,
+            str(real / "LibriSpeech"), m, te_splits=["test-real"], progress=False
         )
         return {
             name: _hours(self.manifests / f"{name}.csv")
@@ -139,7 +151,6 @@ class Demo:
                 "librilight-1h",
                 "dev-synth",
                 "test-synth",
-                "train-real-10min",
                 "test-real",
             )
         }
@@ -161,103 +172,188 @@ class Demo:
         layers.main(argv)
 
     # -- recipes ----------------------------------------------------------------
-    def encoder_overrides(self) -> dict:
-        s = self.s
-        return {k: s[k] for k in ("d_model", "num_layers", "nhead", "d_ffn")}
+    def _job(self, recipe: Path, yaml: str, out: Path, overrides: dict, log: str):
+        return {
+            "script": recipe / "train.py",
+            "hparams": recipe / "hparams" / yaml,
+            "overrides": {"output_folder": out, "num_workers": 0, **overrides},
+            "log": self.logs / f"{log}.log",
+            "run_opts": self.run_opts,
+        }
 
-    def pretrain(self, mixer: str):
-        out = self.work / "pretrain" / mixer
+    def _run(self, jobs) -> None:
+        run_recipes(jobs, threads=None if self.args.device == "cpu" else 1)
+
+    def _encoder(self) -> dict:
+        return {k: self.s[k] for k in ("d_model", "num_layers", "nhead", "d_ffn")}
+
+    def scratch_job(self, mixer: str, train: str, out: Path):
+        """The from-scratch CTC recipe on ``train`` (a split or fold name)."""
         overrides = {
-            "output_folder": out,
             "data_folder": self.corpora / "synthetic" / "LibriSpeech",
             "skip_prep": True,
-            "train_csv": self.manifests / "train-synth.csv",
-            "valid_csv": self.manifests / "dev-synth.csv",
-            "number_of_epochs": self.s["pretrain_epochs"],
-            "extractor_dim": self.s["extractor_dim"],
-            "final_dim": self.s["final_dim"],
-            "seconds_per_batch": 60,
-            "grad_accumulation_factor": 1,
-            "warmup": 20,
-            "cooldown": 1000,
-            "num_negatives": 20,
-            "num_workers": 0,
-            "layerdrop": 0.0,
-            **self.encoder_overrides(),
+            "manifest_folder": self.manifests,
+            "train_splits": [train],
+            "dev_splits": ["dev-synth"],
+            "test_splits": list(TEST_SETS),
+            "number_of_epochs": self.s["scratch_epochs"],
+            "seconds_per_batch": self.s["scratch_batch"],
+            "kernel_size": self.s["kernel_size"],
+            "cnn_channels": [32, 32],
+            "spec_augment": False,
+            "lr": 0.001,
+            "hold": 0.6,
+            **self._encoder(),
         }
         if mixer == "wsm":
             overrides["window_size"] = self.s["window_size"]
-        run_recipe(
-            PRETRAIN / "train.py",
-            PRETRAIN / f"hparams/wav2vec2_{mixer}.yaml",
-            overrides,
-            self.logs / f"pretrain_{mixer}.log",
-            self.run_opts,
+        return self._job(
+            SCRATCH, f"conformer_{mixer}.yaml", out, overrides, f"scratch_{out.name}"
         )
-        return {"losses": read_train_log(out / "train_log.txt")}
 
-    def probe(self, mixer: str):
-        out = self.work / "probe" / mixer
-        self._stage_manifests(
-            out, ["librilight-1h", "dev-synth", "test-synth", "test-real"]
-        )
-        overrides = {
-            "output_folder": out,
-            "ssl_source": self.work / "pretrain" / mixer,
+    def scratch(self):
+        out = self.work / "scratch"
+        self._run([self.scratch_job(m, "train-synth", out / m) for m in MIXERS])
+        return {m: _run_facts(out / m) for m in MIXERS}
+
+    def pretrain(self):
+        jobs = []
+        for mixer in MIXERS:
+            overrides = {
+                "data_folder": self.corpora / "synthetic" / "LibriSpeech",
+                "skip_prep": True,
+                "train_csv": self.manifests / "train-synth.csv",
+                "valid_csv": self.manifests / "dev-synth.csv",
+                "number_of_epochs": self.s["pretrain_epochs"],
+                "extractor_dim": self.s["extractor_dim"],
+                "final_dim": self.s["final_dim"],
+                "seconds_per_batch": 60,
+                "grad_accumulation_factor": 1,
+                "warmup": 20,
+                "cooldown": 1000,
+                "num_negatives": 20,
+                "layerdrop": 0.0,
+                **self._encoder(),
+            }
+            if mixer == "wsm":
+                overrides["window_size"] = self.s["window_size"]
+            out = self.work / "pretrain" / mixer
+            jobs.append(
+                self._job(
+                    PRETRAIN,
+                    f"wav2vec2_{mixer}.yaml",
+                    out,
+                    overrides,
+                    f"pretrain_{mixer}",
+                )
+            )
+        self._run(jobs)
+        return {
+            m: {"losses": read_train_log(self.work / "pretrain" / m / "train_log.txt")}
+            for m in MIXERS
+        }
+
+    def probe(self):
+        jobs = []
+        for mixer in MIXERS:
+            out = self.work / "probe" / mixer
+            self._stage_manifests(out, ["librilight-1h", "dev-synth", *TEST_SETS])
+            overrides = {
+                "ssl_source": self.work / "pretrain" / mixer,
+                "data_folder": self.corpora / "synthetic" / "LibriSpeech",
+                "skip_prep": True,
+                "train_splits": ["librilight-1h"],
+                "dev_splits": ["dev-synth"],
+                "test_splits": list(TEST_SETS),
+                "number_of_epochs": self.s["probe_epochs"],
+                "lstm_size": self.s["probe_lstm"],
+                "lstm_layers": 1,
+                "layer_norm": True,
+                "lr": 0.003,
+                "hold": 0.6,
+                "batch_size": 8,
+                "feature_cache_dir": out / "features",
+            }
+            jobs.append(self._job(PROBE, "ssl.yaml", out, overrides, f"probe_{mixer}"))
+        self._run(jobs)
+        return {m: _run_facts(self.work / "probe" / m) for m in MIXERS}
+
+    def finetune_overrides(self, fold: str) -> dict:
+        return {
+            "ssl_source": self.work / "pretrain" / "mhsa",
             "data_folder": self.corpora / "synthetic" / "LibriSpeech",
             "skip_prep": True,
-            "train_splits": ["librilight-1h"],
+            "manifest_folder": self.manifests,
+            "train_set": fold,
             "dev_splits": ["dev-synth"],
-            "test_splits": ["test-synth", "test-real"],
-            "number_of_epochs": self.s["probe_epochs"],
-            "lstm_size": self.s["probe_lstm"],
-            "lr": 0.002,
-            "batch_size": 8,
-            "num_workers": 0,
-            "feature_cache_dir": out / "features",
-        }
-        run_recipe(
-            PROBE / "train.py",
-            PROBE / "hparams/ssl.yaml",
-            overrides,
-            self.logs / f"probe_{mixer}.log",
-            self.run_opts,
-        )
-        return {"losses": read_train_log(out / "train_log.txt"), "wer": _wers(out)}
-
-    def finetune(self, mode: str, train_set: str):
-        out = self.work / "finetune" / f"{mode}_{train_set}"
-        real = train_set == "train-real-10min"
-        name = {"10min": "librilight-10min", "1h": "librilight-1h"}.get(
-            train_set, train_set
-        )
-        self._stage_manifests(out, [name, "dev-synth", "test-synth", "test-real"])
-        overrides = {
-            "output_folder": out,
-            "ssl_source": self.work / "pretrain" / "mhsa",
-            "data_folder": self.corpora
-            / ("real" if real else "synthetic")
-            / "LibriSpeech",
-            "skip_prep": True,
-            "train_set": train_set,
-            "dev_splits": ["dev-synth"],
-            "test_splits": ["test-synth", "test-real"],
-            "number_of_epochs": self.s["finetune_epochs"],
+            "test_splits": list(TEST_SETS),
+            "number_of_epochs": self.s[f"finetune_epochs_{fold}"],
             "num_replaced_layers": min(2, self.s["num_layers"]),
+            "window_size": self.s["window_size"],
             "seconds_per_batch": 60,
-            "num_workers": 0,
+            "lr": 0.002,
+            "lr_pretrained": 0.0005,  # full fine-tuning; mhsa_top uses lr
+            "hold": 0.6,
             "extra_decoders": [],  # greedy only: the Python beam search is slow
         }
-        if mode == "wsm":
-            overrides["window_size"] = self.s["window_size"]
-        run_recipe(
-            FINETUNE / "train.py",
-            FINETUNE / f"hparams/{mode}.yaml",
-            overrides,
-            self.logs / f"finetune_{mode}_{train_set}.log",
-            self.run_opts,
+
+    def low_resource(self, fold: str):
+        """Selective / top-2 MHSA / full fine-tuning and from scratch, on one fold."""
+        jobs, outs = [], {}
+        for mode in FT_MODES:
+            out = outs[mode] = self.work / "finetune" / f"{mode}_{fold}"
+            jobs.append(
+                self._job(
+                    FINETUNE,
+                    f"{mode}.yaml",
+                    out,
+                    self.finetune_overrides(fold),
+                    f"finetune_{mode}_{fold}",
+                )
+            )
+        out = outs["scratch"] = self.work / "finetune" / f"scratch_{fold}"
+        jobs.append(self.scratch_job("wsm", fold, out))
+        self._run(jobs)
+        return {name: _run_facts(path) for name, path in outs.items()}
+
+    def sweep(self):
+        from speechbrain_wsm.sweep import run_sweep
+
+        folder = self.work / "sweep"
+        overrides = self.finetune_overrides("10min")
+        del overrides["window_size"]
+        result = run_sweep(
+            FINETUNE,
+            "hparams/wsm.yaml",
+            "window_size",
+            self.s["sweep_windows"],
+            overrides={**overrides, "num_workers": 0},
+            sweep_folder=folder,
+            run_opts=self.run_opts,
         )
-        return {"losses": read_train_log(out / "train_log.txt"), "wer": _wers(out)}
+        if result["failed"]:
+            raise StageFailed(f"sweep runs failed: {result['failed']}")
+        return {"sweep_md": str(folder / "sweep.md")}
+
+    def transcribe(self, facts: dict):
+        """The best model on test-synth transcribes one real-speech file."""
+        from speechbrain_wsm.transcribe import Transcriber
+
+        runs = _all_runs(facts)
+        name, run = min(
+            runs.items(),
+            key=lambda kv: kv[1]["rates"].get("test-synth", {}).get("CER", 1e9),
+        )
+        with open(self.manifests / "test-real.csv", newline="") as f:
+            rows = sorted(csv.DictReader(f), key=lambda r: -len(r["wrd"].split()))
+        row = rows[len(rows) // 4]  # a sentence, not a single word
+        model = Transcriber.from_run(run["folder"], device=self.args.device)
+        return {
+            "model": name,
+            "file": row["wav"],
+            "reference": row["wrd"],
+            "hypothesis": model.transcribe_file(row["wav"]),
+        }
 
     def finetune_costs(self):
         from speechbrain_wsm.bench import finetune
@@ -270,6 +366,7 @@ class Demo:
 
     # -- the whole run ----------------------------------------------------------
     def stages(self) -> list[Stage]:
+        w = self.work
         st = [
             Stage(
                 "corpus: synthetic",
@@ -282,68 +379,76 @@ class Demo:
                 [self.corpora / "real" / "LibriSpeech"],
             ),
             Stage("manifests", self.prepare, [self.manifests / "test-real.csv"]),
+            Stage("benchmark: layers", self.bench, [w / "bench" / "layers_cpu.png"]),
             Stage(
-                "benchmark: layers",
-                self.bench,
-                [self.work / "bench" / "layers_cpu.png"],
+                "from scratch: mhsa, sm, wsm",
+                self.scratch,
+                [w / "scratch" / m / "results.md" for m in MIXERS],
+            ),
+            Stage(
+                "pretrain: mhsa, sm, wsm",
+                self.pretrain,
+                [w / "pretrain" / m / "hyperparams.yaml" for m in MIXERS],
+            ),
+            Stage(
+                "probe: mhsa, sm, wsm",
+                self.probe,
+                [w / "probe" / m / "results.md" for m in MIXERS],
             ),
         ]
-        for mixer in MIXERS:
+        for fold in FOLDS:
+            names = [f"{m}_{fold}" for m in (*FT_MODES, "scratch")]
             st.append(
                 Stage(
-                    f"pretrain: {mixer}",
-                    lambda m=mixer: self.pretrain(m),
-                    [self.work / "pretrain" / mixer / "hyperparams.yaml"],
+                    f"low-resource: {fold}",
+                    lambda f=fold: self.low_resource(f),
+                    [w / "finetune" / n / "results.md" for n in names],
                 )
             )
-        for mixer in MIXERS:
-            st.append(
-                Stage(
-                    f"probe: {mixer}",
-                    lambda m=mixer: self.probe(m),
-                    [self.work / "probe" / mixer / "results.md"],
-                )
-            )
-        train_sets = (
-            ["1h", "train-real-10min"]
-            if self.args.quick
-            else ["10min", "1h", "train-real-10min"]
-        )
-        for train_set in train_sets:
-            for mode in FT_MODES:
-                out = self.work / "finetune" / f"{mode}_{train_set}"
-                st.append(
-                    Stage(
-                        f"finetune: {mode} on {train_set}",
-                        lambda m=mode, t=train_set: self.finetune(m, t),
-                        [out / "results.md"],
-                    )
-                )
-        st.append(
+        st += [
+            Stage("sweep: wsm window", self.sweep, [w / "sweep" / "sweep.md"]),
             Stage(
                 "benchmark: fine-tuning costs",
                 self.finetune_costs,
-                [self.work / "bench" / "finetune_cpu.json"],
-            )
-        )
+                [w / "bench" / "finetune_cpu.json"],
+            ),
+        ]
         return st
 
 
 def _hours(csv_path: Path) -> float:
-    import csv
-
     with open(csv_path, newline="") as f:
         return round(sum(float(r["duration"]) for r in csv.DictReader(f)) / 3600, 3)
 
 
-def _wers(out: Path) -> dict:
-    """``{split: WER}`` from a recipe's ``wer_<split>.txt`` files."""
-    wers = {}
-    for path in sorted(out.glob("wer_*.txt")):
-        first = path.read_text().split("\n", 1)[0].split()
-        if first and first[0] == "%WER":
-            wers[path.stem[4:]] = float(first[1])
-    return wers
+def _run_facts(out: Path) -> dict:
+    """What the report needs of one CTC run: rates, cost, losses, parameters."""
+    cost_file = out / "train_cost.json"
+    return {
+        "folder": str(out),
+        "rates": read_error_rates(out),
+        "cost": json.loads(cost_file.read_text()) if cost_file.exists() else {},
+        "losses": read_train_log(out / "train_log.txt"),
+        "note": _results_note(out),
+    }
+
+
+def _results_note(out: Path) -> str:
+    """The last line of a run's ``results.md`` (its parameter counts)."""
+    path = out / "results.md"
+    lines = path.read_text().strip().splitlines() if path.exists() else []
+    return lines[-1] if lines and not lines[-1].startswith("|") else ""
+
+
+def _all_runs(facts: dict) -> dict[str, dict]:
+    """``{label: run facts}`` of every CTC run the demo made."""
+    return {
+        f"{stage.split(':')[0]}: {name}": run
+        for stage, info in facts.items()
+        if isinstance(info, dict)
+        for name, run in info.items()
+        if isinstance(run, dict) and "rates" in run
+    }
 
 
 def parse_args(argv=None):
@@ -368,6 +473,7 @@ def main(argv=None) -> int:
     demo = Demo(args)
     try:
         facts = run_stages(demo.stages(), demo.work, redo=args.redo)
+        facts["transcription"] = demo.transcribe(facts)
     except StageFailed as e:
         print(f"\nstage failed: {e}", file=sys.stderr)
         print(

@@ -5,8 +5,8 @@ supervised comparison in miniature: log mel filterbanks (SpeechBrain's
 ``Fbank``), per-utterance mean and variance normalisation over the valid
 frames, SpecAugment-style time and frequency masking in training,
 convolutional subsampling (SpeechBrain's ``ConvolutionFrontEnd``, the front
-end of its Conformer recipes: two stride-2 blocks, 4x fewer frames, 40 ms per
-frame), a linear projection to ``d_model``, any :class:`MixerEncoder`
+end of its Conformer recipes: two blocks, stride 2 each by default, 4x fewer
+frames, 40 ms per frame), a linear projection to ``d_model``, any :class:`MixerEncoder`
 (the mixer is a YAML choice), and a linear CTC head.
 
 The module follows the evaluation contract of
@@ -48,6 +48,11 @@ class FbankCTC(nn.Module):
         Waveform rate.
     cnn_channels : tuple of int
         Channels of the two subsampling blocks.
+    cnn_strides : tuple of int
+        Strides of the two blocks, over time and mel channels: ``(2, 2)``, 4x
+        subsampling (40 ms frames), SpeechBrain's Conformer default; ``(2, 1)``
+        keeps 20 ms frames, which character CTC needs on fast speech (at
+        40 ms, 15 characters a second fill 60 % of the frames).
     spec_augment : bool
         Mask up to ``freq_masks`` bands of at most ``freq_mask_width`` mel
         channels and up to ``time_masks`` spans of at most
@@ -75,6 +80,7 @@ class FbankCTC(nn.Module):
         n_mels: int = 80,
         sample_rate: int = 16000,
         cnn_channels: tuple[int, int] = (64, 32),
+        cnn_strides: tuple[int, int] = (2, 2),
         spec_augment: bool = True,
         freq_masks: int = 2,
         freq_mask_width: int = 15,
@@ -98,10 +104,12 @@ class FbankCTC(nn.Module):
             num_layers_per_block=1,
             out_channels=tuple(cnn_channels),
             kernel_sizes=(3, 3),
-            strides=(2, 2),
+            strides=tuple(cnn_strides),
             residuals=(False, False),
         )
-        sub_freq = math.ceil(math.ceil(n_mels / 2) / 2)  # two "same" stride-2 convs
+        sub_freq = n_mels  # "same" convolutions: each stride divides, rounding up
+        for stride in cnn_strides:
+            sub_freq = math.ceil(sub_freq / stride)
         self.projection = nn.Linear(cnn_channels[-1] * sub_freq, d_model)
         self.encoder = encoder
         self.dropout = nn.Dropout(dropout)

@@ -53,15 +53,20 @@ LIBRISPEECH_UNITS = ["<blank>", "<unk>", "<space>", "'"] + [
 
 
 def split_csv(hparams: dict, split: str) -> str:
-    """The manifest prepared for a LibriSpeech split or Libri-light fold.
+    """The manifest of a LibriSpeech split or Libri-light fold, in ``manifest_folder``.
+
+    ``manifest_folder`` (default: the run's ``output_folder``) is where the
+    preparation writes one manifest per split; runs that share it (a sweep,
+    the demo) prepare the data once.
 
     Example
     -------
-    >>> split_csv({"output_folder": "out"}, "1h"), split_csv({"output_folder": "out"}, "dev-clean")
-    ('out/librilight-1h.csv', 'out/dev-clean.csv')
+    >>> split_csv({"manifest_folder": "m"}, "1h"), split_csv({"output_folder": "o"}, "dev-clean")
+    ('m/librilight-1h.csv', 'o/dev-clean.csv')
     """
     name = f"librilight-{split}" if split in LIBRILIGHT_SETS else split
-    return os.path.join(hparams["output_folder"], f"{name}.csv")
+    folder = hparams.get("manifest_folder") or hparams["output_folder"]
+    return os.path.join(folder, f"{name}.csv")
 
 
 def scoring_manifests(hparams: dict) -> dict[str, str]:
@@ -72,9 +77,10 @@ def scoring_manifests(hparams: dict) -> dict[str, str]:
 def prepare_asr_data(hparams: dict) -> None:
     """Split manifests, the merged training and validation manifests, the units.
 
-    With ``skip_prep`` the split manifests must exist in ``output_folder``
-    already (the demo and tests stage them there).
+    With ``skip_prep`` the split manifests must exist in ``manifest_folder``
+    already.
     """
+    folder = hparams.get("manifest_folder") or hparams["output_folder"]
     train = list(hparams["train_splits"])
     folds = [s for s in train if s in LIBRILIGHT_SETS]
     if not hparams["skip_prep"]:
@@ -84,12 +90,10 @@ def prepare_asr_data(hparams: dict) -> None:
                     f"train_splits {folds} are Libri-light folds: pass "
                     "--librilight_folder=<the extracted librispeech_finetuning folder>"
                 )
-            prepare_librilight_limited(
-                hparams["librilight_folder"], hparams["output_folder"]
-            )
+            prepare_librilight_limited(hparams["librilight_folder"], folder)
         prepare_librispeech(
             hparams["data_folder"],
-            hparams["output_folder"],
+            folder,
             tr_splits=[s for s in train if s not in LIBRILIGHT_SETS],
             dev_splits=hparams["dev_splits"],
             te_splits=hparams["test_splits"],

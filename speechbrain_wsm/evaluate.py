@@ -408,7 +408,8 @@ def _parse(argv: Sequence[str]):
     parser.add_argument(
         "--checkpoint",
         default="best",
-        help="best (lowest valid WER), latest, or a CKPT+ folder",
+        help="best (lowest validation CER; WER in runs from before CER), latest, "
+        "or a CKPT+ folder",
     )
     parser.add_argument("--output_folder", help="where wer_<name>.txt goes")
     parser.add_argument("--data_folder", help="replaces $data_root in manifests")

@@ -2,7 +2,7 @@
 
 - :mod:`.experiment`: :func:`load_hparams` (command line, DDP, strict YAML),
   :func:`prepare_librispeech_manifests`
-- :mod:`.dataio`: :func:`manifest_dataset`, :func:`add_audio_pipeline`,
+- :mod:`.dataio`: :func:`manifest_dataset`, :func:`add_audio_pipeline`, :func:`add_token_pipeline`,
   :func:`dynamic_batch_sampler`, :class:`SpanMaskCollate`
 - :mod:`.ctc`: :class:`CTCBrain`, the Brain of every CTC recipe
 - :mod:`.asr`: the LibriSpeech / Libri-light data side of the ASR recipes
@@ -15,6 +15,7 @@ from .ctc import CTCBrain
 from .dataio import (
     SpanMaskCollate,
     add_audio_pipeline,
+    add_token_pipeline,
     dynamic_batch_sampler,
     manifest_dataset,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "TriStageSchedule",
     "SpanMaskCollate",
     "add_audio_pipeline",
+    "add_token_pipeline",
     "dynamic_batch_sampler",
     "load_hparams",
     "manifest_dataset",

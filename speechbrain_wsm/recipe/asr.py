@@ -8,12 +8,9 @@ splits such as ``train-clean-100`` from ``data_folder``; merged into
 ``max_duration``, ``seconds_per_batch``, ``num_buckets``, ``num_workers``,
 ``test_batch_size``, ``seed``. A recipe's ``main`` is then::
 
-    run_on_main(prepare_asr_data, args=[hparams])
-    tokenizer = load_tokenizer(hparams["tokenizer_file"])
-    train, valid = asr_datasets(hparams, tokenizer)
-    brain = CTCBrain(...); brain.tokenizer = tokenizer
-    fit_ctc(brain, hparams, train, valid)
-    brain.score_test_sets(scoring_manifests(hparams), ...)
+    brain, hparams = train_asr(argv, brain_class)  # prepare, train
+    if if_main_process():
+        brain.score_test_sets(scoring_manifests(hparams), ...)
 """
 
 from __future__ import annotations
@@ -21,19 +18,22 @@ from __future__ import annotations
 import os
 
 import speechbrain as sb
-import torch
+from speechbrain.utils.distributed import run_on_main
 
 from speechbrain_wsm.data.librispeech import (
     merge_manifests,
     prepare_librilight_limited,
     prepare_librispeech,
 )
-from speechbrain_wsm.data.tokenizers import CharTokenizer
+from speechbrain_wsm.data.tokenizers import CharTokenizer, load_tokenizer
+from speechbrain_wsm.recipe.ctc import CTCBrain
 from speechbrain_wsm.recipe.dataio import (
     add_audio_pipeline,
+    add_token_pipeline,
     dynamic_batch_sampler,
     manifest_dataset,
 )
+from speechbrain_wsm.recipe.experiment import load_hparams
 
 __all__ = [
     "LIBRILIGHT_SETS",
@@ -43,6 +43,7 @@ __all__ = [
     "prepare_asr_data",
     "split_csv",
     "scoring_manifests",
+    "train_asr",
 ]
 
 LIBRILIGHT_SETS = ("10min", "1h", "10h")
@@ -116,13 +117,7 @@ def asr_datasets(hparams: dict, tokenizer):
         max_duration=hparams["max_duration"],
     )
     valid = manifest_dataset(hparams["valid_csv"], sort="descending")
-
-    @sb.utils.data_pipeline.takes("wrd")
-    @sb.utils.data_pipeline.provides("tokens")
-    def text(wrd):
-        return torch.LongTensor(tokenizer.encode(wrd))
-
-    sb.dataio.dataset.add_dynamic_item([train, valid], text)
+    add_token_pipeline([train, valid], tokenizer)
     add_audio_pipeline([train, valid], ["id", "sig", "wrd", "tokens"])
     return train, valid
 
@@ -152,3 +147,34 @@ def fit_ctc(brain, hparams: dict, train, valid) -> None:
             "num_workers": hparams["num_workers"],
         },
     )
+
+
+def train_asr(argv, brain_class: type[CTCBrain] = CTCBrain):
+    """A LibriSpeech CTC recipe up to the end of training.
+
+    Parses the command line (:func:`~speechbrain_wsm.recipe.load_hparams`),
+    creates the experiment folder, prepares the data on the main process,
+    builds ``brain_class`` around the YAML's ``asr_model`` and
+    ``checkpointer`` and trains it (resuming from the last checkpoint).
+
+    Returns
+    -------
+    brain : CTCBrain
+        The trained Brain, its ``tokenizer`` set.
+    hparams : dict
+        The loaded hyperparameters.
+    """
+    hparams, run_opts, hparams_file, overrides = load_hparams(argv)
+    sb.create_experiment_directory(hparams["output_folder"], hparams_file, overrides)
+    run_on_main(prepare_asr_data, args=[hparams])
+    tokenizer = load_tokenizer(hparams["tokenizer_file"])
+    train, valid = asr_datasets(hparams, tokenizer)
+    brain = brain_class(
+        modules={"asr_model": hparams["asr_model"]},
+        hparams=hparams,
+        run_opts=run_opts,
+        checkpointer=hparams["checkpointer"],
+    )
+    brain.tokenizer = tokenizer
+    fit_ctc(brain, hparams, train, valid)
+    return brain, hparams

@@ -23,19 +23,21 @@ validation, ``python -m speechbrain_wsm.evaluate`` and
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 from speechbrain.dataio.dataset import DynamicItemDataset
 from speechbrain.dataio.sampler import DynamicBatchSampler
 from speechbrain.lobes.models.wav2vec import w2v_mask_collate_fn
+from speechbrain.utils.data_pipeline import provides, takes
 
 from speechbrain_wsm.data.audio import add_audio_pipeline, load_audio
 
 __all__ = [
     "SpanMaskCollate",
     "add_audio_pipeline",
+    "add_token_pipeline",
     "dynamic_batch_sampler",
     "load_audio",
     "manifest_dataset",
@@ -102,6 +104,28 @@ def manifest_dataset(
             f"{max_duration} s"
         )
     return dataset
+
+
+def add_token_pipeline(datasets: Sequence[DynamicItemDataset], tokenizer) -> None:
+    """Add ``tokens`` (the ``wrd`` transcript encoded by ``tokenizer``) for CTC.
+
+    Example
+    -------
+    >>> from speechbrain_wsm.data.tokenizers import CharTokenizer
+    >>> ds = DynamicItemDataset({"u": {"wrd": "AB A"}})
+    >>> add_token_pipeline([ds], CharTokenizer.from_texts(["AB"]))
+    >>> ds.set_output_keys(["tokens"])
+    >>> ds[0]["tokens"].tolist() == CharTokenizer.from_texts(["AB"]).encode("AB A")
+    True
+    """
+
+    @takes("wrd")
+    @provides("tokens")
+    def text(wrd):
+        return torch.LongTensor(tokenizer.encode(wrd))
+
+    for dataset in datasets:
+        dataset.add_dynamic_item(text)
 
 
 def dynamic_batch_sampler(

@@ -21,35 +21,14 @@ again with the same command resumes from its last checkpoint. See README.md.
 
 import sys
 
-import speechbrain as sb
-from speechbrain.utils.distributed import if_main_process, run_on_main
+from speechbrain.utils.distributed import if_main_process
 
-from speechbrain_wsm.data.tokenizers import load_tokenizer
 from speechbrain_wsm.models.surgery import count_parameters
-from speechbrain_wsm.recipe import CTCBrain, load_hparams
-from speechbrain_wsm.recipe.asr import (
-    asr_datasets,
-    fit_ctc,
-    prepare_asr_data,
-    scoring_manifests,
-)
+from speechbrain_wsm.recipe.asr import scoring_manifests, train_asr
 
 
 def main(argv):
-    hparams, run_opts, hparams_file, overrides = load_hparams(argv)
-    sb.create_experiment_directory(hparams["output_folder"], hparams_file, overrides)
-    run_on_main(prepare_asr_data, args=[hparams])
-    tokenizer = load_tokenizer(hparams["tokenizer_file"])
-    train, valid = asr_datasets(hparams, tokenizer)
-
-    brain = CTCBrain(
-        modules={"asr_model": hparams["asr_model"]},
-        hparams=hparams,
-        run_opts=run_opts,
-        checkpointer=hparams["checkpointer"],
-    )
-    brain.tokenizer = tokenizer
-    fit_ctc(brain, hparams, train, valid)
+    brain, hparams = train_asr(argv)
     if if_main_process():
         params = count_parameters(brain.model()) / 1e6
         brain.score_test_sets(

@@ -35,19 +35,12 @@ resumes from its last checkpoint (end of epoch, or every
 import os
 import sys
 
-import speechbrain as sb
-from speechbrain.utils.distributed import if_main_process, run_on_main
+from speechbrain.utils.distributed import if_main_process
 
-from speechbrain_wsm.data.tokenizers import load_tokenizer
 from speechbrain_wsm.models.finetuning import save_finetuned
 from speechbrain_wsm.models.surgery import count_parameters
-from speechbrain_wsm.recipe import CTCBrain, load_hparams
-from speechbrain_wsm.recipe.asr import (
-    asr_datasets,
-    fit_ctc,
-    prepare_asr_data,
-    scoring_manifests,
-)
+from speechbrain_wsm.recipe import CTCBrain
+from speechbrain_wsm.recipe.asr import scoring_manifests, train_asr
 
 
 class FinetuneBrain(CTCBrain):
@@ -64,20 +57,7 @@ class FinetuneBrain(CTCBrain):
 
 
 def main(argv):
-    hparams, run_opts, hparams_file, overrides = load_hparams(argv)
-    sb.create_experiment_directory(hparams["output_folder"], hparams_file, overrides)
-    run_on_main(prepare_asr_data, args=[hparams])
-    tokenizer = load_tokenizer(hparams["tokenizer_file"])
-    train, valid = asr_datasets(hparams, tokenizer)
-
-    brain = FinetuneBrain(
-        modules={"asr_model": hparams["asr_model"]},
-        hparams=hparams,
-        run_opts=run_opts,
-        checkpointer=hparams["checkpointer"],
-    )
-    brain.tokenizer = tokenizer
-    fit_ctc(brain, hparams, train, valid)
+    brain, hparams = train_asr(argv, FinetuneBrain)
     if not if_main_process():
         return
     model = brain.model()

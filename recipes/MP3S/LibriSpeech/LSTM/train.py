@@ -26,12 +26,16 @@ import os
 import sys
 
 import speechbrain as sb
-import torch
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from speechbrain_wsm.data.librispeech import merge_manifests
 from speechbrain_wsm.data.mp3s import add_audio_pipeline, prepare_tokenizer
-from speechbrain_wsm.recipe import CTCBrain, load_hparams, manifest_dataset
+from speechbrain_wsm.recipe import (
+    CTCBrain,
+    add_token_pipeline,
+    load_hparams,
+    manifest_dataset,
+)
 
 
 class CTCProbeBrain(CTCBrain):
@@ -64,13 +68,7 @@ def dataio_prepare(hparams, tokenizer):
         sort=sort,
     )
     valid = manifest_dataset(hparams["valid_csv"], sort="descending")
-
-    @sb.utils.data_pipeline.takes("wrd")
-    @sb.utils.data_pipeline.provides("tokens")
-    def text(wrd):
-        return torch.LongTensor(tokenizer.encode(wrd))
-
-    sb.dataio.dataset.add_dynamic_item([train, valid], text)
+    add_token_pipeline([train, valid], tokenizer)
     add_audio_pipeline(
         [train, valid], ["id", "sig", "wrd", "tokens"], hparams["sample_rate"]
     )

@@ -1,21 +1,23 @@
 """CTC fine-tuning of pretrained SSL encoders, whole or selectively.
 
-Two kinds of pretrained model load here, from a local folder (no hub):
+The pretrained model comes from ``ssl_source`` through the one SSL upstream
+(:mod:`speechbrain_wsm.models.upstream`): a local Hugging Face wav2vec 2.0,
+HuBERT or WavLM folder (base or ``ForCTC``: the base model is kept), or this
+project's wav2vec 2.0 pretraining output folder (``hyperparams.yaml`` +
+``save/CKPT+*``); no hub.
 
-* a Hugging Face checkpoint (``config.json`` + weights) of wav2vec 2.0,
-  HuBERT or WavLM, base or ``ForCTC`` (the base model is kept);
-* this project's wav2vec 2.0 pretraining output folder (``hyperparams.yaml``
-  + ``save/CKPT+*``), through
-  :func:`speechbrain_wsm.models.wav2vec2.load_pretrained_encoder`.
+:class:`TrainableSSLEncoder` is that upstream, trainable (the frozen MP3S
+encoder of :mod:`speechbrain_wsm.models.ssl` is the same upstream, frozen);
+:class:`CTCFineTuner` adds a CTC head; :func:`build_finetuner` loads a model,
+applies a selective fine-tuning mode
+(:func:`speechbrain_wsm.models.surgery.apply_finetuning_mode`) and adds the
+head; :func:`save_finetuned` / :func:`load_finetuned` store and rebuild the
+fine-tuned model (architecture from the recorded build arguments, weights
+from the saved state dict).
 
-:class:`TrainableSSLEncoder` gives both the same call, ``(wav, wav_lens) ->
-(features, padding_mask)``, with autograd (the frozen MP3S encoder of
-:mod:`speechbrain_wsm.models.ssl` runs without it); :class:`CTCFineTuner` adds
-a CTC head; :func:`build_finetuner` loads a model, applies a selective
-fine-tuning mode (:func:`speechbrain_wsm.models.surgery.apply_finetuning_mode`)
-and adds the head; :func:`save_finetuned` / :func:`load_finetuned` store and
-rebuild the fine-tuned model (architecture from the recorded build arguments,
-weights from the saved state dict).
+Lengths: :class:`CTCFineTuner` is what a Brain calls; it turns the relative
+``wav_lens`` into sample counts once, the encoder gives frame counts, and the
+relative output lengths of the evaluation contract are made from those.
 """
 
 from __future__ import annotations
@@ -32,11 +34,14 @@ from speechbrain_wsm.models.lengths import (
     lengths_to_padding_mask,
     relative_to_absolute,
 )
-from speechbrain_wsm.models.surgery import (
-    _is_hf_ssl,
-    apply_finetuning_mode,
-    find_layer_stack,
+from speechbrain_wsm.models.surgery import apply_finetuning_mode
+from speechbrain_wsm.models.upstream import (
+    SSLUpstream,
+    hf_input_options,
+    load_ssl_model,
+    source_kind,
 )
+from speechbrain_wsm.models.upstream.hf import hf_model_from_config
 
 __all__ = [
     "CTCFineTuner",
@@ -54,33 +59,8 @@ _WEIGHTS = "model.ckpt"
 _META = "finetuned.json"
 _HF_CONFIG = "ssl_config"
 
-
-def ssl_source_kind(source) -> str:
-    """``"hf"`` for a Hugging Face folder, ``"project"`` for this project's pretraining output.
-
-    Raises
-    ------
-    FileNotFoundError
-        When ``source`` is neither.
-
-    Example
-    -------
-    >>> import tempfile, os
-    >>> d = tempfile.mkdtemp()
-    >>> _ = open(os.path.join(d, "config.json"), "w").write("{}")
-    >>> ssl_source_kind(d)
-    'hf'
-    """
-    path = Path(source)
-    if (path / "hyperparams.yaml").is_file():
-        return "project"
-    if (path / "config.json").is_file():
-        return "hf"
-    raise FileNotFoundError(
-        f"ssl_source '{source}' is neither a Hugging Face model folder (with "
-        "config.json) nor a wav2vec 2.0 pretraining output folder of this project "
-        "(with hyperparams.yaml and save/CKPT+*); the model hub is not used"
-    )
+#: ``"hf"`` or ``"project"``: :func:`speechbrain_wsm.models.upstream.source_kind`.
+ssl_source_kind = source_kind
 
 
 def load_trainable_ssl(source, hf_config_overrides: dict | None = None) -> nn.Module:
@@ -101,57 +81,18 @@ def load_trainable_ssl(source, hf_config_overrides: dict | None = None) -> nn.Mo
         The Hugging Face base model (``Wav2Vec2Model`` ...), or the project's
         ``Wav2Vec2Encoder``; in train mode.
     """
-    if ssl_source_kind(source) == "hf":
-        from transformers import AutoModel
-
-        model = AutoModel.from_pretrained(str(source), **(hf_config_overrides or {}))
-        if not _is_hf_ssl(model):
-            raise ValueError(
-                f"{source} holds a {type(model).__name__}; expected wav2vec 2.0, "
-                "HuBERT or WavLM"
-            )
-        return model.base_model.train()
-    from speechbrain_wsm.models.wav2vec2 import load_pretrained_encoder
-
-    return load_pretrained_encoder(source).requires_grad_(True).train()
+    model = load_ssl_model(source, hf_config_overrides=hf_config_overrides)
+    return model.requires_grad_(True).train()
 
 
-def _hf_model_from_config(config_folder, overrides: dict | None = None) -> nn.Module:
-    from transformers import AutoConfig, AutoModel
+class TrainableSSLEncoder(SSLUpstream):
+    """The SSL upstream, trainable, with the fine-tuning call.
 
-    config = AutoConfig.from_pretrained(str(config_folder), **(overrides or {}))
-    return AutoModel.from_config(config).base_model
-
-
-def _hf_expects_normalized_wav(source) -> bool:
-    """What a Hugging Face checkpoint was pretrained on: standardised audio or not.
-
-    ``preprocessor_config.json``'s ``do_normalize`` when there is one, else
-    True for layer-norm front ends (the ``large``/``lv60`` family), False for
-    group-norm ones (``base``).
-    """
-    pre = Path(source) / "preprocessor_config.json"
-    if pre.is_file():
-        return bool(json.loads(pre.read_text(encoding="utf-8")).get("do_normalize"))
-    config = json.loads((Path(source) / "config.json").read_text(encoding="utf-8"))
-    return config.get("feat_extract_norm", "group") == "layer"
-
-
-def _standardize(wav: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
-    """Zero mean, unit variance per utterance over its valid samples; padding 0."""
-    valid = (~pad).to(wav.dtype)
-    n = valid.sum(1, keepdim=True).clamp(min=1.0)
-    mean = (wav * valid).sum(1, keepdim=True) / n
-    var = (((wav - mean) * valid) ** 2).sum(1, keepdim=True) / n
-    return ((wav - mean) / torch.sqrt(var + 1e-7)) * valid
-
-
-class TrainableSSLEncoder(nn.Module):
-    """A pretrained SSL model as ``(wav, wav_lens) -> (features, padding_mask)``.
-
-    Hugging Face models get the ``attention_mask`` built from ``wav_lens``
-    (the new WSM/SM blocks need it to leave padding out of their averages)
-    and zeros in padded samples.
+    ``encoder(wav, wav_lens) -> (features, padding_mask)`` with relative
+    ``wav_lens``; :meth:`~speechbrain_wsm.models.upstream.SSLUpstream.encode`
+    takes sample counts and gives frame counts. Hugging Face models always get
+    the attention mask (the new WSM/SM blocks need it to leave padding out of
+    their averages) and zeros in padded samples.
 
     Arguments
     ---------
@@ -176,18 +117,12 @@ class TrainableSSLEncoder(nn.Module):
     """
 
     def __init__(self, model: nn.Module, normalize_wav: bool = False):
-        super().__init__()
-        self.model = model.base_model if _is_hf_ssl(model) else model
-        self.is_hf = _is_hf_ssl(self.model)
-        self.normalize_wav = normalize_wav
-        self.d_model = find_layer_stack(self.model).d_model
+        super().__init__(model, normalize_wav=normalize_wav, attention_mask=True)
 
-    def output_lengths(self, samples: torch.Tensor) -> torch.Tensor:
-        """Frames of the output for ``samples`` input samples (``[batch]`` long)."""
-        samples = torch.as_tensor(samples)
-        if self.is_hf:
-            return self.model._get_feat_extract_output_lengths(samples).long()
-        return self.model.latent_extractor.output_lengths(samples).long()
+    @property
+    def d_model(self) -> int:
+        """Feature size of the output."""
+        return self.hidden_size
 
     def forward(self, wav: torch.Tensor, wav_lens: torch.Tensor | None = None):
         """Encode ``wav`` ``[batch, sample]`` with relative lengths ``wav_lens``.
@@ -199,22 +134,10 @@ class TrainableSSLEncoder(nn.Module):
         padding_mask : torch.Tensor
             ``[batch, frame]`` bool, True = padding.
         """
-        if wav.dim() != 2:
-            raise ValueError(
-                f"expected wav of shape [batch, sample], got {tuple(wav.shape)}"
-            )
-        if wav_lens is None:
-            wav_lens = torch.ones(wav.shape[0], device=wav.device)
-        samples = relative_to_absolute(wav_lens, wav.shape[1]).to(wav.device)
-        if self.is_hf:
-            pad = lengths_to_padding_mask(samples, wav.shape[1])
-            wav = wav.masked_fill(pad, 0.0)
-            if self.normalize_wav:
-                wav = _standardize(wav, pad)
-            out = self.model(wav, attention_mask=(~pad).long()).last_hidden_state
-        else:
-            out, _ = self.model(wav, wav_lens)
-        frames = self.output_lengths(samples).clamp(max=out.shape[1])
+        samples = None
+        if wav_lens is not None:
+            samples = relative_to_absolute(wav_lens, wav.shape[-1])
+        out, frames = self.encode(wav, samples)
         return out, lengths_to_padding_mask(frames, out.shape[1])
 
 
@@ -263,9 +186,12 @@ class CTCFineTuner(nn.Module):
         out_lens : torch.Tensor
             ``[batch]`` relative lengths: valid frames / ``frame``.
         """
-        feats, pad = self.encoder(wav, wav_lens)
+        samples = None
+        if wav_lens is not None:
+            samples = relative_to_absolute(wav_lens, wav.shape[-1])
+        feats, frames = self.encoder.encode(wav, samples)
         logits = self.head(self.dropout(feats))
-        out_lens = (~pad).sum(1).float() / max(pad.shape[1], 1)
+        out_lens = frames.float() / max(feats.shape[1], 1)
         return logits.float().log_softmax(-1), out_lens
 
 
@@ -317,9 +243,8 @@ def build_finetuner(
     """
     args = dict(locals())
     if normalize_wav is None:
-        args["normalize_wav"] = ssl_source_kind(
-            ssl_source
-        ) == "hf" and _hf_expects_normalized_wav(ssl_source)
+        hf = source_kind(ssl_source) == "hf"
+        args["normalize_wav"] = hf and hf_input_options(ssl_source)[0]
     return _assemble(load_trainable_ssl(ssl_source, hf_config_overrides), args)
 
 
@@ -407,7 +332,7 @@ def load_finetuned(folder, device="cpu", ssl_source=None) -> CTCFineTuner:
     # Building draws random initial weights: leave the caller's RNG alone.
     with torch.random.fork_rng(devices=[]):
         if config:
-            ssl = _hf_model_from_config(folder / config, meta["hf_config_overrides"])
+            ssl = hf_model_from_config(folder / config, meta["hf_config_overrides"])
         else:
             ssl = load_trainable_ssl(meta["ssl_source"], meta["hf_config_overrides"])
         model = _assemble(ssl, meta)

@@ -1,10 +1,12 @@
 """Relative lengths to absolute lengths and padding masks: the one conversion.
 
 SpeechBrain batches carry *relative* lengths (``wav_lens`` in ``[0, 1]``, the
-share of the padded time axis an utterance fills); the models of this package
-take *boolean padding masks* ``[batch, frame]`` with True = padding. Every
-model converts here, so every part of a model agrees on which frames are
-valid.
+share of the padded time axis an utterance fills) to the edge of a model (the
+module a Brain calls); inside, models pass *absolute* lengths and *boolean
+padding masks* ``[batch, frame]`` with True = padding. Every model converts
+here, so every part of a model agrees on which frames are valid.
+:func:`standardize` is the one per-utterance standardisation over the valid
+part (waveforms and features alike).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ __all__ = [
     "lengths_to_padding_mask",
     "relative_to_absolute",
     "relative_to_padding_mask",
+    "standardize",
 ]
 
 
@@ -80,3 +83,51 @@ def relative_to_padding_mask(rel_lens: torch.Tensor, max_len: int) -> torch.Tens
             [False, False,  True,  True]])
     """
     return lengths_to_padding_mask(relative_to_absolute(rel_lens, max_len), max_len)
+
+
+def standardize(
+    x: torch.Tensor, lengths: torch.Tensor | None = None, eps: float = 1e-5
+) -> torch.Tensor:
+    """Zero mean, unit variance along axis 1 over each utterance's valid part.
+
+    The statistics of utterance ``b`` come from ``x[b, :lengths[b]]`` only
+    (per feature when ``x`` is 3-D), so padding never shifts them; padded
+    positions come out as zeros. Computed in float32.
+
+    Arguments
+    ---------
+    x : torch.Tensor
+        ``[batch, time]`` (waveforms) or ``[batch, time, feature]``.
+    lengths : torch.Tensor, optional
+        ``[batch]`` absolute lengths along ``time`` (None: no padding).
+    eps : float
+        Added to the variance (1e-5 for this project's front ends, 1e-7 as
+        the Hugging Face feature extractors standardise waveforms).
+
+    Returns
+    -------
+    torch.Tensor
+        Float32, the shape of ``x``.
+
+    Example
+    -------
+    >>> x = torch.tensor([[1.0, 3.0, 100.0], [2.0, 4.0, 6.0]])
+    >>> standardize(x, torch.tensor([2, 3]), eps=0.0)
+    tensor([[-1.0000,  1.0000,  0.0000],
+            [-1.2247,  0.0000,  1.2247]])
+    """
+    if x.dim() not in (2, 3):
+        raise ValueError(
+            f"expected [batch, time] or [batch, time, feature], got {tuple(x.shape)}"
+        )
+    x = x.float()
+    if lengths is None:
+        valid = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
+    else:
+        valid = ~lengths_to_padding_mask(lengths, x.shape[1])
+    if x.dim() == 3:
+        valid = valid.unsqueeze(-1)
+    n = valid.sum(1, keepdim=True).clamp(min=1)
+    mean = (x * valid).sum(1, keepdim=True) / n
+    var = ((x - mean).square() * valid).sum(1, keepdim=True) / n
+    return ((x - mean) / torch.sqrt(var + eps)) * valid

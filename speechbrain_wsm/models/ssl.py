@@ -2,20 +2,20 @@
 
 MP3S judges an SSL encoder by freezing it, learning a softmax-weighted sum of
 all its hidden states and training a small task-specific probe on that sum.
-This module gives every probe recipe one way to get those hidden states:
+This module gives every probe recipe one way to get those hidden states, on
+top of the one SSL upstream (:mod:`speechbrain_wsm.models.upstream`):
 
 * :func:`load_ssl_encoder` reads ``ssl_source``, a folder that is either
 
   - an output folder of this project's wav2vec 2.0 pretraining recipe
-    (``hyperparams.yaml`` + ``save/CKPT+*``, loaded through
-    :func:`speechbrain_wsm.models.wav2vec2.load_pretrained_encoder`), or
+    (``hyperparams.yaml`` + ``save/CKPT+*``), or
   - a local Hugging Face wav2vec 2.0 / HuBERT / WavLM folder
-    (``config.json`` + weights, loaded with ``transformers.AutoModel``),
+    (``config.json`` + weights),
 
   and returns a :class:`SSLEncoder`: ``encoder(wavs, wav_lens)`` is the list
   of all hidden states (the input to the first layer, then every layer's
   output: 13 states for a 12-layer model), computed in eval mode without
-  autograd.
+  autograd by a frozen :class:`~speechbrain_wsm.models.upstream.SSLUpstream`.
 * :class:`FeatureCache`: optional on-disk cache of those states per utterance
   (``feature_cache_dir``), so that probe epochs after the first skip the
   encoder. The cache is tied to the source: other weights, another
@@ -23,9 +23,11 @@ This module gives every probe recipe one way to get those hidden states:
 * :class:`SSLProbe`: encoder + :class:`~speechbrain_wsm.nnet.fusion.WeightedLayerSum`
   + a trainable head; ``probe(wavs, wav_lens) -> (output, wav_lens)``.
 
-Lengths are relative (``wav_lens`` in ``[0, 1]``) as SpeechBrain batches carry
-them; hidden states have the same relative lengths (padded frames are
-whatever the encoder made of the padding and must be ignored, as usual).
+:class:`SSLEncoder` and :class:`SSLProbe` are what a Brain calls: they take
+the relative lengths of SpeechBrain batches (``wav_lens`` in ``[0, 1]``) and
+turn them into sample counts once; hidden states have the same relative
+lengths (padded frames are whatever the encoder made of the padding and must
+be ignored, as usual).
 """
 
 from __future__ import annotations
@@ -43,10 +45,8 @@ import torch
 from speechbrain.utils.callchains import lengths_arg_name
 from torch import nn
 
-from speechbrain_wsm.models.lengths import (
-    lengths_to_padding_mask,
-    relative_to_absolute,
-)
+from speechbrain_wsm.models.lengths import relative_to_absolute
+from speechbrain_wsm.models.upstream import SSLUpstream, load_upstream, source_kind
 from speechbrain_wsm.nnet.fusion import WeightedLayerSum
 
 __all__ = [
@@ -61,69 +61,38 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".ckpt", ".pth")
-
 
 # --------------------------------------------------------------------------- #
-# Backends: one per kind of source, all giving every hidden state
+# Backends: the upstream of one kind of model (names kept for saved code)
 # --------------------------------------------------------------------------- #
 
 
-def _file_stamp(path: Path) -> list:
-    st = path.stat()
-    return [path.name, st.st_size, st.st_mtime_ns]
-
-
-class ProjectBackend(nn.Module):
-    """A pretraining encoder of this project (:class:`~.wav2vec2.Wav2Vec2Encoder`).
+class ProjectBackend(SSLUpstream):
+    """An :class:`~speechbrain_wsm.models.upstream.SSLUpstream` of this project's encoder.
 
     Arguments
     ---------
     encoder : nn.Module
-        ``encoder(wav, wav_lens) -> (output, hidden_states)`` with
-        ``encoder.latent_extractor.output_lengths(samples)``, ``num_layers``
-        and ``d_model``.
+        A :class:`~speechbrain_wsm.models.wav2vec2.Wav2Vec2Encoder`.
     fingerprint : dict, optional
         What identifies the weights (for the feature cache).
     """
 
     def __init__(self, encoder: nn.Module, fingerprint: dict | None = None):
-        super().__init__()
-        self.encoder = encoder
-        self.num_hidden_states = int(encoder.num_layers) + 1
-        self.hidden_size = int(encoder.d_model)
-        self.fingerprint = fingerprint or {}
-
-    def output_lengths(self, samples) -> torch.Tensor:
-        """Frames the encoder makes of ``samples`` input samples."""
-        return self.encoder.latent_extractor.output_lengths(
-            torch.as_tensor(samples)
-        ).long()
-
-    def forward(self, wavs: torch.Tensor, wav_lens: torch.Tensor):
-        """``[batch, sample]`` audio, ``[batch]`` relative lengths -> states."""
-        _, hidden_states = self.encoder(wavs, wav_lens)
-        return list(hidden_states)
+        super().__init__(encoder, fingerprint=fingerprint)
 
 
-class HFBackend(nn.Module):
-    """A Hugging Face wav2vec 2.0 / HuBERT / WavLM model (``transformers``).
-
-    Padded samples are zeroed; each utterance is standardised over its valid
-    samples when ``normalize_wav``; the attention mask (1 = valid sample) is
-    passed when ``attention_mask``. The models pretrained with a group-norm
-    front end (wav2vec 2.0 base, HuBERT base) expect neither; those with a
-    layer-norm front end expect both (``preprocessor_config.json`` says which).
+class HFBackend(SSLUpstream):
+    """An :class:`~speechbrain_wsm.models.upstream.SSLUpstream` of a Hugging Face model.
 
     Arguments
     ---------
     model : transformers.PreTrainedModel
-        A model whose forward takes ``(input_values, attention_mask=...,
-        output_hidden_states=True)``.
+        A wav2vec 2.0 / HuBERT / WavLM model.
     normalize_wav : bool
         Standardise every utterance (zero mean, unit variance).
     attention_mask : bool
-        Pass the attention mask built from ``wav_lens``.
+        Pass the attention mask built from the lengths.
     fingerprint : dict, optional
         What identifies the weights (for the feature cache).
     """
@@ -135,38 +104,7 @@ class HFBackend(nn.Module):
         attention_mask: bool = True,
         fingerprint: dict | None = None,
     ):
-        super().__init__()
-        self.model = model
-        config = model.config
-        self.num_hidden_states = int(config.num_hidden_layers) + 1
-        self.hidden_size = int(config.hidden_size)
-        self.normalize_wav = bool(normalize_wav)
-        self.attention_mask = bool(attention_mask)
-        self.fingerprint = dict(
-            fingerprint or {},
-            normalize_wav=self.normalize_wav,
-            attention_mask=self.attention_mask,
-        )
-
-    def output_lengths(self, samples) -> torch.Tensor:
-        """Frames the model makes of ``samples`` input samples."""
-        lengths = self.model._get_feat_extract_output_lengths(torch.as_tensor(samples))
-        return torch.as_tensor(lengths).long()
-
-    def forward(self, wavs: torch.Tensor, wav_lens: torch.Tensor):
-        """``[batch, sample]`` audio, ``[batch]`` relative lengths -> states."""
-        samples = relative_to_absolute(wav_lens, wavs.shape[1]).to(wavs.device)
-        pad = lengths_to_padding_mask(samples, wavs.shape[1])
-        wavs = wavs.float().masked_fill(pad, 0.0)
-        if self.normalize_wav:
-            valid = (~pad).float()
-            n = valid.sum(1, keepdim=True).clamp(min=1)
-            mean = (wavs * valid).sum(1, keepdim=True) / n
-            var = ((wavs - mean).square() * valid).sum(1, keepdim=True) / n
-            wavs = (wavs - mean) / torch.sqrt(var + 1e-7) * valid
-        kwargs = {"attention_mask": (~pad).long()} if self.attention_mask else {}
-        out = self.model(wavs, output_hidden_states=True, **kwargs)
-        return list(out.hidden_states)
+        super().__init__(model, normalize_wav, attention_mask, fingerprint=fingerprint)
 
 
 # --------------------------------------------------------------------------- #
@@ -303,10 +241,9 @@ class SSLEncoder(nn.Module):
 
     Arguments
     ---------
-    backend : nn.Module
-        :class:`ProjectBackend` or :class:`HFBackend` (``forward(wavs,
-        wav_lens) -> list of states``, ``output_lengths``,
-        ``num_hidden_states``, ``hidden_size``, ``fingerprint``).
+    backend : SSLUpstream
+        The upstream (:func:`~speechbrain_wsm.models.upstream.load_upstream`);
+        frozen here if it is not yet.
     feature_cache_dir : str, optional
         Cache the states per utterance here (see :class:`FeatureCache`); used
         when ``forward`` is given utterance IDs.
@@ -320,7 +257,7 @@ class SSLEncoder(nn.Module):
     >>> from speechbrain_wsm.nnet.encoders import MixerEncoder
     >>> net = Wav2Vec2Encoder(FbankLatentExtractor(n_mels=20, channels=[16, 16]),
     ...     ContextNetwork(MixerEncoder(2, 16, nhead=2, d_ffn=32, mixer="wsm"), 16))
-    >>> encoder = SSLEncoder(ProjectBackend(net)).train()
+    >>> encoder = SSLEncoder(SSLUpstream(net)).train()
     >>> states = encoder(torch.randn(2, 16000), torch.tensor([1.0, 0.5]))
     >>> len(states), states[0].shape, encoder.training, states[-1].requires_grad
     (3, torch.Size([2, 46, 16]), False, False)
@@ -328,13 +265,12 @@ class SSLEncoder(nn.Module):
 
     def __init__(
         self,
-        backend: nn.Module,
+        backend: SSLUpstream,
         feature_cache_dir: str | os.PathLike | None = None,
         source: str | None = None,
     ):
         super().__init__()
-        self.backend = backend
-        self.backend.requires_grad_(False)
+        self.backend = backend.freeze()
         self.num_hidden_states = int(backend.num_hidden_states)
         self.hidden_size = int(backend.hidden_size)
         self.source = source
@@ -385,15 +321,19 @@ class SSLEncoder(nn.Module):
                 f"expected a waveform batch [batch, sample], got {tuple(wavs.shape)}"
             )
         if wav_lens is None:
-            wav_lens = torch.ones(wavs.shape[0], device=wavs.device)
+            samples = torch.full((wavs.shape[0],), wavs.shape[1], dtype=torch.long)
+        else:
+            samples = relative_to_absolute(wav_lens, wavs.shape[1])
+        samples = samples.to(wavs.device)
         if self.cache is None or ids is None:
-            return self.backend(wavs, wav_lens)
-        return self._cached_forward(wavs, wav_lens, list(ids))
+            states, _ = self.backend(wavs, samples)
+            return states
+        return self._cached_forward(wavs, samples, list(ids))
 
-    def _cached_forward(self, wavs, wav_lens, ids):
+    def _cached_forward(self, wavs, samples, ids):
         if len(ids) != wavs.shape[0]:
             raise ValueError(f"{len(ids)} IDs for a batch of {wavs.shape[0]}")
-        samples = relative_to_absolute(wav_lens.cpu(), wavs.shape[1])
+        samples = samples.cpu()
         frames = self.output_lengths(samples)
         total = int(self.output_lengths(wavs.shape[1]))
         feats = [self.cache.load(uid, int(n)) for uid, n in zip(ids, samples)]
@@ -406,9 +346,8 @@ class SSLEncoder(nn.Module):
         ]
         if missing:
             longest = int(samples[missing].max())
-            sub_lens = samples[missing].double() / max(longest, 1)
-            states = self.backend(
-                wavs[missing, :longest], sub_lens.to(wavs.device, wav_lens.dtype)
+            states, _ = self.backend(
+                wavs[missing, :longest], samples[missing].to(wavs.device)
             )
             stacked = torch.stack(states)  # [state, batch, frame, feature]
             for j, i in enumerate(missing):
@@ -430,89 +369,6 @@ class SSLEncoder(nn.Module):
 # --------------------------------------------------------------------------- #
 # Loading
 # --------------------------------------------------------------------------- #
-
-
-def source_kind(ssl_source) -> str:
-    """``"project"`` (pretraining output folder) or ``"hf"`` (Hugging Face folder).
-
-    Raises
-    ------
-    FileNotFoundError
-        If ``ssl_source`` is not a folder of either kind.
-
-    Example
-    -------
-    >>> import tempfile, os
-    >>> d = tempfile.mkdtemp()
-    >>> _ = open(os.path.join(d, "config.json"), "w").write("{}")
-    >>> source_kind(d)
-    'hf'
-    """
-    folder = Path(ssl_source)
-    if not folder.is_dir():
-        raise FileNotFoundError(
-            f"ssl_source '{ssl_source}' is not a folder: give a pretraining output "
-            "folder (with hyperparams.yaml and save/CKPT+*) or a local Hugging "
-            "Face model folder (with config.json); hub names are not supported"
-        )
-    if (folder / "hyperparams.yaml").is_file():
-        return "project"
-    if (folder / "config.json").is_file():
-        return "hf"
-    raise FileNotFoundError(
-        f"ssl_source '{ssl_source}' holds neither hyperparams.yaml (an output "
-        "folder of this project's pretraining recipe) nor config.json (a Hugging "
-        f"Face wav2vec2/HuBERT/WavLM folder); it holds {sorted(os.listdir(folder))}"
-    )
-
-
-def _load_project(folder: Path, checkpoint):
-    from speechbrain_wsm.models.wav2vec2 import find_checkpoint, load_pretrained_encoder
-
-    weights = find_checkpoint(folder, checkpoint)
-    encoder = load_pretrained_encoder(folder, checkpoint, device="cpu", freeze=True)
-    fingerprint = {
-        "kind": "project",
-        "source": str(folder.resolve()),
-        "weights": str(Path(weights).resolve()),
-        "stamp": _file_stamp(Path(weights)),
-    }
-    return ProjectBackend(encoder, fingerprint)
-
-
-def _load_hf(folder: Path, normalize_wav, attention_mask):
-    try:
-        from transformers import AutoConfig, AutoModel
-    except ImportError as exc:  # pragma: no cover - transformers is a dev extra
-        raise ImportError(
-            f"ssl_source '{folder}' is a Hugging Face folder: install transformers"
-        ) from exc
-    config = AutoConfig.from_pretrained(folder)
-    if not hasattr(config, "conv_stride"):
-        raise ValueError(
-            f"ssl_source '{folder}' is a {config.model_type!r} model; expected a "
-            "speech encoder with a convolutional front end (wav2vec2, hubert, "
-            "wavlm, data2vec-audio)"
-        )
-    preprocessor = {}
-    pre_path = folder / "preprocessor_config.json"
-    if pre_path.is_file():
-        preprocessor = json.loads(pre_path.read_text(encoding="utf-8"))
-    layer_norm_front = getattr(config, "feat_extract_norm", "group") == "layer"
-    if normalize_wav is None:
-        normalize_wav = preprocessor.get("do_normalize", layer_norm_front)
-    if attention_mask is None:
-        attention_mask = preprocessor.get("return_attention_mask", layer_norm_front)
-    model = AutoModel.from_pretrained(folder)
-    fingerprint = {
-        "kind": "hf",
-        "source": str(folder.resolve()),
-        "config": hashlib.sha1((folder / "config.json").read_bytes()).hexdigest(),
-        "weights": sorted(
-            _file_stamp(p) for p in folder.iterdir() if p.suffix in _WEIGHT_SUFFIXES
-        ),
-    }
-    return HFBackend(model, normalize_wav, attention_mask, fingerprint)
 
 
 def load_ssl_encoder(
@@ -563,25 +419,14 @@ def load_ssl_encoder(
     >>> encoder = load_ssl_encoder("results/wav2vec2_wsm_w32/1986")  # doctest: +SKIP
     >>> states = encoder(wavs, wav_lens)  # doctest: +SKIP
     """
-    folder = Path(ssl_source)
-    kind = source_kind(folder)
-    if kind == "project":
-        if normalize_wav is not None or attention_mask is not None:
-            logger.info(
-                "normalize_wav/attention_mask apply to Hugging Face models only; "
-                "the pretraining encoder standardises its input and masks padding"
-            )
-        backend = _load_project(folder, checkpoint)
-    else:
-        backend = _load_hf(folder, normalize_wav, attention_mask)
-    encoder = SSLEncoder(backend, feature_cache_dir, source=str(folder))
-    logger.info(
-        "frozen %s encoder from %s: %d hidden states of %d features",
-        kind,
-        folder,
-        encoder.num_hidden_states,
-        encoder.hidden_size,
+    upstream = load_upstream(
+        ssl_source,
+        frozen=True,
+        checkpoint=checkpoint,
+        normalize_wav=normalize_wav,
+        attention_mask=attention_mask,
     )
+    encoder = SSLEncoder(upstream, feature_cache_dir, source=str(ssl_source))
     return encoder.to(device)
 
 
@@ -613,7 +458,7 @@ class SSLProbe(nn.Module):
     >>> from speechbrain_wsm.nnet.encoders import MixerEncoder
     >>> net = Wav2Vec2Encoder(FbankLatentExtractor(n_mels=20, channels=[16, 16]),
     ...     ContextNetwork(MixerEncoder(2, 16, nhead=2, d_ffn=32, mixer="sm"), 16))
-    >>> probe = SSLProbe(SSLEncoder(ProjectBackend(net)), nn.Linear(16, 5))
+    >>> probe = SSLProbe(SSLEncoder(SSLUpstream(net)), nn.Linear(16, 5))
     >>> out, lens = probe(torch.randn(2, 16000), torch.tensor([1.0, 0.5]))
     >>> out.shape, sorted(n for n, p in probe.named_parameters() if p.requires_grad)
     (torch.Size([2, 46, 5]), ['head.bias', 'head.weight', 'weighted_sum.weights'])

@@ -18,7 +18,9 @@ feed-forward code; only the self-attention module is swapped. For Hugging
 Face layers the new block sits inside :class:`MixerAttention`, which takes
 exactly what the layer passes to its attention (the 4-D additive or boolean
 attention mask, or the 2-D one; WavLM's ``position_bias``), turns the mask
-into a ``[batch, frame]`` padding mask and returns what the layer expects.
+into a ``[batch, frame]`` padding mask
+(:func:`~speechbrain_wsm.models.upstream.hf.hf_padding_mask`, re-exported
+here) and returns what the layer expects.
 So the model's forward still takes its own ``attention_mask``, and every
 layer below the first replaced one computes exactly what it computed before.
 
@@ -31,12 +33,18 @@ training memory falls with the number of frozen layers.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from speechbrain_wsm.models.upstream.hf import (
+    HF_MODEL_TYPES,
+    hf_padding_mask,
+    is_hf_ssl,
+    sync_hf_front_end_flags,
+)
 from speechbrain_wsm.nnet.registry import build_mixer
 
 __all__ = [
@@ -60,7 +68,6 @@ __all__ = [
 #: Selective fine-tuning modes: what :func:`apply_finetuning_mode` trains.
 FINETUNING_MODES = ("full", "mhsa_top", "sm", "wsm")
 
-_HF_TYPES = ("wav2vec2", "hubert", "wavlm")
 _RECORD_ATTR = "_wsm_surgery"
 _HOOKS_ATTR = "_wsm_no_grad_prefix"
 
@@ -101,15 +108,6 @@ class LayerStack:
         """Qualified name of layer ``index``'s self-attention module."""
         prefix = f"{self.name}." if self.name else ""
         return f"{prefix}{index}.{self.attention_attr}"
-
-
-def _is_hf_ssl(module: nn.Module) -> bool:
-    config = getattr(module, "config", None)
-    return (
-        getattr(config, "model_type", None) in _HF_TYPES
-        and hasattr(module, "base_model")
-        and hasattr(module.base_model, "encoder")
-    )
 
 
 def _is_mixer_encoder(module: nn.Module) -> bool:
@@ -153,7 +151,7 @@ def find_layer_stack(model: nn.Module) -> LayerStack:
     for name, module in model.named_modules():
         if any(h == "" or name.startswith(h + ".") for h in hf_inside):
             continue  # the base model inside a ForCTC wrapper already counted
-        if _is_hf_ssl(module):
+        if is_hf_ssl(module):
             hf_inside.add(name)
             base = module.base_model
             base_name = next(n for n, m in module.named_modules() if m is base)
@@ -187,7 +185,7 @@ def find_layer_stack(model: nn.Module) -> LayerStack:
     if not found:
         raise ValueError(
             f"{type(model).__name__} holds no supported encoder: expected a Hugging "
-            f"Face model of type {', '.join(_HF_TYPES)} (or its ForCTC wrapper), or "
+            f"Face model of type {', '.join(HF_MODEL_TYPES)} (or its ForCTC wrapper), or "
             "a MixerEncoder (this project's wav2vec 2.0 encoder)"
         )
     if len(found) > 1:
@@ -242,67 +240,6 @@ def resolve_layers(layers: int | Iterable[int], num_layers: int) -> list[int]:
 
 
 # -- the adapter for Hugging Face layers ------------------------------------------
-def hf_padding_mask(attention_mask, shape: Sequence[int]) -> torch.Tensor | None:
-    """Turn the mask a Hugging Face layer passes to its attention into ``[B, T]`` padding.
-
-    Arguments
-    ---------
-    attention_mask : torch.Tensor or None
-        What the layer received: None (no padding); ``[B, T]`` with 1/True =
-        valid frame (flash attention, WavLM); ``[B, 1, T, T]`` bool with True =
-        may attend (SDPA); or ``[B, 1, T, T]`` float, additive, 0 = may attend
-        and a large negative number = masked (eager attention).
-    shape : sequence of int
-        ``(batch, frames)`` of the hidden states.
-
-    Returns
-    -------
-    torch.Tensor or None
-        ``[batch, frame]`` bool, True = padding; None when nothing is padded.
-
-    Example
-    -------
-    >>> valid = torch.tensor([[1, 1, 1], [1, 1, 0]])
-    >>> hf_padding_mask(valid, (2, 3))
-    tensor([[False, False, False],
-            [False, False,  True]])
-    >>> additive = torch.zeros(2, 1, 3, 3)
-    >>> additive[1, :, :, 2] = torch.finfo(torch.float32).min
-    >>> hf_padding_mask(additive, (2, 3)).tolist()
-    [[False, False, False], [False, False, True]]
-    >>> hf_padding_mask(torch.ones(2, 3), (2, 3)) is None
-    True
-    """
-    if attention_mask is None:
-        return None
-    if not isinstance(attention_mask, torch.Tensor):
-        raise TypeError(
-            f"cannot read padding from a {type(attention_mask).__name__} attention "
-            "mask (flex attention?): load the model with "
-            "attn_implementation='sdpa' or 'eager'"
-        )
-    if attention_mask.dim() == 2:
-        pad = attention_mask == 0
-    elif attention_mask.dim() == 4:
-        if attention_mask.dtype == torch.bool:
-            allowed = attention_mask
-        else:
-            allowed = attention_mask > torch.finfo(attention_mask.dtype).min / 2
-        # A key frame is padding when no query may attend to it.
-        pad = ~allowed.any(dim=-2)[:, 0]
-    else:
-        raise ValueError(
-            "expected an attention mask of shape [batch, frame] or "
-            f"[batch, 1, frame, frame], got {tuple(attention_mask.shape)}"
-        )
-    if tuple(pad.shape) != tuple(shape):
-        raise ValueError(
-            f"attention mask of shape {tuple(attention_mask.shape)} does not match "
-            f"hidden states of [batch, frame] = {tuple(shape)}"
-        )
-    return pad if bool(pad.any()) else None
-
-
 class WavLMRelativePositionBias(nn.Module):
     """WavLM's relative position bias, kept when layer 0's attention is replaced.
 
@@ -442,18 +379,7 @@ def set_trainable(model: nn.Module, module_names: Iterable[str]) -> None:
     model.requires_grad_(False)
     for name in names:
         modules[name].requires_grad_(True)
-    _sync_hf_front_end_flags(model)
-
-
-def _sync_hf_front_end_flags(model: nn.Module) -> None:
-    """Keep HF feature encoders' ``_requires_grad`` flag in line with their weights.
-
-    A Hugging Face feature encoder whose flag says trainable marks its input
-    as requiring grad in training; with frozen weights that is wasted work.
-    """
-    for module in model.modules():
-        if hasattr(module, "_requires_grad") and hasattr(module, "conv_layers"):
-            module._requires_grad = any(p.requires_grad for p in module.parameters())
+    sync_hf_front_end_flags(model)
 
 
 def train_only_attention(
@@ -598,7 +524,7 @@ def surgery_record(model: nn.Module) -> list[dict]:
     Each entry holds the resolved ``layers``, ``mixer``, ``mixer_kwargs``,
     ``freeze_others`` and ``keep_trainable``: replaying them on a freshly
     loaded model rebuilds the same architecture (see
-    :func:`speechbrain_wsm.models.ssl.load_finetuned`).
+    :func:`speechbrain_wsm.models.finetuning.load_finetuned`).
     """
     return [dict(r) for r in getattr(model, _RECORD_ATTR, [])]
 
@@ -662,7 +588,7 @@ def apply_finetuning_mode(
         model.requires_grad_(True)
         if freeze_front_end and stack.front_end:
             dict(model.named_modules())[stack.front_end].requires_grad_(False)
-        _sync_hf_front_end_flags(model)
+        sync_hf_front_end_flags(model)
         skip_frozen_activations(model)
         return [""]
     if mode == "mhsa_top":

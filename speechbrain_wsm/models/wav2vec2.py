@@ -20,9 +20,13 @@ Self-Supervised Learning for Speech Processing"), one module per concept:
   :class:`Wav2Vec2Loss`: contrastive loss against sampled negatives plus the
   codebook diversity loss.
 
-Lengths: models take ``wav_lens`` relative lengths, as SpeechBrain batches
-carry them, and turn them into padding masks through
-:mod:`speechbrain_wsm.models.lengths` only. Both front ends use ``valid``
+Lengths: the front ends and :meth:`Wav2Vec2Encoder.encode` take absolute
+lengths (samples) and give frame lengths; the modules a Brain calls
+(:class:`Wav2Vec2Pretrainer`, :meth:`Wav2Vec2Encoder.forward`) take the
+relative ``wav_lens`` of SpeechBrain batches and convert them once, through
+:mod:`speechbrain_wsm.models.lengths` (which also holds the per-utterance
+standardisation both front ends use). Downstream recipes load the encoder
+through :mod:`speechbrain_wsm.models.upstream`. Both front ends use ``valid``
 windows (no centring), so a valid frame never sees padding and a padded batch
 encodes every utterance as it would alone.
 """
@@ -48,6 +52,7 @@ from torch import nn
 from speechbrain_wsm.models.lengths import (
     lengths_to_padding_mask,
     relative_to_absolute,
+    standardize,
 )
 
 __all__ = [
@@ -106,25 +111,6 @@ class FrameCounter:
 
     def __repr__(self) -> str:
         return f"FrameCounter(kernel_sizes={self.kernel_sizes}, strides={self.strides})"
-
-
-def _standardize(x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
-    """Zero mean, unit variance over axis 1 within each utterance's valid part.
-
-    ``x`` is ``[batch, time]`` or ``[batch, time, feature]`` (statistics per
-    feature); padded positions come out as zeros.
-    """
-    x = x.float()
-    if lengths is None:
-        valid = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
-    else:
-        valid = ~lengths_to_padding_mask(lengths, x.shape[1])
-    if x.dim() == 3:
-        valid = valid.unsqueeze(-1)
-    n = valid.sum(1, keepdim=True).clamp(min=1)
-    mean = (x * valid).sum(1, keepdim=True) / n
-    var = ((x - mean).square() * valid).sum(1, keepdim=True) / n
-    return ((x - mean) / torch.sqrt(var + 1e-5)) * valid
 
 
 def _check_wav(wav: torch.Tensor, frame_counter: FrameCounter | None = None) -> None:
@@ -226,7 +212,7 @@ class FbankLatentExtractor(nn.Module):
             feats = self.fbank(spectral_magnitude(self.stft(wav.float())))
             feats = torch.log(feats.clamp(min=1e-10))
             frames = None if lengths is None else self._fbank_frames(lengths)
-            feats = _standardize(feats, frames)
+            feats = standardize(feats, frames)
         x = feats
         for block in self.blocks:
             x = block(x)
@@ -289,7 +275,7 @@ class WaveformLatentExtractor(W2VLatentExtractor):
     def forward(self, wav: torch.Tensor, lengths: torch.Tensor | None = None):
         """``wav`` ``[batch, sample]`` -> latents ``[batch, frame, out_dim]``."""
         _check_wav(wav, self.output_lengths)
-        return super().forward(_standardize(wav, lengths), normalize_signal=False)
+        return super().forward(standardize(wav, lengths), normalize_signal=False)
 
 
 class GumbelQuantiser(GumbelVectorQuantizer):
@@ -513,32 +499,29 @@ class Wav2Vec2Encoder(nn.Module):
         """Context-network layers (``hidden_states`` has one more entry)."""
         return len(self.context.encoder.layers)
 
-    def extract(self, wav: torch.Tensor, wav_lens: torch.Tensor | None = None):
-        """Front end only: ``(latents [batch, frame, out_dim], padding_mask)``.
+    def front_end(self, wav: torch.Tensor, lengths: torch.Tensor | None = None):
+        """Front end only, absolute lengths: ``(latents, frame_lengths)``.
 
-        ``padding_mask`` is ``[batch, frame]`` bool (True = padding), or None
-        when ``wav_lens`` is None.
+        ``wav`` ``[batch, sample]``, ``lengths`` ``[batch]`` samples (None: no
+        padding) -> latents ``[batch, frame, out_dim]`` and ``[batch]`` valid
+        frames (None when ``lengths`` is None).
         """
         _check_wav(wav)
-        if wav_lens is None:
+        if lengths is None:
             return self.latent_extractor(wav), None
-        samples = relative_to_absolute(wav_lens, wav.shape[1]).to(wav.device)
-        latents = self.latent_extractor(wav, samples)
-        frames = self.latent_extractor.output_lengths(samples)
-        return latents, lengths_to_padding_mask(frames, latents.shape[1])
+        latents = self.latent_extractor(wav, lengths)
+        return latents, self.latent_extractor.output_lengths(lengths)
 
-    def forward(self, wav, wav_lens=None, mask=None):
-        """Encode a waveform batch.
+    def encode(self, wav, lengths=None, mask=None):
+        """Encode a waveform batch with absolute lengths.
 
         Arguments
         ---------
         wav : torch.Tensor
             ``[batch, sample]`` 16 kHz audio (any scale: each utterance is
             standardised by the front end).
-        wav_lens : torch.Tensor, optional
-            ``[batch]`` relative lengths in ``[0, 1]`` (SpeechBrain's
-            ``wav_lens``); None means no padding. The same relative lengths
-            hold for the output frames.
+        lengths : torch.Tensor, optional
+            ``[batch]`` valid samples of each utterance; None means no padding.
         mask : torch.Tensor, optional
             ``[batch, frame]`` bool frames to mask (pretraining only).
 
@@ -551,9 +534,56 @@ class Wav2Vec2Encoder(nn.Module):
             ``num_layers + 1`` tensors ``[batch, frame, d_model]``: the
             encoder input (projected latents, with positions) and every
             layer's output.
+        frame_lengths : torch.Tensor or None
+            ``[batch]`` valid frames (None when ``lengths`` is None).
         """
-        latents, padding_mask = self.extract(wav, wav_lens)
-        return self.context(latents, padding_mask, mask)
+        latents, frames = self.front_end(wav, lengths)
+        padding_mask = None
+        if frames is not None:
+            padding_mask = lengths_to_padding_mask(frames, latents.shape[1])
+        output, hidden_states = self.context(latents, padding_mask, mask)
+        return output, hidden_states, frames
+
+    def extract(self, wav: torch.Tensor, wav_lens: torch.Tensor | None = None):
+        """Front end only, relative lengths: ``(latents, padding_mask)``.
+
+        ``padding_mask`` is ``[batch, frame]`` bool (True = padding), or None
+        when ``wav_lens`` is None.
+        """
+        _check_wav(wav)
+        samples = None
+        if wav_lens is not None:
+            samples = relative_to_absolute(wav_lens, wav.shape[1]).to(wav.device)
+        latents, frames = self.front_end(wav, samples)
+        if frames is None:
+            return latents, None
+        return latents, lengths_to_padding_mask(frames, latents.shape[1])
+
+    def forward(self, wav, wav_lens=None, mask=None):
+        """Encode a waveform batch with relative lengths (a SpeechBrain batch's).
+
+        Arguments
+        ---------
+        wav : torch.Tensor
+            ``[batch, sample]`` 16 kHz audio.
+        wav_lens : torch.Tensor, optional
+            ``[batch]`` relative lengths in ``[0, 1]`` (SpeechBrain's
+            ``wav_lens``); None means no padding. The same relative lengths
+            hold for the output frames.
+        mask : torch.Tensor, optional
+            ``[batch, frame]`` bool frames to mask (pretraining only).
+
+        Returns
+        -------
+        output, hidden_states
+            As :meth:`encode`.
+        """
+        _check_wav(wav)
+        samples = None
+        if wav_lens is not None:
+            samples = relative_to_absolute(wav_lens, wav.shape[1]).to(wav.device)
+        output, hidden_states, _ = self.encode(wav, samples, mask)
+        return output, hidden_states
 
 
 class Wav2Vec2Pretrainer(nn.Module):

@@ -1,0 +1,199 @@
+"""``ssl_source``: what kind of folder it is, and loading it."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+
+from torch import nn
+
+from speechbrain_wsm.models.upstream.encoder import SSLUpstream
+from speechbrain_wsm.models.upstream.hf import hf_input_options, load_hf_model
+from speechbrain_wsm.models.wav2vec2 import find_checkpoint, load_pretrained_encoder
+
+__all__ = ["load_ssl_model", "load_upstream", "source_fingerprint", "source_kind"]
+
+logger = logging.getLogger(__name__)
+
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".ckpt", ".pth")
+
+
+def source_kind(ssl_source) -> str:
+    """``"project"`` (pretraining output folder) or ``"hf"`` (Hugging Face folder).
+
+    A folder holding ``hyperparams.yaml`` is an output folder of this
+    project's wav2vec 2.0 pretraining recipe (with ``save/CKPT+*``); one
+    holding ``config.json`` is a local Hugging Face model folder.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``ssl_source`` is not a folder of either kind.
+
+    Example
+    -------
+    >>> import tempfile, os
+    >>> d = tempfile.mkdtemp()
+    >>> _ = open(os.path.join(d, "config.json"), "w").write("{}")
+    >>> source_kind(d)
+    'hf'
+    """
+    folder = Path(ssl_source)
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"ssl_source '{ssl_source}' is not a folder: give a pretraining output "
+            "folder (with hyperparams.yaml and save/CKPT+*) or a local Hugging "
+            "Face model folder (with config.json); hub names are not supported"
+        )
+    if (folder / "hyperparams.yaml").is_file():
+        return "project"
+    if (folder / "config.json").is_file():
+        return "hf"
+    raise FileNotFoundError(
+        f"ssl_source '{ssl_source}' is neither a Hugging Face model folder nor a "
+        "wav2vec 2.0 pretraining output folder of this project: it holds neither "
+        "hyperparams.yaml (pretraining output, with save/CKPT+*) nor config.json "
+        f"(Hugging Face wav2vec2/HuBERT/WavLM); it holds {sorted(os.listdir(folder))}"
+    )
+
+
+def _file_stamp(path: Path) -> list:
+    st = path.stat()
+    return [path.name, st.st_size, st.st_mtime_ns]
+
+
+def source_fingerprint(ssl_source, checkpoint=None) -> dict:
+    """What identifies the weights of ``ssl_source`` (for a feature cache).
+
+    The resolved folder, and the name, size and modification time of the
+    weight files (the chosen checkpoint of a pretraining folder; a Hugging
+    Face folder's weights and a hash of its ``config.json``).
+    """
+    folder = Path(ssl_source)
+    if source_kind(folder) == "project":
+        weights = Path(find_checkpoint(folder, checkpoint))
+        return {
+            "kind": "project",
+            "source": str(folder.resolve()),
+            "weights": str(weights.resolve()),
+            "stamp": _file_stamp(weights),
+        }
+    return {
+        "kind": "hf",
+        "source": str(folder.resolve()),
+        "config": hashlib.sha1((folder / "config.json").read_bytes()).hexdigest(),
+        "weights": sorted(
+            _file_stamp(p) for p in folder.iterdir() if p.suffix in _WEIGHT_SUFFIXES
+        ),
+    }
+
+
+def load_ssl_model(
+    ssl_source, checkpoint=None, hf_config_overrides: dict | None = None
+) -> nn.Module:
+    """The pretrained model in ``ssl_source``, in eval mode.
+
+    Arguments
+    ---------
+    ssl_source : str or Path
+        See :func:`source_kind`.
+    checkpoint : str, optional
+        Pretraining output only: a ``CKPT+...`` folder instead of the most
+        recent one.
+    hf_config_overrides : dict, optional
+        Hugging Face models only: config values (``layerdrop``,
+        ``mask_time_prob``, ``attn_implementation`` ...).
+
+    Returns
+    -------
+    torch.nn.Module
+        The Hugging Face base model (``Wav2Vec2Model`` ...), or this project's
+        :class:`~speechbrain_wsm.models.wav2vec2.Wav2Vec2Encoder`.
+    """
+    if source_kind(ssl_source) == "hf":
+        return load_hf_model(ssl_source, hf_config_overrides)
+    if hf_config_overrides:
+        logger.info("hf_config_overrides apply to Hugging Face models only")
+    return load_pretrained_encoder(ssl_source, checkpoint)
+
+
+def load_upstream(
+    ssl_source,
+    frozen: bool = False,
+    checkpoint=None,
+    normalize_wav: bool | None = None,
+    attention_mask: bool | None = None,
+    hf_config_overrides: dict | None = None,
+) -> SSLUpstream:
+    """Load ``ssl_source`` as an :class:`SSLUpstream`.
+
+    Arguments
+    ---------
+    ssl_source : str or Path
+        An output folder of this project's pretraining recipe (the resolved
+        ``hyperparams.yaml`` and ``save/CKPT+*``), or a local Hugging Face
+        wav2vec 2.0 / HuBERT / WavLM folder (``config.json`` and weights, as
+        ``save_pretrained`` writes them).
+    frozen : bool
+        Frozen (constant, eval mode, no autograd) or trainable (train mode).
+    checkpoint : str, optional
+        Pretraining output only: a ``CKPT+...`` folder instead of the most
+        recent one.
+    normalize_wav, attention_mask : bool, optional
+        Hugging Face models only: standardise each utterance, pass the
+        attention mask. Default: as the checkpoint was pretrained
+        (:func:`~speechbrain_wsm.models.upstream.hf.hf_input_options`).
+        This project's encoders standardise their input themselves and
+        always mask padding.
+    hf_config_overrides : dict, optional
+        Hugging Face models only: config values (``layerdrop`` ...).
+
+    Returns
+    -------
+    SSLUpstream
+        On the CPU; ``upstream.fingerprint`` identifies the weights.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``ssl_source`` is not a folder of one of the two kinds, or a
+        pretraining folder has no checkpoint.
+    ValueError
+        If a Hugging Face folder holds no speech encoder.
+
+    Example
+    -------
+    >>> upstream = load_upstream("results/wav2vec2_wsm_w32/1986", frozen=True)  # doctest: +SKIP
+    >>> hidden_states, frame_lengths = upstream(wavs, samples)  # doctest: +SKIP
+    """
+    folder = Path(ssl_source)
+    kind = source_kind(folder)
+    if kind == "hf":
+        defaults = hf_input_options(folder)
+        normalize_wav = defaults[0] if normalize_wav is None else normalize_wav
+        attention_mask = defaults[1] if attention_mask is None else attention_mask
+    else:
+        if normalize_wav or attention_mask is False:
+            logger.info(
+                "normalize_wav/attention_mask apply to Hugging Face models only; "
+                "the pretraining encoder standardises its input and masks padding"
+            )
+        normalize_wav, attention_mask = False, True
+    fingerprint = source_fingerprint(folder, checkpoint)
+    model = load_ssl_model(folder, checkpoint, hf_config_overrides)
+    upstream = SSLUpstream(
+        model, normalize_wav, attention_mask, frozen=frozen, fingerprint=fingerprint
+    )
+    if not frozen:
+        upstream.requires_grad_(True).train()
+    logger.info(
+        "%s %s encoder from %s: %d hidden states of %d features",
+        "frozen" if frozen else "trainable",
+        kind,
+        folder,
+        upstream.num_hidden_states,
+        upstream.hidden_size,
+    )
+    return upstream

@@ -30,6 +30,7 @@ from torch import nn
 from speechbrain_wsm.models.lengths import lengths_to_padding_mask, standardize
 
 __all__ = [
+    "HF_LATE_PARAMETERS",
     "HF_MODEL_TYPES",
     "HF_NORMALIZE_EPS",
     "hf_input_options",
@@ -44,6 +45,12 @@ __all__ = [
 
 #: ``config.model_type`` of the Hugging Face models the surgery operates on.
 HF_MODEL_TYPES = ("wav2vec2", "hubert", "wavlm")
+
+#: Parameters a Hugging Face SSL model owns but uses only after one of its
+#: children ran, with that child: ``masked_spec_embed`` is applied to the
+#: output of ``feature_projection`` (what the no-grad prefix of the surgery
+#: must know to turn autograd on in time).
+HF_LATE_PARAMETERS = {"masked_spec_embed": "feature_projection"}
 
 #: Variance floor of Hugging Face's waveform standardisation (``do_normalize``).
 HF_NORMALIZE_EPS = 1e-7

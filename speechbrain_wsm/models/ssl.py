@@ -384,22 +384,17 @@ def load_ssl_encoder(
     Arguments
     ---------
     ssl_source : str or Path
-        An output folder of this project's pretraining recipe (holding the
-        resolved ``hyperparams.yaml`` and ``save/CKPT+*``), or a local Hugging
-        Face wav2vec 2.0 / HuBERT / WavLM folder (``config.json`` and
-        weights, as ``save_pretrained`` writes them).
+        A pretraining output folder of this project or a local Hugging Face
+        wav2vec 2.0 / HuBERT / WavLM folder
+        (:func:`~speechbrain_wsm.models.upstream.source_kind`).
     feature_cache_dir : str, optional
         Cache hidden states per utterance there (see :class:`FeatureCache`).
-    checkpoint : str, optional
-        Pretraining output only: a ``CKPT+...`` folder instead of the most
-        recent one.
+    checkpoint, normalize_wav, attention_mask
+        As for :func:`~speechbrain_wsm.models.upstream.load_upstream`
+        (Hugging Face input options default to how the checkpoint was
+        pretrained).
     device : str or torch.device
         Where the encoder goes (a Brain moves it again to its device).
-    normalize_wav, attention_mask : bool, optional
-        Hugging Face models only: standardise each utterance, pass the
-        attention mask. Default: as the folder's ``preprocessor_config.json``
-        says, else on for layer-norm front ends and off for group-norm ones
-        (how those models were pretrained).
 
     Returns
     -------
@@ -410,9 +405,8 @@ def load_ssl_encoder(
 
     Raises
     ------
-    FileNotFoundError
-        If ``ssl_source`` is not a folder of one of the two kinds, or a
-        pretraining folder has no checkpoint.
+    FileNotFoundError, ValueError
+        As :func:`~speechbrain_wsm.models.upstream.load_upstream`.
 
     Example
     -------

@@ -80,6 +80,7 @@ SIZES = {
     "finetune_epochs_10min": (3, 40),
     "finetune_epochs_1h": (2, 8),
     "sweep_windows": ([4, 16], [4, 16, 64]),
+    "sweep_epochs": (2, 10),  # each window on the 10min fold, one after the other
     "bench_lengths": ([2, 5], [5, 10, 20, 40, 60]),
 }
 
@@ -322,6 +323,7 @@ class Demo:
         folder = self.work / "sweep"
         overrides = self.finetune_overrides("10min")
         del overrides["window_size"]
+        overrides["number_of_epochs"] = self.s["sweep_epochs"]
         result = run_sweep(
             FINETUNE,
             "hparams/wsm.yaml",

@@ -41,11 +41,15 @@ def test_demo_quick_mode_end_to_end(tmp_path):
                 for split in ("test-synth", "test-real"):
                     path = work / stage / mixer / f"{kind}_{split}.txt"
                     assert path.read_text().startswith("%WER"), path
-    scratch = markers["from_scratch__mhsa__sm__wsm"]
+
+    def runs_of(stage):  # a stage's facts: its runs, and "seconds"
+        return {k: v for k, v in markers[stage].items() if isinstance(v, dict)}
+
+    scratch = runs_of("from_scratch__mhsa__sm__wsm")
     steps = {run["cost"]["steps"] for run in scratch.values()}
     assert len(steps) == 1, scratch  # equal steps
     for fold in ("10min", "1h"):
-        runs = markers[f"low-resource__{fold}"]
+        runs = runs_of(f"low-resource__{fold}")
         assert set(runs) == {"wsm", "mhsa_top", "full", "scratch"}
         for run in runs.values():
             train = run["losses"]["train"]

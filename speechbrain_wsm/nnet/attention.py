@@ -76,14 +76,19 @@ class MHSA(nn.Module):
             x,
             x,
             x,
-            attn_mask=attn_mask,
             key_padding_mask=_safe_padding(src_key_padding_mask),
+            attn_mask=attn_mask,
             return_attn_weights=False,
+            **self.position_arguments(x),
         )
         return out[0] if isinstance(out, tuple) else out
 
+    def position_arguments(self, x: torch.Tensor) -> dict:
+        """Extra arguments of the attention call (none: absolute positions)."""
+        return {}
 
-class RelPosMHSA(nn.Module):
+
+class RelPosMHSA(MHSA):
     """Relative positional multi-head self-attention (SpeechBrain's ``RelPosMHAXL``).
 
     Transformer-XL attention: scores add a content term and a term of the
@@ -117,27 +122,18 @@ class RelPosMHSA(nn.Module):
     def __init__(
         self, d_model: int, nhead: int = 1, dropout: float = 0.0, causal=False
     ):
-        super().__init__()
         if d_model % nhead:
             raise ValueError(f"d_model={d_model} must be divisible by nhead={nhead}")
+        nn.Module.__init__(self)
         self.causal = causal
         self.pos_enc = RelPosEncXL(d_model)
         self.attention = RelPosMHAXL(
             d_model, nhead, dropout=dropout, mask_pos_future=causal
         )
 
-    def forward(self, x: torch.Tensor, src_key_padding_mask=None) -> torch.Tensor:
-        _valid_frames(x, src_key_padding_mask)
-        attn_mask = _causal_mask(x.shape[1], x.device) if self.causal else None
-        return self.attention(
-            x,
-            x,
-            x,
-            pos_embs=self.pos_enc(x).to(x.dtype),
-            key_padding_mask=_safe_padding(src_key_padding_mask),
-            attn_mask=attn_mask,
-            return_attn_weights=False,
-        )
+    def position_arguments(self, x: torch.Tensor) -> dict:
+        """Sinusoidal embeddings of every relative distance, ``[1, 2T - 1, D]``."""
+        return {"pos_embs": self.pos_enc(x).to(x.dtype)}
 
 
 class SDPAttention(nn.Module):

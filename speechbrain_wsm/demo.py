@@ -431,15 +431,7 @@ def _run_facts(out: Path) -> dict:
         "rates": read_error_rates(out),
         "cost": json.loads(cost_file.read_text()) if cost_file.exists() else {},
         "losses": read_train_log(out / "train_log.txt"),
-        "note": _results_note(out),
     }
-
-
-def _results_note(out: Path) -> str:
-    """The last line of a run's ``results.md`` (its parameter counts)."""
-    path = out / "results.md"
-    lines = path.read_text().strip().splitlines() if path.exists() else []
-    return lines[-1] if lines and not lines[-1].startswith("|") else ""
 
 
 def _all_runs(facts: dict) -> dict[str, dict]:

@@ -169,7 +169,7 @@ def write_report(demo, facts: dict) -> Path:
         fold = stage.split(": ")[1]
         for name, run in _runs(info).items():
             lines.append(
-                f"| {fold} | {FT_LABELS.get(name, name)} | {_params(run.get('note', ''))} | "
+                f"| {fold} | {FT_LABELS.get(name, name)} | {_params(run.get('cost', {}))} | "
                 + " | ".join(_rates(run))
                 + " |"
             )
@@ -261,15 +261,13 @@ def write_report(demo, facts: dict) -> Path:
     return path
 
 
-def _params(note: str) -> str:
-    """``'0.03 M trainable of 0.18 M'`` from a results note, or the model size."""
-    import re
-
-    m = re.search(r"([\d.]+) M trainable of ([\d.]+) M", note)
-    if m:
-        return f"{m.group(1)} / {m.group(2)} M"
-    m = re.search(r"([\d.]+) M parameters", note)
-    return f"{m.group(1)} / {m.group(1)} M" if m else "–"
+def _params(cost: dict) -> str:
+    """``'0.30 / 2.18 M'``: trainable and all parameters, from ``train_cost.json``."""
+    if "parameters" not in cost:
+        return "–"
+    return (
+        f"{cost['trainable_parameters'] / 1e6:.2f} / {cost['parameters'] / 1e6:.2f} M"
+    )
 
 
 #: The demo's targets (CER %, test-synth).

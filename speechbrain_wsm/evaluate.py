@@ -66,6 +66,7 @@ __all__ = [
     "load_recipe",
     "load_trained",
     "main",
+    "parse_override",
     "recover_checkpoint",
     "transcribe",
 ]
@@ -381,6 +382,22 @@ def load_trained(
     return hparams["asr_model"].to(device).eval(), tokenizer
 
 
+def parse_override(item: str) -> tuple[str, object] | None:
+    """``("key", value)`` of a ``--KEY=VALUE`` argument (value read as YAML), else None.
+
+    Example
+    -------
+    >>> parse_override("--beam_size=4"), parse_override("--ssl_source=/m"), parse_override("a.wav")
+    (('beam_size', 4), ('ssl_source', '/m'), None)
+    """
+    if not item.startswith("--") or "=" not in item:
+        return None
+    import yaml
+
+    key, value = item[2:].split("=", 1)
+    return key, yaml.safe_load(value)
+
+
 def _parse(argv: Sequence[str]):
     parser = argparse.ArgumentParser(
         prog="python -m speechbrain_wsm.evaluate",
@@ -418,12 +435,10 @@ def _parse(argv: Sequence[str]):
     args, rest = parser.parse_known_args(list(argv))
     overrides = {}
     for item in rest:
-        if not item.startswith("--") or "=" not in item:
+        override = parse_override(item)
+        if override is None:
             parser.error(f"unrecognised argument {item!r} (overrides are --KEY=VALUE)")
-        key, value = item[2:].split("=", 1)
-        import yaml
-
-        overrides[key] = yaml.safe_load(value)
+        overrides.update([override])
     if args.name and len(args.name) != len(args.manifest):
         parser.error("give one --name per --manifest, or none")
     return args, overrides

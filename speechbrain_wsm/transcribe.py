@@ -231,7 +231,7 @@ class Transcriber:
 
 
 def _parse(argv: Sequence[str]):
-    from speechbrain_wsm.evaluate import DECODERS
+    from speechbrain_wsm.evaluate import DECODERS, parse_override
 
     parser = argparse.ArgumentParser(
         prog="python -m speechbrain_wsm.transcribe",
@@ -253,11 +253,9 @@ def _parse(argv: Sequence[str]):
     args, rest = parser.parse_known_args(list(argv))
     overrides = {}
     for item in rest:
-        if item.startswith("--") and "=" in item:
-            import yaml
-
-            key, value = item[2:].split("=", 1)
-            overrides[key] = yaml.safe_load(value)
+        override = parse_override(item)
+        if override is not None:
+            overrides.update([override])
         elif not item.startswith("-"):
             args.files.append(item)  # a file given after an override
         else:

@@ -66,8 +66,11 @@ def split_csv(hparams: dict, split: str) -> str:
     ('m/librilight-1h.csv', 'o/dev-clean.csv')
     """
     name = f"librilight-{split}" if split in LIBRILIGHT_SETS else split
-    folder = hparams.get("manifest_folder") or hparams["output_folder"]
-    return os.path.join(folder, f"{name}.csv")
+    return os.path.join(_manifest_folder(hparams), f"{name}.csv")
+
+
+def _manifest_folder(hparams: dict) -> str:
+    return hparams.get("manifest_folder") or hparams["output_folder"]
 
 
 def scoring_manifests(hparams: dict) -> dict[str, str]:
@@ -81,7 +84,7 @@ def prepare_asr_data(hparams: dict) -> None:
     With ``skip_prep`` the split manifests must exist in ``manifest_folder``
     already.
     """
-    folder = hparams.get("manifest_folder") or hparams["output_folder"]
+    folder = _manifest_folder(hparams)
     train = list(hparams["train_splits"])
     folds = [s for s in train if s in LIBRILIGHT_SETS]
     if not hparams["skip_prep"]:

@@ -16,8 +16,9 @@ units whose blank is 0. :class:`CTCBrain` holds what they have in common:
   on the blank plateau;
 * checkpoints at the end of every epoch with the validation ``CER``, ``WER``
   and loss in their meta, the best kept by CER;
-* ``train_cost.json`` in the output folder: optimizer steps so far, mean
-  seconds per step of the last epoch and peak memory (CUDA allocator peak, or
+* ``train_cost.json`` in the output folder: optimizer steps so far, the
+  model's parameters (all and trainable), mean seconds per step of the last
+  epoch and peak memory (CUDA allocator peak, or
   the process's peak resident set on CPU), which sweeps and the demo read;
 * :meth:`CTCBrain.score_test_sets`: the best checkpoint decodes every test
   manifest into ``wer_<split>.txt`` and ``cer_<split>.txt`` and a
@@ -33,7 +34,7 @@ import os
 import resource
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import speechbrain as sb
 import torch
@@ -183,8 +184,13 @@ class CTCBrain(sb.Brain):
         folder = getattr(self.hparams, "output_folder", None)
         if folder is None or not sb.utils.distributed.if_main_process():
             return
+        model = self.model()
         cost = {
             "steps": self.optimizer_step,
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "trainable_parameters": sum(
+                p.numel() for p in model.parameters() if p.requires_grad
+            ),
             "step_seconds": round(self._step_seconds(), 4)
             if self._batch_seconds
             else None,
@@ -201,7 +207,7 @@ class CTCBrain(sb.Brain):
         decoders: Sequence[str] = ("greedy",),
         row_name: str = "model",
         title: str = "CER and WER (%)",
-        note: str = "",
+        note: str | Callable[[], str] = "",
     ) -> dict:
         """Best checkpoint; decode each manifest; ``[cw]er_<split>.txt`` and ``results.md``.
 
@@ -209,7 +215,8 @@ class CTCBrain(sb.Brain):
         each further one ``wer_<split>_<decoder>.txt`` ... Options of the
         decoders (``beam_size``, ``kenlm_model_path``, ``lm_weight``,
         ``word_bonus``, ``sample_rate``, ``test_batch_size``) come from the
-        hyperparameters when they define them.
+        hyperparameters when they define them. ``note`` (text under the
+        table) may be a function, called once the best checkpoint is loaded.
 
         Returns
         -------
@@ -241,5 +248,6 @@ class CTCBrain(sb.Brain):
                 )
                 for split, path in manifests.items()
             }
+        note = note() if callable(note) else note  # may read the best checkpoint
         write_results_md(os.path.join(folder, "results.md"), results, title, note)
         return results

@@ -124,20 +124,21 @@ def main(argv):
     )
     if not if_main_process():
         return
+
+    def note():  # the best checkpoint's layer weights, loaded by then
+        weights = brain.model().weighted_sum.layer_weights().tolist()
+        return (
+            f"Encoder: `{hparams['ssl_source']}`. Learned layer weights "
+            f"(input first): {', '.join(f'{w:.3f}' for w in weights)}."
+        )
+
     brain.score_test_sets(
         {split: split_csv(hparams, split) for split in hparams["test_splits"]},
         [hparams["decoder"]],
         row_name=hparams["experiment"],
         title=f"MP3S {hparams['task']} probe: CER and WER (%)",
+        note=note,
     )
-    # the note names the best checkpoint's layer weights, loaded by now
-    weights = brain.model().weighted_sum.layer_weights().tolist()
-    results = os.path.join(hparams["output_folder"], "results.md")
-    with open(results, "a", encoding="utf-8") as f:
-        f.write(
-            f"\nEncoder: `{hparams['ssl_source']}`. Learned layer weights "
-            f"(input first): {', '.join(f'{w:.3f}' for w in weights)}.\n"
-        )
 
 
 if __name__ == "__main__":

@@ -3,7 +3,6 @@ command-line overrides, on the tiny fixtures in each corpus's layout, with a
 tiny encoder from this project's pretraining code or a tiny Hugging Face
 model. Each run must train, keep a checkpoint and write its results."""
 
-import importlib.util
 import os
 import re
 import subprocess
@@ -12,17 +11,13 @@ from pathlib import Path
 
 import pytest
 from speechbrain.utils.metric_stats import ErrorRateStats
+from tiny_models import make_hf_encoder, make_project_encoder
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPES = ROOT / "recipes" / "MP3S"
 SAMPLES = ROOT / "tests" / "samples"
 MP3S = SAMPLES / "mp3s"
 
-_spec = importlib.util.spec_from_file_location(
-    "mp3s_fixtures", MP3S / "mp3s_fixtures.py"
-)
-fixtures = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(fixtures)
 
 pytestmark = pytest.mark.slow
 
@@ -33,13 +28,13 @@ ONE_EPOCH = ["--number_of_epochs=1", "--batch_size=2", "--num_workers=0"]
 @pytest.fixture(scope="module")
 def project_encoder(tmp_path_factory):
     """A pretraining output folder (random weights) of this project."""
-    return fixtures.make_project_encoder(tmp_path_factory.mktemp("w2v2"))
+    return make_project_encoder(tmp_path_factory.mktemp("w2v2"))
 
 
 @pytest.fixture(scope="module")
 def hf_encoder(tmp_path_factory):
     """A local Hugging Face wav2vec 2.0 folder (random weights)."""
-    return fixtures.make_hf_encoder(tmp_path_factory.mktemp("hf"))
+    return make_hf_encoder(tmp_path_factory.mktemp("hf"))
 
 
 def _env() -> dict:
@@ -285,7 +280,7 @@ def test_librispeech_probe_learns_sixteen_utterances(tmp_path):
     """
     from speechbrain_wsm.scoring import read_error_rates
 
-    encoder = fixtures.make_project_encoder(tmp_path / "enc", d_model=64)
+    encoder = make_project_encoder(tmp_path / "enc", d_model=64)
     out = tmp_path / "learn"
     run_recipe(
         RECIPES / "LibriSpeech" / "LSTM",

@@ -4,7 +4,7 @@
 by command-line overrides only, on the committed LibriVox sample
 (``tests/samples/LibriSpeech/test-clean``, five utterances) and tiny
 pretrained models saved to local folders (a Hugging Face wav2vec 2.0 and this
-project's wav2vec 2.0 pretraining output; see ``tests/surgery_models.py``).
+project's wav2vec 2.0 pretraining output; see ``tests/tiny_models.py``).
 """
 
 import importlib.util
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from speechbrain.utils.checkpoints import Checkpointer
-from surgery_models import save_tiny_hf, save_tiny_wav2vec2
+from tiny_models import make_project_encoder, save_tiny_hf, save_tiny_wav2vec2
 
 from speechbrain_wsm import evaluate
 from speechbrain_wsm.models.finetuning import load_finetuned
@@ -191,12 +191,7 @@ def test_learning_overfits_sixteen_utterances(tmp_path):
     is what the recipe writes in ``cer_<split>.txt``."""
     from speechbrain_wsm.scoring import read_error_rates
 
-    spec = importlib.util.spec_from_file_location(
-        "mp3s_fixtures", Path(__file__).parents[1] / "samples/mp3s/mp3s_fixtures.py"
-    )
-    fixtures = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(fixtures)
-    encoder = fixtures.make_project_encoder(tmp_path / "enc", d_model=64)
+    encoder = make_project_encoder(tmp_path / "enc", d_model=64)
     learning = Path(__file__).parents[1] / "samples" / "learning" / "LibriSpeech"
     out = run(
         "wsm",

@@ -2,13 +2,13 @@
 fixture (cross-checked with SpeechBrain's ErrorRateStats), checkpoint choice,
 and the command line on a recipe folder."""
 
-import importlib.util
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
 from speechbrain.utils.metric_stats import ErrorRateStats
+from tiny_models import make_project_encoder
 
 from speechbrain_wsm.data.librispeech import prepare_librispeech
 from speechbrain_wsm.data.tokenizers import CharTokenizer
@@ -22,11 +22,6 @@ from speechbrain_wsm.evaluate import (
 )
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
-_spec = importlib.util.spec_from_file_location(
-    "mp3s_fixtures", SAMPLES / "mp3s" / "mp3s_fixtures.py"
-)
-fixtures = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(fixtures)
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +120,7 @@ def run(tmp_path_factory, librivox):
     """A run folder with three checkpoints: WER 30 (oldest), 10, 20 (latest)."""
     _, _, units = librivox
     tmp = tmp_path_factory.mktemp("run")
-    encoder = fixtures.make_project_encoder(tmp / "w2v2")
+    encoder = make_project_encoder(tmp / "w2v2")
     folder = _run_folder(tmp / "run", encoder, units)
     hparams, _ = load_recipe(folder)
     linear = hparams["probe"][0]

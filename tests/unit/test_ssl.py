@@ -1,12 +1,12 @@
 """Frozen SSL encoders for probing: loading, freezing, padding, the feature cache,
 the weighted layer sum and the probe wrapper."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 import torch
+from tiny_models import make_hf_encoder, make_project_encoder
 
 from speechbrain_wsm.models.ssl import (
     SSLProbe,
@@ -16,22 +16,15 @@ from speechbrain_wsm.models.ssl import (
 from speechbrain_wsm.models.wav2vec2 import load_pretrained_encoder
 from speechbrain_wsm.nnet.fusion import WeightedLayerSum
 
-_spec = importlib.util.spec_from_file_location(
-    "mp3s_fixtures",
-    Path(__file__).resolve().parents[1] / "samples" / "mp3s" / "mp3s_fixtures.py",
-)
-fixtures = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(fixtures)
-
 
 @pytest.fixture(scope="module")
 def project_folder(tmp_path_factory):
-    return fixtures.make_project_encoder(tmp_path_factory.mktemp("w2v2"))
+    return make_project_encoder(tmp_path_factory.mktemp("w2v2"))
 
 
 @pytest.fixture(scope="module")
 def hf_folder(tmp_path_factory):
-    return fixtures.make_hf_encoder(tmp_path_factory.mktemp("hf"))
+    return make_hf_encoder(tmp_path_factory.mktemp("hf"))
 
 
 def _wavs(lengths=(16000, 9600), seed=0):
@@ -51,7 +44,7 @@ def _wavs(lengths=(16000, 9600), seed=0):
 def test_hf_folder_gives_every_hidden_state_of_the_model(tmp_path, model_type):
     from transformers import AutoModel
 
-    folder = fixtures.make_hf_encoder(tmp_path, model_type, num_layers=3)
+    folder = make_hf_encoder(tmp_path, model_type, num_layers=3)
     encoder = load_ssl_encoder(folder, normalize_wav=False)
     wavs, lens = _wavs()
     states = encoder(wavs, lens)
@@ -206,7 +199,7 @@ def test_cache_is_emptied_when_the_source_changes(tmp_path):
 
     from speechbrain_wsm.models.wav2vec2 import load_pretrained_model
 
-    source = Path(fixtures.make_project_encoder(tmp_path / "run"))
+    source = Path(make_project_encoder(tmp_path / "run"))
     cache = tmp_path / "cache"
     wavs, lens = _wavs()
     load_ssl_encoder(source, feature_cache_dir=cache)(wavs, lens, ids=["a", "b"])
@@ -224,9 +217,7 @@ def test_cache_is_emptied_when_the_source_changes(tmp_path):
     assert len(list(cache.rglob("*.pt"))) == 0
     encoder(wavs, lens, ids=["a", "b"])
     # another source altogether
-    load_ssl_encoder(
-        fixtures.make_project_encoder(tmp_path / "b"), feature_cache_dir=cache
-    )
+    load_ssl_encoder(make_project_encoder(tmp_path / "b"), feature_cache_dir=cache)
     assert len(list(cache.rglob("*.pt"))) == 0
 
 

@@ -19,7 +19,7 @@ import copy
 
 import pytest
 import torch
-from surgery_models import (
+from tiny_models import (
     save_tiny_hf,
     save_tiny_wav2vec2,
     tiny_hf_model,

@@ -1,14 +1,14 @@
 """CTC fine-tuning models built on operated SSL encoders: training, saving, reloading.
 
 Tiny Hugging Face models saved to a local folder and this project's tiny
-pretrained wav2vec 2.0 encoder (see ``tests/surgery_models.py``).
+pretrained wav2vec 2.0 encoder (see ``tests/tiny_models.py``).
 """
 
 import shutil
 
 import pytest
 import torch
-from surgery_models import save_tiny_hf, save_tiny_wav2vec2, waveforms
+from tiny_models import save_tiny_hf, save_tiny_wav2vec2, waveforms
 
 from speechbrain_wsm.models.finetuning import (
     TrainableSSLEncoder,

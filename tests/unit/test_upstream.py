@@ -2,7 +2,7 @@
 
 Tiny Hugging Face wav2vec 2.0 / HuBERT / WavLM (pre-LayerNorm "large")
 models and this project's tiny pretrained wav2vec 2.0 encoder, saved to local
-folders (``tests/surgery_models.py``). The upstream must compute what the
+folders (``tests/tiny_models.py``). The upstream must compute what the
 model itself computes when called as it was pretrained, on padded batches,
 whether the probes (frozen) or the fine-tuner (trainable) read it.
 """
@@ -10,7 +10,7 @@ whether the probes (frozen) or the fine-tuner (trainable) read it.
 import numpy as np
 import pytest
 import torch
-from surgery_models import save_tiny_hf, save_tiny_wav2vec2, waveforms
+from tiny_models import save_tiny_hf, save_tiny_wav2vec2, waveforms
 
 from speechbrain_wsm.models.finetuning import CTCFineTuner, TrainableSSLEncoder
 from speechbrain_wsm.models.lengths import relative_to_absolute

@@ -7,12 +7,7 @@ those five utterances, written in each corpus's layout and file format, with
 made-up labels and transcripts (Welsh sentences written for the purpose).
 They test the preparations and the recipes' plumbing, nothing else.
 
-The tests import :func:`make_hf_encoder` and :func:`make_project_encoder`
-to build tiny randomly initialised SSL encoders in temporary folders: a
-Hugging Face folder (``save_pretrained``) and a pretraining output folder of
-this project, made from the pretraining recipe's own YAML (resolved
-``hyperparams.yaml`` + ``save/CKPT+*``, what
-:func:`speechbrain_wsm.models.wav2vec2.load_pretrained_encoder` reads).
+Tiny encoders for the probe tests live in ``tests/tiny_models.py``.
 """
 
 from __future__ import annotations
@@ -234,101 +229,6 @@ def build_all(root: Path = HERE) -> None:
     build_iemocap(root)
     build_slurp(root)
     build_buckeye(root)
-
-
-# --------------------------------------------------------------------------- #
-# Encoders
-# --------------------------------------------------------------------------- #
-
-
-def make_hf_encoder(
-    folder,
-    model_type: str = "wav2vec2",
-    hidden_size: int = 16,
-    num_layers: int = 2,
-    seed: int = 0,
-) -> str:
-    """A tiny random Hugging Face model saved in ``folder``; returns the path."""
-    import torch
-    import transformers
-
-    classes = {
-        "wav2vec2": (transformers.Wav2Vec2Config, transformers.Wav2Vec2Model),
-        "hubert": (transformers.HubertConfig, transformers.HubertModel),
-        "wavlm": (transformers.WavLMConfig, transformers.WavLMModel),
-    }
-    config_class, model_class = classes[model_type]
-    config = config_class(
-        hidden_size=hidden_size,
-        num_hidden_layers=num_layers,
-        num_attention_heads=2,
-        intermediate_size=2 * hidden_size,
-        conv_dim=(16,) * 7,
-        num_conv_pos_embeddings=8,
-        num_conv_pos_embedding_groups=2,
-        feat_extract_norm="layer",
-        do_stable_layer_norm=True,
-    )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = model_class(config)
-    model.save_pretrained(str(folder))
-    return str(folder)
-
-
-PRETRAINING = (
-    HERE.parents[2]
-    / "recipes"
-    / "LibriSpeech"
-    / "self-supervised-learning"
-    / "wav2vec2"
-)
-
-
-def make_project_encoder(
-    folder, mixer: str = "wsm", d_model: int = 16, num_layers: int = 2, seed: int = 0
-) -> str:
-    """A pretraining output folder of this project, random weights; returns it.
-
-    What the wav2vec 2.0 pretraining recipe leaves behind, without its
-    training loop: its own ``hparams/wav2vec2_<mixer>.yaml`` shrunk by
-    overrides and resolved into ``<folder>/hyperparams.yaml`` (as
-    ``sb.create_experiment_directory`` writes it), and one checkpoint of the
-    recipe's checkpointer in ``<folder>/save``.
-    """
-    import random
-
-    import numpy as np
-    import torch
-    from hyperpyyaml import load_hyperpyyaml, resolve_references
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    overrides = {
-        "data_folder": str(folder / "unused"),
-        "output_folder": str(folder),
-        "seed": seed,
-        "d_model": d_model,
-        "num_layers": num_layers,
-        "nhead": 2,
-        "d_ffn": 2 * d_model,
-        "extractor_dim": d_model,
-        "final_dim": 8,
-    }
-    if mixer == "wsm":
-        overrides["window_size"] = 4
-    with open(
-        PRETRAINING / "hparams" / f"wav2vec2_{mixer}.yaml", encoding="utf-8"
-    ) as f:
-        resolved = resolve_references(f, overrides).getvalue()
-    (folder / "hyperparams.yaml").write_text(resolved, encoding="utf-8")
-    states = random.getstate(), np.random.get_state()
-    with torch.random.fork_rng(devices=[]):
-        hparams = load_hyperpyyaml(resolved)
-        hparams["checkpointer"].save_checkpoint()
-    random.setstate(states[0])
-    np.random.set_state(states[1])
-    return str(folder)
 
 
 if __name__ == "__main__":

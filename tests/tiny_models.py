@@ -1,4 +1,4 @@
-"""Tiny pretrained SSL models saved to local folders, for the surgery and recipe tests.
+"""Tiny SSL models saved to local folders: the one test helper module for encoders.
 
 * :func:`tiny_hf_config` / :func:`save_tiny_hf`: Hugging Face wav2vec 2.0,
   HuBERT and WavLM configs a few kilobytes in size (4 layers of width 32,
@@ -9,6 +9,10 @@
   folder (resolved ``hyperparams.yaml`` + a SpeechBrain checkpoint in
   ``save/``), as :func:`speechbrain_wsm.models.wav2vec2.load_pretrained_encoder`
   reads it.
+* :func:`make_project_encoder`: the same, built from the pretraining recipe's
+  own ``hparams/wav2vec2_<mixer>.yaml`` shrunk by overrides;
+  :func:`make_hf_encoder`: a pre-LayerNorm HF model with the default 7-layer
+  CNN, the shape the MP3S probe tests use.
 
 Importable from the tests because ``tests/conftest.py`` puts ``tests/`` on
 ``sys.path`` (pytest's default import mode).
@@ -69,11 +73,40 @@ def tiny_hf_model(kind="wav2vec2", large=False, ctc=False, seed=0, **overrides):
     return model_class(tiny_hf_config(kind, large, **overrides)).eval()
 
 
-def save_tiny_hf(folder, kind="wav2vec2", large=False, ctc=False, **overrides) -> Path:
+def save_tiny_hf(
+    folder, kind="wav2vec2", large=False, ctc=False, seed=0, **overrides
+) -> Path:
     """Save a tiny HF model to ``folder`` with ``save_pretrained``."""
     folder = Path(folder)
-    tiny_hf_model(kind, large, ctc, **overrides).save_pretrained(folder)
+    tiny_hf_model(kind, large, ctc, seed, **overrides).save_pretrained(folder)
     return folder
+
+
+def make_hf_encoder(
+    folder,
+    model_type: str = "wav2vec2",
+    hidden_size: int = 16,
+    num_layers: int = 2,
+    seed: int = 0,
+) -> str:
+    """A pre-LayerNorm HF model with HF's default 7-layer CNN (16 channels)."""
+    with torch.random.fork_rng(devices=[]):
+        save_tiny_hf(
+            folder,
+            model_type,
+            large=True,
+            seed=seed,
+            hidden_size=hidden_size,
+            num_hidden_layers=num_layers,
+            num_attention_heads=2,
+            intermediate_size=2 * hidden_size,
+            conv_dim=(16,) * 7,
+            conv_kernel=(10, 3, 3, 3, 3, 2, 2),
+            conv_stride=(5, 2, 2, 2, 2, 2, 2),
+            num_conv_pos_embeddings=8,
+            num_conv_pos_embedding_groups=2,
+        )
+    return str(folder)
 
 
 WAV2VEC2_YAML = """\
@@ -127,3 +160,58 @@ def waveforms(lengths, seed: int = 0):
     for i, n in enumerate(lengths):
         wav[i, :n] = 0.1 * torch.randn(n, generator=gen)
     return wav, torch.tensor([n / max(lengths) for n in lengths])
+
+
+PRETRAINING = (
+    Path(__file__).resolve().parents[1]
+    / "recipes"
+    / "LibriSpeech"
+    / "self-supervised-learning"
+    / "wav2vec2"
+)
+
+
+def make_project_encoder(
+    folder, mixer: str = "wsm", d_model: int = 16, num_layers: int = 2, seed: int = 0
+) -> str:
+    """A pretraining output folder of this project, random weights; returns it.
+
+    What the wav2vec 2.0 pretraining recipe leaves behind, without its
+    training loop: its own ``hparams/wav2vec2_<mixer>.yaml`` shrunk by
+    overrides and resolved into ``<folder>/hyperparams.yaml`` (as
+    ``sb.create_experiment_directory`` writes it), and one checkpoint of the
+    recipe's checkpointer in ``<folder>/save``.
+    """
+    import random
+
+    import numpy as np
+    import torch
+    from hyperpyyaml import load_hyperpyyaml, resolve_references
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    overrides = {
+        "data_folder": str(folder / "unused"),
+        "output_folder": str(folder),
+        "seed": seed,
+        "d_model": d_model,
+        "num_layers": num_layers,
+        "nhead": 2,
+        "d_ffn": 2 * d_model,
+        "extractor_dim": d_model,
+        "final_dim": 8,
+    }
+    if mixer == "wsm":
+        overrides["window_size"] = 4
+    with open(
+        PRETRAINING / "hparams" / f"wav2vec2_{mixer}.yaml", encoding="utf-8"
+    ) as f:
+        resolved = resolve_references(f, overrides).getvalue()
+    (folder / "hyperparams.yaml").write_text(resolved, encoding="utf-8")
+    states = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        hparams = load_hyperpyyaml(resolved)
+        hparams["checkpointer"].save_checkpoint()
+    random.setstate(states[0])
+    np.random.set_state(states[1])
+    return str(folder)

@@ -152,14 +152,14 @@ def peak_memory(
     """
     if device.startswith("cuda"):
         return _peak_here(make_step, device, include_model)
-    return _in_child(_peak_here, make_step, device, include_model)
+    return in_child(_peak_here, make_step, device, include_model)
 
 
 def timings(makers: dict, device: str, rounds: int = 5, budget_s: float = 10.0) -> dict:
     """:func:`time_interleaved`, in a forked child on CPU (fresh allocator state)."""
     if device.startswith("cuda"):
         return time_interleaved(makers, device, rounds, budget_s)
-    res = _in_child(time_interleaved, makers, device, rounds, budget_s)
+    res = in_child(time_interleaved, makers, device, rounds, budget_s)
     if "error" in res and not isinstance(res["error"], dict):
         return {label: {"error": res["error"]} for label in makers}
     return res
@@ -182,7 +182,7 @@ def preload(*modules: str) -> None:
     PRELOAD.extend(m for m in modules if m not in PRELOAD)
 
 
-def _in_child(fn, *args):
+def in_child(fn, *args):
     """``fn(*args)`` in a fresh process; its result, or ``{"error"}`` if it dies.
 
     Children come from a fork server that imported torch but never ran a

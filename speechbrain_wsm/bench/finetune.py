@@ -39,8 +39,8 @@ from pathlib import Path
 import torch
 
 from speechbrain_wsm.bench.common import (
-    _in_child,
     devices_from_arg,
+    in_child,
     machine_description,
     measured_fields,
     peak_memory,
@@ -180,7 +180,7 @@ def _counts(config_kwargs, num_layers, window_size) -> dict:
 
 def parameter_counts(config_kwargs, num_layers, window_size) -> dict:
     """Trainable and total parameters of each mode (built on the meta device)."""
-    return _in_child(_counts, config_kwargs, num_layers, window_size)
+    return in_child(_counts, config_kwargs, num_layers, window_size)
 
 
 def run(args) -> list[dict]:

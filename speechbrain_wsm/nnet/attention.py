@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from speechbrain.nnet.attention import MultiheadAttention, RelPosEncXL, RelPosMHAXL
 from torch import nn
 
-from speechbrain_wsm.nnet.summary_mixing import _valid_frames
+from speechbrain_wsm.nnet.summary_mixing import valid_frames
 
 __all__ = ["MHSA", "RelPosMHSA", "SDPAttention"]
 
@@ -70,7 +70,7 @@ class MHSA(nn.Module):
         )
 
     def forward(self, x: torch.Tensor, src_key_padding_mask=None) -> torch.Tensor:
-        _valid_frames(x, src_key_padding_mask)
+        valid_frames(x, src_key_padding_mask)
         attn_mask = _causal_mask(x.shape[1], x.device) if self.causal else None
         out = self.attention(
             x,
@@ -173,7 +173,7 @@ class SDPAttention(nn.Module):
         self.out_proj = nn.Linear(d_model, d_model)
 
     def forward(self, x: torch.Tensor, src_key_padding_mask=None) -> torch.Tensor:
-        _valid_frames(x, src_key_padding_mask)
+        valid_frames(x, src_key_padding_mask)
         B, T, D = x.shape
         q, k, v = (
             self.in_proj(x)

@@ -20,7 +20,7 @@ from speechbrain.nnet.attention import PositionalwiseFeedForward
 from torch import nn
 
 from speechbrain_wsm.nnet.registry import build_mixer
-from speechbrain_wsm.nnet.summary_mixing import _valid_frames, activation_class
+from speechbrain_wsm.nnet.summary_mixing import activation_class, valid_frames
 
 logger = logging.getLogger(__name__)
 #: Mixers that know token order only from a positional encoding of the input.
@@ -383,7 +383,7 @@ class MixerEncoder(nn.Module):
             (with positions added) and every layer's output, before the final
             LayerNorm; what MP3S probing and layer fusion read.
         """
-        _valid_frames(x, src_key_padding_mask)
+        valid_frames(x, src_key_padding_mask)
         if x.shape[-1] != self.d_model:
             raise ValueError(
                 f"expected feature size {self.d_model}, got {tuple(x.shape)}"

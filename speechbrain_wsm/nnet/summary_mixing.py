@@ -157,8 +157,9 @@ class GroupedMLP(nn.Module):
         return f"sizes={dims}, groups={self.groups}"
 
 
-def _valid_frames(x: torch.Tensor, src_key_padding_mask) -> torch.Tensor | None:
-    """Check shapes and turn a padding mask (True = pad) into a validity mask."""
+def valid_frames(x: torch.Tensor, src_key_padding_mask) -> torch.Tensor | None:
+    """Check a mixer's input shapes; turn a padding mask (True = pad) into a
+    validity mask ``[batch, frame]`` (True = real frame), or None without one."""
     if x.dim() != 3:
         raise ValueError(
             f"expected x of shape [batch, frame, feature], got {tuple(x.shape)}"
@@ -442,7 +443,7 @@ class SummaryMixing(nn.Module):
         torch.Tensor
             ``[batch, frame, d_model]``.
         """
-        valid = _valid_frames(x, src_key_padding_mask)
+        valid = valid_frames(x, src_key_padding_mask)
         if x.shape[-1] != self.d_model:
             raise ValueError(
                 f"expected feature size {self.d_model}, got {tuple(x.shape)}"
@@ -483,7 +484,7 @@ class SummaryMixing(nn.Module):
         """
         if not self.causal:
             raise ValueError("forward_streaming needs a causal mixer (causal=True)")
-        valid = _valid_frames(x_chunk, src_key_padding_mask)
+        valid = valid_frames(x_chunk, src_key_padding_mask)
         if state is None:
             state = self.init_state(x_chunk.shape[0], x_chunk.device)
         local, summ = self._branches(x_chunk)

@@ -302,40 +302,45 @@ def recover_checkpoint(
         Meta key minimised by ``"best"``; default ``CER`` when a checkpoint
         has one (the CTC recipes), else ``WER`` (runs from before CER).
     """
-    folder = Path(checkpointer.checkpoints_dir)
+    from speechbrain_wsm.recipe.checkpoints import as_robust
+
+    # Broken checkpoints (a killed save, a full disk) are skipped with a
+    # warning, and a checkpoint that fails to load falls back to the next.
+    robust = as_robust(checkpointer)
+    folder = Path(robust.checkpoints_dir)
     local = None if run_folder is None else Path(run_folder) / "save"
     if (
         local is not None
         and local.is_dir()
         and local.resolve() != folder.resolve()
-        and not checkpointer.list_checkpoints()
+        and not robust.list_checkpoints()
     ):
         logger.info("no checkpoint in %s, reading them from %s", folder, local)
-        checkpointer.checkpoints_dir = local
+        robust.checkpoints_dir = local
     if which not in ("best", "latest"):
         path = Path(which).resolve()
-        checkpointer.checkpoints_dir = path.parent
-        match = [
-            c for c in checkpointer.list_checkpoints() if Path(c.path).resolve() == path
-        ]
+        robust.checkpoints_dir = path.parent
+        match = [c for c in robust.list_checkpoints() if Path(c.path).resolve() == path]
         if not match:
-            raise FileNotFoundError(f"'{which}' is not a checkpoint folder (CKPT+...)")
-        checkpointer.load_checkpoint(match[0])
+            raise FileNotFoundError(
+                f"'{which}' is not a complete checkpoint folder (CKPT+...)"
+            )
+        robust.load_checkpoint(match[0])
         logger.info("loaded checkpoint %s", match[0].path)
         return match[0]
-    ckpt = None
+    ranked = []
     if which == "best":
         if key is None:
-            metas = [c.meta for c in checkpointer.list_checkpoints()]
+            metas = [c.meta for c in robust.list_checkpoints()]
             key = "CER" if any("CER" in m for m in metas) else "WER"
-        ckpt = checkpointer.find_checkpoint(min_key=key)
-    if ckpt is None:
-        ckpt = checkpointer.find_checkpoint()
-    if ckpt is None:
+        ranked = robust.find_checkpoints(min_key=key)
+    if not ranked:
+        ranked = robust.find_checkpoints()
+    if not ranked:
         raise FileNotFoundError(
-            f"no checkpoint in {checkpointer.checkpoints_dir}: has the recipe run?"
+            f"no checkpoint in {robust.checkpoints_dir}: has the recipe run?"
         )
-    checkpointer.load_checkpoint(ckpt)
+    ckpt = robust.load_first_loadable(ranked)
     logger.info("loaded checkpoint %s", ckpt.path)
     return ckpt
 

@@ -177,3 +177,27 @@ def test_every_recipe_uses_the_robust_checkpointer():
     assert len(built) > 10, "the recipe YAMLs no longer build their checkpointers"
     robust = "checkpointer: !new:speechbrain_wsm.recipe.checkpoints.RobustCheckpointer"
     assert [str(p) for p in built if robust not in p.read_text()] == []
+
+
+def test_pretrained_folder_loads_the_newest_complete_checkpoint(tmp_path, caplog):
+    # a pretraining run killed while writing its newest wav2vec2.ckpt: probes
+    # and fine-tuning pointed at the folder load the older complete one
+    from tiny_models import save_tiny_wav2vec2
+
+    from speechbrain_wsm.models.upstream import load_upstream
+    from speechbrain_wsm.models.wav2vec2 import find_checkpoint
+
+    folder = save_tiny_wav2vec2(tmp_path / "run")
+    (good,) = (tmp_path / "run" / "save").iterdir()
+    broken = good.parent / "CKPT+9999-12-31+23-59-59+00"  # sorts as the newest
+    broken.mkdir()
+    meta = (good / "CKPT.yaml").read_text().replace("unixtime:", "unixtime: 9")
+    (broken / "CKPT.yaml").write_text(meta)
+    data = (good / "wav2vec2.ckpt").read_bytes()
+    (broken / "wav2vec2.ckpt").write_bytes(data[: len(data) // 3])
+    with caplog.at_level(logging.WARNING):
+        assert find_checkpoint(folder).parent == good
+        upstream = load_upstream(folder, frozen=True)
+    assert str(broken) in caplog.text
+    hidden, lengths = upstream(torch.randn(1, 8000), torch.tensor([8000]))
+    assert len(hidden) > 1 and int(lengths[0]) > 0

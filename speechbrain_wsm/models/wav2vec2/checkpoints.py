@@ -11,7 +11,6 @@ import numpy as np
 import ruamel.yaml
 import torch
 from hyperpyyaml import load_hyperpyyaml
-from speechbrain.utils.checkpoints import Checkpointer
 
 from speechbrain_wsm.models.wav2vec2.model import Wav2Vec2Encoder, Wav2Vec2Pretrainer
 
@@ -40,7 +39,8 @@ def find_checkpoint(folder, checkpoint=None, key: str = "wav2vec2") -> Path:
         The recipe's output folder (holding ``save/CKPT+*``).
     checkpoint : str or Path, optional
         A ``CKPT+...`` folder or a ``.ckpt`` file; default the most recent
-        checkpoint in ``<folder>/save``.
+        complete checkpoint in ``<folder>/save`` (a broken one, left by a run
+        killed while saving, is skipped with a warning).
     key : str
         Name of the module in the checkpointer.
 
@@ -58,9 +58,10 @@ def find_checkpoint(folder, checkpoint=None, key: str = "wav2vec2") -> Path:
     save = Path(folder) / "save"
     found = None
     if save.is_dir():
-        found = Checkpointer(save).find_checkpoint(
-            ckpt_predicate=lambda c: key in c.paramfiles
-        )
+        # the newest *complete* one: a save killed half-way is skipped (warning)
+        from speechbrain_wsm.recipe.checkpoints import newest_complete_checkpoint
+
+        found = newest_complete_checkpoint(save, lambda c: key in c.paramfiles)
     if found is None:
         raise FileNotFoundError(
             f"no checkpoint with {key}.ckpt under {save}: has the recipe run "

@@ -135,7 +135,7 @@ def _loader(manifest: str, data_folder, sample_rate: int, batch_size: int):
     from speechbrain.dataio.dataloader import make_dataloader
     from speechbrain.dataio.dataset import DynamicItemDataset
 
-    from speechbrain_wsm.data.audio import add_audio_pipeline
+    from speechbrain_wsm.data.audio import add_audio_pipeline, drop_unreadable
 
     if not os.path.isfile(manifest):
         raise FileNotFoundError(f"manifest '{manifest}' not found")
@@ -149,8 +149,11 @@ def _loader(manifest: str, data_folder, sample_rate: int, batch_size: int):
         raise ValueError(f"manifest '{manifest}' lacks the column(s) {missing}")
     if "duration" in first:
         dataset = dataset.filtered_sorted(sort_key="duration", reverse=True)
+    # score what can be read; the rows that cannot are listed, not fatal
+    dataset, bad = drop_unreadable(dataset, manifest, "skip")
     add_audio_pipeline([dataset], ["id", "sig", "wrd"], sample_rate)
-    return make_dataloader(dataset, batch_size=batch_size, collate_fn=PaddedBatch)
+    loader = make_dataloader(dataset, batch_size=batch_size, collate_fn=PaddedBatch)
+    return loader, bad
 
 
 @torch.no_grad()
@@ -162,8 +165,13 @@ def transcribe(
     sample_rate: int = 16000,
     batch_size: int = 8,
     device: str | torch.device = "cpu",
+    unreadable: list | None = None,
 ) -> tuple[list[str], list[str], list[str]]:
-    """Decode every utterance of a manifest.
+    """Decode every utterance of a manifest whose audio can be read.
+
+    Rows whose audio cannot be read are left out (with a warning listing
+    them) rather than aborting the set; pass a list as ``unreadable`` to get
+    their ``(ID, reason)``.
 
     Arguments
     ---------
@@ -181,17 +189,22 @@ def transcribe(
         Utterances per batch (longest first).
     device : str or torch.device
         Where to run.
+    unreadable : list, optional
+        Extended with ``(ID, reason)`` of each row that could not be read.
 
     Returns
     -------
     ids, refs, hyps : list of str
         Utterance IDs, references and hypotheses, longest utterance first.
     """
+    loader, bad = _loader(manifest, data_folder, sample_rate, batch_size)
+    if unreadable is not None:
+        unreadable.extend(bad)
     was_training = asr_model.training
     asr_model.eval()
     ids, refs, hyps = [], [], []
     try:
-        for batch in _loader(manifest, data_folder, sample_rate, batch_size):
+        for batch in loader:
             wavs, wav_lens = batch.sig
             log_probs, out_lens = asr_model(wavs.to(device), wav_lens.to(device))
             hyps += decode(log_probs.float().cpu(), out_lens.float().cpu())
@@ -223,19 +236,39 @@ def evaluate_manifest(
     to ``<folder>/cer_<name>.txt``. Returns the WER summary (SpeechBrain's
     keys: ``WER``, ``SER``, ``num_edits`` ..., computed with jiwer) with
     ``CER`` and ``cer_summary`` added
-    (:func:`speechbrain_wsm.scoring.write_error_rate_files`).
+    (:func:`speechbrain_wsm.scoring.write_error_rate_files`), and
+    ``unreadable``: ``(ID, reason)`` of the rows whose audio could not be
+    read, which are not scored (listed in the log and in
+    ``<folder>/unreadable_<name>.txt``).
     """
     from speechbrain_wsm.scoring import write_error_rate_files
 
     decode = build_decoder(
         tokenizer, decoder, beam_size, kenlm_model_path, lm_weight, word_bonus
     )
+    unreadable: list[tuple[str, str]] = []
     ids, refs, hyps = transcribe(
-        asr_model, decode, manifest, data_folder, sample_rate, batch_size, device
+        asr_model,
+        decode,
+        manifest,
+        data_folder,
+        sample_rate,
+        batch_size,
+        device,
+        unreadable,
     )
     folder, stem = os.path.split(os.path.splitext(wer_file)[0])
     name = stem[4:] if stem.startswith("wer_") else stem
-    return write_error_rate_files(folder or ".", name, ids, refs, hyps)
+    summary = write_error_rate_files(folder or ".", name, ids, refs, hyps)
+    summary["unreadable"] = unreadable
+    listing = os.path.join(folder or ".", f"unreadable_{name}.txt")
+    if unreadable:
+        with open(listing, "w", encoding="utf-8") as f:
+            f.write(f"# rows of {manifest} not scored: their audio cannot be read\n")
+            f.writelines(f"{uid}\t{why}\n" for uid, why in unreadable)
+    elif os.path.exists(listing):  # from an earlier evaluation
+        os.remove(listing)
+    return summary
 
 
 def load_recipe(run: str, overrides: dict | None = None) -> tuple[dict, Path]:
@@ -489,6 +522,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict]:
             f"{summary['num_edits']} / {summary['num_scored_tokens']} ] -> "
             f"{out_folder / f'cer_{name}.txt'}, {out_folder / f'wer_{name}.txt'}"
         )
+        if summary["unreadable"]:
+            print(
+                f"{name}: {len(summary['unreadable'])} utterance(s) not scored, "
+                "their audio cannot be read -> "
+                f"{out_folder / f'unreadable_{name}.txt'}"
+            )
     return results
 
 

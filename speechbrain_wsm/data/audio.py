@@ -7,6 +7,13 @@ rate, optionally a segment), and manifests get their ``sig`` through
 :func:`add_audio_pipeline`. A file at 22.05 kHz or in stereo is therefore the
 same model input in training and in scoring.
 
+:func:`drop_unreadable` checks, before any training or scoring, that every
+row of a dataset can be read (the file exists, its header decodes, it holds
+samples, its manifest duration is positive) and skips the rows that cannot,
+with a count and the list of them in the log, or stops at once with that list.
+One missing or zero-byte file then no longer kills a run mid-epoch (and again
+after every resume).
+
 ``speechbrain_wsm.recipe`` and ``speechbrain_wsm.data.mp3s`` re-export both
 functions; they live here, in ``data/``, because ``recipe/`` imports ``data/``
 (and not the other way round).
@@ -14,6 +21,7 @@ functions; they live here, in ``data/``, because ``recipe/`` imports ``data/``
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 
@@ -22,7 +30,12 @@ import torch
 from speechbrain.dataio.dataset import DynamicItemDataset
 from speechbrain.utils.data_pipeline import provides, takes
 
-__all__ = ["add_audio_pipeline", "load_audio"]
+__all__ = ["add_audio_pipeline", "audio_problem", "drop_unreadable", "load_audio"]
+
+logger = logging.getLogger(__name__)
+
+#: Bad rows named in a log line or an error message (the rest are counted).
+MAX_LISTED = 20
 
 
 def load_audio(
@@ -178,3 +191,133 @@ def add_audio_pipeline(
         has_segments = "start" in first and "stop" in first
         dataset.add_dynamic_item(segment if has_segments else whole)
         dataset.set_output_keys(list(output_keys))
+
+
+def audio_problem(path, start=None, stop=None) -> str | None:
+    """Why the audio of a manifest row cannot be read, or None if it can.
+
+    Reads the file's header only (fast): catches missing, empty and
+    non-audio files (a renamed text file) and files or segments without a
+    sample; a file whose body is damaged after a valid header still fails
+    later, in :func:`load_audio`.
+
+    Arguments
+    ---------
+    path : str or PathLike
+        The audio file.
+    start, stop : float, optional
+        Segment bounds (seconds), as in :func:`load_audio`.
+
+    Returns
+    -------
+    str or None
+        A short reason.
+
+    Example
+    -------
+    >>> import tempfile, os
+    >>> p = os.path.join(tempfile.mkdtemp(), "empty.wav")
+    >>> _ = open(p, "wb").close()
+    >>> audio_problem(p).startswith("not readable as audio")
+    True
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        return f"file not found: {path}"
+    try:
+        info = sf.info(path)
+    except (sf.LibsndfileError, RuntimeError, OSError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return f"not readable as audio: {path} ({reason})"
+    if info.frames <= 0:
+        return f"no sample in {path}"
+    if start is not None and start * info.samplerate >= info.frames:
+        return f"segment starts at {start} s, after the end of {path}"
+    return None
+
+
+def drop_unreadable(
+    dataset: DynamicItemDataset, source: str = "", on_error: str = "skip"
+) -> tuple[DynamicItemDataset, list[tuple[str, str]]]:
+    """Leave out the rows whose audio cannot be read, or stop naming them.
+
+    Every row's ``wav`` (and ``start``/``stop`` segment when the manifest has
+    them) is checked with :func:`audio_problem`, and a ``duration`` column
+    must be positive. Datasets without a ``wav`` column are returned as they
+    are.
+
+    Arguments
+    ---------
+    dataset : DynamicItemDataset
+        Rows with ``wav`` (``$data_root`` already replaced).
+    source : str
+        What to call the dataset in messages (its manifest path).
+    on_error : str
+        ``"skip"``: drop the bad rows, log their number and list (warning);
+        ``"stop"``: raise before anything is trained or scored.
+
+    Returns
+    -------
+    dataset : DynamicItemDataset
+        The readable rows, in the same order (``dataset`` itself if all are).
+    bad : list of (str, str)
+        ``(ID, reason)`` of each row left out.
+
+    Raises
+    ------
+    ValueError
+        With ``on_error="stop"`` when a row cannot be read (listing them), or
+        when no row at all can be read.
+
+    Example
+    -------
+    >>> import numpy as np, soundfile as sf, tempfile, os
+    >>> d = tempfile.mkdtemp()
+    >>> sf.write(os.path.join(d, "a.wav"), np.zeros(800, dtype="float32"), 16000)
+    >>> ds = DynamicItemDataset({
+    ...     "a": {"wav": os.path.join(d, "a.wav")},
+    ...     "b": {"wav": os.path.join(d, "gone.wav")}})
+    >>> kept, bad = drop_unreadable(ds)
+    >>> kept.data_ids, [i for i, _ in bad]
+    (['a'], ['b'])
+    """
+    if on_error not in ("skip", "stop"):
+        raise ValueError(f"on_error must be 'skip' or 'stop', got {on_error!r}")
+    rows = [(uid, dataset.data[uid]) for uid in dataset.data_ids]
+    if not rows or "wav" not in rows[0][1]:
+        return dataset, []
+    bad = []
+    for uid, row in rows:
+        duration = row.get("duration")
+        try:
+            if duration is not None and float(duration) <= 0:
+                bad.append((uid, f"duration {duration} s in the manifest"))
+                continue
+            problem = audio_problem(
+                row["wav"], _seconds(row.get("start")), _seconds(row.get("stop"))
+            )
+        except (TypeError, ValueError) as exc:  # a non-numeric cell
+            problem = f"bad manifest cell ({exc})"
+        if problem is not None:
+            bad.append((uid, problem))
+    if not bad:
+        return dataset, []
+    where = f" of {source}" if source else ""
+    listed = "\n  ".join(f"{uid}: {why}" for uid, why in bad[:MAX_LISTED])
+    more = f"\n  ... and {len(bad) - MAX_LISTED} more" if len(bad) > MAX_LISTED else ""
+    if on_error == "stop" or len(bad) == len(rows):
+        raise ValueError(
+            f"{len(bad)} of {len(rows)} rows{where} cannot be read (fix or "
+            f"remove them from the manifest, then rerun):\n  {listed}{more}"
+        )
+    logger.warning(
+        "skipping %d of %d rows%s whose audio cannot be read:\n  %s%s",
+        len(bad),
+        len(rows),
+        where,
+        listed,
+        more,
+    )
+    dropped = {uid for uid, _ in bad}
+    kept = dataset.filtered_sorted(key_test={"id": lambda uid: uid not in dropped})
+    return kept, bad

@@ -32,7 +32,11 @@ from speechbrain.dataio.sampler import DynamicBatchSampler
 from speechbrain.lobes.models.wav2vec import w2v_mask_collate_fn
 from speechbrain.utils.data_pipeline import provides, takes
 
-from speechbrain_wsm.data.audio import add_audio_pipeline, load_audio
+from speechbrain_wsm.data.audio import (
+    add_audio_pipeline,
+    drop_unreadable,
+    load_audio,
+)
 
 __all__ = [
     "SpanMaskCollate",
@@ -50,8 +54,16 @@ def manifest_dataset(
     min_duration: float | None = None,
     max_duration: float | None = None,
     sort: str | None = None,
+    unreadable: str = "skip",
 ) -> DynamicItemDataset:
     """A :class:`DynamicItemDataset` over a CSV manifest, filtered by duration.
+
+    Rows whose audio cannot be read (missing, empty or non-audio file, no
+    sample, duration <= 0) are found before training and left out with a
+    warning that counts and lists them, or stop the run at once
+    (``unreadable="stop"``); see :func:`~speechbrain_wsm.data.audio.drop_unreadable`.
+    The rows left out are kept in the dataset's ``unreadable`` attribute
+    (``[(ID, reason)]``).
 
     Arguments
     ---------
@@ -63,6 +75,9 @@ def manifest_dataset(
         Keep utterances with ``min_duration <= duration <= max_duration`` (s).
     sort : str, optional
         ``"ascending"`` or ``"descending"`` by duration; None keeps file order.
+    unreadable : str
+        ``"skip"`` (default) or ``"stop"``: what to do with rows whose audio
+        cannot be read.
 
     Returns
     -------
@@ -73,7 +88,7 @@ def manifest_dataset(
     >>> import tempfile, os
     >>> d = tempfile.mkdtemp()
     >>> with open(os.path.join(d, "m.csv"), "w") as f:
-    ...     _ = f.write("ID,duration,wav\\na,0.5,x.flac\\nb,2.0,y.flac\\nc,9.0,z.flac\\n")
+    ...     _ = f.write("ID,duration,spk_id\\na,0.5,x\\nb,2.0,y\\nc,9.0,z\\n")
     >>> ds = manifest_dataset(os.path.join(d, "m.csv"), min_duration=1.0, max_duration=5.0)
     >>> ds.data_ids
     ['b']
@@ -103,6 +118,8 @@ def manifest_dataset(
             f"no utterance of {csv_path} lasts between {min_duration} and "
             f"{max_duration} s"
         )
+    dataset, bad = drop_unreadable(dataset, csv_path, unreadable)
+    dataset.unreadable = bad
     return dataset
 
 

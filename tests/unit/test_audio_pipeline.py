@@ -53,7 +53,7 @@ def test_training_and_scoring_see_the_same_16k_mono_input(tmp_path):
     add_audio_pipeline([train], ["id", "sig", "wrd"])
     trained_on = train[0]["sig"]
 
-    (batch,) = list(evaluate._loader(csv, None, 16000, batch_size=1))
+    (batch,) = list(evaluate._loader(csv, None, 16000, batch_size=1)[0])
     wavs, wav_lens = batch.sig
     scored_on = wavs[0, : int(round(wav_lens[0].item() * wavs.shape[1]))]
 
@@ -70,12 +70,13 @@ def test_training_and_scoring_see_the_same_16k_mono_input(tmp_path):
 def test_missing_and_empty_files_name_their_path(tmp_path):
     missing = tmp_path / "nowhere" / "gone.flac"
     csv = _manifest(tmp_path / "m.csv", [("u1", 1.0, missing, "X")])
-    train = manifest_dataset(csv)
-    add_audio_pipeline([train])
+    # found before training or scoring (a set with no readable row stops)
+    with pytest.raises(ValueError, match="gone.flac"):
+        manifest_dataset(csv)
+    with pytest.raises(ValueError, match="gone.flac"):
+        evaluate._loader(csv, None, 16000, batch_size=1)
     with pytest.raises(FileNotFoundError, match="gone.flac"):
-        train[0]
-    with pytest.raises(FileNotFoundError, match="gone.flac"):
-        list(evaluate._loader(csv, None, 16000, batch_size=1))
+        audio.load_audio(missing)
 
     empty = tmp_path / "empty.wav"
     sf.write(str(empty), np.zeros((0, 1), dtype="float32"), 16000)

@@ -5,6 +5,9 @@ all train a module ``asr_model(wavs, wav_lens) -> (log_probs, out_lens)``
 (relative lengths at this edge, SpeechBrain's convention) with CTC over
 units whose blank is 0. :class:`CTCBrain` holds what they have in common:
 
+* :class:`~speechbrain_wsm.recipe.brain.RobustBrain`'s training loop (no
+  epoch ends with unapplied accumulated gradients; DDP processes all get
+  whole batches);
 * the CTC objective, and greedy decoding of the validation set into WER and
   CER (SpeechBrain's ``ErrorRateStats``; CER with spaces counted as ``_``);
 * one optimiser per parameter group (:meth:`CTCBrain.parameter_groups`; the
@@ -44,6 +47,7 @@ from speechbrain_wsm.evaluate import (
     evaluate_manifest,
     recover_checkpoint,
 )
+from speechbrain_wsm.recipe.brain import RobustBrain
 from speechbrain_wsm.scoring import write_results_md
 
 __all__ = ["CTCBrain", "peak_memory_mb"]
@@ -57,7 +61,7 @@ def peak_memory_mb(device: str | torch.device) -> float:
     return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
 
 
-class CTCBrain(sb.Brain):
+class CTCBrain(RobustBrain):
     """CTC training of ``modules.asr_model`` with validation CER/WER.
 
     The recipe sets ``brain.tokenizer`` (the units, blank at 0) before

@@ -17,6 +17,7 @@ import sys
 import speechbrain as sb
 
 from speechbrain_wsm.recipe import (
+    RobustBrain,
     SpanMaskCollate,
     add_audio_pipeline,
     dynamic_batch_sampler,
@@ -26,9 +27,10 @@ from speechbrain_wsm.recipe import (
 )
 
 
-class W2V2Brain(sb.Brain):
-    """Masked contrastive pretraining; the default ``fit_batch`` does AMP,
-    gradient accumulation and clipping, these hooks the rest."""
+class W2V2Brain(RobustBrain):
+    """Masked contrastive pretraining; the inherited ``fit_batch`` does AMP,
+    gradient accumulation (applied at every epoch end) and clipping, these
+    hooks the rest."""
 
     def model(self):
         """The pretrainer, unwrapped from DDP."""

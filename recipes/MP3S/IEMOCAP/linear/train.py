@@ -30,11 +30,11 @@ from speechbrain.utils.distributed import if_main_process, run_on_main
 from speechbrain_wsm.data.librispeech import merge_manifests
 from speechbrain_wsm.data.mp3s import add_audio_pipeline
 from speechbrain_wsm.evaluate import recover_checkpoint
-from speechbrain_wsm.recipe import load_hparams, manifest_dataset
+from speechbrain_wsm.recipe import RobustBrain, load_hparams, manifest_dataset
 from speechbrain_wsm.scoring import write_results_md
 
 
-class ClassifierProbeBrain(sb.Brain):
+class ClassifierProbeBrain(RobustBrain):
     """Cross-entropy training of a probe over a frozen encoder."""
 
     def model(self):

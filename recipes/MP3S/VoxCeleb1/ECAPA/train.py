@@ -28,12 +28,12 @@ from speechbrain.utils.metric_stats import EER, minDCF
 from speechbrain_wsm.data._io import read_manifest
 from speechbrain_wsm.data.mp3s import load_audio
 from speechbrain_wsm.evaluate import recover_checkpoint
-from speechbrain_wsm.recipe import manifest_dataset
+from speechbrain_wsm.recipe import RobustBrain, manifest_dataset
 from speechbrain_wsm.recipe.experiment import load_hparams
 from speechbrain_wsm.scoring import write_results_md
 
 
-class SpeakerProbeBrain(sb.Brain):
+class SpeakerProbeBrain(RobustBrain):
     """AAM-softmax speaker classification on top of a frozen encoder."""
 
     def model(self):

@@ -1,0 +1,132 @@
+"""Training loops that never train nothing: accumulated gradients are applied at
+every epoch end, and DDP processes all get whole batches (issue 12, items 3-4)."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import speechbrain as sb
+import torch
+from speechbrain.dataio.dataset import DynamicItemDataset
+from speechbrain.utils.epoch_loop import EpochCounter
+from torch.utils.data import DataLoader, TensorDataset
+
+from speechbrain_wsm.recipe import CTCBrain, dynamic_batch_sampler
+from speechbrain_wsm.recipe.brain import DistributedBatchSampler, RobustBrain
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Regression(RobustBrain):
+    def compute_forward(self, batch, stage):
+        x, _ = batch
+        return self.modules.net(x)
+
+    def compute_objectives(self, predictions, batch, stage):
+        _, y = batch
+        return ((predictions - y) ** 2).mean()
+
+
+def _fit(batches_per_epoch, factor, epochs=1, seed=0):
+    torch.manual_seed(seed)
+    x = torch.randn(4 * batches_per_epoch, 3)
+    y = x.sum(1, keepdim=True)
+    loader = DataLoader(TensorDataset(x, y), batch_size=4)
+    net = torch.nn.Linear(3, 1)
+    brain = Regression(
+        modules={"net": net},
+        opt_class=lambda p: torch.optim.SGD(p, lr=1.0),
+        run_opts={
+            "grad_accumulation_factor": factor,
+            "noprogressbar": True,
+            "max_grad_norm": 1e9,  # no clipping: compare raw gradients
+        },
+    )
+    start = [p.detach().clone() for p in net.parameters()]
+    brain.fit(EpochCounter(epochs), loader)
+    return brain, net, start, loader
+
+
+def test_an_epoch_shorter_than_the_accumulation_still_steps():
+    brain, net, start, _ = _fit(batches_per_epoch=2, factor=4, epochs=3)
+    assert brain.optimizer_step == 3  # one per epoch, not 0
+    assert not torch.equal(net.weight.detach(), start[0])
+
+
+def test_the_last_short_group_applies_the_mean_gradient():
+    # 2 batches with factor 4: the one step is the mean of the 2 batches'
+    # gradients, exactly what factor 2 would apply
+    _, short, start, loader = _fit(batches_per_epoch=2, factor=4)
+    _, full, _, _ = _fit(batches_per_epoch=2, factor=2)
+    assert torch.allclose(short.weight, full.weight)
+    ref = torch.nn.Linear(3, 1)
+    with torch.no_grad():
+        ref.weight.copy_(start[0])
+        ref.bias.copy_(start[1])
+    grads = []
+    for x, y in loader:
+        ref.zero_grad()
+        ((ref(x) - y) ** 2).mean().backward()
+        grads.append(ref.weight.grad.clone())
+    expected = start[0] - torch.stack(grads).mean(0)  # SGD, lr 1
+    assert torch.allclose(short.weight.detach(), expected, atol=1e-6)
+
+
+def test_steps_per_epoch_round_up():
+    brain, *_ = _fit(batches_per_epoch=6, factor=4, epochs=2)
+    assert brain.optimizer_step == 4  # 2 per epoch: 4 batches, then the last 2
+
+
+def _load_train_py(relative):
+    spec = importlib.util.spec_from_file_location("recipe_train", ROOT / relative)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_training_brain_has_the_fix():
+    assert issubclass(CTCBrain, RobustBrain)
+    pretrain = "recipes/LibriSpeech/self-supervised-learning/wav2vec2/train.py"
+    assert issubclass(_load_train_py(pretrain).W2V2Brain, RobustBrain)
+    for path in ROOT.glob("recipes/**/train.py"):
+        assert "(sb.Brain)" not in path.read_text(), path
+
+
+# -- DDP -----------------------------------------------------------------------
+def _dataset(durations):
+    data = {f"u{i}": {"duration": d, "x": float(i)} for i, d in enumerate(durations)}
+    ds = DynamicItemDataset(data)
+    ds.set_output_keys(["id", "x"])
+    return ds
+
+
+@pytest.mark.parametrize("batches, processes", [(1, 2), (1, 4), (5, 2), (4, 4)])
+def test_every_process_gets_whole_batches(batches, processes):
+    sampler = [[2 * i, 2 * i + 1] for i in range(batches)]
+    per_rank = [
+        list(DistributedBatchSampler(sampler, processes, r)) for r in range(processes)
+    ]
+    counts = {len(b) for b in per_rank}
+    assert counts == {-(-batches // processes)}  # the same number, at least 1
+    assert all(isinstance(b, list) and len(b) == 2 for r in per_rank for b in r)
+    seen = {tuple(b) for r in per_rank for b in r}
+    assert seen == {tuple(b) for b in sampler}  # nothing lost
+
+
+def test_brain_under_ddp_with_one_batch_for_two_processes(monkeypatch):
+    # a training set that dynamic batching makes into one batch, on 2 processes
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    ds = _dataset([1.0, 1.5, 2.0])
+    sampler = dynamic_batch_sampler(ds, max_batch_length=100.0, num_buckets=3)
+    assert len(sampler) == 1
+    brain = Regression(modules={"net": torch.nn.Linear(1, 1)})
+    brain.distributed_launch, brain.rank = True, 1  # as torchrun's rank 1 sees it
+    loader = brain.make_dataloader(ds, sb.Stage.TRAIN, batch_sampler=sampler)
+    (batch,) = list(loader)  # SpeechBrain's wrapper: TypeError: 'int' object ...
+    assert sorted(batch.id) == ["u0", "u1", "u2"]
+    assert isinstance(brain.train_sampler, DistributedBatchSampler)
+
+
+def test_no_batch_at_all_names_the_counts():
+    with pytest.raises(ValueError, match="0 batches for 2 processes"):
+        list(DistributedBatchSampler([], 2, 0))

@@ -149,3 +149,20 @@ def test_two_process_ddp_run_splits_the_batches(tmp_path):
     sampler.set_epoch(1)  # what Brain does for epoch 1
     assert first["steps"] == math.ceil(len(sampler) / 2)  # each process: half
     check_encoder_loads(out)
+
+
+def test_ddp_with_one_batch_for_two_processes_and_accumulation(tmp_path):
+    # a training set that dynamic batching makes into one batch (a 10-minute
+    # fold on several GPUs), and an accumulation factor longer than the epoch:
+    # both processes train, and the epoch's one optimiser step is taken
+    out = tmp_path / "ddp1"
+    launcher = (sys.executable, "-m", "torch.distributed.run", "--standalone")
+    launcher += ("--nproc_per_node=2",)
+    flags = [f for f in FLAGS if not f.startswith(("--seconds_per", "--grad_acc"))]
+    argv = ["hparams/wav2vec2_sm.yaml", *flags, f"--output_folder={out}"]
+    argv += ["--seconds_per_batch=1000", "--grad_accumulation_factor=4"]
+    run([*argv, "--distributed_backend=gloo"], launcher=launcher)
+    train = manifest_dataset(str(out / "train.csv"), min_duration=1.0)
+    assert len(dynamic_batch_sampler(train, 1000, num_buckets=70, seed=1986)) == 1
+    (first,) = epochs(out)
+    assert first["steps"] == 1 and math.isfinite(first["train"])

@@ -103,8 +103,12 @@ class CTCBrain(RobustBrain):
         super().on_fit_start()  # optimisers built, last checkpoint recovered
         schedule = getattr(self.hparams, "lr_schedule", None)
         if schedule is not None:
+            # the run ends at the last epoch or at --optimizer_step_limit
             epochs = self.hparams.epoch_counter.limit
-            schedule.set_total_steps(epochs * getattr(self, "_steps_per_epoch", 1))
+            total = epochs * getattr(self, "_steps_per_epoch", 1)
+            if self.optimizer_step_limit is not None:
+                total = min(total, int(self.optimizer_step_limit))
+            schedule.set_total_steps(total)
             schedule.apply(self.optimizers_dict.values())
 
     def fit_batch(self, batch):

@@ -11,19 +11,108 @@ decay, as wav2vec 2.0 fine-tuning does (fairseq's tri-stage schedule).
 The schedule is a *multiplier*: every parameter group keeps its own peak
 rate (the ``lr`` it was built with), so one schedule serves several
 optimisers with different rates (new blocks and pretrained weights).
+
+:class:`StepLimitedWarmCoolDecay` is the wav2vec 2.0 pretraining schedule
+(SpeechBrain's warm-up, slow decay, linear cool-down to 0) whose warm-up and
+cool-down follow ``--optimizer_step_limit``: given as shares of the step
+limit, or as step counts that must fit in it.
 """
 
 from __future__ import annotations
 
 import math
 
+from speechbrain.nnet.schedulers import WarmCoolDecayLRSchedule
 from speechbrain.utils.checkpoints import (
     mark_as_loader,
     mark_as_saver,
     register_checkpoint_hooks,
 )
 
-__all__ = ["TriStageSchedule"]
+__all__ = ["StepLimitedWarmCoolDecay", "TriStageSchedule", "steps_of"]
+
+
+def steps_of(value: float, total_steps: int, name: str) -> int:
+    """A schedule length as steps: a share of ``total_steps`` if below 1, else steps.
+
+    Raises
+    ------
+    ValueError
+        If ``value`` is negative, or a step count larger than ``total_steps``.
+
+    Example
+    -------
+    >>> steps_of(0.1, 300000, "warmup"), steps_of(0.1, 200, "warmup"), steps_of(25, 200, "warmup")
+    (30000, 20, 25)
+    """
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+    if value < 1:
+        return int(round(value * total_steps))
+    if value > total_steps:
+        raise ValueError(
+            f"{name}={value:g} steps is longer than the run "
+            f"(optimizer_step_limit={total_steps}): give {name} as a share of the "
+            f"run (e.g. --{name}=0.1) or raise --optimizer_step_limit"
+        )
+    return int(value)
+
+
+class StepLimitedWarmCoolDecay(WarmCoolDecayLRSchedule):
+    """Warm-up, slow decay, cool-down to 0 at ``total_steps`` (SpeechBrain's
+    schedule), with warm-up and cool-down that follow the run's length.
+
+    ``warmup`` and ``cooldown`` below 1 are shares of ``total_steps`` (the
+    recipe's ``optimizer_step_limit``), so a run shortened with
+    ``--optimizer_step_limit=200`` warms up over 20 steps (0.1), not over the
+    full run's 30 000; values of 1 or more are step counts, and a warm-up plus
+    cool-down longer than the run is refused at construction.
+
+    Arguments
+    ---------
+    lr : float
+        Peak learning rate.
+    warmup, cooldown : float
+        Shares of ``total_steps`` (< 1) or step counts (>= 1).
+    total_steps : int
+        Steps of the run.
+    decay_factor, decay_every
+        Slow decay between warm-up and cool-down, as SpeechBrain's.
+
+    Example
+    -------
+    >>> s = StepLimitedWarmCoolDecay(lr=1.0, warmup=0.1, cooldown=0.5, total_steps=200)
+    >>> s.warmup, s.cooldown
+    (20, 100)
+    >>> StepLimitedWarmCoolDecay(lr=1.0, warmup=150, cooldown=100, total_steps=200)
+    Traceback (most recent call last):
+    ...
+    ValueError: warmup (150 steps) + cooldown (100 steps) is longer than the run (optimizer_step_limit=200): ...
+    """
+
+    def __init__(
+        self,
+        lr: float,
+        warmup: float,
+        cooldown: float,
+        total_steps: int,
+        decay_factor: float = 0.75,
+        decay_every: int = 100000,
+    ):
+        total_steps = int(total_steps)
+        if total_steps < 1:
+            raise ValueError(f"optimizer_step_limit must be >= 1, got {total_steps}")
+        warm = steps_of(warmup, total_steps, "warmup")
+        cool = steps_of(cooldown, total_steps, "cooldown")
+        if warm + cool > total_steps:
+            raise ValueError(
+                f"warmup ({warm} steps) + cooldown ({cool} steps) is longer than "
+                f"the run (optimizer_step_limit={total_steps}): give them as "
+                "shares of the run (e.g. --warmup=0.1 --cooldown=0.9)"
+            )
+        super().__init__(
+            lr, max(warm, 1), max(cool, 1), total_steps, decay_factor, decay_every
+        )
 
 
 @register_checkpoint_hooks

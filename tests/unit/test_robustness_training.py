@@ -130,3 +130,58 @@ def test_brain_under_ddp_with_one_batch_for_two_processes(monkeypatch):
 def test_no_batch_at_all_names_the_counts():
     with pytest.raises(ValueError, match="0 batches for 2 processes"):
         list(DistributedBatchSampler([], 2, 0))
+
+
+# -- schedules follow --optimizer_step_limit -------------------------------------
+PRETRAIN = ROOT / "recipes/LibriSpeech/self-supervised-learning/wav2vec2/hparams"
+TINY = [
+    "--data_folder=unused",
+    "--d_model=16",
+    "--num_layers=1",
+    "--nhead=2",
+    "--d_ffn=32",
+    "--extractor_dim=16",
+    "--final_dim=8",
+]
+
+
+def _pretrain_hparams(tmp_path, *flags):
+    from speechbrain_wsm.recipe import load_hparams
+
+    argv = [str(PRETRAIN / "wav2vec2_wsm.yaml"), *TINY, *flags]
+    return load_hparams([*argv, f"--output_folder={tmp_path}"])[0]
+
+
+def test_pretraining_schedule_follows_the_step_limit(tmp_path):
+    hp = _pretrain_hparams(tmp_path, "--optimizer_step_limit=200")
+    opt = torch.optim.SGD(torch.nn.Linear(1, 1).parameters(), lr=hp["lr"])
+    lrs = {}
+    for step in (1, 20, 100, 150, 200):
+        hp["lr_scheduler"](opt, step)
+        lrs[step] = opt.param_groups[0]["lr"]
+    assert lrs[20] == pytest.approx(hp["lr"], rel=1e-3)  # peak after 10 %
+    assert lrs[1] < lrs[20] and lrs[100] > lrs[150] > lrs[200]
+    assert lrs[200] == pytest.approx(0.0, abs=1e-12)  # cooled down at the limit
+
+
+def test_a_schedule_longer_than_the_run_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="warmup=30000 steps is longer than the run"):
+        _pretrain_hparams(tmp_path, "--optimizer_step_limit=200", "--warmup=30000")
+
+
+def test_ctc_schedule_ends_at_the_step_limit():
+    from speechbrain_wsm.recipe import TriStageSchedule
+
+    schedule = TriStageSchedule()
+    brain = CTCBrain(
+        modules={"asr_model": torch.nn.Linear(2, 2)},
+        hparams={
+            "model_opt_class": lambda p: torch.optim.SGD(p, lr=1.0),
+            "lr_schedule": schedule,
+            "epoch_counter": EpochCounter(10),
+        },
+        run_opts={"optimizer_step_limit": 50},
+    )
+    brain._steps_per_epoch = 100  # 1000 steps by epochs; the limit says 50
+    brain.on_fit_start()
+    assert schedule.total_steps == 50

@@ -119,7 +119,14 @@ def asr_datasets(hparams: dict, tokenizer):
         min_duration=hparams["min_duration"],
         max_duration=hparams["max_duration"],
     )
-    valid = manifest_dataset(hparams["valid_csv"], sort="descending")
+    # validation too: a clip too short for the model, or a file too long for
+    # memory, would stop the run after a whole epoch of training
+    valid = manifest_dataset(
+        hparams["valid_csv"],
+        min_duration=hparams["min_duration"],
+        max_duration=hparams["max_duration"],
+        sort="descending",
+    )
     add_token_pipeline([train, valid], tokenizer)
     add_audio_pipeline([train, valid], ["id", "sig", "wrd", "tokens"])
     return train, valid

@@ -22,15 +22,17 @@ validation, ``python -m speechbrain_wsm.evaluate`` and
 
 from __future__ import annotations
 
+import logging
 import os
+import random
 from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 from speechbrain.dataio.dataset import DynamicItemDataset
 from speechbrain.dataio.sampler import DynamicBatchSampler
-from speechbrain.lobes.models.wav2vec import w2v_mask_collate_fn
 from speechbrain.utils.data_pipeline import provides, takes
+from speechbrain.utils.data_utils import batch_pad_right
 
 from speechbrain_wsm.data.audio import (
     add_audio_pipeline,
@@ -40,12 +42,15 @@ from speechbrain_wsm.data.audio import (
 
 __all__ = [
     "SpanMaskCollate",
+    "span_mask",
     "add_audio_pipeline",
     "add_token_pipeline",
     "dynamic_batch_sampler",
     "load_audio",
     "manifest_dataset",
 ]
+
+logger = logging.getLogger(__name__)
 
 
 def manifest_dataset(
@@ -63,7 +68,10 @@ def manifest_dataset(
     warning that counts and lists them, or stop the run at once
     (``unreadable="stop"``); see :func:`~speechbrain_wsm.data.audio.drop_unreadable`.
     The rows left out are kept in the dataset's ``unreadable`` attribute
-    (``[(ID, reason)]``).
+    (``[(ID, reason)]``). How many utterances the duration limits leave out
+    is logged (every split: validation and test sets too, where a clip too
+    short for the model or a file too long for memory would otherwise stop
+    the run after a whole epoch).
 
     Arguments
     ---------
@@ -104,6 +112,7 @@ def manifest_dataset(
         )
     replacements = {"data_root": data_folder} if data_folder else {}
     dataset = DynamicItemDataset.from_csv(csv_path, replacements=replacements)
+    _report_duration_filter(dataset, csv_path, min_duration, max_duration)
     key_min = {"duration": min_duration} if min_duration is not None else {}
     key_max = {"duration": max_duration} if max_duration is not None else {}
     if key_min or key_max or sort:
@@ -121,6 +130,27 @@ def manifest_dataset(
     dataset, bad = drop_unreadable(dataset, csv_path, unreadable)
     dataset.unreadable = bad
     return dataset
+
+
+def _report_duration_filter(dataset, csv_path, min_duration, max_duration) -> None:
+    """Log how many utterances the duration limits leave out, and why."""
+    if min_duration is None and max_duration is None:
+        return
+    durations = [float(row["duration"]) for row in dataset.data.values()]
+    short = sum(d < min_duration for d in durations) if min_duration is not None else 0
+    long = sum(d > max_duration for d in durations) if max_duration is not None else 0
+    if short or long:
+        logger.info(
+            "%s: keeping %d of %d utterances; %d shorter than %s s and %d longer "
+            "than %s s left out (min_duration / max_duration)",
+            csv_path,
+            len(durations) - short - long,
+            len(durations),
+            short,
+            min_duration,
+            long,
+            max_duration,
+        )
 
 
 def add_token_pipeline(datasets: Sequence[DynamicItemDataset], tokenizer) -> None:
@@ -194,15 +224,77 @@ def dynamic_batch_sampler(
     )
 
 
+def span_mask(lengths: Sequence[int], mask_prob: float, mask_length: int) -> np.ndarray:
+    """Masked spans for a batch: the same number of masked frames in every row.
+
+    As wav2vec 2.0 (and SpeechBrain's ``compute_mask``): about
+    ``mask_prob * shortest / mask_length`` (+ 1, + a random fraction) spans
+    of ``mask_length`` frames start at distinct frames of each utterance,
+    overlaps are topped up with single frames so that every row masks the same
+    number of frames, and no frame past an utterance's length is masked. A
+    short utterance draws fewer spans: at most ``shortest - mask_length``
+    starts and ``shortest // mask_length`` spans' worth of frames, so any
+    utterance longer than ``mask_length`` frames gets a mask (NumPy's global
+    generator and Python's ``random`` draw it).
+
+    Arguments
+    ---------
+    lengths : sequence of int
+        Frames of each utterance.
+    mask_prob : float
+        Share of frames that start a span.
+    mask_length : int
+        Frames per span.
+
+    Returns
+    -------
+    np.ndarray
+        ``[batch, max(lengths)]`` bool, True = masked.
+
+    Example
+    -------
+    >>> np.random.seed(0); random.seed(0)
+    >>> m = span_mask([25, 60], 0.65, 10)  # 25 frames: 2 spans, not an error
+    >>> m.sum(1).tolist(), bool(m[0, 25:].any())
+    ([20, 20], False)
+    """
+    shortest = min(lengths)
+    if shortest <= mask_length:
+        raise ValueError(
+            f"an utterance of {shortest} frames has no room for a masked span of "
+            f"{mask_length} frames"
+        )
+    # the draws follow compute_mask's order, so that an utterance long enough
+    # for the full count gets the very mask SpeechBrain would draw
+    spans = int(mask_prob * shortest / mask_length + random.random() + 1)
+    spans = max(1, min(spans, shortest - mask_length, shortest // mask_length))
+    target = spans * mask_length
+    drawn = []
+    for n in lengths:
+        starts = np.random.choice(n - mask_length, spans, replace=False)
+        drawn.append(np.unique((starts[:, None] + np.arange(mask_length)).ravel()))
+    mask = np.zeros((len(lengths), max(lengths)), dtype=bool)
+    for row, (n, frames) in enumerate(zip(lengths, drawn, strict=True)):
+        if len(frames) < target:  # overlapping spans: top up with free frames
+            free = np.delete(np.arange(n), frames)
+            extra = np.random.choice(free, target - len(frames), replace=False)
+            mask[row, extra] = True
+        mask[row, frames] = True
+    return mask
+
+
 class SpanMaskCollate:
     """Collate ``{"id", "sig"}`` items into ``(wavs, wav_lens, mask)`` for wav2vec 2.0.
 
     Pads the waveforms (relative lengths in ``wav_lens``) and draws the span
-    mask over the model's frames with SpeechBrain's ``compute_mask``: spans of
-    ``mask_length`` frames starting at about ``mask_prob`` of the frames, the
-    same number of masked frames in every utterance (set by the shortest),
-    never on padding. Drawing masks in the loader keeps them off the training
-    step. Picklable, for data-loader workers.
+    mask over the model's frames (:func:`span_mask`, the scheme of
+    SpeechBrain's ``compute_mask``): spans of ``mask_length`` frames starting
+    at about ``mask_prob`` of the frames, the same number of masked frames in
+    every utterance (set by the shortest), never on padding. A short
+    utterance gets fewer spans rather than failing the batch; only one of at
+    most ``mask_length`` frames, where no span fits, is an error. Drawing
+    masks in the loader keeps them off the training step. Picklable, for
+    data-loader workers.
 
     Arguments
     ---------
@@ -234,21 +326,18 @@ class SpanMaskCollate:
         self._seeded_pid = None
 
     def __call__(self, items):
-        shortest = min(len(item["sig"]) for item in items)
-        frames = int(self.frame_counter(torch.tensor(shortest)))
-        # compute_mask draws up to int(p * frames / L + 2) distinct span starts
-        # among frames - L and masks that many spans' worth of frames.
-        spans = int(self.mask_prob * frames / self.mask_length + 2)
-        if frames - self.mask_length < spans or frames < spans * self.mask_length:
+        sigs = [item["sig"] for item in items]
+        frames = [int(self.frame_counter(torch.tensor(s.shape[-1]))) for s in sigs]
+        if min(frames) <= self.mask_length:
             ids = [item["id"] for item in items]
             raise ValueError(
-                f"an utterance of batch {ids} has {frames} frames, too short for "
-                f"masked spans of {self.mask_length}: raise the minimum duration"
+                f"an utterance of batch {ids} has {min(frames)} frames, too short "
+                f"for masked spans of {self.mask_length}: raise the minimum duration"
             )
         self._seed_worker()
-        return w2v_mask_collate_fn(
-            items, self.frame_counter, self.mask_prob, self.mask_length
-        )
+        wavs, wav_lens = batch_pad_right(sigs)
+        mask = span_mask(frames, self.mask_prob, self.mask_length)
+        return wavs, wav_lens, torch.from_numpy(mask)
 
     def _seed_worker(self) -> None:
         """Seed NumPy (which ``compute_mask`` draws from) once per loader worker.

@@ -3,16 +3,24 @@ what it can read (issue 12, item 2)."""
 
 import csv
 import logging
+import random
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from speechbrain_wsm.data.librispeech import prepare_librispeech
 from speechbrain_wsm.data.tokenizers import CharTokenizer
 from speechbrain_wsm.evaluate import evaluate_manifest
-from speechbrain_wsm.recipe.dataio import add_audio_pipeline, manifest_dataset
+from speechbrain_wsm.models.wav2vec2 import FrameCounter
+from speechbrain_wsm.recipe.dataio import (
+    SpanMaskCollate,
+    add_audio_pipeline,
+    manifest_dataset,
+    span_mask,
+)
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 
@@ -86,3 +94,59 @@ def test_evaluate_scores_what_can_be_read(broken_manifest, tmp_path):
     assert all(uid in listing for uid in bad)
     text = (tmp_path / "wer_test.txt").read_text()
     assert all(uid in text for uid in good) and not any(uid in text for uid in bad)
+
+
+# -- durations and span masks ------------------------------------------------------
+def test_short_utterances_get_fewer_spans_not_an_error():
+    # 0.5-0.86 s and 1.01-1.06 s utterances (21-39 and 47-49 frames) used to
+    # be refused by the span-count check although min_duration is 1.0 s
+    for frames in [11, 21, 30, 39, 47, 49]:
+        for seed in range(5):
+            np.random.seed(seed)
+            random.seed(seed)
+            mask = span_mask([frames, 200], 0.65, 10)
+            assert mask.any(1).all()
+            assert mask.sum(1)[0] == mask.sum(1)[1]  # same count in every row
+            assert not mask[0, frames:].any()  # never on padding
+
+
+def test_long_utterances_get_speechbrains_mask():
+    from speechbrain.lobes.models.wav2vec import compute_mask
+
+    for seed in range(3):
+        np.random.seed(seed)
+        random.seed(seed)
+        ours = span_mask([120, 200, 90], 0.65, 10)
+        np.random.seed(seed)
+        random.seed(seed)
+        theirs = compute_mask((3, 200), [120, 200, 90], 0.65, 10)
+        assert np.array_equal(ours, theirs)
+
+
+def test_collate_masks_a_short_batch():
+    counter = FrameCounter([320], [320])
+    items = [
+        {"id": "a", "sig": torch.randn(8000)},
+        {"id": "b", "sig": torch.randn(16000)},
+    ]
+    wavs, lens, mask = SpanMaskCollate(counter, 0.65, 10)(items)  # 25 frames
+    assert mask.shape == (2, 50) and mask[0].any() and not mask[0, 25:].any()
+
+
+def test_duration_filter_is_counted_in_the_log(tmp_path, caplog):
+    rows = "".join(f"u{i},{d},x.wav\n" for i, d in enumerate([0.05, 2.0, 3.0, 2400.0]))
+    (tmp_path / "dev.csv").write_text("ID,duration,spk_id\n" + rows)
+    with caplog.at_level(logging.INFO):
+        ds = manifest_dataset(str(tmp_path / "dev.csv"), None, 1.0, 30.0)
+    assert ds.data_ids == ["u1", "u2"]
+    assert "keeping 2 of 4" in caplog.text and "1 shorter than 1.0 s" in caplog.text
+    assert "1 longer than 30.0 s" in caplog.text
+
+
+def test_every_pretraining_split_is_filtered_by_duration():
+    train_py = (
+        Path(__file__).resolve().parents[2]
+        / "recipes/LibriSpeech/self-supervised-learning/wav2vec2/train.py"
+    ).read_text()
+    calls = [line for line in train_py.splitlines() if "manifest_dataset(" in line]
+    assert len(calls) == 3 and all("*limits" in line for line in calls)

@@ -482,20 +482,40 @@ def _parse(argv: Sequence[str]):
     return args, overrides
 
 
+def _check_writable(folder: Path) -> None:
+    """Fail before computing when the score files cannot be written."""
+    from speechbrain_wsm.recipe.experiment import ConfigError
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(
+            f"cannot write the scores to {folder} ({e.strerror or e}): pass "
+            "--output_folder=<a writable folder>"
+        ) from None
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, dict]:
     """Command line entry point; returns ``{name: WER summary}``."""
+    from speechbrain_wsm.recipe.experiment import install_config_error_hook
+
+    install_config_error_hook()
     args, overrides = _parse(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(
         level=logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
     hparams, run_folder = load_recipe(args.run, overrides)
+    out_folder = Path(args.output_folder or run_folder)
+    _check_writable(out_folder)  # before any decoding, not after
     model, tokenizer = load_trained(hparams, run_folder, args.checkpoint, args.device)
 
     def option(name, default):
         value = getattr(args, name)
         return value if value is not None else hparams.get(name, default)
 
-    out_folder = Path(args.output_folder or run_folder)
     results = {}
     names = args.name or [Path(m).stem for m in args.manifest]
     for manifest, name in zip(args.manifest, names, strict=True):

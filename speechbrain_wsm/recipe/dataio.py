@@ -212,6 +212,11 @@ def dynamic_batch_sampler(
     >>> sorted(i for b in batches for i in b)
     [0, 1, 2, 3, 4, 5]
     """
+    if not max_batch_length > 0:  # 0 or NaN: SpeechBrain fails on NaN batch counts
+        raise ValueError(
+            f"max_batch_length (the recipe's seconds_per_batch) must be positive, "
+            f"got {max_batch_length}"
+        )
     return DynamicBatchSampler(
         dataset,
         max_batch_length=max_batch_length,

@@ -11,6 +11,12 @@ when the script runs under ``torchrun`` (the ``RANK``/``LOCAL_RANK``
 variables; ``--distributed_backend=gloo`` on CPU, NCCL by default), and loads
 the YAML strictly: an override naming no top-level key of the file (a
 misspelt ``--d_modle=32``) is an error, not a silently ignored flag.
+
+Mistakes on the command line end the run with one line naming the key and
+the fix (a :class:`ConfigError`, printed without a traceback by the recipe's
+process) before anything is built: an override given twice, a value of the
+wrong type for its key (``--lr=abc``, ``--train_splits=dev-clean`` for a
+list), and a size or count that must be positive (``--seconds_per_batch=0``).
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ import dataclasses
 import json
 import logging
 import os
+import re
+import sys
 from collections.abc import Sequence
 
 import ruamel.yaml
@@ -28,9 +36,108 @@ from speechbrain.utils.distributed import infer_device, run_on_main
 
 from speechbrain_wsm.data.librispeech import merge_manifests, prepare_librispeech
 
-__all__ = ["load_hparams", "prepare_librispeech_manifests"]
+__all__ = [
+    "ConfigError",
+    "install_config_error_hook",
+    "load_hparams",
+    "prepare_librispeech_manifests",
+]
 
 logger = logging.getLogger(__name__)
+
+#: Top-level keys that must be positive numbers when a recipe has them.
+POSITIVE_KEYS = (
+    "seconds_per_batch",
+    "number_of_epochs",
+    "grad_accumulation_factor",
+    "optimizer_step_limit",
+    "batch_size",
+    "valid_batch_size",
+    "test_batch_size",
+    "lr",
+    "sample_rate",
+    "num_buckets",
+)
+
+
+class ConfigError(ValueError):
+    """A mistake in a recipe's configuration; its message names the key and the fix.
+
+    In a process that called :func:`load_hparams`, an uncaught one is printed
+    as a single ``error: ...`` line, without a traceback.
+    """
+
+
+def install_config_error_hook() -> None:
+    """Print an uncaught :class:`ConfigError` as one line (installed once)."""
+    previous = sys.excepthook
+    if getattr(previous, "_config_errors", False):
+        return
+
+    def hook(kind, value, tb):
+        if isinstance(value, ConfigError):
+            print(f"error: {value}", file=sys.stderr)
+        else:
+            previous(kind, value, tb)
+
+    hook._config_errors = True
+    sys.excepthook = hook
+
+
+def _check_overrides(hparams_file: str, overrides: str) -> None:
+    """Refuse an override given twice, or of the wrong type for its key.
+
+    The type is that of the key's value in the file: a number must stay a
+    number, a boolean a boolean, a list a list (a value referring to other
+    keys, or null in the file, takes anything).
+    """
+    try:
+        given = ruamel.yaml.YAML(typ="safe").load(overrides or "") or {}
+    except ruamel.yaml.constructor.DuplicateKeyError as e:
+        found = re.search(r'duplicate key "([^"]+)"', str(e))
+        key = found.group(1) if found else "an option"
+        raise ConfigError(
+            f"--{key} is given more than once on the command line: keep one"
+        ) from None
+    with open(hparams_file, encoding="utf-8") as f:
+        tree = ruamel.yaml.YAML().load(f) or {}
+    for key, value in given.items():
+        default = tree.get(key)
+        if value is None or default is None or _tagged(default):
+            continue
+        if isinstance(default, bool):
+            ok, kind = isinstance(value, bool), "true or false"
+        elif isinstance(default, (int, float)):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            kind = "a number"
+        elif isinstance(default, list):
+            ok, kind = isinstance(value, list), f"a list, e.g. --{key}=[{value}]"
+        else:
+            continue
+        if not ok:
+            raise ConfigError(
+                f"--{key}={value!r}: {key} must be {kind} (the file has "
+                f"{key}: {default})"
+            )
+
+
+def _tagged(node) -> bool:
+    """Whether a YAML node carries a tag (``!ref``, ``!new:`` ...): any type goes."""
+    if isinstance(node, ruamel.yaml.comments.TaggedScalar):
+        return True
+    tag = getattr(getattr(node, "tag", None), "value", None)
+    return bool(tag and tag.startswith("!"))
+
+
+def _check_positive(hparams: dict, hparams_file: str) -> None:
+    for key in POSITIVE_KEYS:
+        value = hparams.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not value > 0:
+                raise ConfigError(
+                    f"{key} must be positive, got {value} ({hparams_file} or "
+                    f"--{key}=...)"
+                )
 
 
 def load_hparams(argv: Sequence[str] | None = None):
@@ -58,8 +165,10 @@ def load_hparams(argv: Sequence[str] | None = None):
 
     Raises
     ------
-    ValueError
-        If an override names no top-level key of the YAML file.
+    ConfigError
+        A ``ValueError``, before anything is built: an override naming no
+        top-level key of the YAML file, given twice, or of the wrong type for
+        its key; or a non-positive size or count (:data:`POSITIVE_KEYS`).
 
     Notes
     -----
@@ -67,7 +176,9 @@ def load_hparams(argv: Sequence[str] | None = None):
     ``bf16`` and the run is on CPU without ``--precision`` on the command
     line, the run uses fp32 (and says so in the log).
     """
+    install_config_error_hook()
     hparams_file, run_opts, overrides = sb.parse_arguments(list(argv or []))
+    _check_overrides(hparams_file, overrides)
     run_opts, overrides = _sync_run_options(hparams_file, run_opts, overrides)
     sb.utils.distributed.ddp_init_group(run_opts)
     with open(hparams_file, encoding="utf-8") as fin:
@@ -76,9 +187,10 @@ def load_hparams(argv: Sequence[str] | None = None):
         except KeyError as e:
             if "not found in" not in str(e):
                 raise
-            raise ValueError(
+            raise ConfigError(
                 f"unknown command-line override for {hparams_file}: {e.args[0]}"
             ) from None
+    _check_positive(hparams, hparams_file)
     device = run_opts["device"] or infer_device()
     if (
         device.startswith("cpu")

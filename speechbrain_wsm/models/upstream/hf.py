@@ -102,16 +102,53 @@ def hf_input_options(folder) -> tuple[bool, bool]:
     (True, True)
     """
     folder = Path(folder)
-    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    config = read_json(folder / "config.json")
     layer_norm_front = config.get("feat_extract_norm", "group") == "layer"
     preprocessor = {}
     pre_path = folder / "preprocessor_config.json"
     if pre_path.is_file():
-        preprocessor = json.loads(pre_path.read_text(encoding="utf-8"))
+        preprocessor = read_json(pre_path)
     return (
         bool(preprocessor.get("do_normalize", layer_norm_front)),
         bool(preprocessor.get("return_attention_mask", layer_norm_front)),
     )
+
+
+def read_json(path) -> dict:
+    """A JSON object file of a model folder; a damaged one is a clear error.
+
+    Raises
+    ------
+    ValueError
+        Naming the file, where it stops parsing, and the fix.
+
+    Example
+    -------
+    >>> import tempfile, os
+    >>> p = os.path.join(tempfile.mkdtemp(), "config.json")
+    >>> _ = open(p, "w").write('{"model_type": "hub')
+    >>> read_json(p)
+    Traceback (most recent call last):
+    ...
+    ValueError: ...config.json is not valid JSON (line 1, column ...): ...
+    """
+    path = Path(path)
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        where = (
+            f"line {e.lineno}, column {e.colno}: {e.msg}"
+            if isinstance(e, json.JSONDecodeError)
+            else str(e)
+        )
+        raise ValueError(
+            f"{path} is not valid JSON ({where}): the model folder is damaged "
+            "(an interrupted copy or download?); copy it again, or save the "
+            "model again with save_pretrained"
+        ) from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path} must hold a JSON object, not {type(value).__name__}")
+    return value
 
 
 def _check_speech_config(config, folder) -> None:
@@ -151,6 +188,7 @@ def load_hf_model(folder, config_overrides: dict | None = None) -> nn.Module:
         raise ImportError(
             f"ssl_source '{folder}' is a Hugging Face folder: install transformers"
         ) from exc
+    read_json(Path(folder) / "config.json")  # a damaged file: name it
     _check_speech_config(AutoConfig.from_pretrained(str(folder)), folder)
     model = AutoModel.from_pretrained(str(folder), **(config_overrides or {}))
     return model.base_model.eval()
@@ -164,6 +202,7 @@ def hf_model_from_config(folder, config_overrides: dict | None = None) -> nn.Mod
     """
     from transformers import AutoConfig, AutoModel
 
+    read_json(Path(folder) / "config.json")  # a damaged file: name it
     config = AutoConfig.from_pretrained(str(folder), **(config_overrides or {}))
     _check_speech_config(config, folder)
     return AutoModel.from_config(config).base_model

@@ -21,21 +21,53 @@ without saying so, which :class:`RobustBrain` closes:
   PyTorch's ``DistributedSampler`` pads samples), so every process has work
   and they step together.
 
+It also makes silent failures visible:
+
+* **non-finite losses**: a batch whose loss is NaN or infinite is counted and
+  skipped (no backward pass; under DDP, where every process must take part
+  in the backward pass, the optimiser step whose gradients it poisoned is
+  skipped instead), up to SpeechBrain's ``--nonfinite_patience`` per epoch;
+  the count is in the epoch's log line (``train_logger``) and the summary;
+* **a run summary** at the end of ``fit``: epochs, optimiser steps, batches,
+  non-finite batches and skipped steps, utterances left out of the training
+  and validation sets by cause (duration limits, unreadable audio; from
+  :func:`~speechbrain_wsm.recipe.dataio.manifest_dataset`), wall time and
+  peak memory, in the log's last lines and in
+  ``<output_folder>/run_summary.json``.
+
 Subclass it as you would ``speechbrain.Brain``; the recipes' ``CTCBrain``
 and the wav2vec 2.0 pretraining Brain do.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
+import resource
+import sys
+import time
 
 import speechbrain as sb
 import torch
 from torch.utils.data import IterableDataset, Sampler
 
-__all__ = ["DistributedBatchSampler", "RobustBrain", "accumulation_group_size"]
+__all__ = [
+    "DistributedBatchSampler",
+    "RobustBrain",
+    "accumulation_group_size",
+    "peak_memory_mb",
+]
+
+
+def peak_memory_mb(device: str | torch.device) -> float:
+    """Peak memory so far: the CUDA allocator's peak, or this process's peak RSS (MB)."""
+    if str(device).startswith("cuda"):
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
+
 
 logger = logging.getLogger(__name__)
 
@@ -152,6 +184,63 @@ class RobustBrain(sb.Brain):
 
     _epoch_batches: int | None = None
 
+    def _counts(self) -> dict:
+        if not hasattr(self, "_run_counts"):
+            self._run_counts = {
+                "batches": 0,
+                "nonfinite_batches": 0,
+                "skipped_steps": 0,
+            }
+        return self._run_counts
+
+    def fit(self, epoch_counter, train_set, valid_set=None, *args, **kwargs):
+        """SpeechBrain's ``fit``, then the run summary (see the module docstring)."""
+        start = time.time()
+        self._counts()
+        try:
+            return super().fit(epoch_counter, train_set, valid_set, *args, **kwargs)
+        finally:
+            self.write_run_summary(
+                time.time() - start, {"train": train_set, "valid": valid_set}
+            )
+
+    def run_summary(self, seconds: float, datasets: dict) -> dict:
+        """What the run did, in numbers (see :meth:`write_run_summary`)."""
+        hparams = getattr(self, "hparams", None)
+        counter = getattr(hparams, "epoch_counter", None)
+        left_out = {
+            name: dict(getattr(data, "left_out", {}))
+            for name, data in datasets.items()
+            if getattr(data, "left_out", None)
+        }
+        return {
+            "epochs": getattr(counter, "current", None),
+            "optimizer_steps": self.optimizer_step,
+            **self._counts(),
+            "utterances_left_out": left_out,
+            "wall_seconds": round(seconds, 1),
+            "peak_memory_mb": round(peak_memory_mb(self.device), 1),
+            "device": str(self.device),
+        }
+
+    def write_run_summary(self, seconds: float, datasets: dict) -> None:
+        """Log the run summary and write ``<output_folder>/run_summary.json``."""
+        summary = self.run_summary(seconds, datasets)
+        if not sb.utils.distributed.if_main_process():
+            return
+        parts = [
+            f"{k}: {v}"
+            for k, v in summary.items()
+            if k not in ("utterances_left_out", "device")
+        ]
+        logger.info("run summary: %s", ", ".join(parts))
+        for name, causes in summary["utterances_left_out"].items():
+            logger.info("run summary: %s utterances left out: %s", name, causes)
+        folder = getattr(getattr(self, "hparams", None), "output_folder", None)
+        if folder is not None and os.path.isdir(folder):
+            with open(os.path.join(folder, "run_summary.json"), "w") as f:
+                json.dump(summary, f, indent=1)
+
     def _fit_train(self, train_set, epoch, enable):
         try:
             self._epoch_batches = len(train_set)
@@ -178,18 +267,54 @@ class RobustBrain(sb.Brain):
         group = accumulation_group_size(
             self.step, self.grad_accumulation_factor, self._epoch_batches
         )
+        counts = self._counts()
+        counts["batches"] += 1
         self.on_fit_batch_start(batch, should_step)
         with self.no_sync(not should_step):
             with self.training_ctx:
                 outputs = self.compute_forward(batch, sb.Stage.TRAIN)
                 loss = self.compute_objectives(outputs, batch, sb.Stage.TRAIN)
             scaled_loss = self.scaler.scale(loss / group)
-            self.check_loss_isfinite(scaled_loss)
-            scaled_loss.backward()
+            finite = bool(torch.isfinite(loss.detach()))
+            self.check_loss_isfinite(scaled_loss)  # counts; raises past patience
+            if not finite:
+                counts["nonfinite_batches"] += 1
+                logger.warning(
+                    "non-finite loss (%s) in training batch %d: skipped",
+                    float(loss.detach()),
+                    self.step,
+                )
+            if finite or self.distributed_launch:  # DDP: every process backwards
+                scaled_loss.backward()
         if should_step:
-            self.optimizers_step()
+            state = self._gradient_state()
+            if state == "finite":
+                self.optimizers_step()
+            else:
+                counts["skipped_steps"] += 1
+                logger.warning("%s gradients: optimiser step skipped", state)
+                self.zero_grad(set_to_none=True)
         self.on_fit_batch_end(batch, outputs, loss, should_step)
         return loss.detach().cpu()
+
+    def _gradient_state(self) -> str:
+        """``"finite"``, ``"non-finite"``, or ``"no"`` (every batch was skipped).
+
+        With fp16 the grad scaler skips steps with inf/NaN gradients itself.
+        """
+        grads = [p.grad for p in self.modules.parameters() if p.grad is not None]
+        if not grads:
+            return "no"
+        if self.scaler.is_enabled() or all(
+            bool(torch.isfinite(g).all()) for g in grads
+        ):
+            return "finite"
+        return "non-finite"
+
+    def nonfinite_meta(self) -> dict:
+        """``{"nonfinite_batches": n}`` for the epoch's log line when n > 0."""
+        n = getattr(self, "nonfinite_count", 0)
+        return {"nonfinite_batches": n} if n else {}
 
     def _train_loader_specifics(self, dataset, loader_kwargs):
         batch_sampler = loader_kwargs.get("batch_sampler")

@@ -34,8 +34,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import resource
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 
@@ -47,18 +45,10 @@ from speechbrain_wsm.evaluate import (
     evaluate_manifest,
     recover_checkpoint,
 )
-from speechbrain_wsm.recipe.brain import RobustBrain
+from speechbrain_wsm.recipe.brain import RobustBrain, peak_memory_mb
 from speechbrain_wsm.scoring import write_results_md
 
 __all__ = ["CTCBrain", "peak_memory_mb"]
-
-
-def peak_memory_mb(device: str | torch.device) -> float:
-    """Peak memory so far: the CUDA allocator's peak, or this process's peak RSS (MB)."""
-    if str(device).startswith("cuda"):
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
 
 
 class CTCBrain(RobustBrain):
@@ -181,6 +171,7 @@ class CTCBrain(RobustBrain):
         }
         if self._batch_seconds:
             meta["step_s"] = round(self._step_seconds(), 3)
+        meta.update(self.nonfinite_meta())
         return meta
 
     def _step_seconds(self) -> float:

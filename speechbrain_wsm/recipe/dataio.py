@@ -68,7 +68,8 @@ def manifest_dataset(
     warning that counts and lists them, or stop the run at once
     (``unreadable="stop"``); see :func:`~speechbrain_wsm.data.audio.drop_unreadable`.
     The rows left out are kept in the dataset's ``unreadable`` attribute
-    (``[(ID, reason)]``). How many utterances the duration limits leave out
+    (``[(ID, reason)]``), and the number of rows left out by cause in
+    ``left_out`` (``too_short``, ``too_long``, ``unreadable``). How many utterances the duration limits leave out
     is logged (every split: validation and test sets too, where a clip too
     short for the model or a file too long for memory would otherwise stop
     the run after a whole epoch).
@@ -112,7 +113,7 @@ def manifest_dataset(
         )
     replacements = {"data_root": data_folder} if data_folder else {}
     dataset = DynamicItemDataset.from_csv(csv_path, replacements=replacements)
-    _report_duration_filter(dataset, csv_path, min_duration, max_duration)
+    left_out = _report_duration_filter(dataset, csv_path, min_duration, max_duration)
     key_min = {"duration": min_duration} if min_duration is not None else {}
     key_max = {"duration": max_duration} if max_duration is not None else {}
     if key_min or key_max or sort:
@@ -129,13 +130,16 @@ def manifest_dataset(
         )
     dataset, bad = drop_unreadable(dataset, csv_path, unreadable)
     dataset.unreadable = bad
+    dataset.left_out = {**left_out, "unreadable": len(bad)}
     return dataset
 
 
-def _report_duration_filter(dataset, csv_path, min_duration, max_duration) -> None:
+def _report_duration_filter(
+    dataset, csv_path, min_duration, max_duration
+) -> dict[str, int]:
     """Log how many utterances the duration limits leave out, and why."""
     if min_duration is None and max_duration is None:
-        return
+        return {}
     durations = [float(row["duration"]) for row in dataset.data.values()]
     short = sum(d < min_duration for d in durations) if min_duration is not None else 0
     long = sum(d > max_duration for d in durations) if max_duration is not None else 0
@@ -151,6 +155,7 @@ def _report_duration_filter(dataset, csv_path, min_duration, max_duration) -> No
             long,
             max_duration,
         )
+    return {"too_short": short, "too_long": long}
 
 
 def add_token_pipeline(datasets: Sequence[DynamicItemDataset], tokenizer) -> None:

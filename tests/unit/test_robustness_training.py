@@ -185,3 +185,42 @@ def test_ctc_schedule_ends_at_the_step_limit():
     brain._steps_per_epoch = 100  # 1000 steps by epochs; the limit says 50
     brain.on_fit_start()
     assert schedule.total_steps == 50
+
+
+# -- non-finite losses and the run summary ------------------------------------------
+def test_nonfinite_batches_are_counted_skipped_and_summarised(tmp_path):
+    import json
+
+    torch.manual_seed(0)
+    x = torch.randn(16, 3)
+    y = x.sum(1, keepdim=True)
+    y[4:8] = float("nan")  # the second batch of four
+    net = torch.nn.Linear(3, 1)
+    brain = Regression(
+        modules={"net": net},
+        opt_class=lambda p: torch.optim.SGD(p, lr=0.1),
+        hparams={"output_folder": str(tmp_path), "epoch_counter": EpochCounter(2)},
+        run_opts={"noprogressbar": True},
+    )
+    loader = DataLoader(TensorDataset(x, y), batch_size=4)
+    brain.fit(brain.hparams.epoch_counter, loader)
+    assert all(torch.isfinite(p).all() for p in net.parameters())
+    summary = json.loads((tmp_path / "run_summary.json").read_text())
+    assert summary["epochs"] == 2 and summary["batches"] == 8
+    assert summary["nonfinite_batches"] == 2  # one per epoch
+    assert summary["optimizer_steps"] == brain.optimizer_step == 6
+    assert summary["skipped_steps"] == 2
+    assert summary["wall_seconds"] >= 0 and summary["peak_memory_mb"] > 0
+
+
+def test_summary_counts_utterances_left_out(tmp_path):
+    from speechbrain_wsm.recipe import manifest_dataset
+
+    rows = "".join(f"u{i},{d}\n" for i, d in enumerate([0.1, 2.0, 3.0, 99.0]))
+    (tmp_path / "m.csv").write_text("ID,duration\n" + rows)
+    ds = manifest_dataset(str(tmp_path / "m.csv"), None, 1.0, 30.0)
+    brain = Regression(modules={"net": torch.nn.Linear(1, 1)})
+    summary = brain.run_summary(1.0, {"train": ds, "valid": None})
+    assert summary["utterances_left_out"] == {
+        "train": {"too_short": 1, "too_long": 1, "unreadable": 0}
+    }

@@ -82,6 +82,7 @@ class W2V2Brain(RobustBrain):
                     "epoch": epoch,
                     "steps": self.optimizer_step,
                     "lr": self.optimizer.param_groups[0]["lr"],
+                    **self.nonfinite_meta(),
                 },
                 train_stats=self.train_stats,
                 valid_stats=stats,

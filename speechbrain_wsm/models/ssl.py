@@ -482,16 +482,40 @@ class SSLProbe(nn.Module):
         """The fused features ``[batch, frame, hidden_size]``."""
         return self.weighted_sum(self.ssl_encoder(wavs, wav_lens, ids=ids))
 
+    def frame_lens(self, wav_lens: torch.Tensor, samples: int, frames: int):
+        """Relative lengths over the encoder's frames, from its own frame counts.
+
+        The front end makes fewer frames of a short utterance than its share
+        of the padded batch (about ``n / 320 - 2.7``, not ``n / 320``): a 1 s
+        utterance in a 10 s batch has 46 real frames, not 50, and the head,
+        CTC and decoding must not read the 4 computed on padding.
+
+        Arguments
+        ---------
+        wav_lens : torch.Tensor
+            ``[batch]`` relative lengths over ``samples`` padded samples.
+        samples : int
+            Samples of the padded batch.
+        frames : int
+            Frames of the feature tensor.
+        """
+        absolute = relative_to_absolute(wav_lens.cpu(), samples)
+        real = self.ssl_encoder.output_lengths(absolute).float()
+        return (real / max(frames, 1)).clamp(max=1.0).to(wav_lens.device)
+
     def forward(self, wavs, wav_lens=None, ids=None):
         """``wavs`` ``[batch, sample]``, ``wav_lens`` ``[batch]`` relative ->
-        ``(head output, wav_lens)``; ``ids`` feed the feature cache."""
+        ``(head output, frame_lens)``: relative lengths over the frames, from
+        the encoder's own output lengths (:meth:`frame_lens`); ``ids`` feed the
+        feature cache."""
         if wav_lens is None:
             wav_lens = torch.ones(wavs.shape[0], device=wavs.device)
         x = self.features(wavs, wav_lens, ids)
+        lens = self.frame_lens(wav_lens, wavs.shape[1], x.shape[1])
         if self._lengths_arg is not None:
-            out = self.head(x, **{self._lengths_arg: wav_lens})
+            out = self.head(x, **{self._lengths_arg: lens})
         else:
             out = self.head(x)
         if isinstance(out, tuple):
             out = out[0]
-        return out, wav_lens
+        return out, lens

@@ -5,16 +5,16 @@
 
     python train.py hparams/ssl.yaml --ssl_source=... --data_folder=/data/Buckeye
 
-The training and test code is the LibriSpeech CTC probe's
-(``../../LibriSpeech/LSTM/train.py``, run as is): data preparation, units and
-probe are keys of ``hparams/ssl.yaml``. See README.md.
+The probe trains on ``train_splits`` (model selection on ``dev_splits``),
+then every ``test_splits`` split is decoded with the best checkpoint into
+``wer_<split>.txt``, ``cer_<split>.txt`` and ``results.md``
+(:func:`speechbrain_wsm.recipe.probe.run_ctc_probe`; data preparation,
+units and probe are keys of ``hparams/ssl.yaml``). See README.md.
 """
 
-import runpy
-from pathlib import Path
+import sys
+
+from speechbrain_wsm.recipe.probe import run_ctc_probe
 
 if __name__ == "__main__":
-    runpy.run_path(
-        str(Path(__file__).resolve().parents[2] / "LibriSpeech" / "LSTM" / "train.py"),
-        run_name="__main__",
-    )
+    run_ctc_probe(sys.argv[1:])

@@ -5,16 +5,18 @@
 
     python train.py hparams/ssl.yaml --ssl_source=... --data_folder=/data/slurp
 
-The training and test code is the classification probe's
-(``../../IEMOCAP/linear/train.py``, run as is): data preparation, labels and
-probe are keys of ``hparams/ssl.yaml``. See README.md.
+The probe trains with cross-entropy on ``train_splits`` (model selection
+on the ``dev_splits`` error rate), then every ``test_splits`` split is
+classified with the best checkpoint into ``predictions_<split>.txt`` and the
+accuracies in ``results.md``
+(:func:`speechbrain_wsm.recipe.probe.run_classification_probe`; data
+preparation, labels and probe are keys of ``hparams/ssl.yaml``). See
+README.md.
 """
 
-import runpy
-from pathlib import Path
+import sys
+
+from speechbrain_wsm.recipe.probe import run_classification_probe
 
 if __name__ == "__main__":
-    runpy.run_path(
-        str(Path(__file__).resolve().parents[2] / "IEMOCAP" / "linear" / "train.py"),
-        run_name="__main__",
-    )
+    run_classification_probe(sys.argv[1:])

@@ -65,15 +65,31 @@ def _sorting(hparams: dict) -> str | None:
     return hparams["sorting"] if hparams["sorting"] != "random" else None
 
 
-def _loaders(hparams: dict) -> tuple[dict, dict]:
+def _fit(brain_class, hparams: dict, run_opts: dict, train, valid, **attributes):
+    """Build the probe's Brain (with ``attributes`` set on it) and train it."""
+    brain = brain_class(
+        modules=hparams["modules"],
+        hparams=hparams,
+        run_opts=run_opts,
+        checkpointer=hparams["checkpointer"],
+    )
+    for name, value in attributes.items():
+        setattr(brain, name, value)
     loader = {
         "batch_size": hparams["batch_size"],
         "num_workers": hparams["num_workers"],
     }
-    return dict(loader, shuffle=hparams["sorting"] == "random"), loader
+    brain.fit(
+        hparams["epoch_counter"],
+        train,
+        valid,
+        train_loader_kwargs=dict(loader, shuffle=hparams["sorting"] == "random"),
+        valid_loader_kwargs=loader,
+    )
+    return brain
 
 
-def _setup(argv) -> dict:
+def _setup(argv) -> tuple[dict, dict]:
     hparams, run_opts, hparams_file, overrides = load_hparams(argv)
     sb.create_experiment_directory(hparams["output_folder"], hparams_file, overrides)
     return hparams, run_opts
@@ -149,21 +165,7 @@ def run_ctc_probe(argv) -> None:
         [train, valid], ["id", "sig", "wrd", "tokens"], hparams["sample_rate"]
     )
 
-    brain = CTCProbeBrain(
-        modules=hparams["modules"],
-        hparams=hparams,
-        run_opts=run_opts,
-        checkpointer=hparams["checkpointer"],
-    )
-    brain.tokenizer = tokenizer
-    train_kwargs, valid_kwargs = _loaders(hparams)
-    brain.fit(
-        hparams["epoch_counter"],
-        train,
-        valid,
-        train_loader_kwargs=train_kwargs,
-        valid_loader_kwargs=valid_kwargs,
-    )
+    brain = _fit(CTCProbeBrain, hparams, run_opts, train, valid, tokenizer=tokenizer)
     if not if_main_process():
         return
     brain.score_test_sets(
@@ -305,20 +307,7 @@ def run_classification_probe(argv) -> None:
     )
     valid = label_dataset(hparams, hparams["valid_csv"], "descending")
 
-    brain = ClassifierProbeBrain(
-        modules=hparams["modules"],
-        hparams=hparams,
-        run_opts=run_opts,
-        checkpointer=hparams["checkpointer"],
-    )
-    train_kwargs, valid_kwargs = _loaders(hparams)
-    brain.fit(
-        hparams["epoch_counter"],
-        train,
-        valid,
-        train_loader_kwargs=train_kwargs,
-        valid_loader_kwargs=valid_kwargs,
-    )
+    brain = _fit(ClassifierProbeBrain, hparams, run_opts, train, valid)
     if not if_main_process():
         return
     recover_checkpoint(hparams["checkpointer"], "best", key="error_rate")

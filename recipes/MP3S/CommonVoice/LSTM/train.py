@@ -1,16 +1,10 @@
 #!/usr/bin/env python3
 """MP3S Common Voice probe (Welsh, Basque): BiLSTM + CTC on BPE units.
 
-::
-
-    python train.py hparams/ssl.yaml --ssl_source=... \\
-        --data_folder=/data/cv-corpus-11.0-2022-09-21/cy
-
-The probe trains on ``train_splits`` (model selection on ``dev_splits``),
-then every ``test_splits`` split is decoded with the best checkpoint into
-``wer_<split>.txt``, ``cer_<split>.txt`` and ``results.md``
-(:func:`speechbrain_wsm.recipe.probe.run_ctc_probe`; data preparation,
-units and probe are keys of ``hparams/ssl.yaml``). See README.md.
+Run per language folder, e.g.
+``python train.py hparams/ssl.yaml --ssl_source=... --data_folder=/data/cv-corpus-11.0-2022-09-21/cy``;
+the Common Voice preparation and the BPE units are keys of the YAML. See
+README.md.
 """
 
 import sys

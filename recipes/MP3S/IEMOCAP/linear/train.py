@@ -1,18 +1,11 @@
 #!/usr/bin/env python3
-"""MP3S IEMOCAP probe: emotion classification by mean pooling and a linear layer.
+"""MP3S IEMOCAP probe: four emotions by mean pooling and a linear layer.
 
-::
-
-    python train.py hparams/ssl.yaml --ssl_source=results/wav2vec2_wsm/1986 \\
-        --data_folder=/data/IEMOCAP_full_release [--test_session=1]
-
-The probe trains with cross-entropy on ``train_splits`` (model selection
-on the ``dev_splits`` error rate), then every ``test_splits`` split is
-classified with the best checkpoint into ``predictions_<split>.txt`` and the
-accuracies in ``results.md``
-(:func:`speechbrain_wsm.recipe.probe.run_classification_probe`; data
-preparation, labels and probe are keys of ``hparams/ssl.yaml``). See
-README.md.
+``python train.py hparams/ssl.yaml --ssl_source=results/wav2vec2_wsm/1986
+--data_folder=/data/IEMOCAP_full_release [--test_session=1]``: one
+leave-one-session-out fold; accuracy and ``predictions_test.txt`` from the
+shared classification probe run
+(:func:`speechbrain_wsm.recipe.probe.run_classification_probe`). See README.md.
 """
 
 import sys

@@ -1,15 +1,9 @@
 #!/usr/bin/env python3
 """MP3S LibriSpeech probe with a ContextNet head instead of the BiLSTM.
 
-::
-
-    python train.py hparams/ssl.yaml --ssl_source=... --data_folder=/data/LibriSpeech
-
-The probe trains on ``train_splits`` (model selection on ``dev_splits``),
-then every ``test_splits`` split is decoded with the best checkpoint into
-``wer_<split>.txt``, ``cer_<split>.txt`` and ``results.md``
-(:func:`speechbrain_wsm.recipe.probe.run_ctc_probe`; data preparation,
-units and probe are keys of ``hparams/ssl.yaml``). See README.md.
+``python train.py hparams/ssl.yaml --ssl_source=... --data_folder=/data/LibriSpeech``:
+the BiLSTM recipe's training (the shared CTC probe run) with another
+``probe`` in the YAML. See ../LSTM/README.md.
 """
 
 import sys

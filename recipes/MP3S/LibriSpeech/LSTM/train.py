@@ -1,19 +1,13 @@
 #!/usr/bin/env python3
 """MP3S LibriSpeech probe: frozen SSL encoder, weighted layer sum, BiLSTM + CTC on characters.
 
-::
-
-    python train.py hparams/ssl.yaml --ssl_source=results/wav2vec2_wsm/1986 \\
-        --data_folder=/data/LibriSpeech
-    torchrun --nproc_per_node=2 train.py hparams/ssl.yaml ...
-
-The probe trains on ``train_splits`` (model selection on ``dev_splits``),
-then every ``test_splits`` split is decoded with the best checkpoint into
-``wer_<split>.txt``, ``cer_<split>.txt`` and ``results.md``
-(:func:`speechbrain_wsm.recipe.probe.run_ctc_probe`; data preparation,
-units and probe are keys of ``hparams/ssl.yaml``). See README.md.
-``python -m speechbrain_wsm.evaluate <output_folder> --manifest X.csv``
-scores the trained probe on any other manifest.
+Usage: ``python train.py hparams/ssl.yaml --ssl_source=results/wav2vec2_wsm/1986
+--data_folder=/data/LibriSpeech`` (or ``torchrun --nproc_per_node=2 train.py ...``).
+Trains on ``train_splits``, selects on ``dev_splits``, then decodes every
+``test_splits`` split into ``wer_<split>.txt``, ``cer_<split>.txt`` and
+``results.md`` (:func:`speechbrain_wsm.recipe.probe.run_ctc_probe`).
+``python -m speechbrain_wsm.evaluate <output_folder> --manifest X.csv`` scores
+the trained probe on any other manifest. See README.md.
 """
 
 import sys

@@ -1,17 +1,10 @@
 #!/usr/bin/env python3
-"""MP3S SLURP probe: scenario classification with a BiLSTM, pooling and a linear layer.
+"""MP3S SLURP probe: 18 scenarios by a BiLSTM, pooling and a linear layer.
 
-::
-
-    python train.py hparams/ssl.yaml --ssl_source=... --data_folder=/data/slurp
-
-The probe trains with cross-entropy on ``train_splits`` (model selection
-on the ``dev_splits`` error rate), then every ``test_splits`` split is
-classified with the best checkpoint into ``predictions_<split>.txt`` and the
-accuracies in ``results.md``
-(:func:`speechbrain_wsm.recipe.probe.run_classification_probe`; data
-preparation, labels and probe are keys of ``hparams/ssl.yaml``). See
-README.md.
+``python train.py hparams/ssl.yaml --ssl_source=... --data_folder=/data/slurp``
+(holding ``dataset/slurp`` and ``slurp_real``): trained on the real
+recordings of train, scored on test by the shared classification probe run.
+See README.md.
 """
 
 import sys

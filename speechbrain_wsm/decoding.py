@@ -5,17 +5,27 @@ Both decode frame-level log-probabilities ``[batch, frame, unit]`` whose unit
 Lengths are relative (``wav_lens`` in ``[0, 1]``, SpeechBrain's convention at
 Brain level), as the recipes have them.
 
-The beam search is SpeechBrain's ``CTCPrefixBeamSearcher``; with a KenLM model
+:func:`build_decoder` turns a recipe's decoder options into one function
+``(log_probs, lengths) -> texts``. The beam search is SpeechBrain's ``CTCPrefixBeamSearcher``; with a KenLM model
 (``.arpa`` or ``.bin``, needs the ``kenlm`` Python package) it does shallow
 fusion with word-level n-gram scores.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from speechbrain.decoders.ctc import CTCPrefixBeamSearcher
 
-__all__ = ["ctc_greedy_decode", "CTCBeamDecoder", "frame_lengths", "vocabulary"]
+__all__ = [
+    "DECODERS",
+    "CTCBeamDecoder",
+    "build_decoder",
+    "ctc_greedy_decode",
+    "frame_lengths",
+    "vocabulary",
+]
 
 
 def frame_lengths(
@@ -154,3 +164,58 @@ class CTCBeamDecoder:
             rel_lengths = torch.ones(log_probs.shape[0])
         hyps = self.searcher(log_probs.float().cpu(), rel_lengths.float().cpu())
         return [" ".join(h[0].text.split()) for h in hyps]
+
+
+DECODERS = ("greedy", "beam")
+
+
+def build_decoder(
+    tokenizer,
+    decoder: str = "greedy",
+    beam_size: int = 20,
+    kenlm_model_path: str | None = None,
+    lm_weight: float = 0.5,
+    word_bonus: float = 1.0,
+) -> Callable:
+    """A function ``(log_probs [B, T, V], rel_lengths [B]) -> list of texts``.
+
+    Arguments
+    ---------
+    tokenizer : CharTokenizer or SentencePieceTokenizer
+        The units (blank at 0).
+    decoder : str
+        ``"greedy"`` (best unit per frame) or ``"beam"`` (CTC prefix beam
+        search, with a KenLM n-gram when ``kenlm_model_path`` is given).
+    beam_size, kenlm_model_path, lm_weight, word_bonus
+        See :class:`speechbrain_wsm.decoding.CTCBeamDecoder`.
+
+    Example
+    -------
+    >>> from speechbrain_wsm.data.tokenizers import CharTokenizer
+    >>> tok = CharTokenizer.from_texts(["AB"])
+    >>> lp = torch.full((1, 3, len(tok)), -9.0)
+    >>> for t, u in enumerate(tok.encode("A B")):
+    ...     lp[0, t, u] = 0.0
+    >>> build_decoder(tok)(lp, torch.ones(1)), build_decoder(tok, "beam", 4)(lp)
+    (['A B'], ['A B'])
+    """
+    if decoder not in DECODERS:
+        raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
+    # A model may have more outputs than the tokenizer has units (a fixed
+    # output layer); those never decode.
+    units = len(tokenizer)
+    if decoder == "beam":
+        beam = CTCBeamDecoder(
+            tokenizer,
+            beam_size=beam_size,
+            kenlm_model_path=kenlm_model_path,
+            lm_weight=lm_weight,
+            word_bonus=word_bonus,
+        )
+        return lambda log_probs, lens=None: beam(log_probs[..., :units], lens)
+
+    def greedy(log_probs, lens=None):
+        best = ctc_greedy_decode(log_probs[..., :units], lens, blank=0)
+        return [" ".join(tokenizer.decode(u).split()) for u in best]
+
+    return greedy

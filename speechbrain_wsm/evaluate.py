@@ -44,8 +44,8 @@ the selective fine-tuning recipes do):
 Manifests are SpeechBrain CSV files with ``ID``, ``wav`` and ``wrd``
 (``start``/``stop`` columns, in seconds, select a segment of ``wav``).
 
-The recipes call the same functions (:func:`transcribe`, :func:`build_decoder`,
-:func:`evaluate_manifest`) for their final test, so a recipe's
+The recipes call the same functions (:func:`transcribe`,
+:func:`~speechbrain_wsm.decoding.build_decoder`, :func:`evaluate_manifest`) for their final test, so a recipe's
 ``wer_<split>.txt`` and this command's agree.
 """
 
@@ -60,8 +60,9 @@ from pathlib import Path
 
 import torch
 
+from speechbrain_wsm.decoding import DECODERS, build_decoder
+
 __all__ = [
-    "build_decoder",
     "evaluate_manifest",
     "load_recipe",
     "load_trained",
@@ -72,62 +73,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-DECODERS = ("greedy", "beam")
-
-
-def build_decoder(
-    tokenizer,
-    decoder: str = "greedy",
-    beam_size: int = 20,
-    kenlm_model_path: str | None = None,
-    lm_weight: float = 0.5,
-    word_bonus: float = 1.0,
-) -> Callable:
-    """A function ``(log_probs [B, T, V], rel_lengths [B]) -> list of texts``.
-
-    Arguments
-    ---------
-    tokenizer : CharTokenizer or SentencePieceTokenizer
-        The units (blank at 0).
-    decoder : str
-        ``"greedy"`` (best unit per frame) or ``"beam"`` (CTC prefix beam
-        search, with a KenLM n-gram when ``kenlm_model_path`` is given).
-    beam_size, kenlm_model_path, lm_weight, word_bonus
-        See :class:`speechbrain_wsm.decoding.CTCBeamDecoder`.
-
-    Example
-    -------
-    >>> from speechbrain_wsm.data.tokenizers import CharTokenizer
-    >>> tok = CharTokenizer.from_texts(["AB"])
-    >>> lp = torch.full((1, 3, len(tok)), -9.0)
-    >>> for t, u in enumerate(tok.encode("A B")):
-    ...     lp[0, t, u] = 0.0
-    >>> build_decoder(tok)(lp, torch.ones(1)), build_decoder(tok, "beam", 4)(lp)
-    (['A B'], ['A B'])
-    """
-    from speechbrain_wsm.decoding import CTCBeamDecoder, ctc_greedy_decode
-
-    if decoder not in DECODERS:
-        raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
-    # A model may have more outputs than the tokenizer has units (a fixed
-    # output layer); those never decode.
-    units = len(tokenizer)
-    if decoder == "beam":
-        beam = CTCBeamDecoder(
-            tokenizer,
-            beam_size=beam_size,
-            kenlm_model_path=kenlm_model_path,
-            lm_weight=lm_weight,
-            word_bonus=word_bonus,
-        )
-        return lambda log_probs, lens=None: beam(log_probs[..., :units], lens)
-
-    def greedy(log_probs, lens=None):
-        best = ctc_greedy_decode(log_probs[..., :units], lens, blank=0)
-        return [" ".join(tokenizer.decode(u).split()) for u in best]
-
-    return greedy
 
 
 def _loader(manifest: str, data_folder, sample_rate: int, batch_size: int):

@@ -62,7 +62,7 @@ class Transcriber:
     -------
     >>> import numpy as np, soundfile as sf, tempfile, os
     >>> from speechbrain_wsm.data.tokenizers import CharTokenizer
-    >>> from speechbrain_wsm.evaluate import build_decoder
+    >>> from speechbrain_wsm.decoding import build_decoder
     >>> tok = CharTokenizer.from_texts(["A"])
     >>> class SaysA(torch.nn.Module):
     ...     def forward(self, wavs, wav_lens):
@@ -123,7 +123,8 @@ class Transcriber:
         -------
         Transcriber
         """
-        from speechbrain_wsm.evaluate import build_decoder, load_recipe, load_trained
+        from speechbrain_wsm.decoding import build_decoder
+        from speechbrain_wsm.evaluate import load_recipe, load_trained
 
         hparams, folder = load_recipe(str(run_folder), overrides)
         model, tokenizer = load_trained(hparams, folder, checkpoint, device)
@@ -231,7 +232,8 @@ class Transcriber:
 
 
 def _parse(argv: Sequence[str]):
-    from speechbrain_wsm.evaluate import DECODERS, parse_override
+    from speechbrain_wsm.decoding import DECODERS
+    from speechbrain_wsm.evaluate import parse_override
 
     parser = argparse.ArgumentParser(
         prog="python -m speechbrain_wsm.transcribe",

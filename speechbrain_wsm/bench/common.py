@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
 import gc
 import json
@@ -359,3 +360,55 @@ def devices_from_arg(arg: str) -> list[str]:
     if arg == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda asked for, but torch sees no CUDA device")
     return [arg]
+
+
+def bench_parser(
+    doc: str,
+    rounds: int = 3,
+    budget: float = 120.0,
+    rounds_help: str = "timing rounds; best is kept",
+) -> argparse.ArgumentParser:
+    """The options every benchmark has: device, timing rounds, output, checks.
+
+    ``--device all|cpu|cuda``, ``--rounds``, ``--budget`` (seconds of timing
+    rounds per length), ``--fp32`` (no bf16 autocast on CUDA), ``--out``
+    (folder of the CSV/JSON/markdown results), ``--check`` (exit 1 when a
+    target is missed), ``--quick`` (tiny sizes: a smoke run in seconds). The
+    benchmark adds its own sizes; its module docstring's first paragraph is
+    the description.
+    """
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    p.add_argument("--device", default="all", choices=["all", "cpu", "cuda"])
+    p.add_argument("--rounds", type=int, default=rounds, help=rounds_help)
+    p.add_argument(
+        "--budget",
+        type=float,
+        default=budget,
+        help="at most this many seconds of timing rounds per length",
+    )
+    p.add_argument(
+        "--fp32", action="store_true", help="fp32 on CUDA too (default bf16 autocast)"
+    )
+    p.add_argument("--out", type=Path, default=Path("bench_results"))
+    p.add_argument(
+        "--check", action="store_true", help="exit 1 when a target is missed"
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="tiny sizes: a smoke run in seconds"
+    )
+    return p
+
+
+def autocast(device: str, dtype: torch.dtype):
+    """Autocast to ``dtype`` on ``device``'s type; a no-op context for float32."""
+    return torch.autocast(
+        device_type=device.split(":")[0], dtype=dtype, enabled=dtype != torch.float32
+    )
+
+
+def lookup(rows: list[dict], key: str, **match):
+    """``key`` of the first row whose fields equal ``match``; None if no row does."""
+    for r in rows:
+        if all(r.get(k) == v for k, v in match.items()):
+            return r.get(key)
+    return None

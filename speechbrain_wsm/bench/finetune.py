@@ -33,14 +33,14 @@ present); ``--quick`` for a seconds-long smoke run on a tiny model.
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
 import torch
 
 from speechbrain_wsm.bench.common import (
+    autocast,
+    bench_parser,
     devices_from_arg,
     in_child,
+    lookup,
     machine_description,
     measured_fields,
     peak_memory,
@@ -140,14 +140,10 @@ class FinetuneStep:
         n_targets = max(1, int(seconds * CHARS_PER_SECOND))
         targets = torch.randint(1, VOCAB, (batch, n_targets), device=device)
         target_lens = torch.full((batch,), n_targets, device=device)
-        autocast = torch.autocast(
-            device_type=device.split(":")[0],
-            dtype=dtype,
-            enabled=dtype != torch.float32,
-        )
+        amp = autocast(device, dtype)
 
         def step():
-            with autocast:
+            with amp:
                 log_probs, out_lens = model(wav, lens)
             frames = torch.round(out_lens * log_probs.shape[1]).long()
             loss = torch.nn.functional.ctc_loss(
@@ -231,20 +227,13 @@ def run(args) -> list[dict]:
     return rows
 
 
-def _lookup(rows, device, mode, seconds, key):
-    for r in rows:
-        if r["device"] == device and r["mode"] == mode and r["seconds"] == seconds:
-            return r.get(key)
-    return None
-
-
 def check_targets(rows) -> list[dict]:
     """WSM / full peak memory at each length: <= 0.55 on CUDA (45 % less), reported on CPU."""
     out = []
     for device in sorted({r["device"] for r in rows}):
         for seconds in sorted({r["seconds"] for r in rows if r["device"] == device}):
-            wsm = _lookup(rows, device, "wsm", seconds, "peak_mib")
-            full = _lookup(rows, device, "full", seconds, "peak_mib")
+            wsm = lookup(rows, "peak_mib", device=device, mode="wsm", seconds=seconds)
+            full = lookup(rows, "peak_mib", device=device, mode="full", seconds=seconds)
             ratio = None if not wsm or not full else wsm / full
             limit = 0.55 if device.startswith("cuda") else None
             bound = f" <= {limit}" if limit else " (info)"
@@ -267,8 +256,7 @@ def markdown(rows, device) -> str:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--device", default="all", choices=["all", "cpu", "cuda"])
+    p = bench_parser(__doc__)
     p.add_argument("--lengths", type=float, nargs="+", default=[16, 40], help="seconds")
     p.add_argument(
         "--num-layers", type=int, default=2, help="N, top layers trained or replaced"
@@ -277,23 +265,6 @@ def parse_args(argv=None):
     p.add_argument("--batch", type=int, default=1)
     p.add_argument(
         "--threads", type=int, default=None, help="torch threads (default: torch's)"
-    )
-    p.add_argument("--rounds", type=int, default=3, help="timing rounds; best is kept")
-    p.add_argument(
-        "--budget",
-        type=float,
-        default=120.0,
-        help="at most this many seconds of timing rounds per length",
-    )
-    p.add_argument(
-        "--fp32", action="store_true", help="fp32 on CUDA too (default bf16 autocast)"
-    )
-    p.add_argument("--out", type=Path, default=Path("bench_results"))
-    p.add_argument(
-        "--check", action="store_true", help="exit 1 when a target is missed"
-    )
-    p.add_argument(
-        "--quick", action="store_true", help="tiny model, short inputs: a smoke run"
     )
     args = p.parse_args(argv)
     if args.quick:

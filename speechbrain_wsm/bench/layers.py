@@ -14,13 +14,15 @@ Run: ``python -m speechbrain_wsm.bench.layers`` (CPU, and CUDA when present);
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import torch
 
 from speechbrain_wsm.bench.common import (
+    autocast,
+    bench_parser,
     devices_from_arg,
+    lookup,
     machine_description,
     measured_fields,
     peak_memory,
@@ -84,14 +86,10 @@ class LayerStep:
         T = int(seconds * FRAMES_PER_SECOND)
         x = torch.randn(batch, T, d_model, device=device, requires_grad=True)
         grad = torch.randn(batch, T, d_model, device=device)
-        autocast = torch.autocast(
-            device_type=device.split(":")[0],
-            dtype=dtype,
-            enabled=dtype != torch.float32,
-        )
+        amp = autocast(device, dtype)
 
         def step():
-            with autocast:
+            with amp:
                 y = layer(x)
             y.backward(grad.to(y.dtype))
             x.grad = None
@@ -134,13 +132,6 @@ def run(args) -> list[dict]:
     return rows
 
 
-def _lookup(rows, device, mixer, seconds, key="time_ms"):
-    for r in rows:
-        if r["device"] == device and r["mixer"] == mixer and r["seconds"] == seconds:
-            return r[key]
-    return None
-
-
 def _ratio(a, b):
     return None if a is None or b is None or b == 0 else a / b
 
@@ -159,8 +150,8 @@ def check_targets(rows, windows) -> list[dict]:
 
     def ratio(device, num, den, s_num, s_den=None, key="time_ms"):
         return _ratio(
-            _lookup(rows, device, num, s_num, key),
-            _lookup(rows, device, den, s_den or s_num, key),
+            lookup(rows, key, device=device, mixer=num, seconds=s_num),
+            lookup(rows, key, device=device, mixer=den, seconds=s_den or s_num),
         )
 
     def add(device, target, values, worst, limit=None, at_least=False):
@@ -229,7 +220,10 @@ def markdown(rows, device) -> str:
     for m in mixers:
         cells = []
         for s in lengths:
-            t, p = _lookup(rows, device, m, s), _lookup(rows, device, m, s, "peak_mib")
+            t, p = (
+                lookup(rows, "time_ms", device=device, mixer=m, seconds=s),
+                lookup(rows, "peak_mib", device=device, mixer=m, seconds=s),
+            )
             cells.append("failed" if t is None else f"{t:.0f} ms / {p:.0f} MiB")
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -269,8 +263,12 @@ def plot(rows, device, path: Path, title: str) -> None:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--device", default="all", choices=["all", "cpu", "cuda"])
+    p = bench_parser(
+        __doc__,
+        rounds=7,
+        budget=20.0,
+        rounds_help="interleaved timing rounds per length; the best is kept",
+    )
     p.add_argument(
         "--lengths",
         type=float,
@@ -288,29 +286,7 @@ def parse_args(argv=None):
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--d-model", type=int, default=256)
     p.add_argument("--nhead", type=int, default=4)
-    p.add_argument(
-        "--rounds",
-        type=int,
-        default=7,
-        help="interleaved timing rounds per length; the best is kept",
-    )
-    p.add_argument(
-        "--budget",
-        type=float,
-        default=20.0,
-        help="at most this many seconds of timing rounds per length",
-    )
-    p.add_argument(
-        "--fp32", action="store_true", help="fp32 on CUDA too (default bf16 autocast)"
-    )
-    p.add_argument("--out", type=Path, default=Path("bench_results"))
     p.add_argument("--no-plot", action="store_true")
-    p.add_argument(
-        "--check", action="store_true", help="exit 1 when a target is missed"
-    )
-    p.add_argument(
-        "--quick", action="store_true", help="tiny sizes: a smoke run in seconds"
-    )
     args = p.parse_args(argv)
     if args.quick:
         args.lengths, args.windows, args.d_model, args.rounds, args.budget = (

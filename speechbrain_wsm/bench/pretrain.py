@@ -30,15 +30,15 @@ present); ``--quick`` for a seconds-long smoke run.
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
 import numpy as np
 import torch
 from speechbrain.lobes.models.wav2vec import W2VTargetQuantiser
 
 from speechbrain_wsm.bench.common import (
+    autocast,
+    bench_parser,
     devices_from_arg,
+    lookup,
     machine_description,
     measured_fields,
     peak_memory,
@@ -110,14 +110,10 @@ class PretrainStep:
         items = [{"id": str(i), "sig": 0.1 * torch.randn(n)} for i in range(batch)]
         wavs, lens, mask = SpanMaskCollate(model.output_lengths, 0.65, 10)(items)
         wavs, lens, mask = wavs.to(device), lens.to(device), mask.to(device)
-        autocast = torch.autocast(
-            device_type=device.split(":")[0],
-            dtype=dtype,
-            enabled=dtype != torch.float32,
-        )
+        amp = autocast(device, dtype)
 
         def step():
-            with autocast:
+            with amp:
                 loss = loss_fn(model(wavs, lens, mask))["loss"]
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
@@ -170,13 +166,6 @@ def run(args) -> list[dict]:
     return rows
 
 
-def _lookup(rows, device, mixer, seconds, key):
-    for r in rows:
-        if r["device"] == device and r["mixer"] == mixer and r["seconds"] == seconds:
-            return r.get(key)
-    return None
-
-
 def check_targets(rows) -> list[dict]:
     """SM / MHSA and WSM / MHSA time and peak memory at each length.
 
@@ -189,8 +178,10 @@ def check_targets(rows) -> list[dict]:
         for seconds in sorted({r["seconds"] for r in rows if r["device"] == device}):
             for mixer in ("sm", "wsm"):
                 for key, what in (("time_ms", "time"), ("peak_mib", "peak memory")):
-                    num = _lookup(rows, device, mixer, seconds, key)
-                    den = _lookup(rows, device, "mhsa", seconds, key)
+                    num = lookup(rows, key, device=device, mixer=mixer, seconds=seconds)
+                    den = lookup(
+                        rows, key, device=device, mixer="mhsa", seconds=seconds
+                    )
                     ratio = None if not num or not den else num / den
                     limit = TARGETS[key] if cuda else None
                     bound = f" <= {limit}" if limit else " (info)"
@@ -213,8 +204,7 @@ def markdown(rows, device) -> str:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--device", default="all", choices=["all", "cpu", "cuda"])
+    p = bench_parser(__doc__)
     p.add_argument(
         "--size",
         choices=sorted(SIZES),
@@ -229,23 +219,6 @@ def parse_args(argv=None):
         help="utterances per batch (default: 8 on CUDA, 2 on CPU)",
     )
     p.add_argument("--window-size", type=int, default=32, help="WSM window (frames)")
-    p.add_argument("--rounds", type=int, default=3, help="timing rounds; best is kept")
-    p.add_argument(
-        "--budget",
-        type=float,
-        default=120.0,
-        help="at most this many seconds of timing rounds per length",
-    )
-    p.add_argument(
-        "--fp32", action="store_true", help="fp32 on CUDA too (default bf16 autocast)"
-    )
-    p.add_argument("--out", type=Path, default=Path("bench_results"))
-    p.add_argument(
-        "--check", action="store_true", help="exit 1 when a target is missed"
-    )
-    p.add_argument(
-        "--quick", action="store_true", help="tiny model, short inputs: a smoke run"
-    )
     args = p.parse_args(argv)
     if args.quick:
         args.size, args.lengths, args.batch = "tiny", [1.5], 2

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 import numpy as np
 import soundfile as sf
 
-from ._io import atomic_write_text
+from .manifests import atomic_write_text
 
 __all__ = [
     "link_audio",

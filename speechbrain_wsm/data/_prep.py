@@ -25,7 +25,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from ._io import atomic_write_text, write_manifest
+from .manifests import atomic_write_text, write_manifest
 
 __all__ = [
     "Prepared",
@@ -272,7 +272,7 @@ def write_outputs(
     Example
     -------
     >>> import tempfile, os
-    >>> from speechbrain_wsm.data._io import MANIFEST_FIELDS
+    >>> from speechbrain_wsm.data.manifests import MANIFEST_FIELDS
     >>> d = tempfile.mkdtemp()
     >>> row = dict(ID="1-2-0003", duration="1.5000", wav="/a.flac", spk_id="1",
     ...            wrd="HI")

@@ -33,9 +33,9 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from ._io import MANIFEST_FIELDS, read_manifest, write_manifest
 from ._prep import SkippedInput, is_finished, write_outputs
 from ._probe import AudioError, probe_audio, probe_files
+from .manifests import MANIFEST_FIELDS, merge_manifests
 
 __all__ = [
     "LIBRILIGHT_FOLDS",
@@ -418,51 +418,6 @@ def prepare_librispeech(
             os.path.join(save_folder, f"{merge_name or 'train'}.csv"),
         )
     return outputs
-
-
-def merge_manifests(paths: Sequence[str], out_path: str) -> str:
-    """Concatenate manifests with the same columns into ``out_path``.
-
-    Arguments
-    ---------
-    paths : sequence of str
-        Input ``.csv`` manifests.
-    out_path : str
-        The merged manifest (written atomically).
-
-    Returns
-    -------
-    str
-        ``out_path``.
-
-    Example
-    -------
-    >>> import tempfile, os
-    >>> from speechbrain_wsm.data._io import write_manifest
-    >>> d = tempfile.mkdtemp()
-    >>> row = dict(ID="1-2-0003", duration=1.5, wav="/a.flac", spk_id="1", wrd="HI")
-    >>> _ = write_manifest(os.path.join(d, "a.csv"), [row])
-    >>> _ = write_manifest(os.path.join(d, "b.csv"), [dict(row, ID="1-2-0004")])
-    >>> p = merge_manifests([os.path.join(d, "a.csv"), os.path.join(d, "b.csv")],
-    ...                     os.path.join(d, "ab.csv"))
-    >>> len(read_manifest(p))
-    2
-    """
-    rows = []
-    fields = None
-    for path in paths:
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"manifest to merge '{path}' not found")
-        part = read_manifest(path)
-        with open(path, encoding="utf-8") as f:
-            header = f.readline().strip().split(",")
-        if fields is None:
-            fields = header
-        elif header != fields:
-            raise ValueError(f"'{path}' has columns {header}, expected {fields}")
-        rows.extend(part)
-    write_manifest(out_path, rows, fields or MANIFEST_FIELDS)
-    return out_path
 
 
 def prepare_librilight_limited(

@@ -14,7 +14,8 @@ greedy decoder use ``blank_index=0`` whatever the units:
 column of a training manifest and save the units beside it
 (``<manifest stem>_char.txt``, ``<manifest stem>_bpe<size>.model``); a second
 call loads the saved units instead of training again.  :func:`load_tokenizer`
-loads either kind from its file.
+loads either kind from its file. :func:`prepare_tokenizer` trains either kind
+once at a recipe's fixed ``tokenizer_file`` and loads it afterwards.
 """
 
 from __future__ import annotations
@@ -22,17 +23,19 @@ from __future__ import annotations
 import csv
 import logging
 import os
+import shutil
 import tempfile
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
-from ._io import atomic_write_text
+from .manifests import atomic_write_text, read_manifest
 
 __all__ = [
     "BLANK",
     "CharTokenizer",
     "SentencePieceTokenizer",
     "load_tokenizer",
+    "prepare_tokenizer",
     "train_bpe_tokenizer",
     "train_char_tokenizer",
 ]
@@ -200,7 +203,7 @@ class SentencePieceTokenizer(_CTCTokenizer):
     Example
     -------
     >>> import tempfile, os
-    >>> from speechbrain_wsm.data._io import write_manifest
+    >>> from speechbrain_wsm.data.manifests import write_manifest
     >>> d = tempfile.mkdtemp()
     >>> rows = [dict(ID=f"1-1-{i}", duration=1.0, wav="x", spk_id="1", wrd=w)
     ...         for i, w in enumerate(["THE CAT SAT ON THE MAT", "THE DOG SAT"] * 20)]
@@ -275,7 +278,7 @@ def train_char_tokenizer(
     Example
     -------
     >>> import tempfile, os
-    >>> from speechbrain_wsm.data._io import write_manifest
+    >>> from speechbrain_wsm.data.manifests import write_manifest
     >>> d = tempfile.mkdtemp()
     >>> row = dict(ID="1-1-1", duration=1.0, wav="x", spk_id="1", wrd="AB BA")
     >>> _ = write_manifest(os.path.join(d, "train.csv"), [row])
@@ -391,3 +394,57 @@ def load_tokenizer(path: str) -> CharTokenizer | SentencePieceTokenizer:
     if path.endswith(".model"):
         return SentencePieceTokenizer(path)
     return CharTokenizer.load(path)
+
+
+def prepare_tokenizer(
+    train_csv: str,
+    tokenizer_file: str,
+    unit: str = "char",
+    vocab_size: int = 100,
+    max_units: int | None = None,
+):
+    """Train the CTC units on ``train_csv`` once; save them at ``tokenizer_file``.
+
+    The units live at a fixed path (the recipe's ``tokenizer_file``) so that
+    evaluation rebuilds exactly what training used; a later call loads them.
+
+    Arguments
+    ---------
+    train_csv : str
+        Training manifest (``wrd`` column).
+    tokenizer_file : str
+        ``.txt`` (characters) or ``.model`` (sentencepiece) destination.
+    unit : str
+        ``"char"`` or ``"bpe"``.
+    vocab_size : int
+        BPE vocabulary size (blank included).
+    max_units : int, optional
+        The size of the model's output layer: more units is an error.
+
+    Returns
+    -------
+    CharTokenizer or SentencePieceTokenizer
+    """
+    if unit not in ("char", "bpe"):
+        raise ValueError(f"unit must be 'char' or 'bpe', got {unit!r}")
+    if not os.path.isfile(tokenizer_file):
+        folder = os.path.dirname(os.path.abspath(tokenizer_file))
+        os.makedirs(folder, exist_ok=True)
+        if unit == "char":
+            if not os.path.isfile(train_csv):
+                raise FileNotFoundError(f"training manifest '{train_csv}' not found")
+            texts = [r["wrd"] for r in read_manifest(train_csv) if r["wrd"].strip()]
+            CharTokenizer.from_texts(texts).save(tokenizer_file)
+        else:
+            tok = train_bpe_tokenizer(
+                train_csv, vocab_size=vocab_size, save_folder=folder, redo=True
+            )
+            if os.path.abspath(tok.model_path) != os.path.abspath(tokenizer_file):
+                shutil.copyfile(tok.model_path, tokenizer_file)
+    tok = load_tokenizer(tokenizer_file)
+    if max_units is not None and len(tok) > max_units:
+        raise ValueError(
+            f"{tokenizer_file} has {len(tok)} units but the model outputs "
+            f"{max_units}: raise output_neurons to at least {len(tok)}"
+        )
+    return tok

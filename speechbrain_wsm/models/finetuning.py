@@ -105,12 +105,8 @@ class TrainableSSLEncoder(SSLUpstream):
 
     Example
     -------
-    >>> from speechbrain_wsm.models.wav2vec2 import (ContextNetwork,
-    ...     FbankLatentExtractor, Wav2Vec2Encoder)
-    >>> from speechbrain_wsm.nnet.encoders import MixerEncoder
-    >>> net = ContextNetwork(MixerEncoder(2, 16, nhead=2, d_ffn=32), 16)
-    >>> fe = FbankLatentExtractor(20, [16, 16])
-    >>> enc = TrainableSSLEncoder(Wav2Vec2Encoder(fe, net))
+    >>> from speechbrain_wsm.models.wav2vec2 import Wav2Vec2Encoder
+    >>> enc = TrainableSSLEncoder(Wav2Vec2Encoder.small("mhsa"))
     >>> feats, pad = enc(torch.randn(2, 8000), torch.tensor([1.0, 0.5]))
     >>> feats.shape, pad.sum(1).tolist(), enc.d_model
     (torch.Size([2, 21, 16]), [0, 12], 16)
@@ -155,12 +151,8 @@ class CTCFineTuner(nn.Module):
 
     Example
     -------
-    >>> from speechbrain_wsm.models.wav2vec2 import (ContextNetwork,
-    ...     FbankLatentExtractor, Wav2Vec2Encoder)
-    >>> from speechbrain_wsm.nnet.encoders import MixerEncoder
-    >>> net = ContextNetwork(MixerEncoder(2, 16, nhead=2, d_ffn=32), 16)
-    >>> fe = FbankLatentExtractor(20, [16, 16])
-    >>> model = CTCFineTuner(TrainableSSLEncoder(Wav2Vec2Encoder(fe, net)), 5)
+    >>> from speechbrain_wsm.models.wav2vec2 import Wav2Vec2Encoder
+    >>> model = CTCFineTuner(TrainableSSLEncoder(Wav2Vec2Encoder.small("mhsa")), 5)
     >>> log_probs, out_lens = model(torch.randn(2, 8000), torch.tensor([1.0, 0.5]))
     >>> log_probs.shape, (out_lens * log_probs.shape[1]).round().tolist()
     (torch.Size([2, 21, 5]), [21.0, 9.0])

@@ -252,11 +252,8 @@ class SSLEncoder(nn.Module):
 
     Example
     -------
-    >>> from speechbrain_wsm.models.wav2vec2 import (
-    ...     ContextNetwork, FbankLatentExtractor, Wav2Vec2Encoder)
-    >>> from speechbrain_wsm.nnet.encoders import MixerEncoder
-    >>> net = Wav2Vec2Encoder(FbankLatentExtractor(n_mels=20, channels=[16, 16]),
-    ...     ContextNetwork(MixerEncoder(2, 16, nhead=2, d_ffn=32, mixer="wsm"), 16))
+    >>> from speechbrain_wsm.models.wav2vec2 import Wav2Vec2Encoder
+    >>> net = Wav2Vec2Encoder.small("wsm")
     >>> encoder = SSLEncoder(SSLUpstream(net)).train()
     >>> states = encoder(torch.randn(2, 16000), torch.tensor([1.0, 0.5]))
     >>> len(states), states[0].shape, encoder.training, states[-1].requires_grad
@@ -447,11 +444,8 @@ class SSLProbe(nn.Module):
 
     Example
     -------
-    >>> from speechbrain_wsm.models.wav2vec2 import (
-    ...     ContextNetwork, FbankLatentExtractor, Wav2Vec2Encoder)
-    >>> from speechbrain_wsm.nnet.encoders import MixerEncoder
-    >>> net = Wav2Vec2Encoder(FbankLatentExtractor(n_mels=20, channels=[16, 16]),
-    ...     ContextNetwork(MixerEncoder(2, 16, nhead=2, d_ffn=32, mixer="sm"), 16))
+    >>> from speechbrain_wsm.models.wav2vec2 import Wav2Vec2Encoder
+    >>> net = Wav2Vec2Encoder.small("sm")
     >>> probe = SSLProbe(SSLEncoder(SSLUpstream(net)), nn.Linear(16, 5))
     >>> out, lens = probe(torch.randn(2, 16000), torch.tensor([1.0, 0.5]))
     >>> out.shape, sorted(n for n, p in probe.named_parameters() if p.requires_grad)

@@ -4,19 +4,22 @@
   :func:`prepare_librispeech_manifests`
 - :mod:`.dataio`: :func:`manifest_dataset`, :func:`add_audio_pipeline`, :func:`add_token_pipeline`,
   :func:`dynamic_batch_sampler`, :class:`SpanMaskCollate`
-- :mod:`.brain`: :class:`RobustBrain`, the base of every recipe's Brain
+- :mod:`.brain`: :class:`RobustBrain`, under every recipe's Brain
   (accumulated gradients applied at every epoch end, whole batches for every
-  DDP process)
+  DDP process, non-finite batches skipped, a run summary), and
+  :class:`RecipeBrain` on it (optimisers by parameter group, step schedule,
+  ``train_cost.json``)
 - :mod:`.checkpoints`: :class:`RobustCheckpointer` (atomic saves, recovery
   from the newest complete checkpoint)
 - :mod:`.ctc`: :class:`CTCBrain`, the Brain of every CTC recipe
+- :mod:`.probe`: the MP3S probes (CTC and classification Brains, their runs)
 - :mod:`.asr`: the LibriSpeech / Libri-light data side of the ASR recipes
 - :mod:`.schedules`: :class:`TriStageSchedule` (warm-up, hold, decay by step)
 
 Relative lengths become padding masks in :mod:`speechbrain_wsm.models.lengths`.
 """
 
-from .brain import DistributedBatchSampler, RobustBrain
+from .brain import DistributedBatchSampler, RecipeBrain, RobustBrain
 from .checkpoints import RobustCheckpointer
 from .ctc import CTCBrain
 from .dataio import (
@@ -32,6 +35,7 @@ from .schedules import TriStageSchedule
 __all__ = [
     "CTCBrain",
     "DistributedBatchSampler",
+    "RecipeBrain",
     "RobustBrain",
     "RobustCheckpointer",
     "TriStageSchedule",

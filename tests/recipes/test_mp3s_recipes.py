@@ -105,8 +105,8 @@ def test_librispeech_lstm_and_evaluate_cli(project_encoder, tmp_path):
 
     # The recipe's %WER is SpeechBrain's ErrorRateStats on the same hypotheses.
     from speechbrain_wsm.data.tokenizers import load_tokenizer
+    from speechbrain_wsm.decoding import build_decoder
     from speechbrain_wsm.evaluate import (
-        build_decoder,
         load_recipe,
         recover_checkpoint,
         transcribe,

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from speechbrain_wsm.data._io import write_manifest
+from speechbrain_wsm.data.manifests import write_manifest
 from speechbrain_wsm.data.tokenizers import (
     BLANK,
     CharTokenizer,

@@ -12,8 +12,8 @@ from tiny_models import make_project_encoder
 
 from speechbrain_wsm.data.librispeech import prepare_librispeech
 from speechbrain_wsm.data.tokenizers import CharTokenizer
+from speechbrain_wsm.decoding import build_decoder
 from speechbrain_wsm.evaluate import (
-    build_decoder,
     evaluate_manifest,
     load_recipe,
     main,

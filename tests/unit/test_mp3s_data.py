@@ -11,7 +11,7 @@ import pytest
 import torch
 from speechbrain.dataio.dataset import DynamicItemDataset
 
-from speechbrain_wsm.data._io import read_manifest
+from speechbrain_wsm.data.manifests import read_manifest
 from speechbrain_wsm.data.mp3s import (
     add_audio_pipeline,
     normalize_words,

@@ -10,11 +10,11 @@ import soundfile as sf
 import torch
 from test_evaluate import librivox, run  # noqa: F401 (the trained run fixture)
 
-from speechbrain_wsm.data._io import read_manifest
 from speechbrain_wsm.data.audio import load_audio
+from speechbrain_wsm.data.manifests import read_manifest
 from speechbrain_wsm.data.tokenizers import load_tokenizer
+from speechbrain_wsm.decoding import build_decoder
 from speechbrain_wsm.evaluate import (
-    build_decoder,
     load_recipe,
     recover_checkpoint,
     transcribe,

@@ -13,10 +13,10 @@ from concurrent.futures import ThreadPoolExecutor
 import soundfile as sf
 from tqdm import tqdm
 
-from .._io import atomic_write_text
 from .._layout import utterance_path, write_flac, write_speakers, write_transcripts
 from .._prep import read_summary, same_options
 from .._system import require_executable, require_path
+from ..manifests import atomic_write_text
 from .sources import (
     ASTERISK_SOUNDS,
     ASTERISK_TRANSCRIPTS,

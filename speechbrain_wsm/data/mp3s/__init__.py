@@ -16,7 +16,8 @@ are the project's one audio pipeline, :mod:`speechbrain_wsm.data.audio`.
 """
 
 from ..audio import add_audio_pipeline, load_audio
-from ._common import normalize_words, prepare_tokenizer
+from ..tokenizers import prepare_tokenizer
+from ._common import normalize_words
 from .buckeye import prepare_buckeye
 from .commonvoice import prepare_commonvoice
 from .iemocap import prepare_iemocap

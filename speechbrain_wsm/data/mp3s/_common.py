@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import unicodedata
 
 # The bookkeeping lived here; these names stay importable from this module.
@@ -26,7 +25,6 @@ __all__ = [
     "hash_fraction",
     "is_finished",
     "normalize_words",
-    "prepare_tokenizer",
     "probe_files",
     "require_file",
     "require_folder",
@@ -89,64 +87,3 @@ def hash_fraction(key: str, seed: int = 0) -> float:
     """
     digest = hashlib.sha1(f"{seed}:{key}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
-
-
-def prepare_tokenizer(
-    train_csv: str,
-    tokenizer_file: str,
-    unit: str = "char",
-    vocab_size: int = 100,
-    max_units: int | None = None,
-):
-    """Train the CTC units on ``train_csv`` once; save them at ``tokenizer_file``.
-
-    The units live at a fixed path (the recipe's ``tokenizer_file``) so that
-    evaluation rebuilds exactly what training used; a later call loads them.
-
-    Arguments
-    ---------
-    train_csv : str
-        Training manifest (``wrd`` column).
-    tokenizer_file : str
-        ``.txt`` (characters) or ``.model`` (sentencepiece) destination.
-    unit : str
-        ``"char"`` or ``"bpe"``.
-    vocab_size : int
-        BPE vocabulary size (blank included).
-    max_units : int, optional
-        The size of the model's output layer: more units is an error.
-
-    Returns
-    -------
-    CharTokenizer or SentencePieceTokenizer
-    """
-    from speechbrain_wsm.data._io import read_manifest
-    from speechbrain_wsm.data.tokenizers import (
-        CharTokenizer,
-        load_tokenizer,
-        train_bpe_tokenizer,
-    )
-
-    if unit not in ("char", "bpe"):
-        raise ValueError(f"unit must be 'char' or 'bpe', got {unit!r}")
-    if not os.path.isfile(tokenizer_file):
-        folder = os.path.dirname(os.path.abspath(tokenizer_file))
-        os.makedirs(folder, exist_ok=True)
-        if unit == "char":
-            if not os.path.isfile(train_csv):
-                raise FileNotFoundError(f"training manifest '{train_csv}' not found")
-            texts = [r["wrd"] for r in read_manifest(train_csv) if r["wrd"].strip()]
-            CharTokenizer.from_texts(texts).save(tokenizer_file)
-        else:
-            tok = train_bpe_tokenizer(
-                train_csv, vocab_size=vocab_size, save_folder=folder, redo=True
-            )
-            if os.path.abspath(tok.model_path) != os.path.abspath(tokenizer_file):
-                shutil.copyfile(tok.model_path, tokenizer_file)
-    tok = load_tokenizer(tokenizer_file)
-    if max_units is not None and len(tok) > max_units:
-        raise ValueError(
-            f"{tokenizer_file} has {len(tok)} units but the model outputs "
-            f"{max_units}: raise output_neurons to at least {len(tok)}"
-        )
-    return tok

@@ -26,9 +26,9 @@ from __future__ import annotations
 import logging
 import os
 
-from .._io import atomic_write_text
 from .._prep import Prepared, is_finished, write_outputs
 from .._probe import probe_files
+from ..manifests import atomic_write_text
 from ._common import hash_fraction, require_file, require_folder
 
 __all__ = ["SKIP_KINDS", "prepare_voxceleb1", "utterance_id"]

@@ -15,10 +15,10 @@ from multiprocessing import get_context
 import numpy as np
 from tqdm import tqdm
 
-from .._io import atomic_write_text
 from .._layout import link_audio, utterance_path, write_speakers, write_transcripts
 from .._prep import read_summary, same_options
 from ..librispeech import LIBRILIGHT_FOLDS
+from ..manifests import atomic_write_text
 from .engines import ENGINES, SAMPLE_RATE, Job, require_engines, synthesize
 from .texts import read_bible_verses, read_text_file, split_sentences
 from .voices import Speaker, speaker_catalogue

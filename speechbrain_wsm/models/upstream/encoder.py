@@ -62,11 +62,8 @@ class SSLUpstream(nn.Module):
 
     Example
     -------
-    >>> from speechbrain_wsm.models.wav2vec2 import (
-    ...     ContextNetwork, FbankLatentExtractor, Wav2Vec2Encoder)
-    >>> from speechbrain_wsm.nnet.encoders import MixerEncoder
-    >>> net = Wav2Vec2Encoder(FbankLatentExtractor(n_mels=20, channels=[16, 16]),
-    ...     ContextNetwork(MixerEncoder(2, 16, nhead=2, d_ffn=32, mixer="wsm"), 16))
+    >>> from speechbrain_wsm.models.wav2vec2 import Wav2Vec2Encoder
+    >>> net = Wav2Vec2Encoder.small("wsm")
     >>> upstream = SSLUpstream(net, frozen=True)
     >>> states, frames = upstream(torch.randn(2, 16000), torch.tensor([16000, 8000]))
     >>> len(states), states[0].shape, frames.tolist(), states[-1].requires_grad

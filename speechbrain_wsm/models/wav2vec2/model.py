@@ -174,6 +174,28 @@ class Wav2Vec2Encoder(nn.Module):
         self.latent_extractor = latent_extractor
         self.context = context
 
+    @classmethod
+    def small(
+        cls, mixer: str = "wsm", d_model: int = 16, num_layers: int = 2, **kwargs
+    ) -> Wav2Vec2Encoder:
+        """A small random encoder (20-mel fbank front end), for examples and tests.
+
+        ``kwargs`` go to :class:`~speechbrain_wsm.nnet.encoders.MixerEncoder`.
+
+        Example
+        -------
+        >>> Wav2Vec2Encoder.small("sm").num_layers
+        2
+        """
+        from speechbrain_wsm.models.wav2vec2.frontends import FbankLatentExtractor
+        from speechbrain_wsm.nnet.encoders import MixerEncoder
+
+        encoder = MixerEncoder(
+            num_layers, d_model, nhead=2, d_ffn=2 * d_model, mixer=mixer, **kwargs
+        )
+        frontend = FbankLatentExtractor(n_mels=20, channels=[16, 16])
+        return cls(frontend, ContextNetwork(encoder, 16))
+
     @property
     def d_model(self) -> int:
         """Feature size of the output and of every hidden state."""

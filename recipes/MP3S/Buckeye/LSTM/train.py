@@ -1,20 +1,14 @@
 #!/usr/bin/env python3
 """MP3S Buckeye probe: BiLSTM + CTC on characters, utterances cut at pauses.
 
-::
-
-    python train.py hparams/ssl.yaml --ssl_source=... --data_folder=/data/Buckeye
-
-The training and test code is the LibriSpeech CTC probe's
-(``../../LibriSpeech/LSTM/train.py``, run as is): data preparation, units and
-probe are keys of ``hparams/ssl.yaml``. See README.md.
+``python train.py hparams/ssl.yaml --ssl_source=... --data_folder=/data/Buckeye``
+(the speaker folders extracted); dev and test are held-out speakers. See
+README.md.
 """
 
-import runpy
-from pathlib import Path
+import sys
+
+from speechbrain_wsm.recipe.probe import run_ctc_probe
 
 if __name__ == "__main__":
-    runpy.run_path(
-        str(Path(__file__).resolve().parents[2] / "LibriSpeech" / "LSTM" / "train.py"),
-        run_name="__main__",
-    )
+    run_ctc_probe(sys.argv[1:])

@@ -1,21 +1,15 @@
 #!/usr/bin/env python3
 """MP3S Common Voice probe (Welsh, Basque): BiLSTM + CTC on BPE units.
 
-::
-
-    python train.py hparams/ssl.yaml --ssl_source=... \\
-        --data_folder=/data/cv-corpus-11.0-2022-09-21/cy
-
-The training and test code is the LibriSpeech CTC probe's
-(``../../LibriSpeech/LSTM/train.py``, run as is): data preparation, units and
-probe are keys of ``hparams/ssl.yaml``. See README.md.
+Run per language folder, e.g.
+``python train.py hparams/ssl.yaml --ssl_source=... --data_folder=/data/cv-corpus-11.0-2022-09-21/cy``;
+the Common Voice preparation and the BPE units are keys of the YAML. See
+README.md.
 """
 
-import runpy
-from pathlib import Path
+import sys
+
+from speechbrain_wsm.recipe.probe import run_ctc_probe
 
 if __name__ == "__main__":
-    runpy.run_path(
-        str(Path(__file__).resolve().parents[2] / "LibriSpeech" / "LSTM" / "train.py"),
-        run_name="__main__",
-    )
+    run_ctc_probe(sys.argv[1:])

@@ -1,20 +1,14 @@
 #!/usr/bin/env python3
 """MP3S LibriSpeech probe with a ContextNet head instead of the BiLSTM.
 
-::
-
-    python train.py hparams/ssl.yaml --ssl_source=... --data_folder=/data/LibriSpeech
-
-The training and test code is the BiLSTM recipe's (``../LSTM/train.py``,
-run as is): only the probe in ``hparams/ssl.yaml`` differs, so the two
-recipes cannot drift apart. See ../LSTM/README.md.
+``python train.py hparams/ssl.yaml --ssl_source=... --data_folder=/data/LibriSpeech``:
+the BiLSTM recipe's training (the shared CTC probe run) with another
+``probe`` in the YAML. See ../LSTM/README.md.
 """
 
-import runpy
-from pathlib import Path
+import sys
+
+from speechbrain_wsm.recipe.probe import run_ctc_probe
 
 if __name__ == "__main__":
-    runpy.run_path(
-        str(Path(__file__).resolve().parents[1] / "LSTM" / "train.py"),
-        run_name="__main__",
-    )
+    run_ctc_probe(sys.argv[1:])

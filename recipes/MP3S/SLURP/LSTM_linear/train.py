@@ -1,20 +1,15 @@
 #!/usr/bin/env python3
-"""MP3S SLURP probe: scenario classification with a BiLSTM, pooling and a linear layer.
+"""MP3S SLURP probe: 18 scenarios by a BiLSTM, pooling and a linear layer.
 
-::
-
-    python train.py hparams/ssl.yaml --ssl_source=... --data_folder=/data/slurp
-
-The training and test code is the classification probe's
-(``../../IEMOCAP/linear/train.py``, run as is): data preparation, labels and
-probe are keys of ``hparams/ssl.yaml``. See README.md.
+``python train.py hparams/ssl.yaml --ssl_source=... --data_folder=/data/slurp``
+(holding ``dataset/slurp`` and ``slurp_real``): trained on the real
+recordings of train, scored on test by the shared classification probe run.
+See README.md.
 """
 
-import runpy
-from pathlib import Path
+import sys
+
+from speechbrain_wsm.recipe.probe import run_classification_probe
 
 if __name__ == "__main__":
-    runpy.run_path(
-        str(Path(__file__).resolve().parents[2] / "IEMOCAP" / "linear" / "train.py"),
-        run_name="__main__",
-    )
+    run_classification_probe(sys.argv[1:])

@@ -25,21 +25,29 @@ import torch.nn.functional as F
 from speechbrain.utils.distributed import if_main_process, run_on_main
 from speechbrain.utils.metric_stats import EER, minDCF
 
-from speechbrain_wsm.data._io import read_manifest
-from speechbrain_wsm.data.mp3s import load_audio
+from speechbrain_wsm.data.audio import load_audio
+from speechbrain_wsm.data.manifests import read_manifest
 from speechbrain_wsm.evaluate import recover_checkpoint
-from speechbrain_wsm.recipe import RobustBrain, manifest_dataset
+from speechbrain_wsm.recipe import manifest_dataset
 from speechbrain_wsm.recipe.experiment import load_hparams
+from speechbrain_wsm.recipe.probe import ClassifierProbeBrain
 from speechbrain_wsm.scoring import write_results_md
 
 
-class SpeakerProbeBrain(RobustBrain):
-    """AAM-softmax speaker classification on top of a frozen encoder."""
+class SpeakerProbeBrain(ClassifierProbeBrain):
+    """AAM-softmax speaker classification on top of a frozen encoder.
 
-    def model(self):
-        """The embedding model, unwrapped from DDP."""
-        model = self.modules.embedding_model
-        return getattr(model, "module", model)
+    The shared probe Brain with the embedding model as the probe and the
+    speaker classifier trained with it; the learning rate decays by epoch
+    (``lr_annealing``).
+    """
+
+    model_key = "embedding_model"
+
+    def parameter_groups(self):
+        groups = super().parameter_groups()
+        groups["model"] += list(self.modules.classifier.parameters())
+        return groups
 
     def compute_forward(self, batch, stage):
         batch = batch.to(self.device)
@@ -54,54 +62,13 @@ class SpeakerProbeBrain(RobustBrain):
     def compute_objectives(self, outputs, batch, stage):
         targets = batch.spk_label.to(self.device).unsqueeze(1)
         if stage != sb.Stage.TRAIN:
-            predicted = outputs.squeeze(1).argmax(-1)
-            self.errors += (predicted != targets.squeeze(1)).sum().item()
-            self.count += targets.shape[0]
+            self.count_errors(outputs.squeeze(1).argmax(-1), targets.squeeze(1))
         return self.hparams.compute_cost(outputs, targets)
 
-    def init_optimizers(self):
-        model = self.model()
-        params = list(model.head.parameters()) + list(
-            self.modules.classifier.parameters()
-        )
-        self.model_optimizer = self.hparams.model_opt_class(params)
-        self.weights_optimizer = self.hparams.weights_opt_class(
-            model.weighted_sum.parameters()
-        )
-        self.optimizers_dict = {
-            "model_optimizer": self.model_optimizer,
-            "weights_optimizer": self.weights_optimizer,
-        }
-        if self.checkpointer is not None:
-            self.checkpointer.add_recoverable("model_optimizer", self.model_optimizer)
-            self.checkpointer.add_recoverable(
-                "weights_optimizer", self.weights_optimizer
-            )
-
-    def on_stage_start(self, stage, epoch=None):
-        self.errors, self.count = 0, 0
-
-    def on_stage_end(self, stage, stage_loss, epoch=None):
-        stats = {"loss": stage_loss}
-        if stage == sb.Stage.TRAIN:
-            self.train_stats = stats
-            return
-        stats["error_rate"] = 100.0 * self.errors / max(self.count, 1)
-        old_lr, new_lr = self.hparams.lr_annealing(epoch)
-        sb.nnet.schedulers.update_learning_rate(self.model_optimizer, new_lr)
-        layer_weights = self.model().weighted_sum.layer_weights()
-        self.hparams.train_logger.log_stats(
-            stats_meta={
-                "epoch": epoch,
-                "lr": old_lr,
-                "layer_weights": [round(w, 3) for w in layer_weights.tolist()],
-            },
-            train_stats=self.train_stats,
-            valid_stats=stats,
-        )
-        self.checkpointer.save_and_keep_only(
-            meta={"error_rate": stats["error_rate"]}, min_keys=["error_rate"]
-        )
+    def anneal(self, stats, epoch):
+        _, new_lr = self.hparams.lr_annealing(epoch)
+        optimizer = self.optimizers_dict["model_optimizer"]
+        sb.nnet.schedulers.update_learning_rate(optimizer, new_lr)
 
 
 def dataio_prepare(hparams, speakers):
@@ -216,7 +183,6 @@ def main(argv):
         f.write("\n".join(lines) + "\n")
     eer, _ = EER(torch.tensor(positive), torch.tensor(negative))
     min_dcf, _ = minDCF(torch.tensor(positive), torch.tensor(negative), p_target=0.01)
-    weights = brain.model().weighted_sum.layer_weights().tolist()
     write_results_md(
         os.path.join(hparams["output_folder"], "results.md"),
         {
@@ -229,7 +195,7 @@ def main(argv):
         title="MP3S VoxCeleb1 speaker verification probe",
         note=f"Encoder: `{hparams['ssl_source']}`. Cosine scoring of whole "
         "utterances, no score normalisation. Learned layer weights (input "
-        f"first): {', '.join(f'{w:.3f}' for w in weights)}.",
+        f"first): {brain.layer_weights_text()}.",
     )
 
 

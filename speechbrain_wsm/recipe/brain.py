@@ -390,11 +390,22 @@ class RecipeBrain(RobustBrain):
         super().on_fit_start()  # optimisers built, last checkpoint recovered
         schedule = getattr(self.hparams, "lr_schedule", None)
         if schedule is not None:
-            # the run ends at the last epoch or at --optimizer_step_limit
+            # The schedule spans number_of_epochs; --optimizer_step_limit is a
+            # stop (a rerun without it continues the same schedule), and says so.
             epochs = self.hparams.epoch_counter.limit
             total = epochs * getattr(self, "_steps_per_epoch", 1)
-            if self.optimizer_step_limit is not None:
-                total = min(total, int(self.optimizer_step_limit))
+            limit = self.optimizer_step_limit
+            if limit is not None and int(limit) < total:
+                logger.warning(
+                    "lr_schedule spans %d steps (%d epochs) but "
+                    "--optimizer_step_limit=%d stops the run at %.0f%% of it: the "
+                    "rate will not have decayed; lower --number_of_epochs for a "
+                    "shorter schedule",
+                    total,
+                    epochs,
+                    int(limit),
+                    100 * int(limit) / total,
+                )
             schedule.set_total_steps(total)
             schedule.apply(self.optimizers_dict.values())
 

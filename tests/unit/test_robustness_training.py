@@ -169,7 +169,11 @@ def test_a_schedule_longer_than_the_run_is_refused(tmp_path):
         _pretrain_hparams(tmp_path, "--optimizer_step_limit=200", "--warmup=30000")
 
 
-def test_ctc_schedule_ends_at_the_step_limit():
+def test_ctc_schedule_cut_short_by_the_step_limit_says_so(caplog):
+    # the CTC schedule spans number_of_epochs (a step limit is a stop that a
+    # rerun continues from), and a limit cutting it short is reported
+    import logging
+
     from speechbrain_wsm.recipe import TriStageSchedule
 
     schedule = TriStageSchedule()
@@ -183,8 +187,10 @@ def test_ctc_schedule_ends_at_the_step_limit():
         run_opts={"optimizer_step_limit": 50},
     )
     brain._steps_per_epoch = 100  # 1000 steps by epochs; the limit says 50
-    brain.on_fit_start()
-    assert schedule.total_steps == 50
+    with caplog.at_level(logging.WARNING):
+        brain.on_fit_start()
+    assert schedule.total_steps == 1000
+    assert "--optimizer_step_limit=50 stops the run at 5%" in caplog.text
 
 
 # -- non-finite losses and the run summary ------------------------------------------

@@ -85,6 +85,59 @@ def sample_negative_indices(
     return idx + (idx >= own).long()
 
 
+def gathered_cosines(
+    x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, chunk: int = 4096
+) -> torch.Tensor:
+    """``out[b, t, k] = <x[b, t], y[b, idx[b, t, k]]>``, in memory linear in frames.
+
+    Frames are scored ``chunk`` at a time; under autograd each chunk's
+    gathered rows ``[batch, chunk, negatives, dim]`` are recomputed in
+    backward (activation checkpointing) instead of kept, so the memory is
+    that of the inputs and the ``[batch, frames, negatives]`` output plus one
+    chunk's rows.
+
+    Arguments
+    ---------
+    x, y : torch.Tensor
+        ``[batch, frames, dim]``.
+    idx : torch.Tensor
+        ``[batch, frames, negatives]`` long, indices into ``y``'s frames.
+    chunk : int
+        Frames per chunk.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[batch, frames, negatives]``.
+
+    Example
+    -------
+    >>> x, y = torch.randn(2, 6, 4), torch.randn(2, 6, 4)
+    >>> idx = sample_negative_indices(2, 6, 3)
+    >>> full = torch.bmm(x, y.transpose(1, 2)).gather(2, idx)
+    >>> torch.allclose(gathered_cosines(x, y, idx, chunk=4), full, atol=1e-6)
+    True
+    """
+    from torch.utils.checkpoint import checkpoint
+
+    B, T, D = y.shape
+    K = idx.shape[-1]
+
+    def score(x_part, y_all, idx_part):
+        rows = y_all.gather(1, idx_part.reshape(B, -1, 1).expand(-1, -1, D))
+        return torch.einsum("bcd,bckd->bck", x_part, rows.view(B, -1, K, D))
+
+    parts = []
+    for start in range(0, T, max(1, int(chunk))):
+        stop = start + chunk
+        args = (x[:, start:stop], y, idx[:, start:stop])
+        if torch.is_grad_enabled() and (x.requires_grad or y.requires_grad):
+            parts.append(checkpoint(score, *args, use_reentrant=False))
+        else:
+            parts.append(score(*args))
+    return torch.cat(parts, dim=1)
+
+
 class Wav2Vec2Loss(nn.Module):
     """Contrastive (InfoNCE) loss against sampled negatives, plus diversity.
 
@@ -97,13 +150,16 @@ class Wav2Vec2Loss(nn.Module):
     diversity loss: the recipe's objective, normalised per masked frame so
     that it does not depend on the batch size.
 
-    The cosines come from one ``[frames, frames]`` similarity matrix per
-    utterance, from which the negatives are gathered, instead of materialising
-    ``num_negatives`` copies of the targets ``[negatives, batch, frames,
-    dim]``: the same loss with a small fraction of the memory (at 16 s per
-    utterance, 100 negatives, 256 dimensions, the copies alone would take
+    Memory stays linear in the number of frames. Up to ``matrix_frames``
+    masked frames per utterance, the cosines come from one ``[frames,
+    frames]`` similarity matrix, from which the negatives are gathered
+    (instead of materialising ``num_negatives`` copies of the targets: at 16 s
+    per utterance, 100 negatives, 256 dimensions, the copies alone would take
     about 50 MB per utterance in float32, several times over in backward).
-    Computed in float32 under autocast.
+    Beyond that (a 40-minute file would need a 20 GB matrix), each frame's
+    negatives are gathered and scored in chunks of frames, recomputed in
+    backward rather than kept: the same loss, in memory proportional to the
+    frames. Computed in float32 under autocast.
 
     Arguments
     ---------
@@ -113,6 +169,10 @@ class Wav2Vec2Loss(nn.Module):
         Temperature of the cosine logits.
     diversity_weight : float
         Weight of the diversity loss.
+    matrix_frames : int
+        Most masked frames per utterance scored through the ``[frames,
+        frames]`` matrix (4096: 64 MB per utterance); longer ones are scored
+        by chunks.
 
     Example
     -------
@@ -129,11 +189,13 @@ class Wav2Vec2Loss(nn.Module):
         num_negatives: int = 100,
         logit_temp: float = 0.1,
         diversity_weight: float = 0.1,
+        matrix_frames: int = 4096,
     ):
         super().__init__()
         self.num_negatives = num_negatives
         self.logit_temp = logit_temp
         self.diversity_weight = diversity_weight
+        self.matrix_frames = int(matrix_frames)
 
     def contrastive(self, predictions, targets, negative_idx):
         """Mean InfoNCE loss and accuracy for given negative indices.
@@ -146,9 +208,16 @@ class Wav2Vec2Loss(nn.Module):
         with torch.autocast(device_type=targets.device.type, enabled=False):
             x = nn.functional.normalize(predictions.float(), dim=-1, eps=1e-8)
             y = nn.functional.normalize(targets.float(), dim=-1, eps=1e-8)
-            cos = torch.bmm(x, y.transpose(1, 2))  # [B, T, T]: cos(x_t, y_j)
-            positive = cos.diagonal(dim1=1, dim2=2).unsqueeze(-1)
-            negative = cos.gather(2, negative_idx)
+            if T <= self.matrix_frames:
+                cos = torch.bmm(x, y.transpose(1, 2))  # [B, T, T]: cos(x_t, y_j)
+                positive = cos.diagonal(dim1=1, dim2=2).unsqueeze(-1)
+                negative = cos.gather(2, negative_idx)
+            else:  # linear in T: never a [T, T] matrix
+                positive = (x * y).sum(-1, keepdim=True)
+                # chunks of gathered rows within the matrix's memory budget
+                K, D = negative_idx.shape[-1], y.shape[-1]
+                chunk = max(1, self.matrix_frames**2 // (K * D))
+                negative = gathered_cosines(x, y, negative_idx, chunk)
             # A negative equal to the target (the same code) is no negative.
             codes = torch.unique(
                 targets.detach().reshape(B * T, -1), dim=0, return_inverse=True

@@ -28,6 +28,7 @@ changed or ``redo=True``.  In a recipe::
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from collections.abc import Iterable, Sequence
@@ -36,6 +37,7 @@ from dataclasses import dataclass, field
 from ._prep import SkippedInput, is_finished, write_outputs
 from ._probe import AudioError, probe_audio, probe_files
 from .manifests import MANIFEST_FIELDS, merge_manifests
+from .text import normalize_text
 
 __all__ = [
     "LIBRILIGHT_FOLDS",
@@ -60,8 +62,13 @@ SKIP_KINDS = (
     "missing_audio",
     "missing_transcript",
     "empty_transcript",
+    "unusable_transcript",
     "duplicate_id",
 )
+
+#: Version of the transcript normalisation; part of a manifest's options, so
+#: that a change of the rules prepares the manifests again.
+TRANSCRIPT_RULES = "normalize_text-1"
 
 #: Libri-light limited folds, relative to the ``librispeech_finetuning`` folder.
 LIBRILIGHT_FOLDS = ("1h/0", "1h/1", "1h/2", "1h/3", "1h/4", "1h/5", "9h")
@@ -120,6 +127,31 @@ class ScanResult(SkippedInput):
         self.skipped.extend(other.skipped)
 
 
+def transcripts_stamp(folder: str) -> str:
+    """A fingerprint of the ``*.trans.txt`` files under ``folder`` (names, sizes, times).
+
+    Example
+    -------
+    >>> import tempfile, os
+    >>> d = tempfile.mkdtemp()
+    >>> _ = open(os.path.join(d, "1-2.trans.txt"), "w").write("1-2-3 HI\\n")
+    >>> a = transcripts_stamp(d)
+    >>> _ = open(os.path.join(d, "1-2.trans.txt"), "w").write("1-2-3 HELLO\\n")
+    >>> a == transcripts_stamp(d)
+    False
+    """
+    digest = hashlib.sha1()
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        for name in sorted(files):
+            if name.endswith(".trans.txt"):
+                path = os.path.join(root, name)
+                st = os.stat(path)
+                rel = os.path.relpath(path, folder)
+                digest.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
 def _read_transcripts(path: str, entries: dict, result: ScanResult) -> None:
     """Parse a ``*.trans.txt`` file into ``entries`` (ID -> (text, path))."""
     with open(path, encoding="utf-8", errors="replace") as f:
@@ -149,11 +181,21 @@ def _collect(
                 _read_transcripts(os.path.join(root, name), transcripts, result)
             elif name.endswith(audio_ext):
                 audio[name[: -len(audio_ext)]] = os.path.join(root, name)
-        for uid, (text, tpath) in transcripts.items():
+        for uid, (raw, tpath) in transcripts.items():
             path = audio.pop(uid, None)
-            if not text:
+            # upper case, digits spelt, punctuation and accents removed, as the
+            # tokenizers' units expect (data/README.md)
+            text = normalize_text(raw) if raw else ""
+            if not raw:
                 result.skip(
                     "empty_transcript", uid, path or tpath, "no words after the ID"
+                )
+            elif not text:
+                result.skip(
+                    "unusable_transcript",
+                    uid,
+                    path or tpath,
+                    f"nothing left after normalisation of {raw[:40]!r}",
                 )
             elif path is None:
                 result.skip(
@@ -384,6 +426,10 @@ def prepare_librispeech(
             "audio_ext": audio_ext,
             "audio_check": audio_check,
             "sample_rate": sample_rate,
+            # the manifest depends on the transcripts' content and rules: an
+            # edited .trans.txt prepares the split again
+            "transcripts": transcripts_stamp(folder),
+            "transcript_rules": TRANSCRIPT_RULES,
         }
         if not redo and is_finished(save_folder, split, options, logger):
             logger.info("%s: manifest already prepared, skipping", split)
@@ -494,6 +540,8 @@ def prepare_librilight_limited(
         "audio_ext": audio_ext,
         "audio_check": audio_check,
         "sample_rate": sample_rate,
+        "transcripts": transcripts_stamp(root),
+        "transcript_rules": TRANSCRIPT_RULES,
     }
     names = list(LIBRILIGHT_SUBSETS)
     if not redo and is_finished(save_folder, names, options, logger):

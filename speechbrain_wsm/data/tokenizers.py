@@ -21,6 +21,7 @@ once at a recipe's fixed ``tokenizer_file`` and loads it afterwards.
 from __future__ import annotations
 
 import csv
+import hashlib
 import logging
 import os
 import shutil
@@ -406,7 +407,11 @@ def prepare_tokenizer(
     """Train the CTC units on ``train_csv`` once; save them at ``tokenizer_file``.
 
     The units live at a fixed path (the recipe's ``tokenizer_file``) so that
-    evaluation rebuilds exactly what training used; a later call loads them.
+    evaluation rebuilds exactly what training used; a later call loads them,
+    unless the transcripts they were built from changed: a fingerprint of
+    ``train_csv``'s transcripts is kept beside them (``<tokenizer_file>.source``),
+    and units built from other transcripts (a manifest prepared again after
+    the data was fixed) are built again, with a warning.
 
     Arguments
     ---------
@@ -427,6 +432,24 @@ def prepare_tokenizer(
     """
     if unit not in ("char", "bpe"):
         raise ValueError(f"unit must be 'char' or 'bpe', got {unit!r}")
+    source = tokenizer_file + ".source"
+    stamp = None
+    if os.path.isfile(train_csv):
+        texts = sorted(r["wrd"] for r in read_manifest(train_csv))
+        stamp = (
+            f"{unit} {vocab_size} "
+            + hashlib.sha1("\n".join(texts).encode("utf-8")).hexdigest()
+        )
+    if os.path.isfile(tokenizer_file) and os.path.isfile(source) and stamp:
+        with open(source, encoding="utf-8") as f:
+            if f.read().strip() != stamp:
+                logger.warning(
+                    "%s was built from other transcripts than %s now holds: "
+                    "building the units again",
+                    tokenizer_file,
+                    train_csv,
+                )
+                os.remove(tokenizer_file)
     if not os.path.isfile(tokenizer_file):
         folder = os.path.dirname(os.path.abspath(tokenizer_file))
         os.makedirs(folder, exist_ok=True)
@@ -441,6 +464,12 @@ def prepare_tokenizer(
             )
             if os.path.abspath(tok.model_path) != os.path.abspath(tokenizer_file):
                 shutil.copyfile(tok.model_path, tokenizer_file)
+        if stamp:
+            with open(source, "w", encoding="utf-8") as f:
+                f.write(stamp + "\n")
+    elif stamp and not os.path.isfile(source):  # units from before fingerprints
+        with open(source, "w", encoding="utf-8") as f:
+            f.write(stamp + "\n")
     tok = load_tokenizer(tokenizer_file)
     if max_units is not None and len(tok) > max_units:
         raise ValueError(

@@ -115,8 +115,9 @@ def transcribe(
     """Decode every utterance of a manifest whose audio can be read.
 
     Rows whose audio cannot be read are left out (with a warning listing
-    them) rather than aborting the set; pass a list as ``unreadable`` to get
-    their ``(ID, reason)``.
+    them) rather than aborting the set, and so is an utterance the model
+    cannot take (a batch that fails is decoded again one utterance at a time);
+    pass a list as ``unreadable`` to get their ``(ID, reason)``.
 
     Arguments
     ---------
@@ -135,7 +136,8 @@ def transcribe(
     device : str or torch.device
         Where to run.
     unreadable : list, optional
-        Extended with ``(ID, reason)`` of each row that could not be read.
+        Extended with ``(ID, reason)`` of each row that could not be read or
+        scored.
 
     Returns
     -------
@@ -148,13 +150,37 @@ def transcribe(
     was_training = asr_model.training
     asr_model.eval()
     ids, refs, hyps = [], [], []
+
+    def run(wavs, wav_lens):
+        log_probs, out_lens = asr_model(wavs.to(device), wav_lens.to(device))
+        return decode(log_probs.float().cpu(), out_lens.float().cpu())
+
     try:
         for batch in loader:
             wavs, wav_lens = batch.sig
-            log_probs, out_lens = asr_model(wavs.to(device), wav_lens.to(device))
-            hyps += decode(log_probs.float().cpu(), out_lens.float().cpu())
-            ids += list(batch.id)
-            refs += [" ".join(w.split()) for w in batch.wrd]
+            words = [" ".join(w.split()) for w in batch.wrd]
+            try:
+                hyps += run(wavs, wav_lens)
+                ids += list(batch.id)
+                refs += words
+                continue
+            except (RuntimeError, ValueError) as e:
+                if len(batch.id) > 1:
+                    logger.warning("batch %s failed (%s); one by one", batch.id, e)
+            # one utterance at a time: the one the model cannot take (a clip
+            # too short for its front end ...) is listed, the others scored
+            for i, uid in enumerate(batch.id):
+                n = int(round(float(wav_lens[i]) * wavs.shape[1]))
+                try:
+                    hyps += run(wavs[i : i + 1, :n], torch.ones(1))
+                except (RuntimeError, ValueError) as e:
+                    why = f"not scored: {type(e).__name__}: {str(e).splitlines()[0]}"
+                    logger.warning("%s %s", uid, why)
+                    if unreadable is not None:
+                        unreadable.append((uid, why))
+                    continue
+                ids.append(uid)
+                refs.append(words[i])
     finally:
         asr_model.train(was_training)
     return ids, refs, hyps
@@ -209,7 +235,9 @@ def evaluate_manifest(
     listing = os.path.join(folder or ".", f"unreadable_{name}.txt")
     if unreadable:
         with open(listing, "w", encoding="utf-8") as f:
-            f.write(f"# rows of {manifest} not scored: their audio cannot be read\n")
+            f.write(
+                f"# rows of {manifest} not scored (unreadable audio, or input the model cannot take)\n"
+            )
             f.writelines(f"{uid}\t{why}\n" for uid, why in unreadable)
     elif os.path.exists(listing):  # from an earlier evaluation
         os.remove(listing)
@@ -490,7 +518,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict]:
         if summary["unreadable"]:
             print(
                 f"{name}: {len(summary['unreadable'])} utterance(s) not scored, "
-                "their audio cannot be read -> "
+                "see why in "
                 f"{out_folder / f'unreadable_{name}.txt'}"
             )
     return results

@@ -150,3 +150,32 @@ def test_every_pretraining_split_is_filtered_by_duration():
     ).read_text()
     calls = [line for line in train_py.splitlines() if "manifest_dataset(" in line]
     assert len(calls) == 3 and all("*limits" in line for line in calls)
+
+
+class _NeedsFrames(_Blank):
+    """Refuses inputs shorter than 0.1 s, as a front end without frames does."""
+
+    def forward(self, wavs, wav_lens):
+        if (wav_lens * wavs.shape[1]).min() < 1600:
+            raise RuntimeError("input too short for the front end")
+        return super().forward(wavs, wav_lens)
+
+
+def test_evaluate_lists_a_clip_the_model_cannot_take(tmp_path):
+    import soundfile as sf
+
+    clip = tmp_path / "clip.wav"
+    sf.write(str(clip), np.zeros(800, dtype="float32"), 16000)  # 0.05 s
+    path = next((SAMPLES / "LibriSpeech").rglob("*.flac"))
+    (tmp_path / "m.csv").write_text(
+        f"ID,duration,wav,wrd\nlong,3.0,{path},A B\nshort,0.05,{clip},A\n"
+    )
+    summary = evaluate_manifest(
+        _NeedsFrames(),
+        CharTokenizer.from_texts(["AB"]),
+        str(tmp_path / "m.csv"),
+        str(tmp_path / "wer_m.txt"),
+    )
+    assert summary["num_scored_sents"] == 1
+    assert [uid for uid, _ in summary["unreadable"]] == ["short"]
+    assert "too short" in (tmp_path / "unreadable_m.txt").read_text()

@@ -219,10 +219,13 @@ class RobustBrain(sb.Brain):
         self._counts()
         try:
             return super().fit(epoch_counter, train_set, valid_set, *args, **kwargs)
-        finally:
-            self.write_run_summary(
-                time.time() - start, {"train": train_set, "valid": valid_set}
-            )
+        finally:  # also after a failure: what the run did before it
+            try:
+                self.write_run_summary(
+                    time.time() - start, {"train": train_set, "valid": valid_set}
+                )
+            except (OSError, TypeError, ValueError, AttributeError) as e:
+                logger.warning("could not write the run summary: %s", e)
 
     def run_summary(self, seconds: float, datasets: dict) -> dict:
         """What the run did, in numbers (see :meth:`write_run_summary`)."""

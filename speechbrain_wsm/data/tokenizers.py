@@ -436,10 +436,8 @@ def prepare_tokenizer(
     stamp = None
     if os.path.isfile(train_csv):
         texts = sorted(r["wrd"] for r in read_manifest(train_csv))
-        stamp = (
-            f"{unit} {vocab_size} "
-            + hashlib.sha1("\n".join(texts).encode("utf-8")).hexdigest()
-        )
+        # the transcripts only: a later call may load without the build options
+        stamp = f"{unit} " + hashlib.sha1("\n".join(texts).encode()).hexdigest()
     if os.path.isfile(tokenizer_file) and os.path.isfile(source) and stamp:
         with open(source, encoding="utf-8") as f:
             if f.read().strip() != stamp:

@@ -68,3 +68,14 @@ def test_units_are_built_again_from_fixed_transcripts(tmp_path):
     fixed = prepare_tokenizer(str(manifest), units)
     assert "e" not in fixed.units and "E" in fixed.units
     assert prepare_tokenizer(str(manifest), units).units == fixed.units  # kept now
+
+
+def test_units_are_kept_when_loaded_without_the_build_options(tmp_path):
+    # a recipe builds with its options, then loads with the defaults
+    manifest = tmp_path / "train.csv"
+    manifest.write_text("ID,duration,wav,spk_id,wrd\na,1.0,x.wav,1,AB BA\n")
+    units = str(tmp_path / "units.txt")
+    built = prepare_tokenizer(str(manifest), units, "char", 40, max_units=40)
+    before = os.path.getmtime(units)
+    assert prepare_tokenizer(str(manifest), units, "char").units == built.units
+    assert os.path.getmtime(units) == before

@@ -10,6 +10,12 @@ from __future__ import annotations
 from torch import nn
 
 from speechbrain_wsm.nnet.attention import MHSA, RelPosMHSA, SDPAttention
+from speechbrain_wsm.nnet.streaming import (
+    ChunkedAttention,
+    MaskedAttention,
+    StreamingAttention,
+    StreamingWSM,
+)
 from speechbrain_wsm.nnet.summary_mixing import SummaryMixing, WindowedSummaryMixing
 
 MIXERS: dict[str, type[nn.Module]] = {
@@ -18,6 +24,10 @@ MIXERS: dict[str, type[nn.Module]] = {
     "sdpa": SDPAttention,  # torch scaled_dot_product_attention (flash on GPU)
     "sm": SummaryMixing,
     "wsm": WindowedSummaryMixing,
+    "maa": MaskedAttention,  # band-masked attention, left/right_context (streaming)
+    "sa": StreamingAttention,  # the same band without the T x T matrix (streaming)
+    "chunked": ChunkedAttention,  # SpeechBrain's dynamic-chunk mask (streaming)
+    "swsm": StreamingWSM,  # WSM with a look-ahead window (streaming)
 }
 
 
@@ -52,7 +62,7 @@ def build_mixer(
     >>> build_mixer("attention", 16)
     Traceback (most recent call last):
     ...
-    ValueError: unknown mixer 'attention'; valid names: relpos_mhsa, mhsa, sdpa, sm, wsm
+    ValueError: unknown mixer 'attention'; valid names: relpos_mhsa, mhsa, sdpa, sm, wsm, maa, sa, chunked, swsm
     """
     if name not in MIXERS:
         raise ValueError(f"unknown mixer {name!r}; valid names: {', '.join(MIXERS)}")

@@ -1,0 +1,207 @@
+"""Streaming mixers and encoder: SA equals MAA, measured look-ahead, streaming
+equals offline with bounded state."""
+
+import pytest
+import torch
+
+from speechbrain_wsm.latency import lookahead_frames
+from speechbrain_wsm.nnet.registry import build_mixer
+from speechbrain_wsm.nnet.streaming import (
+    ChunkedAttention,
+    MaskedAttention,
+    StreamingAttention,
+    StreamingWSM,
+    banded_attention,
+)
+from speechbrain_wsm.nnet.streaming_encoder import StreamingEncoder
+
+D = 16
+
+
+def _pad_mask(lengths, T):
+    return torch.arange(T) >= torch.tensor(lengths)[:, None]
+
+
+@pytest.mark.parametrize(("L", "R", "block"), [(4, 2, None), (0, 0, None), (7, 3, 2)])
+def test_sa_equals_maa_with_padding(L, R, block):
+    torch.manual_seed(0)
+    sa = StreamingAttention(D, nhead=2, left_context=L, right_context=R, block=block)
+    maa = MaskedAttention(D, nhead=2, left_context=L, right_context=R)
+    maa.load_state_dict(sa.state_dict())
+    sa.eval(), maa.eval()
+    x = torch.randn(3, 23, D, requires_grad=True)
+    pad = _pad_mask([23, 15, 2], 23)
+    y_sa, y_maa = sa(x, pad), maa(x, pad)
+    assert torch.isfinite(y_sa).all()
+    torch.testing.assert_close(y_sa, y_maa, atol=1e-5, rtol=1e-5)  # padded rows too
+    (g_sa,) = torch.autograd.grad(y_sa[~pad].square().sum(), x)
+    (g_maa,) = torch.autograd.grad(y_maa[~pad].square().sum(), x)
+    torch.testing.assert_close(g_sa, g_maa, atol=1e-5, rtol=1e-4)
+    # padding never reaches a valid frame: the 2nd utterance alone
+    torch.testing.assert_close(y_sa[1, :15], sa(x[1:2, :15])[0], atol=1e-5, rtol=1e-5)
+
+
+def test_banded_attention_scores_are_linear_in_length(monkeypatch):
+    """The score tensor of SA holds T * (block + L + R) entries, not T^2."""
+    sizes, softmax = [], torch.softmax
+
+    def spy(x, dim):
+        sizes.append(x.numel())
+        return softmax(x, dim=dim)
+
+    monkeypatch.setattr(torch, "softmax", spy)
+    q = torch.randn(1, 1, 300, 4, requires_grad=True)
+    banded_attention(q, q, q, 8, 2)
+    assert sizes and max(sizes) <= (300 + 11) * (11 + 10)  # block 11, L + R 10
+    assert max(sizes) < 300 * 300 / 10
+
+
+def test_causal_flag_contradicting_lookahead_is_refused():
+    with pytest.raises(ValueError, match="right_context"):
+        build_mixer("sa", D, causal=True, left_context=4, right_context=2)
+    with pytest.raises(ValueError, match="left_context"):
+        StreamingAttention(D, left_context=None)
+    with pytest.raises(ValueError, match="two-stream"):
+        StreamingEncoder(2, D, nhead=2, d_ffn=32, mixer="maa", low_latency=True)
+    with pytest.raises(ValueError, match="mixer must be one of"):
+        StreamingEncoder(2, D, nhead=2, d_ffn=32, mixer="mhsa")
+
+
+def _encoder(mixer, low_latency=False, layers=4, R=2, L=8, arch="conformer"):
+    torch.manual_seed(1)
+    return StreamingEncoder(
+        layers,
+        D,
+        nhead=2,
+        d_ffn=32,
+        mixer=mixer,
+        arch=arch,
+        kernel_size=3,
+        left_context=L,
+        right_context=R,
+        low_latency=low_latency,
+        dropout=0.0,
+    ).eval()
+
+
+def _measured(enc):
+    return lookahead_frames(lambda x: enc(x)[0], D, frames=48, probes=24)
+
+
+@pytest.mark.parametrize(
+    ("mixer", "low_latency", "expected"),
+    [
+        ("maa", False, 8),
+        ("sa", False, 8),
+        ("swsm", False, 8),
+        ("sa", True, 2),  # LLSA
+        ("swsm", True, 2),  # low-latency streaming WSM
+    ],
+)
+def test_measured_lookahead_four_layers(mixer, low_latency, expected):
+    enc = _encoder(mixer, low_latency)
+    assert enc.lookahead == expected
+    assert _measured(enc) == expected
+
+
+def test_chunked_lookahead_does_not_accumulate():
+    torch.manual_seed(0)
+    layers = [ChunkedAttention(D, nhead=2, chunk_size=4).eval() for _ in range(4)]
+
+    def fn(x):
+        for layer in layers:
+            x = x + layer(x)
+        return x
+
+    assert lookahead_frames(fn, D, frames=32, probes=32) == 3
+
+
+def test_acausal_attention_is_unbounded():
+    att = build_mixer("sdpa", D, nhead=2).eval()
+    assert lookahead_frames(att, D, frames=16, probes=4, max_frames=32) is None
+
+
+def _state_frames(state):
+    return sum(
+        t.shape[1] for st in state for k in ("c", "s") if (t := st[k]) is not None
+    )
+
+
+@pytest.mark.parametrize(
+    ("mixer", "low_latency"),
+    [("sa", False), ("sa", True), ("swsm", False), ("swsm", True), ("maa", False)],
+)
+def test_stream_equals_offline(mixer, low_latency):
+    enc = _encoder(mixer, low_latency, layers=3, R=2, L=5)
+    T = 40
+    x = torch.randn(2, T, D)
+    with torch.no_grad():
+        full, _ = enc(x)
+        for chunk in (1, 3, 16):
+            outs, state, fed, sizes = [], None, 0, []
+            for i in range(0, T, chunk):
+                y, state = enc.stream(x[:, i : i + chunk], state)
+                fed += x[:, i : i + chunk].shape[1]
+                outs.append(y)
+                # delayed by exactly the look-ahead
+                assert sum(o.shape[1] for o in outs) == max(0, fed - enc.lookahead)
+                sizes.append(_state_frames(state))
+            y, state = enc.stream(None, state, final=True)
+            outs.append(y)
+            torch.testing.assert_close(torch.cat(outs, 1), full, atol=2e-5, rtol=1e-4)
+            # bounded state: never more than reach + look-ahead + chunk per layer
+            per_layer = enc.layer_reach + enc.right_context + chunk
+            streams = 2 if low_latency else 1
+            assert max(sizes) <= len(enc.layers) * streams * per_layer
+
+
+def test_stream_state_does_not_grow():
+    enc = _encoder("swsm", True, layers=2, R=1, L=3)
+    x = torch.randn(1, 200, D)
+    state, sizes = None, []
+    with torch.no_grad():
+        for i in range(0, 200, 5):
+            _, state = enc.stream(x[:, i : i + 5], state)
+            sizes.append(
+                sum(t.numel() for st in state for t in _tensors(st) if t is not None)
+            )
+    assert max(sizes[-10:]) <= max(sizes[5:15])  # 1000 frames later, no bigger
+
+
+def _tensors(st):
+    yield st["c"]
+    yield st["s"]
+    if st["prefix"] is not None:
+        yield from st["prefix"]
+
+
+def test_low_latency_padding_and_hidden_states():
+    enc = _encoder("sa", True, layers=2, R=1, L=4, arch="transformer")
+    x = torch.randn(2, 12, D)
+    pad = _pad_mask([12, 7], 12)
+    with torch.no_grad():
+        out, hidden = enc(x, pad)
+        alone, _ = enc(x[1:, :7])
+    assert len(hidden) == 3 and hidden[0].shape == x.shape
+    torch.testing.assert_close(out[1, :7], alone[0], atol=1e-5, rtol=1e-5)
+
+
+def test_streaming_wsm_equals_wsm_window_when_no_lookahead():
+    """right_context 0: a causal WSM with window L + 1 (the existing mixer)."""
+    torch.manual_seed(0)
+    swsm = StreamingWSM(D, nhead=2, left_context=4, right_context=0).eval()
+    wsm = build_mixer("wsm", D, nhead=2, window_size=5, causal=True).eval()
+    wsm.load_state_dict(swsm.state_dict())
+    x = torch.randn(2, 17, D)
+    pad = _pad_mask([17, 9], 17)
+    torch.testing.assert_close(swsm(x, pad), wsm(x, pad), atol=1e-5, rtol=1e-5)
+
+
+def test_training_step_runs_and_backpropagates():
+    enc = _encoder("swsm", True, layers=2, R=1, L=4)
+    enc.train()
+    x = torch.randn(2, 10, D)
+    out, _ = enc(x, _pad_mask([10, 6], 10))
+    out[0].sum().backward()
+    grads = [p.grad for p in enc.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)

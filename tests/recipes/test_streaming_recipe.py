@@ -1,0 +1,77 @@
+"""The streaming wav2vec 2.0 YAMLs, run for real on the fixture corpus, shrunk by
+flags; the latency tool measures the look-ahead of what they trained."""
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_wav2vec2_recipe import (
+    FLAGS,
+    RECIPE,
+    check_encoder_loads,
+    checkpoints,
+    epochs,
+)
+
+from speechbrain_wsm.nnet.streaming_frontend import StreamingFbankExtractor
+
+ROOT = Path(__file__).resolve().parents[2]
+VARIANTS = ("maa", "sa", "llsa", "wsm")
+YAMLS = {v: RECIPE / "hparams" / f"wav2vec2_streaming_{v}.yaml" for v in VARIANTS}
+# 2 layers, 1 frame ahead per layer: 2 frames for maa/sa, 1 for llsa/wsm
+CONTEXT = ["--left_context=4", "--right_context=1"]
+EXPECTED = {"maa": 2, "sa": 2, "llsa": 1, "wsm": 1}
+pytestmark = pytest.mark.slow
+
+
+def _run(module_or_script, argv):
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
+    proc = subprocess.run(
+        [sys.executable, *module_or_script, *argv],
+        cwd=RECIPE,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-4000:]
+    return log
+
+
+def test_the_four_yaml_files_differ_only_in_mixer_lines():
+    texts = {
+        v: [line for line in p.read_text().splitlines() if "# mixer" not in line]
+        for v, p in YAMLS.items()
+    }
+    assert texts["maa"] == texts["sa"] == texts["llsa"] == texts["wsm"]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_streaming_recipe_trains_and_its_lookahead_is_measured(variant, tmp_path):
+    out = tmp_path / variant
+    flags = [f for f in FLAGS if not f.startswith("--seconds_per_batch")]
+    argv = [str(YAMLS[variant]), *flags, "--seconds_per_batch=4", *CONTEXT]
+    _run(["train.py"], [*argv, f"--output_folder={out}"])
+    assert checkpoints(out)
+    (first,) = epochs(out)
+    assert first["steps"] > 0 and math.isfinite(first["train"])
+    assert math.isfinite(first["valid"])
+    check_encoder_loads(out)
+    from speechbrain_wsm.models.wav2vec2 import load_pretrained_encoder
+
+    encoder = load_pretrained_encoder(out)
+    assert isinstance(encoder.latent_extractor, StreamingFbankExtractor)
+    # measured on the trained folder, and on the YAML with the same overrides
+    frames = EXPECTED[variant]
+    line = f"look-ahead: {frames} frames ({frames * 20} ms)"
+    assert line in _run(["-m", "speechbrain_wsm.latency"], [str(out)])
+    if variant in ("maa", "wsm"):
+        log = _run(
+            ["-m", "speechbrain_wsm.latency"], [*argv, f"--output_folder={out}y"]
+        )
+        assert line in log

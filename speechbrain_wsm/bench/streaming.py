@@ -1,0 +1,305 @@
+"""Streaming encoder benchmark: look-ahead, training cost against length, streaming speed.
+
+For each variant of the streaming wav2vec 2.0 recipe (``maa``, ``sa``,
+``llsa``: SA in the two-stream mode, ``wsm``: streaming WSM in the two-stream
+mode), as a :class:`~speechbrain_wsm.nnet.streaming_encoder.StreamingEncoder`
+of ``--layers`` Conformer layers (default 12) with ``left_context`` /
+``right_context`` frames per layer:
+
+1. **look-ahead**, measured from the dependency structure
+   (:func:`speechbrain_wsm.latency.lookahead_frames`), in frames and ms;
+2. **training step** (forward + backward of the encoder on one utterance):
+   best-of-rounds time and peak memory (:mod:`speechbrain_wsm.bench.common`)
+   against utterance length (20 ms frames);
+3. **streaming real-time factor**: compute time of
+   :meth:`~speechbrain_wsm.nnet.streaming_encoder.StreamingEncoder.stream` over
+   ``--stream-seconds`` of frames fed in chunks of each ``--chunks`` size,
+   divided by the audio duration (below 1: faster than real time).
+
+Targets (ratios of this one run): SA's peak training memory at the longest
+length at most 1/3 of MAA's; LLSA's look-ahead at most 1/10 of MAA's.
+
+Run: ``python -m speechbrain_wsm.bench.streaming`` (``--quick`` for a smoke
+run). Writes ``streaming_<device>.csv`` and ``.json`` into ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+from speechbrain_wsm.bench.common import (
+    devices_from_arg,
+    machine_description,
+    measured_fields,
+    peak_memory,
+    preload,
+    report,
+    timings,
+)
+from speechbrain_wsm.latency import lookahead_frames
+from speechbrain_wsm.nnet.streaming_encoder import StreamingEncoder
+
+FRAME_S = 0.02
+#: variant -> (mixer, low_latency)
+VARIANTS = {
+    "maa": ("maa", False),
+    "sa": ("sa", False),
+    "llsa": ("sa", True),
+    "wsm": ("swsm", True),
+}
+
+
+def build(variant: str, cfg: dict) -> StreamingEncoder:
+    """The encoder of ``variant`` with the sizes of ``cfg``."""
+    mixer, low_latency = VARIANTS[variant]
+    torch.manual_seed(0)
+    return StreamingEncoder(
+        cfg["layers"],
+        cfg["d_model"],
+        nhead=cfg["nhead"],
+        d_ffn=cfg["d_ffn"],
+        mixer=mixer,
+        dropout=0.0,
+        left_context=cfg["left_context"],
+        right_context=cfg["right_context"],
+        low_latency=low_latency,
+    )
+
+
+class EncoderStep:
+    """Picklable maker: ``(device) -> step`` running forward + backward once."""
+
+    def __init__(self, variant: str, seconds: float, cfg: dict):
+        self.variant, self.seconds, self.cfg = variant, seconds, cfg
+
+    def __call__(self, device: str):
+        enc = build(self.variant, self.cfg).to(device).train()
+        T = int(round(self.seconds / FRAME_S))
+        x = torch.randn(1, T, self.cfg["d_model"], device=device, requires_grad=True)
+
+        def step():
+            out, _ = enc(x)
+            out.square().mean().backward()
+            x.grad = None
+            for p in enc.parameters():
+                p.grad = None
+
+        return step
+
+
+def stream_rtf(variant: str, cfg: dict, chunk: int, seconds: float) -> float:
+    """Real-time factor of streaming ``seconds`` of frames in chunks of ``chunk``."""
+    enc = build(variant, cfg).eval()
+    T = int(round(seconds / FRAME_S))
+    x = torch.randn(1, T, cfg["d_model"])
+    with torch.no_grad():
+        enc.stream(x[:, :chunk])  # warm-up
+        t0, state = time.perf_counter(), None
+        for i in range(0, T, chunk):
+            _, state = enc.stream(x[:, i : i + chunk], state)
+        enc.stream(None, state, final=True)
+        elapsed = time.perf_counter() - t0
+    return elapsed / seconds
+
+
+def measure_lookahead(variant: str, cfg: dict) -> int | None:
+    enc = build(variant, cfg).eval()
+    with torch.no_grad():
+        return lookahead_frames(
+            lambda x: enc(x)[0], cfg["d_model"], frames=64, probes=12
+        )
+
+
+def run(args) -> list[dict]:
+    preload("speechbrain_wsm.bench.streaming")
+    cfg = {
+        "layers": args.layers,
+        "d_model": args.d_model,
+        "nhead": args.nhead,
+        "d_ffn": args.d_ffn,
+        "left_context": args.left_context,
+        "right_context": args.right_context,
+    }
+    rows = []
+    for device in devices_from_arg(args.device):
+        print(f"# {device}: {machine_description(device)}; {cfg}", flush=True)
+        for variant in args.variants:
+            frames = measure_lookahead(variant, cfg)
+            rows.append(
+                {
+                    "device": device,
+                    "variant": variant,
+                    "kind": "lookahead",
+                    "frames": frames,
+                    "ms": None if frames is None else frames * FRAME_S * 1e3,
+                }
+            )
+            print(f"  {variant:<5} look-ahead {frames} frames", flush=True)
+        for seconds in args.lengths:
+            makers = {v: EncoderStep(v, seconds, cfg) for v in args.variants}
+            times = timings(makers, device, rounds=args.rounds, budget_s=args.budget)
+            for variant, make in makers.items():
+                res = {**peak_memory(make, device), **times[variant]}
+                row = {
+                    "device": device,
+                    "variant": variant,
+                    "kind": "train_step",
+                    "seconds": seconds,
+                    **measured_fields(res),
+                }
+                rows.append(row)
+                print(
+                    f"  {variant:<5} {seconds:>5} s  {row['time_ms']} ms  "
+                    f"{row['peak_mib']} MiB {row['error']}",
+                    flush=True,
+                )
+        if device == "cpu":
+            for variant in args.variants:
+                for chunk in args.chunks:
+                    rtf = stream_rtf(variant, cfg, chunk, args.stream_seconds)
+                    rows.append(
+                        {
+                            "device": device,
+                            "variant": variant,
+                            "kind": "stream",
+                            "chunk_frames": chunk,
+                            "rtf": round(rtf, 4),
+                        }
+                    )
+                    print(f"  {variant:<5} chunk {chunk:>3}  RTF {rtf:.3f}", flush=True)
+    return rows
+
+
+def _get(rows, device, variant, kind, **match):
+    for r in rows:
+        if (
+            r["device"] == device
+            and r["variant"] == variant
+            and r["kind"] == kind
+            and all(r.get(k) == v for k, v in match.items())
+        ):
+            return r
+    return {}
+
+
+def check_targets(rows, args) -> list[dict]:
+    """SA / MAA peak memory at the longest length <= 1/3; LLSA / MAA look-ahead <= 1/10."""
+    out = []
+    for device in sorted({r["device"] for r in rows}):
+        longest = max(args.lengths)
+
+        def ratio(a, b):
+            return None if a is None or not b else a / b
+
+        mem = ratio(
+            _get(rows, device, "sa", "train_step", seconds=longest).get("peak_mib"),
+            _get(rows, device, "maa", "train_step", seconds=longest).get("peak_mib"),
+        )
+        lat = ratio(
+            _get(rows, device, "llsa", "lookahead").get("frames"),
+            _get(rows, device, "maa", "lookahead").get("frames"),
+        )
+        for target, value, limit in (
+            (f"SA / MAA peak training memory at {longest:g} s <= 1/3", mem, 1 / 3),
+            (f"LLSA / MAA look-ahead at depth {args.layers} <= 1/10", lat, 0.1),
+        ):
+            ok = None if value is None else value <= limit
+            out.append(
+                {"device": device, "target": target, "measured": value, "ok": ok}
+            )
+    return out
+
+
+def markdown(rows, device) -> str:
+    """One table: look-ahead, then step time / peak memory per length, then RTF."""
+    variants = list(dict.fromkeys(r["variant"] for r in rows if r["device"] == device))
+    lengths = sorted(
+        {r["seconds"] for r in rows if r["device"] == device and "seconds" in r}
+    )
+    chunks = sorted(
+        {
+            r["chunk_frames"]
+            for r in rows
+            if r["device"] == device and "chunk_frames" in r
+        }
+    )
+    head = (
+        ["variant", "look-ahead"]
+        + [f"train {s:g} s (time / peak)" for s in lengths]
+        + [f"stream RTF, chunk {c} ({c * 20} ms)" for c in chunks]
+    )
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for v in variants:
+        la = _get(rows, device, v, "lookahead")
+        cells = [
+            v,
+            "unbounded"
+            if la.get("frames") is None
+            else f"{la['frames']} frames ({la['ms']:g} ms)",
+        ]
+        for s in lengths:
+            r = _get(rows, device, v, "train_step", seconds=s)
+            cells.append(
+                r.get("error")
+                or f"{r['time_ms'] / 1e3:.2f} s / {r['peak_mib']:.0f} MiB"
+            )
+        for c in chunks:
+            r = _get(rows, device, v, "stream", chunk_frames=c)
+            cells.append(f"{r['rtf']:.3f}" if r else "")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default="all", choices=["all", "cpu", "cuda"])
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    p.add_argument("--layers", type=int, default=12)
+    p.add_argument("--d-model", type=int, default=256)
+    p.add_argument("--nhead", type=int, default=4)
+    p.add_argument("--d-ffn", type=int, default=1024)
+    p.add_argument("--left-context", type=int, default=64)
+    p.add_argument("--right-context", type=int, default=8)
+    p.add_argument(
+        "--lengths", type=float, nargs="+", default=[10, 30, 60], help="seconds"
+    )
+    p.add_argument("--chunks", type=int, nargs="+", default=[8, 32], help="frames")
+    p.add_argument("--stream-seconds", type=float, default=10.0)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--budget", type=float, default=30.0)
+    p.add_argument("--out", type=Path, default=Path("bench_results"))
+    p.add_argument("--check", action="store_true", help="exit 1 on a missed target")
+    p.add_argument("--quick", action="store_true", help="tiny sizes, seconds long")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.layers, args.d_model, args.d_ffn, args.nhead = 4, 32, 64, 2
+        args.left_context, args.right_context = 8, 2
+        args.lengths, args.chunks, args.stream_seconds = [2, 4], [4], 1.0
+        args.rounds, args.budget = 2, 0.5
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    rows = run(args)
+    targets = check_targets(rows, args)
+    meta = {
+        k: getattr(args, k)
+        for k in (
+            "layers",
+            "d_model",
+            "nhead",
+            "d_ffn",
+            "left_context",
+            "right_context",
+        )
+    }
+    return report(rows, targets, args.out, "streaming", markdown, meta, args.check)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

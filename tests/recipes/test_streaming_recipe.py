@@ -27,12 +27,12 @@ EXPECTED = {"maa": 2, "sa": 2, "llsa": 1, "wsm": 1}
 pytestmark = pytest.mark.slow
 
 
-def _run(module_or_script, argv):
+def _run(module_or_script, argv, cwd=RECIPE):
     path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
     proc = subprocess.run(
         [sys.executable, *module_or_script, *argv],
-        cwd=RECIPE,
+        cwd=cwd,
         env=env,
         capture_output=True,
         text=True,
@@ -75,3 +75,46 @@ def test_streaming_recipe_trains_and_its_lookahead_is_measured(variant, tmp_path
             ["-m", "speechbrain_wsm.latency"], [*argv, f"--output_folder={out}y"]
         )
         assert line in log
+
+
+PROBE = ROOT / "recipes" / "MP3S" / "LibriSpeech" / "LSTM"
+
+
+def test_streaming_probe_yaml_differs_only_in_streaming_lines():
+    def body(name):
+        text = (PROBE / "hparams" / name).read_text()
+        return text[text.index("seed: 1986") :].splitlines()
+
+    offline, streaming = body("ssl.yaml"), body("ssl_streaming.yaml")
+    assert len(offline) == len(streaming)
+    changed = [s for o, s in zip(offline, streaming, strict=True) if o != s]
+    assert len(changed) == 3 and all("# streaming" in line for line in changed)
+
+
+def test_streaming_probe_trains_on_a_streaming_encoder(tmp_path):
+    from tiny_models import make_project_encoder
+
+    encoder = make_project_encoder(tmp_path / "w2v", mixer="streaming_llsa")
+    out = tmp_path / "probe"
+    _run(
+        ["train.py"],
+        [
+            str(PROBE / "hparams" / "ssl_streaming.yaml"),
+            f"--ssl_source={encoder}",
+            f"--data_folder={ROOT / 'tests' / 'samples' / 'LibriSpeech'}",
+            f"--output_folder={out}",
+            "--train_splits=[test-clean]",
+            "--dev_splits=[test-clean]",
+            "--test_splits=[test-clean]",
+            "--lstm_size=8",
+            "--lstm_layers=1",
+            "--dropout=0.0",
+            "--number_of_epochs=1",
+            "--batch_size=2",
+            "--num_workers=0",
+        ],
+        cwd=PROBE,
+    )
+    assert (out / "wer_test-clean.txt").read_text().startswith("%WER ")
+    resolved = (out / "hyperparams.yaml").read_text()
+    assert "bidirectional: false" in resolved.lower()

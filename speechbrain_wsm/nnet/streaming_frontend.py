@@ -18,7 +18,7 @@ from speechbrain.processing.features import spectral_magnitude
 
 from speechbrain_wsm.models.wav2vec2 import FbankLatentExtractor
 
-__all__ = ["StreamingFbankExtractor"]
+__all__ = ["StreamingFbankExtractor", "WaveformStreamer"]
 
 
 class StreamingFbankExtractor(FbankLatentExtractor):
@@ -60,3 +60,107 @@ class StreamingFbankExtractor(FbankLatentExtractor):
         for block in self.blocks:
             x = block(x)
         return self.norm(x)
+
+
+def receptive_field(kernel_sizes, strides) -> tuple[int, int]:
+    """``(span, hop)`` in input samples of one output frame of a stack of valid
+    strided windows: output ``j`` reads samples ``[j * hop, j * hop + span)``.
+
+    Example
+    -------
+    >>> receptive_field([400, 3, 3], [160, 2, 1])  # the fbank front end
+    (1360, 320)
+    """
+    span, hop = 1, 1
+    for k, st in zip(kernel_sizes, strides, strict=True):
+        span += (k - 1) * hop
+        hop *= st
+    return span, hop
+
+
+class WaveformStreamer:
+    """Stream a whole wav2vec 2.0 encoder from audio: front end, projection, encoder.
+
+    Wraps a :class:`~speechbrain_wsm.models.wav2vec2.Wav2Vec2Encoder` (what
+    ``load_pretrained_encoder`` returns for a streaming recipe) whose front
+    end is a :class:`StreamingFbankExtractor` (valid windows, per-frame
+    normalisation), whose context network has no positional convolution, and
+    whose encoder is a
+    :class:`~speechbrain_wsm.nnet.streaming_encoder.StreamingEncoder`.
+    :meth:`stream` takes audio chunks of any size and returns the next frames
+    of the offline ``encoder(wav)[0]``: latent frame ``j`` is computed once
+    its samples ``[j * hop, j * hop + span)`` have arrived, from a buffer of at
+    most ``span + chunk`` samples.
+
+    Arguments
+    ---------
+    encoder : Wav2Vec2Encoder
+        In eval mode.
+
+    Example
+    -------
+    >>> from speechbrain_wsm.models.wav2vec2 import ContextNetwork, Wav2Vec2Encoder
+    >>> from speechbrain_wsm.nnet.streaming_encoder import StreamingEncoder
+    >>> enc = StreamingEncoder(2, 16, nhead=2, d_ffn=32, left_context=4,
+    ...                        right_context=1, kernel_size=3)
+    >>> fe = StreamingFbankExtractor(n_mels=20, channels=[16, 16])
+    >>> model = Wav2Vec2Encoder(fe, ContextNetwork(enc, 16)).eval()
+    >>> wav = torch.randn(1, 8000)
+    >>> streamer = WaveformStreamer(model)
+    >>> a, state = streamer.stream(wav[:, :3000])
+    >>> b, state = streamer.stream(wav[:, 3000:], state, final=True)
+    >>> torch.allclose(torch.cat([a, b], 1), model(wav)[0], atol=1e-5)
+    True
+    """
+
+    def __init__(self, encoder):
+        fe, context = encoder.latent_extractor, encoder.context
+        if not isinstance(fe, StreamingFbankExtractor):
+            raise ValueError(
+                "WaveformStreamer needs a StreamingFbankExtractor front end "
+                f"(per-frame normalisation), got {type(fe).__name__}"
+            )
+        if getattr(context, "pos_conv", None) is not None:
+            raise ValueError(
+                "WaveformStreamer needs pos_conv_kernel 0: the positional "
+                "convolution looks ahead"
+            )
+        if not hasattr(context.encoder, "stream"):
+            raise ValueError(
+                f"the context encoder {type(context.encoder).__name__} has no stream()"
+            )
+        self.encoder = encoder
+        counter = fe.output_lengths
+        self.span, self.hop = receptive_field(counter.kernel_sizes, counter.strides)
+
+    def stream(self, chunk: torch.Tensor | None, state=None, final: bool = False):
+        """Feed ``chunk`` ``[batch, sample]`` (None with ``final`` to flush).
+
+        Returns
+        -------
+        frames : torch.Tensor
+            ``[batch, emitted, d_model]``, the next frames of the offline output.
+        state : dict
+            Sample buffer and the encoder's stream state.
+        """
+        state = dict(state or {"wav": None, "encoder": None})
+        if chunk is not None:
+            if chunk.dim() != 2:
+                raise ValueError(
+                    f"chunk must be [batch, sample], got {tuple(chunk.shape)}"
+                )
+            wav = state["wav"]
+            state["wav"] = chunk if wav is None else torch.cat([wav, chunk], dim=1)
+        wav, x = state["wav"], None
+        if wav is not None and wav.shape[1] >= self.span:
+            n = (wav.shape[1] - self.span) // self.hop + 1
+            latents = self.encoder.latent_extractor(
+                wav[:, : (n - 1) * self.hop + self.span]
+            )
+            x = self.encoder.context.input_proj(latents)
+            state["wav"] = wav[:, n * self.hop :]
+        enc = self.encoder.context.encoder
+        if x is None and not final:
+            return wav.new_zeros(wav.shape[0], 0, enc.d_model), state
+        frames, state["encoder"] = enc.stream(x, state["encoder"], final=final)
+        return frames, state

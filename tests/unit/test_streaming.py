@@ -205,3 +205,33 @@ def test_training_step_runs_and_backpropagates():
     out[0].sum().backward()
     grads = [p.grad for p in enc.parameters() if p.requires_grad]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+@pytest.mark.parametrize("low_latency", [False, True])
+def test_whole_model_streams_from_audio(low_latency):
+    """Front end included: audio chunks of any size give the offline output."""
+    from speechbrain_wsm.models.wav2vec2 import ContextNetwork, Wav2Vec2Encoder
+    from speechbrain_wsm.nnet.streaming_frontend import (
+        StreamingFbankExtractor,
+        WaveformStreamer,
+    )
+
+    torch.manual_seed(0)
+    enc = _encoder("swsm", low_latency, layers=2, R=1, L=4)
+    fe = StreamingFbankExtractor(n_mels=20, channels=[D, D])
+    model = Wav2Vec2Encoder(fe, ContextNetwork(enc, D)).eval()
+    wav = torch.randn(1, 16000)
+    with torch.no_grad():
+        full = model(wav)[0]
+        for chunk in (320, 1234, 5000):
+            streamer, state, outs = WaveformStreamer(model), None, []
+            for i in range(0, wav.shape[1], chunk):
+                y, state = streamer.stream(wav[:, i : i + chunk], state)
+                outs.append(y)
+                fed = min(i + chunk, wav.shape[1])
+                latents = max(0, (fed - streamer.span) // streamer.hop + 1)
+                assert sum(o.shape[1] for o in outs) == max(0, latents - enc.lookahead)
+                assert state["wav"].shape[1] < streamer.span + chunk
+            y, state = streamer.stream(None, state, final=True)
+            outs.append(y)
+            torch.testing.assert_close(torch.cat(outs, 1), full, atol=2e-5, rtol=1e-4)

@@ -102,6 +102,17 @@ def test_measured_lookahead_four_layers(mixer, low_latency, expected):
     enc = _encoder(mixer, low_latency)
     assert enc.lookahead == expected
     assert _measured(enc) == expected
+    # SpeechBrain's finite perturbation (infer_dependency_matrix) agrees
+    fn = lambda x: enc(x)[0]  # noqa: E731
+    with torch.no_grad():
+        assert lookahead_frames(fn, D, 48, probes=24, method="perturb") == expected
+
+
+def test_jacobian_sees_the_far_edge_of_a_deep_band():
+    """12 layers of MAA, R = 1: the influence of the farthest frame crosses 12
+    attention weights; the measure must still find 12."""
+    enc = _encoder("maa", layers=12, R=1, L=16, arch="transformer")
+    assert _measured(enc) == 12  # the finite perturbation finds 11 here
 
 
 def test_chunked_lookahead_does_not_accumulate():

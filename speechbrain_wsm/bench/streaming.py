@@ -2,7 +2,8 @@
 
 For each variant of the streaming wav2vec 2.0 recipe (``maa``, ``sa``,
 ``llsa``: SA in the two-stream mode, ``wsm``: streaming WSM in the two-stream
-mode), as a :class:`~speechbrain_wsm.nnet.streaming_encoder.StreamingEncoder`
+mode; ``maa_sdpa``: MAA through one fused ``scaled_dot_product_attention``
+call), as a :class:`~speechbrain_wsm.nnet.streaming_encoder.StreamingEncoder`
 of ``--layers`` Conformer layers (default 12) with ``left_context`` /
 ``right_context`` frames per layer:
 
@@ -44,18 +45,19 @@ from speechbrain_wsm.latency import lookahead_frames
 from speechbrain_wsm.nnet.streaming_encoder import StreamingEncoder
 
 FRAME_S = 0.02
-#: variant -> (mixer, low_latency)
+#: variant -> (mixer, low_latency, mixer kwargs)
 VARIANTS = {
-    "maa": ("maa", False),
-    "sa": ("sa", False),
-    "llsa": ("sa", True),
-    "wsm": ("swsm", True),
+    "maa": ("maa", False, {}),  # T x T scores and weights, as SpeechBrain's MHA
+    "maa_sdpa": ("maa", False, {"fused": True}),  # the same band through SDPA
+    "sa": ("sa", False, {}),
+    "llsa": ("sa", True, {}),
+    "wsm": ("swsm", True, {}),
 }
 
 
 def build(variant: str, cfg: dict) -> StreamingEncoder:
     """The encoder of ``variant`` with the sizes of ``cfg``."""
-    mixer, low_latency = VARIANTS[variant]
+    mixer, low_latency, kwargs = VARIANTS[variant]
     torch.manual_seed(0)
     return StreamingEncoder(
         cfg["layers"],
@@ -67,6 +69,7 @@ def build(variant: str, cfg: dict) -> StreamingEncoder:
         left_context=cfg["left_context"],
         right_context=cfg["right_context"],
         low_latency=low_latency,
+        mixer_kwargs=kwargs,
     )
 
 

@@ -169,6 +169,14 @@ class MaskedAttention(_BandAttentionBase):
         Frames to the left each query sees (None: all).
     right_context : int
         Frames to the right each query sees (the per-layer look-ahead).
+    fused : bool
+        False (default): scores, mask and softmax as ``T x T`` tensors, the
+        way SpeechBrain's ``MultiheadAttention`` (the ``mhsa`` mixer) and the
+        paper's MAA compute them. True: one
+        ``scaled_dot_product_attention`` call with the band as a boolean
+        mask; its fused kernels (CPU included) need not keep the ``T x T``
+        weights for backward, but still do ``T^2`` work and take a ``T x T``
+        mask.
 
     Example
     -------
@@ -180,10 +188,14 @@ class MaskedAttention(_BandAttentionBase):
     [5, 6, 7, 8, 9]
     """
 
-    def forward(self, x: torch.Tensor, src_key_padding_mask=None) -> torch.Tensor:
-        _valid_frames(x, src_key_padding_mask)
+    def __init__(self, *args, fused: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
         if self.two_stream:
             raise ValueError("MaskedAttention has no two_stream mode; use 'sa'")
+        self.fused = fused
+
+    def forward(self, x: torch.Tensor, src_key_padding_mask=None) -> torch.Tensor:
+        _valid_frames(x, src_key_padding_mask)
         T = x.shape[1]
         q, k, v = self._heads(x)
         allowed = band_mask(T, self.left_context, self.right_context, x.device)
@@ -191,13 +203,13 @@ class MaskedAttention(_BandAttentionBase):
         if src_key_padding_mask is not None:
             allowed = allowed & ~src_key_padding_mask[:, None, None, :]
         allowed = allowed | torch.eye(T, dtype=torch.bool, device=x.device)
-        y = F.scaled_dot_product_attention(
-            q,
-            k,
-            v,
-            attn_mask=allowed,
-            dropout_p=self.dropout if self.training else 0.0,
-        )
+        p = self.dropout if self.training else 0.0
+        if self.fused:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=p)
+        else:
+            scores = torch.matmul(q, k.transpose(-1, -2)) * q.shape[-1] ** -0.5
+            weights = torch.softmax(scores.masked_fill(~allowed, float("-inf")), -1)
+            y = torch.matmul(F.dropout(weights, p) if p > 0 else weights, v)
         return self._merge(y)
 
 

@@ -201,6 +201,8 @@ class StreamingEncoder(MixerEncoder):
             c, s, st = self._stream_layer(layer, c, s, st, final)
             new_state.append(st)
         out = s if self.low_latency else c
+        if out is None:
+            raise ValueError("stream(None, final=True) before any frame was fed")
         return self.norm(out), new_state
 
     def _stream_layer(self, layer, c_new, s_new, st, final):

@@ -144,6 +144,8 @@ class WaveformStreamer:
             Sample buffer and the encoder's stream state.
         """
         state = dict(state or {"wav": None, "encoder": None})
+        if chunk is None and not final:
+            raise ValueError("chunk=None is only allowed with final=True")
         if chunk is not None:
             if chunk.dim() != 2:
                 raise ValueError(

@@ -65,6 +65,7 @@ def build(variant: str, cfg: dict) -> StreamingEncoder:
         nhead=cfg["nhead"],
         d_ffn=cfg["d_ffn"],
         mixer=mixer,
+        arch=cfg.get("arch", "conformer"),
         dropout=0.0,
         left_context=cfg["left_context"],
         right_context=cfg["right_context"],
@@ -120,6 +121,7 @@ def measure_lookahead(variant: str, cfg: dict) -> int | None:
 def run(args) -> list[dict]:
     preload("speechbrain_wsm.bench.streaming")
     cfg = {
+        "arch": args.arch,
         "layers": args.layers,
         "d_model": args.d_model,
         "nhead": args.nhead,
@@ -160,7 +162,7 @@ def run(args) -> list[dict]:
                     f"{row['peak_mib']} MiB {row['error']}",
                     flush=True,
                 )
-        if device == "cpu":
+        if device == "cpu" and not args.no_stream:
             for variant in args.variants:
                 for chunk in args.chunks:
                     rtf = stream_rtf(variant, cfg, chunk, args.stream_seconds)
@@ -262,6 +264,12 @@ def parse_args(argv=None):
     p.add_argument("--device", default="all", choices=["all", "cpu", "cuda"])
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     p.add_argument("--layers", type=int, default=12)
+    p.add_argument(
+        "--arch",
+        default="conformer",
+        choices=["conformer", "transformer", "branchformer"],
+        help="conformer: the recipe's; transformer: wav2vec 2.0 BASE's (the paper's)",
+    )
     p.add_argument("--d-model", type=int, default=256)
     p.add_argument("--nhead", type=int, default=4)
     p.add_argument("--d-ffn", type=int, default=1024)
@@ -272,6 +280,9 @@ def parse_args(argv=None):
     )
     p.add_argument("--chunks", type=int, nargs="+", default=[8, 32], help="frames")
     p.add_argument("--stream-seconds", type=float, default=10.0)
+    p.add_argument(
+        "--no-stream", action="store_true", help="skip the streaming RTF part"
+    )
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--budget", type=float, default=30.0)
     p.add_argument("--out", type=Path, default=Path("bench_results"))

@@ -249,3 +249,23 @@ def test_whole_model_streams_from_audio(low_latency):
             y, state = streamer.stream(None, state, final=True)
             outs.append(y)
             torch.testing.assert_close(torch.cat(outs, 1), full, atol=2e-5, rtol=1e-4)
+
+
+def test_benchmark_quick_run_writes_its_table(tmp_path, capsys):
+    """The benchmark's plumbing (no timing asserted): rows, table, targets."""
+    import json
+
+    from speechbrain_wsm.bench import streaming as bench
+
+    code = bench.main(
+        ["--quick", "--device", "cpu", "--variants", "maa", "sa", "llsa",
+         "--no-stream", "--out", str(tmp_path)]
+    )  # fmt: skip
+    assert code == 0
+    rows = json.loads((tmp_path / "streaming_cpu.json").read_text())["rows"]
+    looks = {r["variant"]: r["frames"] for r in rows if r["kind"] == "lookahead"}
+    assert looks == {"maa": 8, "sa": 8, "llsa": 2}  # 4 layers, R = 2
+    steps = [r for r in rows if r["kind"] == "train_step"]
+    assert len(steps) == 6 and all(  # 3 variants x 2 quick lengthsr["peak_mib"] is not None for r in steps)
+    out = capsys.readouterr().out
+    assert "| llsa | 2 frames (40 ms) |" in out and "LLSA / MAA look-ahead" in out

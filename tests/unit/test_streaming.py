@@ -266,6 +266,7 @@ def test_benchmark_quick_run_writes_its_table(tmp_path, capsys):
     looks = {r["variant"]: r["frames"] for r in rows if r["kind"] == "lookahead"}
     assert looks == {"maa": 8, "sa": 8, "llsa": 2}  # 4 layers, R = 2
     steps = [r for r in rows if r["kind"] == "train_step"]
-    assert len(steps) == 6 and all(  # 3 variants x 2 quick lengthsr["peak_mib"] is not None for r in steps)
+    assert len(steps) == 6  # 3 variants x 2 quick lengths
+    assert all(r["peak_mib"] is not None for r in steps)
     out = capsys.readouterr().out
     assert "| llsa | 2 frames (40 ms) |" in out and "LLSA / MAA look-ahead" in out

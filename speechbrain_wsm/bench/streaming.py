@@ -259,6 +259,42 @@ def markdown(rows, device) -> str:
     return "\n".join(lines)
 
 
+def plot(rows, device, path: Path, title: str) -> None:
+    """Training step time and peak memory against length, one line per variant."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    steps = [r for r in rows if r["device"] == device and r["kind"] == "train_step"]
+    for variant in dict.fromkeys(r["variant"] for r in steps):
+        pts = [
+            (r["seconds"], r["time_ms"] / 1e3, r["peak_mib"])
+            for r in steps
+            if r["variant"] == variant and not r["error"]
+        ]
+        if not pts:
+            continue
+        la = _get(rows, device, variant, "lookahead").get("ms")
+        label = f"{variant} (look-ahead {la:g} ms)" if la is not None else variant
+        s, t, m = zip(*pts, strict=True)
+        style = "--" if variant.startswith("maa") else "-"
+        axes[0].plot(s, t, style, marker="o", label=label)
+        axes[1].plot(s, m, style, marker="o", label=label)
+    for ax, ylabel in zip(
+        axes, ("training step time (s)", "peak memory of the step (MiB)"), strict=True
+    ):
+        ax.set_xlabel("utterance length (s, 20 ms frames)")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="all", choices=["all", "cpu", "cuda"])
@@ -287,6 +323,7 @@ def parse_args(argv=None):
     p.add_argument("--budget", type=float, default=30.0)
     p.add_argument("--out", type=Path, default=Path("bench_results"))
     p.add_argument("--check", action="store_true", help="exit 1 on a missed target")
+    p.add_argument("--no-plot", action="store_true")
     p.add_argument("--quick", action="store_true", help="tiny sizes, seconds long")
     args = p.parse_args(argv)
     if args.quick:
@@ -312,7 +349,18 @@ def main(argv=None) -> int:
             "right_context",
         )
     }
-    return report(rows, targets, args.out, "streaming", markdown, meta, args.check)
+    code = report(rows, targets, args.out, "streaming", markdown, meta, args.check)
+    if not args.no_plot:
+        for device in sorted({r["device"] for r in rows}):
+            png = args.out / f"streaming_{device}.png"
+            title = (
+                f"{args.layers}-layer {args.arch}, d_model {args.d_model}, "
+                f"L {args.left_context}, R {args.right_context}; "
+                f"{machine_description(device)}"
+            )
+            plot(rows, device, png, title)
+            print(f"plot: {png}")
+    return code
 
 
 if __name__ == "__main__":

@@ -26,13 +26,14 @@ run). Writes ``streaming_<device>.csv`` and ``.json`` into ``--out``.
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
 import torch
 
 from speechbrain_wsm.bench.common import (
+    autocast,
+    bench_parser,
     devices_from_arg,
     machine_description,
     measured_fields,
@@ -77,8 +78,8 @@ def build(variant: str, cfg: dict) -> StreamingEncoder:
 class EncoderStep:
     """Picklable maker: ``(device) -> step`` running forward + backward once."""
 
-    def __init__(self, variant: str, seconds: float, cfg: dict):
-        self.variant, self.seconds, self.cfg = variant, seconds, cfg
+    def __init__(self, variant: str, seconds: float, cfg: dict, dtype=torch.float32):
+        self.variant, self.seconds, self.cfg, self.dtype = variant, seconds, cfg, dtype
 
     def __call__(self, device: str):
         enc = build(self.variant, self.cfg).to(device).train()
@@ -86,8 +87,9 @@ class EncoderStep:
         x = torch.randn(1, T, self.cfg["d_model"], device=device, requires_grad=True)
 
         def step():
-            out, _ = enc(x)
-            out.square().mean().backward()
+            with autocast(device, self.dtype):
+                out, _ = enc(x)
+            out.float().square().mean().backward()
             x.grad = None
             for p in enc.parameters():
                 p.grad = None
@@ -145,7 +147,10 @@ def run(args) -> list[dict]:
             )
             print(f"  {variant:<5} look-ahead {frames} frames", flush=True)
         for seconds in args.lengths:
-            makers = {v: EncoderStep(v, seconds, cfg) for v in args.variants}
+            dtype = torch.float32
+            if device.startswith("cuda") and not args.fp32:
+                dtype = torch.bfloat16
+            makers = {v: EncoderStep(v, seconds, cfg, dtype) for v in args.variants}
             times = timings(makers, device, rounds=args.rounds, budget_s=args.budget)
             for variant, make in makers.items():
                 res = {**peak_memory(make, device), **times[variant]}
@@ -296,8 +301,7 @@ def plot(rows, device, path: Path, title: str) -> None:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--device", default="all", choices=["all", "cpu", "cuda"])
+    p = bench_parser(__doc__, rounds=3, budget=30.0)
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     p.add_argument("--layers", type=int, default=12)
     p.add_argument(
@@ -319,12 +323,7 @@ def parse_args(argv=None):
     p.add_argument(
         "--no-stream", action="store_true", help="skip the streaming RTF part"
     )
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--budget", type=float, default=30.0)
-    p.add_argument("--out", type=Path, default=Path("bench_results"))
-    p.add_argument("--check", action="store_true", help="exit 1 on a missed target")
     p.add_argument("--no-plot", action="store_true")
-    p.add_argument("--quick", action="store_true", help="tiny sizes, seconds long")
     args = p.parse_args(argv)
     if args.quick:
         args.layers, args.d_model, args.d_ffn, args.nhead = 4, 32, 64, 2
@@ -341,6 +340,7 @@ def main(argv=None) -> int:
     meta = {
         k: getattr(args, k)
         for k in (
+            "arch",
             "layers",
             "d_model",
             "nhead",

@@ -53,11 +53,7 @@ from speechbrain.lobes.models.transformer.TransformerASR import (
 from speechbrain.utils.dynamic_chunk_training import DynChunkTrainConfig
 
 from speechbrain_wsm.nnet.attention import SDPAttention
-from speechbrain_wsm.nnet.summary_mixing import (
-    WindowedSummaryMixing,
-    _masked_fp32,
-    _valid_frames,
-)
+from speechbrain_wsm.nnet.summary_mixing import WindowedSummaryMixing, valid_frames
 
 __all__ = [
     "MaskedAttention",
@@ -195,7 +191,7 @@ class MaskedAttention(_BandAttentionBase):
         self.fused = fused
 
     def forward(self, x: torch.Tensor, src_key_padding_mask=None) -> torch.Tensor:
-        _valid_frames(x, src_key_padding_mask)
+        valid_frames(x, src_key_padding_mask)
         T = x.shape[1]
         q, k, v = self._heads(x)
         allowed = band_mask(T, self.left_context, self.right_context, x.device)
@@ -347,7 +343,7 @@ class StreamingAttention(_BandAttentionBase):
         self.block = block
 
     def forward(self, x: torch.Tensor, src_key_padding_mask=None) -> torch.Tensor:
-        valid = _valid_frames(x, src_key_padding_mask)
+        valid = valid_frames(x, src_key_padding_mask)
         q, k, v = self._heads(x)
         L, R = self.left_context, self.right_context
         p = self.dropout if self.training else 0.0
@@ -415,7 +411,7 @@ class ChunkedAttention(SDPAttention):
         self.right_context = 0 if causal else chunk_size - 1
 
     def forward(self, x: torch.Tensor, src_key_padding_mask=None) -> torch.Tensor:
-        _valid_frames(x, src_key_padding_mask)
+        valid_frames(x, src_key_padding_mask)
         B, T, D = x.shape
         q, k, v = (
             self.in_proj(x)
@@ -560,7 +556,7 @@ class StreamingWSM(WindowedSummaryMixing):
         return [win, run_u / run_n.clamp(min=1.0).unsqueeze(-1)]
 
     def forward(self, x: torch.Tensor, src_key_padding_mask=None) -> torch.Tensor:
-        valid = _valid_frames(x, src_key_padding_mask)
+        valid = valid_frames(x, src_key_padding_mask)
         if x.shape[-1] != self.d_model:
             raise ValueError(
                 f"expected feature size {self.d_model}, got {tuple(x.shape)}"
@@ -570,7 +566,9 @@ class StreamingWSM(WindowedSummaryMixing):
             if not torch.equal(valid[:half], valid[half:]):
                 raise ValueError("two_stream halves must share one padding mask")
         local, summ = self._branches(x)
-        u, n = _masked_fp32(summ, valid)
+        u, n = summ.float(), None  # float32 sums, padding removed (not scaled)
+        if valid is not None:
+            u, n = u.masked_fill(~valid.unsqueeze(-1), 0.0), valid.float()
         return self._combine(local, self._summaries(u, n), x.dtype, x.shape[1])
 
     def extra_repr(self) -> str:

@@ -14,7 +14,7 @@ from torch import nn
 from speechbrain_wsm.nnet.encoders import LAYERS, MixerEncoder
 from speechbrain_wsm.nnet.registry import build_mixer
 from speechbrain_wsm.nnet.streaming import StreamingWSM
-from speechbrain_wsm.nnet.summary_mixing import _valid_frames
+from speechbrain_wsm.nnet.summary_mixing import valid_frames
 
 __all__ = ["StreamingEncoder", "STREAMING_MIXERS"]
 
@@ -149,7 +149,7 @@ class StreamingEncoder(MixerEncoder):
         hidden states are the look-ahead stream's."""
         if not self.low_latency:
             return super().forward(x, src_key_padding_mask)
-        _valid_frames(x, src_key_padding_mask)
+        valid_frames(x, src_key_padding_mask)
         B = x.shape[0]
         mask = src_key_padding_mask
         if mask is not None:

@@ -16,7 +16,11 @@ import torch
 import torch.nn.functional as F
 from speechbrain.processing.features import spectral_magnitude
 
-from speechbrain_wsm.models.wav2vec2 import FbankLatentExtractor
+from speechbrain_wsm.models.wav2vec2 import (
+    FbankLatentExtractor,
+    FrameCounter,
+    check_waveform,
+)
 
 __all__ = ["StreamingFbankExtractor", "WaveformStreamer"]
 
@@ -42,16 +46,15 @@ class StreamingFbankExtractor(FbankLatentExtractor):
     def forward(self, wav: torch.Tensor, lengths: torch.Tensor | None = None):
         """``wav`` ``[batch, sample]`` -> latents ``[batch, frame, out_dim]``;
         ``lengths`` (samples) only zero the padded frames."""
-        if wav.dim() != 2:
-            raise ValueError(f"expected wav [batch, sample], got {tuple(wav.shape)}")
-        if int(self.output_lengths(wav.shape[1])) < 1:
-            raise ValueError(f"{wav.shape[1]} samples make no frame")
+        check_waveform(wav, self.output_lengths)
         with torch.autocast(device_type=wav.device.type, enabled=False):
             feats = self.fbank(spectral_magnitude(self.stft(wav.float())))
             feats = torch.log(feats.clamp(min=1e-10))
             feats = F.layer_norm(feats, feats.shape[-1:])
             if lengths is not None:
-                frames = self._fbank_frames(lengths).to(feats.device)
+                counter = self.output_lengths  # its first stage: the STFT
+                stft = FrameCounter(counter.kernel_sizes[:1], counter.strides[:1])
+                frames = stft(lengths).to(feats.device)
                 pad = (
                     torch.arange(feats.shape[1], device=feats.device) >= frames[:, None]
                 )

@@ -46,6 +46,7 @@ from speechbrain_wsm.latency import lookahead_frames
 from speechbrain_wsm.nnet.streaming_encoder import StreamingEncoder
 
 FRAME_S = 0.02
+PARTS = ("lookahead", "time", "memory", "stream")
 #: variant -> (mixer, low_latency, mixer kwargs)
 VARIANTS = {
     "maa": ("maa", False, {}),  # T x T scores and weights, as SpeechBrain's MHA
@@ -134,7 +135,7 @@ def run(args) -> list[dict]:
     rows = []
     for device in devices_from_arg(args.device):
         print(f"# {device}: {machine_description(device)}; {cfg}", flush=True)
-        for variant in args.variants:
+        for variant in args.variants if "lookahead" in args.parts else ():
             frames = measure_lookahead(variant, cfg)
             rows.append(
                 {
@@ -146,14 +147,19 @@ def run(args) -> list[dict]:
                 }
             )
             print(f"  {variant:<5} look-ahead {frames} frames", flush=True)
-        for seconds in args.lengths:
+        for seconds in args.lengths if {"time", "memory"} & set(args.parts) else ():
             dtype = torch.float32
             if device.startswith("cuda") and not args.fp32:
                 dtype = torch.bfloat16
             makers = {v: EncoderStep(v, seconds, cfg, dtype) for v in args.variants}
-            times = timings(makers, device, rounds=args.rounds, budget_s=args.budget)
+            times = {}
+            if "time" in args.parts:
+                times = timings(
+                    makers, device, rounds=args.rounds, budget_s=args.budget
+                )
             for variant, make in makers.items():
-                res = {**peak_memory(make, device), **times[variant]}
+                res = peak_memory(make, device) if "memory" in args.parts else {}
+                res = {**res, **times.get(variant, {})}
                 row = {
                     "device": device,
                     "variant": variant,
@@ -167,7 +173,7 @@ def run(args) -> list[dict]:
                     f"{row['peak_mib']} MiB {row['error']}",
                     flush=True,
                 )
-        if device == "cpu" and not args.no_stream:
+        if device == "cpu" and "stream" in args.parts:
             for variant in args.variants:
                 for chunk in args.chunks:
                     rtf = stream_rtf(variant, cfg, chunk, args.stream_seconds)
@@ -253,9 +259,12 @@ def markdown(rows, device) -> str:
         ]
         for s in lengths:
             r = _get(rows, device, v, "train_step", seconds=s)
+            t, m = r.get("time_ms"), r.get("peak_mib")
             cells.append(
                 r.get("error")
-                or f"{r['time_ms'] / 1e3:.2f} s / {r['peak_mib']:.0f} MiB"
+                or ("-" if t is None else f"{t / 1e3:.2f} s")
+                + " / "
+                + ("-" if m is None else f"{m:.0f} MiB")
             )
         for c in chunks:
             r = _get(rows, device, v, "stream", chunk_frames=c)
@@ -277,7 +286,9 @@ def plot(rows, device, path: Path, title: str) -> None:
         pts = [
             (r["seconds"], r["time_ms"] / 1e3, r["peak_mib"])
             for r in steps
-            if r["variant"] == variant and not r["error"]
+            if r["variant"] == variant
+            and not r["error"]
+            and None not in (r["time_ms"], r["peak_mib"])
         ]
         if not pts:
             continue
@@ -321,7 +332,11 @@ def parse_args(argv=None):
     p.add_argument("--chunks", type=int, nargs="+", default=[8, 32], help="frames")
     p.add_argument("--stream-seconds", type=float, default=10.0)
     p.add_argument(
-        "--no-stream", action="store_true", help="skip the streaming RTF part"
+        "--parts",
+        nargs="+",
+        default=list(PARTS),
+        choices=PARTS,
+        help="what to measure (default all)",
     )
     p.add_argument("--no-plot", action="store_true")
     args = p.parse_args(argv)

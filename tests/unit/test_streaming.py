@@ -259,7 +259,7 @@ def test_benchmark_quick_run_writes_its_table(tmp_path, capsys):
 
     code = bench.main(
         ["--quick", "--device", "cpu", "--variants", "maa", "sa", "llsa",
-         "--no-stream", "--no-plot", "--out", str(tmp_path)]
+         "--parts", "lookahead", "memory", "--no-plot", "--out", str(tmp_path)]
     )  # fmt: skip
     assert code == 0
     rows = json.loads((tmp_path / "streaming_cpu.json").read_text())["rows"]

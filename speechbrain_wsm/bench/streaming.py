@@ -251,12 +251,13 @@ def markdown(rows, device) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for v in variants:
         la = _get(rows, device, v, "lookahead")
-        cells = [
-            v,
-            "unbounded"
-            if la.get("frames") is None
-            else f"{la['frames']} frames ({la['ms']:g} ms)",
-        ]
+        if not la:
+            shown_la = "-"  # not measured in this run
+        elif la["frames"] is None:
+            shown_la = "unbounded"
+        else:
+            shown_la = f"{la['frames']} frames ({la['ms']:g} ms)"
+        cells = [v, shown_la]
         for s in lengths:
             r = _get(rows, device, v, "train_step", seconds=s)
             t, m = r.get("time_ms"), r.get("peak_mib")

@@ -137,7 +137,8 @@ def test_every_fragment_loads_and_runs(path):
         hp = load_hyperpyyaml(f, SMALL)
     enc = hp["encoder"]
     # the MHSA fragment's default is the strong baseline: relative positions
-    expected = {"mhsa": "relpos_mhsa"}.get(path.stem, path.stem)
+    # (and the streaming fragment's default mixer is streaming attention)
+    expected = {"mhsa": "relpos_mhsa", "streaming": "sa"}.get(path.stem, path.stem)
     assert isinstance(enc, MixerEncoder) and enc.mixer_name == expected
     out, hidden = enc(torch.randn(1, 5, D))
     assert out.shape == (1, 5, D) and len(hidden) == 3

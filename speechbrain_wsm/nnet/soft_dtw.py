@@ -90,113 +90,111 @@ def _check_lengths(lengths, batch, max_len, name, device):
     return lengths
 
 
-def _softmin(a, b, c, gamma):
-    stacked = torch.stack((a, b, c), 0)
-    return -gamma * torch.logsumexp(-stacked / gamma, dim=0)
-
-
-def _skew_index(T1: int, T2: int, device):
+def _skew_index(T1: int, T2: int, device) -> torch.Tensor:
     """Flat index into a ``[T1 + 2, T2 + 2]`` grid for every skewed cell.
 
     Skewed cell ``(d, i)`` is grid cell ``(i, d - i)``; rows ``d`` run over
-    ``0 .. T1 + T2 + 2`` and columns ``i`` over ``0 .. T1 + 1``. Returns the
-    flat index (clamped into range) and the mask of cells whose ``j = d - i``
-    is inside ``0 .. T2 + 1``.
+    ``0 .. T1 + T2 + 2`` and columns ``i`` over ``0 .. T1 + 1``. A ``j``
+    outside ``0 .. T2 + 1`` is clamped onto the grid's border column.
     """
     d = torch.arange(T1 + T2 + 3, device=device).unsqueeze(1)
     i = torch.arange(T1 + 2, device=device).unsqueeze(0)
-    j = d - i
-    inside = (j >= 0) & (j <= T2 + 1)
-    flat = i * (T2 + 2) + j.clamp(0, T2 + 1)
-    return flat, inside
+    return i * (T2 + 2) + (d - i).clamp(0, T2 + 1)
+
+
+def _neg_cost_grid(cost, gamma, x_lengths, y_lengths, band):
+    """``-cost / gamma`` on the bordered grid ``[T1 + 2, T2 + 2, B]`` (batch last).
+
+    Border cells, cells past a pair's lengths and cells outside the band hold
+    ``-inf`` (no path may enter them).
+    """
+    B, T1, T2 = cost.shape
+    neg = cost * (-1.0 / gamma)
+    i = torch.arange(1, T1 + 1, device=cost.device).view(1, T1, 1)
+    j = torch.arange(1, T2 + 1, device=cost.device).view(1, 1, T2)
+    blocked = None
+    if bool((x_lengths < T1).any()) or bool((y_lengths < T2).any()):
+        blocked = (i > x_lengths.view(B, 1, 1)) | (j > y_lengths.view(B, 1, 1))
+    if band is not None:
+        out = (i - j).abs() > band
+        blocked = out if blocked is None else blocked | out
+    if blocked is not None:
+        neg = neg.masked_fill(blocked, -torch.inf)
+    grid = torch.full(
+        (T1 + 2, T2 + 2, B), -torch.inf, device=cost.device, dtype=cost.dtype
+    )
+    grid[1 : T1 + 1, 1 : T2 + 1] = neg.permute(1, 2, 0)
+    return grid
 
 
 class _SoftDTW(torch.autograd.Function):
-    """``R[n_b, m_b]`` for a batch of cost matrices; E-matrix backward."""
+    """``R[n_b, m_b]`` for a batch of cost matrices; E-matrix backward.
+
+    Works in log space on skewed anti-diagonals. With ``q = -R / gamma`` and
+    ``c = D / gamma`` the forward recursion is::
+
+        s[i, j] = logaddexp(q[i-1, j-1], q[i-1, j], q[i, j-1])
+        q[i, j] = s[i, j] - c[i, j]
+
+    and the E matrix (``dR[n, m] / dD[i, j]``, the expected alignment) obeys
+    ``E[i, j] = sum over successors k of E[k] * exp(q[i, j] - s[k])``, i.e.
+    ``log E[i, j] = q[i, j] + logaddexp_k(log E[k] - s[k])``: three to four
+    torch calls per anti-diagonal in each direction, and no exponential
+    weight matrices. The skewed arrays are ``[diagonal, i, batch]``, so that a
+    diagonal's cells are one contiguous block. Invalid cells hold
+    ``q = -inf`` and ``s = +inf``.
+    """
 
     @staticmethod
     def forward(ctx, cost, gamma, x_lengths, y_lengths, band):
         B, T1, T2 = cost.shape
-        dev, dt = cost.device, cost.dtype
-        inf = torch.tensor(float("inf"), device=dev, dtype=dt)
-        # Cost on the bordered grid [B, T1 + 2, T2 + 2], then skewed.
-        grid = torch.zeros(B, T1 + 2, T2 + 2, device=dev, dtype=dt)
-        grid[:, 1 : T1 + 1, 1 : T2 + 1] = cost
-        flat, inside = _skew_index(T1, T2, dev)
-        ii = torch.arange(T1 + 2, device=dev).unsqueeze(0)
-        jj = torch.arange(T1 + T2 + 3, device=dev).unsqueeze(1) - ii
-        # valid[b, d, i]: (i, j) is a real cell of pair b, inside the band.
-        valid = (
-            inside
-            & (ii >= 1)
-            & (jj >= 1)
-            & (ii.unsqueeze(0) <= x_lengths.view(B, 1, 1))
-            & (jj.unsqueeze(0) <= y_lengths.view(B, 1, 1))
-        )
-        if band is not None:
-            valid = valid & ((ii - jj).abs() <= band)
-        D = grid.flatten(1)[:, flat.flatten()].view(B, *flat.shape)
-        D = torch.where(valid, D, inf)
-        R = torch.full_like(D, float("inf"))
-        R[:, 0, 0] = 0.0
+        dev = cost.device
+        grid = _neg_cost_grid(cost, gamma, x_lengths, y_lengths, band)
+        flat = _skew_index(T1, T2, dev)
+        negc = grid.view(-1, B)[flat.flatten()].view(*flat.shape, B)
+        q = torch.full_like(negc, -torch.inf)
+        s = torch.full_like(negc, torch.inf)
+        q[0, 0] = 0.0
         for d in range(2, T1 + T2 + 1):
             lo, hi = max(1, d - T2), min(T1, d - 1)
-            R[:, d, lo : hi + 1] = (
-                D[:, d, lo : hi + 1]
-                + _softmin(
-                    R[:, d - 2, lo - 1 : hi],  # (i-1, j-1)
-                    R[:, d - 1, lo - 1 : hi],  # (i-1, j)
-                    R[:, d - 1, lo : hi + 1],  # (i, j-1)
-                    gamma,
-                )
-            )
+            s_d = s[d, lo : hi + 1]
+            torch.logaddexp(q[d - 2, lo - 1 : hi], q[d - 1, lo - 1 : hi], out=s_d)
+            torch.logaddexp(s_d, q[d - 1, lo : hi + 1], out=s_d)
+            torch.add(s_d, negc[d, lo : hi + 1], out=q[d, lo : hi + 1])
         batch = torch.arange(B, device=dev)
-        values = R[batch, x_lengths + y_lengths, x_lengths]
-        ctx.save_for_backward(D, R, valid, x_lengths, y_lengths)
-        ctx.gamma = gamma
+        values = q[x_lengths + y_lengths, x_lengths, batch] * (-gamma)
+        # Cells no path may enter: s = +inf, so that log E - s = -inf there.
+        s.masked_fill_(negc == -torch.inf, torch.inf)
+        ctx.save_for_backward(q, s, x_lengths, y_lengths)
         ctx.shape = (B, T1, T2)
         return values
 
     @staticmethod
     def backward(ctx, grad_values):
-        D, R, valid, x_lengths, y_lengths = ctx.saved_tensors
-        gamma = ctx.gamma
+        q, s, x_lengths, y_lengths = ctx.saved_tensors
         B, T1, T2 = ctx.shape
-        dev = D.device
-        # Outside the valid cells: R = -inf (zero weight), cost 0.
-        Rb = torch.where(valid, R, -torch.inf)
-        Db = torch.where(valid, D, 0.0)
-        E = torch.zeros_like(D)
-        batch = torch.arange(B, device=dev)
-        E[batch, x_lengths + y_lengths, x_lengths] = 1.0
-        top = int((x_lengths + y_lengths).max())
-        for d in range(top, 1, -1):
+        dev = q.device
+        log_e = torch.full_like(q, -torch.inf)
+        h = torch.full_like(q, -torch.inf)  # log E - s
+        ends = (x_lengths + y_lengths).tolist()
+        seeds: dict[int, list[int]] = {}
+        for b, d in enumerate(ends):
+            seeds.setdefault(d, []).append(b)
+        for d in range(max(ends), 1, -1):
             lo, hi = max(1, d - T2), min(T1, d - 1)
-            r = Rb[:, d, lo : hi + 1]
-            # Successors (i+1, j), (i, j+1), (i+1, j+1).
-            a = torch.exp(
-                (Rb[:, d + 1, lo + 1 : hi + 2] - r - Db[:, d + 1, lo + 1 : hi + 2])
-                / gamma
-            )
-            b = torch.exp(
-                (Rb[:, d + 1, lo : hi + 1] - r - Db[:, d + 1, lo : hi + 1]) / gamma
-            )
-            c = torch.exp(
-                (Rb[:, d + 2, lo + 1 : hi + 2] - r - Db[:, d + 2, lo + 1 : hi + 2])
-                / gamma
-            )
-            e = (
-                E[:, d + 1, lo + 1 : hi + 2] * a
-                + E[:, d + 1, lo : hi + 1] * b
-                + E[:, d + 2, lo + 1 : hi + 2] * c
-            )
-            keep = valid[:, d, lo : hi + 1]
-            E[:, d, lo : hi + 1] = torch.where(keep, e, 0.0) + E[:, d, lo : hi + 1]
+            e_d = log_e[d, lo : hi + 1]
+            torch.logaddexp(h[d + 1, lo + 1 : hi + 2], h[d + 1, lo : hi + 1], out=e_d)
+            torch.logaddexp(e_d, h[d + 2, lo + 1 : hi + 2], out=e_d)
+            e_d.add_(q[d, lo : hi + 1])
+            if d in seeds:  # E[n_b, m_b] = 1 for the pairs ending here
+                bs = torch.tensor(seeds[d], device=dev)
+                log_e[d, x_lengths[bs], bs] = 0.0
+            torch.sub(e_d, s[d, lo : hi + 1], out=h[d, lo : hi + 1])
         # Unskew: grid cell (i, j) sits at skewed (i + j, i).
         i = torch.arange(1, T1 + 1, device=dev).view(T1, 1)
         j = torch.arange(1, T2 + 1, device=dev).view(1, T2)
         flat = ((i + j) * (T1 + 2) + i).flatten()
-        grad_cost = E.flatten(1)[:, flat].view(B, T1, T2)
+        grad_cost = log_e.view(-1, B)[flat].view(T1, T2, B).permute(2, 0, 1).exp()
         return grad_cost * grad_values.view(B, 1, 1), None, None, None, None
 
 

@@ -192,3 +192,23 @@ def test_idm_per_utterance_ignores_padding_and_has_finite_gradients():
     (contrastive_idm(dup, 1.0, 0).sum() + batched.sum()).backward()
     assert torch.isfinite(dup.grad).all() and torch.isfinite(z.grad).all()
     assert torch.all(z.grad[1, 4:] == 0)
+
+
+def test_benchmark_reference_agrees_and_quick_run_reports(tmp_path, capsys):
+    from speechbrain_wsm.bench import softdtw
+
+    x, y, _, _ = _pairs(seed=8, B=1, T1=5, T2=7)
+    x.requires_grad_(True)
+    cost = ((x[0, :, None] - y[0, None]) ** 2).sum(-1)
+    value, grad = softdtw.per_cell_soft_dtw_grad(cost.tolist(), 0.1)
+    assert value == pytest.approx(soft_dtw(x, y, 0.1).item(), rel=1e-10)
+    (want,) = torch.autograd.grad(soft_dtw(x, y, 0.1).sum(), x)
+    (got,) = torch.autograd.grad(cost, x, torch.tensor(grad, dtype=torch.float64))
+    assert torch.allclose(got, want[0])
+    value_np, grad_np = softdtw.per_cell_soft_dtw_grad_numpy(cost.detach().numpy(), 0.1)
+    assert value_np == pytest.approx(value, rel=1e-10)
+    assert torch.allclose(torch.from_numpy(grad_np), torch.tensor(grad))
+    assert softdtw.main(["--quick", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "per-cell Python / wavefront" in out and "extrapolated" in out
+    assert (tmp_path / "softdtw_cpu.csv").exists()

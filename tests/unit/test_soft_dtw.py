@@ -207,7 +207,9 @@ def test_benchmark_reference_agrees_and_quick_run_reports(tmp_path, capsys):
     assert torch.allclose(got, want[0])
     value_np, grad_np = softdtw.per_cell_soft_dtw_grad_numpy(cost.detach().numpy(), 0.1)
     assert value_np == pytest.approx(value, rel=1e-10)
-    assert torch.allclose(torch.from_numpy(grad_np), torch.tensor(grad))
+    assert torch.allclose(
+        torch.from_numpy(grad_np), torch.tensor(grad, dtype=torch.float64)
+    )
     assert softdtw.main(["--quick", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "per-cell Python / wavefront" in out and "extrapolated" in out

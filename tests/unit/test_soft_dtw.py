@@ -212,5 +212,5 @@ def test_benchmark_reference_agrees_and_quick_run_reports(tmp_path, capsys):
     )
     assert softdtw.main(["--quick", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "per-cell Python / wavefront" in out and "extrapolated" in out
+    assert "per-cell Python (NumPy arrays) / wavefront" in out and "extrapolated" in out
     assert (tmp_path / "softdtw_cpu.csv").exists()

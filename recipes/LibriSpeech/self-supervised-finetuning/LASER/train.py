@@ -1,0 +1,149 @@
+#!/usr/bin/env python3
+"""LASER: soft-DTW self-supervised fine-tuning of HuBERT, WavLM or a project encoder.
+
+::
+
+    python train.py hparams/laser_hubert.yaml --ssl_source=/models/hubert-base \\
+        --data_folder=/data/LibriSpeech
+
+Each step takes one utterance (``batch_size``), makes a perturbed copy (speed,
+then pitch, :class:`~speechbrain_wsm.models.laser.ViewPerturbation`), runs both
+views through the same upstream (top layers trainable) and the projection
+head in random order, and minimises the soft-DTW divergence plus the IDM
+regulariser (:class:`~speechbrain_wsm.models.laser.LASERModel`); ``score:
+True`` gives the SCORE baseline. Updates accumulate ``grad_accumulation_factor``
+steps and stop after ``optimizer_step_limit`` updates; AdamW with linear
+warm-up and decay. The fine-tuned upstream is written to
+``<output_folder>/model``, a folder every ``ssl_source`` accepts (MP3S probes,
+selective fine-tuning). Restarting the same command resumes from the last
+checkpoint. See README.md.
+"""
+
+import random
+import sys
+from pathlib import Path
+
+import speechbrain as sb
+from speechbrain.utils.data_pipeline import provides, takes
+from speechbrain.utils.distributed import if_main_process
+
+from speechbrain_wsm.models.laser import save_laser_model
+from speechbrain_wsm.models.lengths import relative_to_absolute
+from speechbrain_wsm.models.surgery import count_parameters, trainable_parameter_names
+from speechbrain_wsm.recipe import (
+    add_audio_pipeline,
+    load_hparams,
+    manifest_dataset,
+    prepare_librispeech_manifests,
+)
+
+
+class LASERBrain(sb.Brain):
+    """One (clean, perturbed) pair per step; the loss is the model's."""
+
+    def compute_forward(self, batch, stage):
+        batch = batch.to(self.device)
+        views = [batch.sig, batch.perturbed]
+        if not self.hparams.laser.score and random.random() < 0.5:
+            views.reverse()  # both views through the same model, random order
+        (w1, r1), (w2, r2) = views
+        return self.modules.laser(
+            w1,
+            relative_to_absolute(r1, w1.shape[1]),
+            w2,
+            relative_to_absolute(r2, w2.shape[1]),
+        )
+
+    def compute_objectives(self, outputs, batch, stage):
+        self.last = {k: float(v) for k, v in outputs.items()}
+        return outputs["loss"]
+
+    def on_fit_batch_start(self, batch, should_step):
+        if should_step:  # the learning rate of this update
+            lr = self.hparams.lr_schedule.calculate_lr(self.optimizer_step + 1)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+
+    def on_fit_batch_end(self, batch, outputs, loss, should_step):
+        if should_step and self.optimizer_step % self.hparams.log_interval == 0:
+            self.hparams.train_logger.log_stats(
+                stats_meta={
+                    "step": self.optimizer_step,
+                    "lr": self.optimizer.param_groups[0]["lr"],
+                },
+                train_stats=self.last,
+            )
+
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        if stage == sb.Stage.TRAIN:
+            self.hparams.train_logger.log_stats(
+                stats_meta={"epoch": epoch, "steps": self.optimizer_step},
+                train_stats={"loss": stage_loss},
+            )
+            self.checkpointer.save_and_keep_only(
+                meta={"steps": self.optimizer_step}, num_to_keep=1
+            )
+
+
+def perturbed_pipeline(perturb):
+    @takes("sig")
+    @provides("perturbed")
+    def pipeline(sig):
+        return perturb(sig)
+
+    return pipeline
+
+
+def main(argv):
+    hparams, run_opts, hparams_file, overrides = load_hparams(argv)
+    sb.create_experiment_directory(hparams["output_folder"], hparams_file, overrides)
+    prepare_librispeech_manifests(hparams)
+    train = manifest_dataset(
+        hparams["train_csv"],
+        hparams["data_folder"],
+        hparams["min_duration"],
+        hparams["max_duration"],
+    )
+    add_audio_pipeline([train], output_keys=("id", "sig"))
+    train.add_dynamic_item(perturbed_pipeline(hparams["perturbation"]))
+    train.set_output_keys(["id", "sig", "perturbed"])
+
+    laser = hparams["laser"]
+    brain = LASERBrain(
+        modules={"laser": laser},
+        opt_class=hparams["optimizer"],
+        hparams=hparams,
+        run_opts=run_opts,
+        checkpointer=hparams["checkpointer"],
+    )
+    if if_main_process():
+        names = trainable_parameter_names(laser.upstream.model)
+        (Path(hparams["output_folder"]) / "trainable.txt").write_text(
+            "\n".join(names) + "\n"
+        )
+        print(
+            f"LASER: {count_parameters(laser.upstream) / 1e6:.2f} M trainable upstream "
+            f"parameters of {count_parameters(laser.upstream, False) / 1e6:.2f} M, "
+            f"head {count_parameters(laser.head) / 1e6:.3f} M"
+        )
+    brain.fit(
+        hparams["epoch_counter"],
+        train,
+        train_loader_kwargs={
+            "batch_size": hparams["batch_size"],
+            "shuffle": True,
+            "num_workers": hparams["num_workers"],
+        },
+    )
+    if if_main_process():
+        save_laser_model(
+            brain.modules.laser.upstream
+            if not hasattr(brain.modules.laser, "module")
+            else brain.modules.laser.module.upstream,
+            hparams["ssl_source"],
+            hparams["export_folder"],
+        )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

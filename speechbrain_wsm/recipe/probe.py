@@ -22,6 +22,7 @@ Every MP3S task is one thin ``train.py`` and a YAML; what they share is here:
 from __future__ import annotations
 
 import os
+import shutil
 
 import speechbrain as sb
 import torch
@@ -168,17 +169,26 @@ def run_ctc_probe(argv) -> None:
     brain = _fit(CTCProbeBrain, hparams, run_opts, train, valid, tokenizer=tokenizer)
     if not if_main_process():
         return
+    phones = hparams["unit"] == "phone"
     brain.score_test_sets(
         {split: split_csv(hparams, split) for split in hparams["test_splits"]},
         [hparams["decoder"]],
         row_name=hparams["experiment"],
-        title=f"MP3S {hparams['task']} probe: CER and WER (%)",
+        title=f"MP3S {hparams['task']} probe: "
+        + ("PER (%) = the WER column, over phones" if phones else "CER and WER (%)"),
         # the best checkpoint's layer weights, loaded by then
         note=lambda: (
             f"Encoder: `{hparams['ssl_source']}`. Learned layer "
             f"weights (input first): {brain.layer_weights_text()}."
         ),
     )
+    if phones:  # the phone error rate, in SpeechBrain's WER format
+        out = hparams["output_folder"]
+        for split in hparams["test_splits"]:
+            shutil.copyfile(
+                os.path.join(out, f"wer_{split}.txt"),
+                os.path.join(out, f"per_{split}.txt"),
+            )
 
 
 # --------------------------------------------------------------------------- #

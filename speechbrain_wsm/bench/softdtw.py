@@ -18,20 +18,19 @@ The per-cell reference is slow (seconds per pair), so by default it is timed on
 cell to the whole batch; the output says so. Writes ``softdtw_<device>.csv``
 and ``.json`` into ``--out`` and prints the speed-up against the 20x target.
 
-Run: ``python -m speechbrain_wsm.bench.softdtw`` (CPU; ``--device cuda`` or
-``all`` to add the GPU); ``--quick`` for a seconds-long smoke run.
+Run: ``python -m speechbrain_wsm.bench.softdtw`` (CPU, and CUDA when present;
+``--device cpu`` or ``cuda`` for one; always fp32); ``--quick`` for a seconds-long smoke run.
 """
 
 from __future__ import annotations
 
-import argparse
 import math
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from speechbrain_wsm.bench.common import (
+    bench_parser,
     devices_from_arg,
     machine_description,
     measured_fields,
@@ -257,8 +256,7 @@ def markdown(rows, device) -> str:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--device", default="cpu", choices=["all", "cpu", "cuda"])
+    p = bench_parser(__doc__, rounds=3, budget=60.0)
     p.add_argument("--pairs", type=int, default=8)
     p.add_argument("--t1", type=int, default=500)
     p.add_argument("--t2", type=int, default=600)
@@ -268,16 +266,7 @@ def parse_args(argv=None):
         "--ref-pairs",
         type=int,
         default=1,
-        help="pairs the per-cell reference is timed on (then extrapolated)",
-    )
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--budget", type=float, default=60.0)
-    p.add_argument("--out", type=Path, default=Path("bench_results"))
-    p.add_argument(
-        "--check", action="store_true", help="exit 1 when the target is missed"
-    )
-    p.add_argument(
-        "--quick", action="store_true", help="tiny sizes: a smoke run in seconds"
+        help="pairs the per-cell references are timed on (then extrapolated)",
     )
     args = p.parse_args(argv)
     if args.quick:

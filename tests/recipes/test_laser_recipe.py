@@ -8,6 +8,7 @@ pretraining output; see ``tests/tiny_models.py``).
 """
 
 import importlib.util
+import json
 import re
 from pathlib import Path
 
@@ -125,6 +126,7 @@ def test_recipe_trains_exactly_the_intended_parameters_and_exports(
     out = run(variant, source, tmp_path / "run", librispeech_samples, **overrides)
     log = (out / "train_log.txt").read_text()
     assert re.findall(r"steps: (\d+)", log)[-1] == "3"
+    assert json.loads((out / "train_cost.json").read_text())["steps"] == 3
     # The exported folder is an ssl_source, and it runs.
     before = load_upstream(source, frozen=True)
     after = load_upstream(out / "model", frozen=True)

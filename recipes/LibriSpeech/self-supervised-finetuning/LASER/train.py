@@ -31,6 +31,7 @@ from speechbrain_wsm.models.laser import save_laser_model
 from speechbrain_wsm.models.lengths import relative_to_absolute
 from speechbrain_wsm.models.surgery import count_parameters, trainable_parameter_names
 from speechbrain_wsm.recipe import (
+    RecipeBrain,
     add_audio_pipeline,
     load_hparams,
     manifest_dataset,
@@ -38,13 +39,20 @@ from speechbrain_wsm.recipe import (
 )
 
 
-class LASERBrain(sb.Brain):
-    """One (clean, perturbed) pair per step; the loss is the model's."""
+class LASERBrain(RecipeBrain):
+    """One (clean, perturbed) pair per step; the loss is the model's.
+
+    :class:`~speechbrain_wsm.recipe.RecipeBrain` gives the optimiser of the
+    trainable parameters (``model_opt_class``) and ``train_cost.json``; the
+    rate follows ``lr_warmup_decay`` by update.
+    """
+
+    model_key = "laser"
 
     def compute_forward(self, batch, stage):
         batch = batch.to(self.device)
         views = [batch.sig, batch.perturbed]
-        if not self.hparams.laser.score and random.random() < 0.5:
+        if not self.model().score and random.random() < 0.5:
             views.reverse()  # both views through the same model, random order
         (w1, r1), (w2, r2) = views
         return self.modules.laser(
@@ -60,25 +68,29 @@ class LASERBrain(sb.Brain):
 
     def on_fit_batch_start(self, batch, should_step):
         if should_step:  # the learning rate of this update
-            lr = self.hparams.lr_schedule.calculate_lr(self.optimizer_step + 1)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
+            lr = self.hparams.lr_warmup_decay.calculate_lr(self.optimizer_step + 1)
+            for opt in self.optimizers_dict.values():
+                for group in opt.param_groups:
+                    group["lr"] = lr
 
     def on_fit_batch_end(self, batch, outputs, loss, should_step):
+        super().on_fit_batch_end(batch, outputs, loss, should_step)
         if should_step and self.optimizer_step % self.hparams.log_interval == 0:
             self.hparams.train_logger.log_stats(
-                stats_meta={
-                    "step": self.optimizer_step,
-                    "lr": self.optimizer.param_groups[0]["lr"],
-                },
+                stats_meta={"step": self.optimizer_step, **self.epoch_meta()},
                 train_stats=self.last,
             )
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
         if stage == sb.Stage.TRAIN:
+            self.end_train_stage(stage_loss)
             self.hparams.train_logger.log_stats(
-                stats_meta={"epoch": epoch, "steps": self.optimizer_step},
-                train_stats={"loss": stage_loss},
+                stats_meta={
+                    "epoch": epoch,
+                    "steps": self.optimizer_step,
+                    **self.epoch_meta(),
+                },
+                train_stats=self.train_stats,
             )
             self.checkpointer.save_and_keep_only(
                 meta={"steps": self.optimizer_step}, num_to_keep=1
@@ -111,7 +123,6 @@ def main(argv):
     laser = hparams["laser"]
     brain = LASERBrain(
         modules={"laser": laser},
-        opt_class=hparams["optimizer"],
         hparams=hparams,
         run_opts=run_opts,
         checkpointer=hparams["checkpointer"],
@@ -137,11 +148,7 @@ def main(argv):
     )
     if if_main_process():
         save_laser_model(
-            brain.modules.laser.upstream
-            if not hasattr(brain.modules.laser, "module")
-            else brain.modules.laser.module.upstream,
-            hparams["ssl_source"],
-            hparams["export_folder"],
+            brain.model().upstream, hparams["ssl_source"], hparams["export_folder"]
         )
 
 

@@ -383,7 +383,7 @@ def save_laser_model(upstream: SSLUpstream, ssl_source, folder) -> Path:
     (so the fine-tuning config overrides do not leak into the probes). This
     project's pretraining output: ``folder/hyperparams.yaml`` copied from the
     source and the whole pretraining model (its encoder as fine-tuned) saved
-    by a SpeechBrain Checkpointer in ``folder/save``. The projection head is
+    by the project's RobustCheckpointer in ``folder/save``. The projection head is
     not saved (LASER discards it).
 
     Returns
@@ -391,9 +391,9 @@ def save_laser_model(upstream: SSLUpstream, ssl_source, folder) -> Path:
     Path
         ``folder``.
     """
-    from speechbrain.utils.checkpoints import Checkpointer
 
     from speechbrain_wsm.models.wav2vec2 import load_pretrained_model
+    from speechbrain_wsm.recipe.checkpoints import RobustCheckpointer
 
     source, folder = Path(ssl_source), Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -406,7 +406,7 @@ def save_laser_model(upstream: SSLUpstream, ssl_source, folder) -> Path:
         full = load_pretrained_model(source)
         full.encoder.load_state_dict(upstream.model.state_dict())
         shutil.copyfile(source / "hyperparams.yaml", folder / "hyperparams.yaml")
-        saver = Checkpointer(folder / "save", recoverables={"wav2vec2": full})
+        saver = RobustCheckpointer(folder / "save", recoverables={"wav2vec2": full})
         saver.save_and_keep_only(meta={"laser": True}, num_to_keep=1)
     logger.info("LASER model written to %s", folder)
     return folder

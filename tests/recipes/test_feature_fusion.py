@@ -1,0 +1,174 @@
+"""The feature-fusion recipe (HFF with adapters; a reconstruction), run for real.
+
+``recipes/LibriSpeech/ASR/feature-fusion/train.py`` with each YAML, shrunk by
+command-line overrides only, on the committed LibriVox sample
+(``tests/samples/LibriSpeech/test-clean``) and tiny pretrained models saved to
+local folders (a Hugging Face wav2vec 2.0 and this project's wav2vec 2.0
+pretraining output; see ``tests/tiny_models.py``).
+"""
+
+import importlib.util
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from tiny_models import make_project_encoder, save_tiny_hf, save_tiny_wav2vec2
+
+from speechbrain_wsm import evaluate
+from speechbrain_wsm.scoring import read_error_rates
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.filterwarnings("ignore::UserWarning"),
+]
+
+RECIPE = (
+    Path(__file__).resolve().parents[2] / "recipes" / "LibriSpeech" / "ASR" / "feature-fusion"
+)  # fmt: skip
+VARIANTS = ("hff", "hff_adapters", "adapters", "weighted_sum", "last_layer")
+
+
+def recipe():
+    spec = importlib.util.spec_from_file_location(
+        "feature_fusion_train", RECIPE / "train.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ssl")
+    return {
+        "hf": save_tiny_hf(root / "hf", "wav2vec2"),
+        "project": save_tiny_wav2vec2(root / "project"),
+    }
+
+
+def run(variant, source, output, librispeech, **overrides):
+    """Run the recipe in this process with small-scale overrides."""
+    options = {
+        "ssl_source": source,
+        "data_folder": librispeech,
+        "output_folder": output,
+        "train_set": "test-clean",
+        "dev_splits": "[test-clean]",
+        "test_splits": "[test-clean]",
+        "number_of_epochs": 1,
+        "taps": 2,
+        "num_blocks": 1,
+        "adapter_dim": 4,
+        "d_fusion": 16,
+        "d_ffn_fusion": 32,
+        "seconds_per_batch": 14,
+        "num_workers": 0,
+        "test_batch_size": 3,
+        "extra_decoders": "[]",
+        "device": "cpu",
+        **overrides,
+    }
+    argv = [str(RECIPE / "hparams" / f"{variant}.yaml")]
+    argv += [f"--{key}={value}" for key, value in options.items()]
+    recipe().main(argv)
+    return Path(output)
+
+
+def test_yaml_variants_differ_only_in_method_lines():
+    def normalised(name):
+        text = (RECIPE / "hparams" / f"{name}.yaml").read_text()
+        text = text.replace(f"hparams/{name}.yaml", "hparams/X.yaml")
+        return [line for line in text.splitlines() if "# method" not in line]
+
+    reference = normalised("hff")
+    for name in VARIANTS[1:]:
+        assert normalised(name) == reference, name
+
+
+@pytest.mark.parametrize(
+    "variant,source",
+    [("hff", "hf"), ("hff_adapters", "project"), ("adapters", "hf"),
+     ("weighted_sum", "project"), ("last_layer", "hf")],
+)  # fmt: skip
+def test_recipe_trains_decodes_and_scores(
+    variant, source, sources, librispeech_samples, tmp_path
+):
+    out = run(variant, sources[source], tmp_path / "run", librispeech_samples)
+    assert re.search(r"epoch: 1\b", (out / "train_log.txt").read_text())
+    rates = read_error_rates(out)["test-clean"]
+    assert 0.0 <= rates["CER"] <= 1000.0 and 0.0 <= rates["WER"] <= 1000.0
+    assert "10002-1-0880" in (out / "cer_test-clean.txt").read_text()
+    results = (out / "results.md").read_text()
+    assert "reconstruction, not from the paper" in results
+    cost = json.loads((out / "train_cost.json").read_text())
+    assert 0 < cost["trainable_parameters"] < cost["parameters"]
+    adapters = "adapters" in variant
+    assert ("0.000 M adapter parameters" not in results) == adapters
+    if variant == "hff":  # the evaluation command scores the run as the recipe did
+        again = evaluate.main(
+            [str(out), "--manifest", str(out / "test-clean.csv"), "--name", "again"]
+        )
+        assert again["again"]["CER"] == pytest.approx(rates["CER"], abs=0.01)
+
+
+def test_resume_after_a_stop_equals_a_straight_run(
+    sources, librispeech_samples, tmp_path
+):
+    """Two epochs in one go, or one epoch then a restart: the same model."""
+    opts = {"number_of_epochs": 2, "head_dropout": 0.0, "fusion_dropout": 0.0}
+    src = sources["project"]
+    straight = run("hff_adapters", src, tmp_path / "a", librispeech_samples, **opts)
+    resumed = tmp_path / "b"
+    run(
+        "hff_adapters",
+        src,
+        resumed,
+        librispeech_samples,
+        **opts,
+        optimizer_step_limit=4,
+    )
+    run("hff_adapters", src, resumed, librispeech_samples, **opts)
+    log = (resumed / "train_log.txt").read_text()
+    assert len(re.findall(r"epoch: 2\b", log)) == 1, log
+
+    def final(folder):
+        ckpt = sorted((folder / "save").glob("CKPT+*"))[-1]
+        return torch.load(ckpt / "asr_model.ckpt", weights_only=True)
+
+    a, b = final(straight), final(resumed)
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], msg=key)
+
+
+def test_learning_overfits_sixteen_utterances(tmp_path):
+    """HFF (WSM fusion blocks) over a frozen 64-wide random encoder overfits 16
+    fixed utterances within a step budget; the CER is the recipe's ``cer_`` file."""
+    encoder = make_project_encoder(tmp_path / "enc", d_model=64)
+    learning = Path(__file__).parents[1] / "samples" / "learning" / "LibriSpeech"
+    out = run(
+        "hff",
+        encoder,
+        tmp_path / "learn",
+        learning,
+        train_set="train-learn",
+        dev_splits="[train-learn]",
+        test_splits="[train-learn]",
+        number_of_epochs=60,
+        seconds_per_batch=4,
+        taps=1,
+        d_fusion=64,
+        d_ffn_fusion=128,
+        fusion_block="wsm",
+        fusion_mixer_kwargs="{window_size: 8}",
+        lr=0.005,
+        warmup=0.05,
+        hold=0.7,
+        head_dropout=0.0,
+        fusion_dropout=0.0,
+    )
+    shutil.rmtree(out / "save", ignore_errors=True)
+    assert read_error_rates(out)["train-learn"]["CER"] < 15.0

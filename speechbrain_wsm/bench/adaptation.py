@@ -1,0 +1,457 @@
+"""One table of efficient adaptation methods: what each trains, costs in time and peaks in memory.
+
+Every way this project adapts a pretrained SSL encoder to CTC ASR, side by
+side, on one wav2vec 2.0 BASE model (768 wide, 12 layers, 95 M parameters,
+built from a config: random weights, no download), one CTC training step
+each (forward, CTC loss, backward, AdamW update):
+
+* ``full``: full fine-tuning (everything but the CNN front end);
+* ``mhsa_top``: the self-attention of the top N = 2 layers;
+* ``wsm`` / ``sm``: selective fine-tuning, the top N self-attention modules
+  replaced by new Windowed SummaryMixing / SummaryMixing blocks
+  (:mod:`speechbrain_wsm.models.surgery`);
+* ``adapters``: bottleneck adapters after every layer, a linear CTC head;
+* ``hff_adapters``: hierarchical feature fusion with adapters;
+* ``weighted_sum``: the MP3S featuriser over the frozen encoder, then the
+  same blocks as HFF;
+* ``hff``: hierarchical feature fusion over the frozen encoder (no backward
+  through it).
+
+The last four are :mod:`speechbrain_wsm.models.fusion`, a **reconstruction,
+not from the paper** (Huo et al., ICASSP 2023; abstract only). Reported per
+method: trainable *encoder* parameters (inside the SSL model: new blocks,
+fine-tuned weights or adapters; count and % of the pretrained model's), all
+trainable parameters (heads and fusion blocks included), and per utterance
+length the step time (interleaved best-of-N) and peak memory, measured as
+:mod:`speechbrain_wsm.bench.common` does (CUDA: ``max_memory_allocated``;
+CPU: peak resident set of a fresh process), weights and optimiser state
+included; plus CER / WER where a trained run is given (``--runs``).
+
+Targets (CPU, BASE, 16 s; the paper's abstract: HFF + adapters trains 97 %
+fewer encoder parameters and trains 53 % faster than full fine-tuning):
+HFF + adapters trains <= 3 % of the encoder; HFF's step is >= 2x faster than
+full fine-tuning's and peaks at <= 40 % of its memory; HFF + adapters' step
+is >= 1.5x faster. ``--quick`` prints the same table for a tiny model in
+seconds (targets reported, not judged). Writes ``adaptation_<device>.csv`` /
+``.json`` into ``--out``.
+
+Run: ``python -m speechbrain_wsm.bench.adaptation`` (CPU, and CUDA when
+present).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from speechbrain_wsm.bench.common import (
+    _in_child,
+    devices_from_arg,
+    machine_description,
+    measured_fields,
+    peak_memory,
+    preload,
+    report,
+    shown,
+    timings,
+)
+from speechbrain_wsm.bench.finetune import (
+    BASE,
+    CHARS_PER_SECOND,
+    SAMPLE_RATE,
+    TINY,
+    VOCAB,
+)
+from speechbrain_wsm.bench.finetune import build_model as build_finetuner
+
+#: Table order: from everything trained to nothing in the encoder trained.
+METHODS = (
+    "full",
+    "mhsa_top",
+    "wsm",
+    "sm",
+    "adapters",
+    "hff_adapters",
+    "weighted_sum",
+    "hff",
+)
+LABELS = {
+    "full": "full fine-tuning",
+    "mhsa_top": "top-N MHSA",
+    "wsm": "selective WSM",
+    "sm": "selective SM",
+    "adapters": "adapters*",
+    "hff_adapters": "HFF + adapters*",
+    "weighted_sum": "weighted sum*",
+    "hff": "HFF*",
+}
+SELECTIVE = ("full", "mhsa_top", "sm", "wsm")
+#: Fusion settings of the recipe's YAML (taps every 3rd layer of 12).
+FUSION = {"taps": 3, "d_model": 256, "d_ffn": 1024, "adapter_dim": 64}
+#: The same, scaled to ``--quick``'s tiny model (64 wide, 4 layers).
+TINY_FUSION = {"taps": 2, "d_model": 32, "d_ffn": 64, "adapter_dim": 4}
+
+
+def fusion_settings(config_kwargs: dict) -> dict:
+    """:data:`FUSION` for a BASE-size config, :data:`TINY_FUSION` for smaller ones."""
+    return FUSION if config_kwargs.get("hidden_size", 768) >= 768 else TINY_FUSION
+
+
+def build_model(config_kwargs: dict, method: str, num_layers: int, window_size: int):
+    """The model of ``method`` on a wav2vec 2.0 model built from a config.
+
+    Returns
+    -------
+    model : torch.nn.Module
+        ``model(wav, wav_lens) -> (log_probs, out_lens)``.
+    encoder : torch.nn.Module
+        The SSL model inside it (whose trainable parameters are counted as
+        the encoder's).
+    """
+    if method in SELECTIVE:
+        model = build_finetuner(config_kwargs, method, num_layers, window_size)
+        return model, model.encoder.model
+    from transformers import Wav2Vec2Config, Wav2Vec2Model
+
+    from speechbrain_wsm.models.fusion import fusion_model
+
+    if method not in METHODS:
+        raise ValueError(
+            f"unknown method {method!r}; valid names: {', '.join(METHODS)}"
+        )
+    ssl = Wav2Vec2Model(Wav2Vec2Config(**config_kwargs))
+    num_hidden = int(config_kwargs.get("num_hidden_layers", 12))
+    fusion = fusion_settings(config_kwargs)
+    taps = min(fusion["taps"], num_hidden)
+    reader = {"hff": "hff", "hff_adapters": "hff", "weighted_sum": "weighted_sum"}
+    model = fusion_model(
+        ssl,
+        VOCAB,
+        reader.get(method, "last_layer"),
+        adapters=method in ("adapters", "hff_adapters"),
+        adapter_dim=fusion["adapter_dim"],
+        taps=taps,
+        d_model=fusion["d_model"],
+        d_ffn=fusion["d_ffn"],
+        # weighted sum: as many blocks as HFF has taps; adapters: a linear head
+        num_blocks=len(range(num_hidden, 0, -taps)) if method == "weighted_sum" else 0,
+    )
+    return model, model.upstream
+
+
+class AdaptationStep:
+    """Build one method's model, optimiser and batch; calling it returns ``step()``.
+
+    ``step()`` is one training step: forward, CTC loss, backward, AdamW
+    update, gradients freed.
+    """
+
+    def __init__(
+        self, config, method, num_layers, window_size, seconds, batch, dtype, threads
+    ):
+        self.args = (config, method, num_layers, window_size, seconds, batch, dtype)
+        self.threads = threads
+
+    def __call__(self, device: str):
+        config, method, num_layers, window_size, seconds, batch, dtype = self.args
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        torch.manual_seed(0)
+        model, _ = build_model(config, method, num_layers, window_size)
+        model = model.to(device).train()
+        opt = torch.optim.AdamW(
+            [p for p in model.parameters() if p.requires_grad], 1e-5
+        )
+        samples = int(seconds * SAMPLE_RATE)
+        wav = 0.1 * torch.randn(batch, samples, device=device)
+        lens = torch.ones(batch, device=device)
+        n_targets = max(1, int(seconds * CHARS_PER_SECOND))
+        targets = torch.randint(1, VOCAB, (batch, n_targets), device=device)
+        target_lens = torch.full((batch,), n_targets, device=device)
+        autocast = torch.autocast(
+            device_type=device.split(":")[0],
+            dtype=dtype,
+            enabled=dtype != torch.float32,
+        )
+
+        def step():
+            with autocast:
+                log_probs, out_lens = model(wav, lens)
+            frames = torch.round(out_lens * log_probs.shape[1]).long()
+            loss = torch.nn.functional.ctc_loss(
+                log_probs.transpose(0, 1).float(),
+                targets,
+                frames,
+                target_lens,
+                zero_infinity=True,
+            )
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+        return step
+
+
+def _counts(config_kwargs, num_layers, window_size) -> dict:
+    from transformers import Wav2Vec2Config, Wav2Vec2Model
+
+    with torch.device("meta"):
+        pretrained = sum(
+            p.numel()
+            for p in Wav2Vec2Model(Wav2Vec2Config(**config_kwargs)).parameters()
+        )
+    out = {}
+    for method in METHODS:
+        with torch.device("meta"):
+            model, encoder = build_model(config_kwargs, method, num_layers, window_size)
+        enc = sum(p.numel() for p in encoder.parameters() if p.requires_grad)
+        out[method] = {
+            "encoder_params": pretrained,
+            "encoder_trainable": enc,
+            "encoder_trainable_pct": round(100.0 * enc / pretrained, 3),
+            "trainable_params": sum(
+                p.numel() for p in model.parameters() if p.requires_grad
+            ),
+        }
+    return out
+
+
+def parameter_counts(config_kwargs, num_layers, window_size) -> dict:
+    """Trainable parameters of each method (built on the meta device, in a child)."""
+    return _in_child(_counts, config_kwargs, num_layers, window_size)
+
+
+def read_runs(items) -> dict:
+    """``method=run_folder`` items -> ``{method: (CER, WER)}`` of the run's first split."""
+    from speechbrain_wsm.scoring import read_error_rates
+
+    out = {}
+    for item in items or []:
+        method, _, folder = item.partition("=")
+        if method not in METHODS or not folder:
+            raise SystemExit(
+                f"--runs takes method=folder with a method of {', '.join(METHODS)}; "
+                f"got {item!r}"
+            )
+        rates = read_error_rates(folder)
+        if not rates:
+            raise SystemExit(f"--runs: no cer_/wer_<split>.txt in {folder}")
+        split = sorted(rates)[0]
+        out[method] = (split, rates[split].get("CER"), rates[split].get("WER"))
+    return out
+
+
+def run(args) -> list[dict]:
+    preload(
+        "speechbrain_wsm.models.finetuning",
+        "speechbrain_wsm.models.fusion",
+        "transformers.models.wav2vec2.modeling_wav2vec2",
+        __name__,
+    )
+    config = TINY if args.quick else BASE
+    counts = parameter_counts(config, args.num_layers, args.window_size)
+    if "error" in counts:
+        raise SystemExit(f"parameter counts failed: {counts['error']}")
+    errors = read_runs(args.runs)
+    methods = [m for m in METHODS if m in args.methods]
+    rows = []
+    for device in devices_from_arg(args.device):
+        dtype = torch.bfloat16 if device == "cuda" and not args.fp32 else torch.float32
+        print(
+            f"# {device}: {machine_description(device)}; "
+            f"{'tiny' if args.quick else 'BASE'} wav2vec 2.0, batch {args.batch}, {dtype}",
+            flush=True,
+        )
+        for seconds in args.lengths:
+            makers = {
+                m: AdaptationStep(
+                    config,
+                    m,
+                    args.num_layers,
+                    args.window_size,
+                    seconds,
+                    args.batch,
+                    dtype,
+                    args.threads,
+                )
+                for m in methods
+            }
+            times = timings(makers, device, rounds=args.rounds, budget_s=args.budget)
+            for m, make in makers.items():
+                res = {**peak_memory(make, device, include_model=True), **times[m]}
+                split, cer, wer = errors.get(m, (None, None, None))
+                row = {
+                    "device": device,
+                    "method": m,
+                    "seconds": seconds,
+                    **counts[m],
+                    **measured_fields(res),
+                    "cer": cer,
+                    "wer": wer,
+                    "eval_split": split,
+                }
+                rows.append(row)
+                print(f"  {seconds:>5} s  {m:<13} {shown(row)}", flush=True)
+    return rows
+
+
+def _lookup(rows, device, method, seconds, key):
+    for r in rows:
+        if r["device"] == device and r["method"] == method and r["seconds"] == seconds:
+            return r.get(key)
+    return None
+
+
+def check_targets(rows, judged: bool = True) -> list[dict]:
+    """The four targets at the shortest length of each device (judged on CPU)."""
+    out = []
+    for device in sorted({r["device"] for r in rows}):
+        seconds = min(r["seconds"] for r in rows if r["device"] == device)
+
+        def get(method, key, d=device, s=seconds):
+            return _lookup(rows, d, method, s, key)
+
+        def ratio(a, b):
+            return None if not a or not b else a / b
+
+        checks = [
+            ("HFF + adapters: % of encoder parameters trained", "<=", 3.0,
+             get("hff_adapters", "encoder_trainable_pct")),
+            (f"full / HFF step time at {seconds:g} s", ">=", 2.0,
+             ratio(get("full", "time_ms"), get("hff", "time_ms"))),
+            (f"HFF / full peak memory at {seconds:g} s", "<=", 0.40,
+             ratio(get("hff", "peak_mib"), get("full", "peak_mib"))),
+            (f"full / (HFF + adapters) step time at {seconds:g} s", ">=", 1.5,
+             ratio(get("full", "time_ms"), get("hff_adapters", "time_ms"))),
+        ]  # fmt: skip
+        for text, op, limit, value in checks:
+            judge = judged and device == "cpu" and value is not None
+            ok = (value <= limit if op == "<=" else value >= limit) if judge else None
+            suffix = "" if judged and device == "cpu" else " (info)"
+            out.append(
+                {
+                    "device": device,
+                    "target": f"{text} {op} {limit:g}{suffix}",
+                    "measured": value,
+                    "ok": ok,
+                }
+            )
+    return out
+
+
+def markdown(rows, device) -> str:
+    """One row per method: encoder parameters trained, all trained, time / peak per length, CER / WER."""
+    rows = [r for r in rows if r["device"] == device]
+    lengths = sorted({r["seconds"] for r in rows})
+    cell = {(r["method"], r["seconds"]): r for r in rows}
+    lines = [
+        "| method | trained encoder params | trained params (all) | "
+        + " | ".join(f"{s:g} s: step / peak" for s in lengths)
+        + " | CER / WER |",
+        "|" + "---|" * (len(lengths) + 4),
+    ]
+    for m in METHODS:
+        first = cell.get((m, lengths[0])) if lengths else None
+        if first is None:
+            continue
+        cells = []
+        for s in lengths:
+            r = cell.get((m, s), {})
+            t, p = r.get("time_ms"), r.get("peak_mib")
+            cells.append(
+                "failed" if t is None or p is None else f"{t / 1e3:.2f} s / {p:.0f} MiB"
+            )
+        errors = (
+            "not trained here"
+            if first.get("cer") is None
+            else f"{first['cer']:.2f} / {first['wer']:.2f} ({first['eval_split']})"
+        )
+        lines.append(
+            f"| {LABELS[m]} | {first['encoder_trainable'] / 1e6:.2f} M "
+            f"({first['encoder_trainable_pct']:.2f} %) | "
+            f"{first['trainable_params'] / 1e6:.2f} M | "
+            + " | ".join(cells)
+            + f" | {errors} |"
+        )
+    lines.append(
+        "\n\\* reconstruction of hierarchical feature fusion (Huo et al., ICASSP "
+        "2023), not from the paper. Peak memory includes weights, gradients and "
+        "optimiser state."
+    )
+    return "\n".join(lines)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default="all", choices=["all", "cpu", "cuda"])
+    p.add_argument(
+        "--lengths",
+        type=float,
+        nargs="+",
+        default=None,
+        help="seconds (default 16 40; --quick: 1 2)",
+    )
+    p.add_argument(
+        "--methods", nargs="+", default=list(METHODS), choices=METHODS, metavar="M"
+    )
+    p.add_argument(
+        "--num-layers", type=int, default=2, help="N, top layers trained or replaced"
+    )
+    p.add_argument("--window-size", type=int, default=32, help="WSM window (frames)")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--threads", type=int, default=None, help="torch threads")
+    p.add_argument("--rounds", type=int, default=3, help="timing rounds; best is kept")
+    p.add_argument(
+        "--budget",
+        type=float,
+        default=120.0,
+        help="seconds of timing rounds per length",
+    )
+    p.add_argument(
+        "--fp32", action="store_true", help="fp32 on CUDA too (default bf16 autocast)"
+    )
+    p.add_argument(
+        "--runs",
+        nargs="*",
+        default=[],
+        metavar="METHOD=FOLDER",
+        help="trained recipe output folders whose CER / WER fill the table",
+    )
+    p.add_argument("--out", type=Path, default=Path("bench_results"))
+    p.add_argument(
+        "--check", action="store_true", help="exit 1 when a target is missed"
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="tiny model, short inputs: a smoke run"
+    )
+    args = p.parse_args(argv)
+    if args.quick:
+        args.lengths = args.lengths or [1, 2]
+        args.rounds, args.budget, args.window_size, args.threads = 2, 1.0, 4, 1
+    args.lengths = args.lengths or [16, 40]
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    rows = run(args)
+    meta = {
+        "model": "tiny" if args.quick else "wav2vec 2.0 BASE (random weights)",
+        "num_layers": args.num_layers,
+        "window_size": args.window_size,
+        "batch": args.batch,
+        "fusion": fusion_settings(TINY if args.quick else BASE),
+        "note": "adapters, HFF, HFF + adapters, weighted sum: reconstruction, "
+        "not from the paper",
+    }
+    targets = check_targets(rows, judged=not args.quick)
+    return report(rows, targets, args.out, "adaptation", markdown, meta, args.check)
+
+
+if __name__ == "__main__":
+    # The canonical module's objects, so that they pickle for the children.
+    from speechbrain_wsm.bench.adaptation import main as _main
+
+    raise SystemExit(_main())

@@ -223,8 +223,11 @@ def parameter_counts(config_kwargs, num_layers, window_size) -> dict:
     return _in_child(_counts, config_kwargs, num_layers, window_size)
 
 
-def read_runs(items) -> dict:
-    """``method=run_folder`` items -> ``{method: (CER, WER)}`` of the run's first split."""
+def read_runs(items, split: str | None = None) -> dict:
+    """``method=run_folder`` items -> ``{method: (split, CER, WER)}``.
+
+    ``split``: the test split to read (default: each run's first, by name).
+    """
     from speechbrain_wsm.scoring import read_error_rates
 
     out = {}
@@ -238,8 +241,10 @@ def read_runs(items) -> dict:
         rates = read_error_rates(folder)
         if not rates:
             raise SystemExit(f"--runs: no cer_/wer_<split>.txt in {folder}")
-        split = sorted(rates)[0]
-        out[method] = (split, rates[split].get("CER"), rates[split].get("WER"))
+        name = split or sorted(rates)[0]
+        if name not in rates:
+            raise SystemExit(f"--runs: no cer_/wer_{name}.txt in {folder}")
+        out[method] = (name, rates[name].get("CER"), rates[name].get("WER"))
     return out
 
 
@@ -254,7 +259,7 @@ def run(args) -> list[dict]:
     counts = parameter_counts(config, args.num_layers, args.window_size)
     if "error" in counts:
         raise SystemExit(f"parameter counts failed: {counts['error']}")
-    errors = read_runs(args.runs)
+    errors = read_runs(args.runs, args.split)
     methods = [m for m in METHODS if m in args.methods]
     rows = []
     for device in devices_from_arg(args.device):

@@ -94,5 +94,8 @@ def test_runs_fill_the_error_rate_column(tmp_path):
             f"%WER {rate:.2f} [ 1 / 4, 0 ins, 0 del, 1 sub ]\n"
         )
     assert adaptation.read_runs([f"hff={run}"]) == {"hff": ("dev-clean", 10.0, 25.0)}
+    assert adaptation.read_runs([f"hff={run}"], "dev-clean")["hff"][1] == 10.0
+    with pytest.raises(SystemExit, match="test-other"):
+        adaptation.read_runs([f"hff={run}"], "test-other")
     with pytest.raises(SystemExit, match="method=folder"):
         adaptation.read_runs(["nope=x"])

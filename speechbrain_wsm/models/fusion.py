@@ -46,6 +46,7 @@ from speechbrain_wsm.models.lengths import (
 )
 from speechbrain_wsm.models.surgery import skip_frozen_activations
 from speechbrain_wsm.models.upstream import SSLUpstream, load_upstream
+from speechbrain_wsm.models.upstream.hf import sync_hf_front_end_flags
 from speechbrain_wsm.nnet.adapters import add_layer_adapters
 from speechbrain_wsm.nnet.encoders import TransformerLayer
 from speechbrain_wsm.nnet.fusion import WeightedLayerSum
@@ -452,6 +453,7 @@ def fusion_model(
         upstream.frozen = False
         upstream.requires_grad_(False)
         add_layer_adapters(upstream.model, adapter_dim, dropout=adapter_dropout)
+        sync_hf_front_end_flags(upstream)  # the frozen HF front end: no graph
         upstream.train()
     else:
         upstream.freeze()

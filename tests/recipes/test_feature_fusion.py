@@ -157,7 +157,7 @@ def test_learning_overfits_sixteen_utterances(tmp_path):
         train_set="train-learn",
         dev_splits="[train-learn]",
         test_splits="[train-learn]",
-        number_of_epochs=60,
+        number_of_epochs=40,  # about 330 steps of 4 s batches
         seconds_per_batch=4,
         taps=1,
         d_fusion=64,

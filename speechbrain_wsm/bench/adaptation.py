@@ -41,14 +41,14 @@ present).
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
 import torch
 
 from speechbrain_wsm.bench.common import (
-    _in_child,
+    autocast,
+    bench_parser,
     devices_from_arg,
+    in_child,
+    lookup,
     machine_description,
     measured_fields,
     peak_memory,
@@ -170,14 +170,10 @@ class AdaptationStep:
         n_targets = max(1, int(seconds * CHARS_PER_SECOND))
         targets = torch.randint(1, VOCAB, (batch, n_targets), device=device)
         target_lens = torch.full((batch,), n_targets, device=device)
-        autocast = torch.autocast(
-            device_type=device.split(":")[0],
-            dtype=dtype,
-            enabled=dtype != torch.float32,
-        )
+        amp = autocast(device, dtype)
 
         def step():
-            with autocast:
+            with amp:
                 log_probs, out_lens = model(wav, lens)
             frames = torch.round(out_lens * log_probs.shape[1]).long()
             loss = torch.nn.functional.ctc_loss(
@@ -220,7 +216,7 @@ def _counts(config_kwargs, num_layers, window_size) -> dict:
 
 def parameter_counts(config_kwargs, num_layers, window_size) -> dict:
     """Trainable parameters of each method (built on the meta device, in a child)."""
-    return _in_child(_counts, config_kwargs, num_layers, window_size)
+    return in_child(_counts, config_kwargs, num_layers, window_size)
 
 
 def read_runs(items, split: str | None = None) -> dict:
@@ -302,13 +298,6 @@ def run(args) -> list[dict]:
     return rows
 
 
-def _lookup(rows, device, method, seconds, key):
-    for r in rows:
-        if r["device"] == device and r["method"] == method and r["seconds"] == seconds:
-            return r.get(key)
-    return None
-
-
 def check_targets(rows, judged: bool = True) -> list[dict]:
     """The four targets at the shortest length of each device (judged on CPU)."""
     out = []
@@ -316,7 +305,7 @@ def check_targets(rows, judged: bool = True) -> list[dict]:
         seconds = min(r["seconds"] for r in rows if r["device"] == device)
 
         def get(method, key, d=device, s=seconds):
-            return _lookup(rows, d, method, s, key)
+            return lookup(rows, key, device=d, method=method, seconds=s)
 
         def ratio(a, b):
             return None if not a or not b else a / b
@@ -389,8 +378,8 @@ def markdown(rows, device) -> str:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--device", default="all", choices=["all", "cpu", "cuda"])
+    # BASE steps take tens of seconds on a CPU: a budget for 3 rounds of 8
+    p = bench_parser(__doc__, rounds=3, budget=900.0)
     p.add_argument(
         "--lengths",
         type=float,
@@ -407,16 +396,6 @@ def parse_args(argv=None):
     p.add_argument("--window-size", type=int, default=32, help="WSM window (frames)")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--threads", type=int, default=None, help="torch threads")
-    p.add_argument("--rounds", type=int, default=3, help="timing rounds; best is kept")
-    p.add_argument(
-        "--budget",
-        type=float,
-        default=120.0,
-        help="seconds of timing rounds per length",
-    )
-    p.add_argument(
-        "--fp32", action="store_true", help="fp32 on CUDA too (default bf16 autocast)"
-    )
     p.add_argument(
         "--runs",
         nargs="*",
@@ -424,13 +403,7 @@ def parse_args(argv=None):
         metavar="METHOD=FOLDER",
         help="trained recipe output folders whose CER / WER fill the table",
     )
-    p.add_argument("--out", type=Path, default=Path("bench_results"))
-    p.add_argument(
-        "--check", action="store_true", help="exit 1 when a target is missed"
-    )
-    p.add_argument(
-        "--quick", action="store_true", help="tiny model, short inputs: a smoke run"
-    )
+    p.add_argument("--split", default=None, help="test split of --runs to show")
     args = p.parse_args(argv)
     if args.quick:
         args.lengths = args.lengths or [1, 2]

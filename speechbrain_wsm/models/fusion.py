@@ -305,12 +305,8 @@ class FeatureFusionCTC(nn.Module):
 
     Example
     -------
-    >>> from speechbrain_wsm.models.wav2vec2 import (ContextNetwork,
-    ...     FbankLatentExtractor, Wav2Vec2Encoder)
-    >>> from speechbrain_wsm.nnet.encoders import MixerEncoder
-    >>> net = ContextNetwork(MixerEncoder(2, 16, nhead=2, d_ffn=32), 16)
-    >>> up = SSLUpstream(Wav2Vec2Encoder(FbankLatentExtractor(20, [16, 16]), net),
-    ...                  frozen=True)
+    >>> from speechbrain_wsm.models.wav2vec2 import Wav2Vec2Encoder
+    >>> up = SSLUpstream(Wav2Vec2Encoder.small(), frozen=True)
     >>> model = FeatureFusionCTC(up, 5, "hff", taps=1, d_model=8, d_ffn=16)
     >>> model.taps
     [1, 2]

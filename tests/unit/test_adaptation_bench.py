@@ -12,7 +12,7 @@ def in_process(monkeypatch):
     """Measure in this process: the table's logic is under test, not the
     fork-server machinery of :mod:`speechbrain_wsm.bench.common` (tested
     with the other benchmarks), whose start-up would dominate a tiny run."""
-    monkeypatch.setattr(adaptation, "_in_child", lambda fn, *args: fn(*args))
+    monkeypatch.setattr(adaptation, "in_child", lambda fn, *args: fn(*args))
     monkeypatch.setattr(adaptation, "timings", common.time_interleaved)
     monkeypatch.setattr(common, "_release_large_blocks_on_free", lambda: None)
     monkeypatch.setattr(

@@ -65,6 +65,8 @@ def read_split(folder) -> list:
     """Utterances (``ID``, ``wav``, ``wrd``) of a folder in the LibriSpeech layout."""
     from speechbrain_wsm.data.librispeech import scan_split
 
+    if not Path(folder).is_dir():
+        raise SystemExit(f"no such folder: {folder} (pass --train / --test)")
     result = scan_split(str(folder), progress=False)
     if not result.utterances:
         raise SystemExit(f"no utterances with transcripts under {folder}")
@@ -203,7 +205,7 @@ def _tiny_source(folder: Path) -> Path:
     return folder
 
 
-def run(args) -> list[dict]:
+def run(args) -> tuple[list[dict], str]:
     from speechbrain_wsm.data.tokenizers import CharTokenizer
     from speechbrain_wsm.models.ssl import load_ssl_encoder
     from speechbrain_wsm.recipe.asr import LIBRISPEECH_UNITS

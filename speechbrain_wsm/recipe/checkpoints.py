@@ -297,8 +297,15 @@ class RobustCheckpointer(Checkpointer):
                 raise OSError(errno.ENOSPC, message) from e
 
         ddp_barrier()  # every process's files are in place
-        if not if_main_process():
-            return None
+        checkpoint = None
+        if if_main_process():
+            checkpoint = self._mark(ckpt_dir, paramfiles, meta, end_of_epoch, verbosity)
+        # ... and the marker: no process lists the folder while it is incomplete
+        ddp_barrier()
+        return checkpoint
+
+    def _mark(self, ckpt_dir, paramfiles, meta, end_of_epoch, verbosity) -> Checkpoint:
+        """Write the folder's ``CKPT.yaml`` (meta and file sizes), atomically."""
         saved_meta = {"unixtime": time.time(), "end-of-epoch": end_of_epoch, **meta}
         saved_meta[SIZES_KEY] = {
             p.name: p.stat().st_size for p in paramfiles.values() if p.is_file()

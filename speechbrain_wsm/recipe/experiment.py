@@ -21,6 +21,7 @@ list), and a size or count that must be positive (``--seconds_per_batch=0``).
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import json
 import logging
@@ -31,6 +32,7 @@ from collections.abc import Sequence
 
 import ruamel.yaml
 import speechbrain as sb
+import torch
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import infer_device, run_on_main
 
@@ -140,6 +142,12 @@ def _check_positive(hparams: dict, hparams_file: str) -> None:
                 )
 
 
+def _destroy_process_group() -> None:
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()  # no process tears down while a peer still talks
+        torch.distributed.destroy_process_group()
+
+
 def load_hparams(argv: Sequence[str] | None = None):
     """Parse a recipe's command line, start DDP if launched by torchrun, load the YAML.
 
@@ -181,6 +189,10 @@ def load_hparams(argv: Sequence[str] | None = None):
     _check_overrides(hparams_file, overrides)
     run_opts, overrides = _sync_run_options(hparams_file, run_opts, overrides)
     sb.utils.distributed.ddp_init_group(run_opts)
+    if torch.distributed.is_initialized():
+        # A process group left to interpreter shutdown can abort the process
+        # ("terminate called without an active exception") after a good run.
+        atexit.register(_destroy_process_group)
     with open(hparams_file, encoding="utf-8") as fin:
         try:
             hparams = load_hyperpyyaml(fin, overrides, overrides_must_match=True)

@@ -37,3 +37,16 @@ def make_librispeech_split():
         return folder
 
     return make
+
+
+@pytest.fixture(scope="session")
+def tiny_ssl_sources(tmp_path_factory) -> dict:
+    """Two tiny pretrained SSL folders: ``hf`` (Hugging Face wav2vec 2.0) and
+    ``project`` (a wav2vec 2.0 pretraining output of this project)."""
+    from tiny_models import save_tiny_hf, save_tiny_wav2vec2
+
+    root = tmp_path_factory.mktemp("ssl")
+    return {
+        "hf": save_tiny_hf(root / "hf", "wav2vec2"),
+        "project": save_tiny_wav2vec2(root / "project"),
+    }

@@ -44,7 +44,6 @@ from __future__ import annotations
 import torch
 
 from speechbrain_wsm.bench.common import (
-    autocast,
     bench_parser,
     devices_from_arg,
     in_child,
@@ -59,10 +58,9 @@ from speechbrain_wsm.bench.common import (
 )
 from speechbrain_wsm.bench.finetune import (
     BASE,
-    CHARS_PER_SECOND,
-    SAMPLE_RATE,
     TINY,
     VOCAB,
+    ctc_step,
 )
 from speechbrain_wsm.bench.finetune import build_model as build_finetuner
 
@@ -161,33 +159,7 @@ class AdaptationStep:
         torch.manual_seed(0)
         model, _ = build_model(config, method, num_layers, window_size)
         model = model.to(device).train()
-        opt = torch.optim.AdamW(
-            [p for p in model.parameters() if p.requires_grad], 1e-5
-        )
-        samples = int(seconds * SAMPLE_RATE)
-        wav = 0.1 * torch.randn(batch, samples, device=device)
-        lens = torch.ones(batch, device=device)
-        n_targets = max(1, int(seconds * CHARS_PER_SECOND))
-        targets = torch.randint(1, VOCAB, (batch, n_targets), device=device)
-        target_lens = torch.full((batch,), n_targets, device=device)
-        amp = autocast(device, dtype)
-
-        def step():
-            with amp:
-                log_probs, out_lens = model(wav, lens)
-            frames = torch.round(out_lens * log_probs.shape[1]).long()
-            loss = torch.nn.functional.ctc_loss(
-                log_probs.transpose(0, 1).float(),
-                targets,
-                frames,
-                target_lens,
-                zero_infinity=True,
-            )
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-
-        return step
+        return ctc_step(model, seconds, batch, device, dtype)
 
 
 def _counts(config_kwargs, num_layers, window_size) -> dict:

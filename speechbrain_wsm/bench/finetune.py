@@ -33,6 +33,8 @@ present); ``--quick`` for a seconds-long smoke run on a tiny model.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from speechbrain_wsm.bench.common import (
@@ -132,32 +134,42 @@ class FinetuneStep:
         torch.manual_seed(0)
         model = build_model(config_kwargs, mode, num_layers, window_size).to(device)
         model.train()
-        params = [p for p in model.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=1e-5)
-        samples = int(seconds * SAMPLE_RATE)
-        wav = 0.1 * torch.randn(batch, samples, device=device)
-        lens = torch.ones(batch, device=device)
-        n_targets = max(1, int(seconds * CHARS_PER_SECOND))
-        targets = torch.randint(1, VOCAB, (batch, n_targets), device=device)
-        target_lens = torch.full((batch,), n_targets, device=device)
-        amp = autocast(device, dtype)
+        return ctc_step(model, seconds, batch, device, dtype)
 
-        def step():
-            with amp:
-                log_probs, out_lens = model(wav, lens)
-            frames = torch.round(out_lens * log_probs.shape[1]).long()
-            loss = torch.nn.functional.ctc_loss(
-                log_probs.transpose(0, 1).float(),
-                targets,
-                frames,
-                target_lens,
-                zero_infinity=True,
-            )
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
 
-        return step
+def ctc_step(model, seconds: float, batch: int, device: str, dtype) -> Callable:
+    """One CTC training step (forward, backward, AdamW) of ``model`` on random audio.
+
+    ``model(wavs, rel_lens) -> (log_probs, rel_out_lens)`` as the recipes'
+    CTC models; ``batch`` utterances of ``seconds`` s with character-rate
+    random targets; autocast to ``dtype`` on CUDA. Returns the step function.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-5)
+    samples = int(seconds * SAMPLE_RATE)
+    wav = 0.1 * torch.randn(batch, samples, device=device)
+    lens = torch.ones(batch, device=device)
+    n_targets = max(1, int(seconds * CHARS_PER_SECOND))
+    targets = torch.randint(1, VOCAB, (batch, n_targets), device=device)
+    target_lens = torch.full((batch,), n_targets, device=device)
+    amp = autocast(device, dtype)
+
+    def step():
+        with amp:
+            log_probs, out_lens = model(wav, lens)
+        frames = torch.round(out_lens * log_probs.shape[1]).long()
+        loss = torch.nn.functional.ctc_loss(
+            log_probs.transpose(0, 1).float(),
+            targets,
+            frames,
+            target_lens,
+            zero_infinity=True,
+        )
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step
 
 
 def _counts(config_kwargs, num_layers, window_size) -> dict:

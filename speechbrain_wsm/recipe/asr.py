@@ -10,7 +10,7 @@ splits such as ``train-clean-100`` from ``data_folder``; merged into
 
     brain, hparams = train_asr(argv, brain_class)  # prepare, train
     if if_main_process():
-        brain.score_test_sets(scoring_manifests(hparams), ...)
+        score_asr(brain, hparams, title="...", note="...")
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ __all__ = [
     "fit_ctc",
     "prepare_asr_data",
     "split_csv",
+    "score_asr",
     "scoring_manifests",
     "train_asr",
 ]
@@ -188,3 +189,19 @@ def train_asr(argv, brain_class: type[CTCBrain] = CTCBrain):
     brain.tokenizer = tokenizer
     fit_ctc(brain, hparams, train, valid)
     return brain, hparams
+
+
+def score_asr(brain: CTCBrain, hparams: dict, title: str, note="") -> dict:
+    """The best checkpoint on every ``test_splits`` split, with the YAML's decoders.
+
+    ``decoder`` writes ``wer_<split>.txt`` / ``cer_<split>.txt``, each of
+    ``extra_decoders`` its own files; ``results.md`` has one row per decoder
+    named after ``experiment`` (see :meth:`CTCBrain.score_test_sets`).
+    """
+    return brain.score_test_sets(
+        scoring_manifests(hparams),
+        [hparams["decoder"], *hparams["extra_decoders"]],
+        row_name=hparams["experiment"],
+        title=title,
+        note=note,
+    )

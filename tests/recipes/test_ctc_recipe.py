@@ -6,12 +6,12 @@ utterances (``tests/samples/learning``) overfitted within a step budget,
 scored by the same code that writes ``cer_<split>.txt``.
 """
 
-import importlib.util
 import json
 import re
 from pathlib import Path
 
 import pytest
+from recipe_helpers import asr_options, run_in_process
 
 from speechbrain_wsm import evaluate
 from speechbrain_wsm.scoring import read_error_rates
@@ -33,26 +33,9 @@ TINY = {
 }
 
 
-def recipe():
-    spec = importlib.util.spec_from_file_location("ctc_train", RECIPE / "train.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def run(variant, data, output, split, **overrides):
-    options = {
-        "data_folder": data,
-        "output_folder": output,
-        "train_splits": f"[{split}]",
-        "dev_splits": f"[{split}]",
-        "test_splits": f"[{split}]",
-        **TINY,
-        **overrides,
-    }
-    argv = [str(RECIPE / "hparams" / f"{variant}.yaml")]
-    recipe().main(argv + [f"--{k}={v}" for k, v in options.items()])
-    return Path(output)
+    options = {**asr_options(data, output, split, "train_splits"), **TINY, **overrides}
+    return run_in_process(RECIPE, variant, options)
 
 
 def test_variants_differ_only_in_marked_lines():

@@ -7,7 +7,6 @@ local folders (a Hugging Face wav2vec 2.0 and this project's wav2vec 2.0
 pretraining output; see ``tests/tiny_models.py``).
 """
 
-import importlib.util
 import json
 import re
 import shutil
@@ -15,7 +14,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_models import make_project_encoder, save_tiny_hf, save_tiny_wav2vec2
+from recipe_helpers import asr_options, run_in_process
+from tiny_models import make_project_encoder
 
 from speechbrain_wsm import evaluate
 from speechbrain_wsm.scoring import read_error_rates
@@ -31,33 +31,11 @@ RECIPE = (
 VARIANTS = ("hff", "hff_adapters", "adapters", "weighted_sum", "last_layer")
 
 
-def recipe():
-    spec = importlib.util.spec_from_file_location(
-        "feature_fusion_train", RECIPE / "train.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="module")
-def sources(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ssl")
-    return {
-        "hf": save_tiny_hf(root / "hf", "wav2vec2"),
-        "project": save_tiny_wav2vec2(root / "project"),
-    }
-
-
 def run(variant, source, output, librispeech, **overrides):
     """Run the recipe in this process with small-scale overrides."""
     options = {
+        **asr_options(librispeech, output),
         "ssl_source": source,
-        "data_folder": librispeech,
-        "output_folder": output,
-        "train_set": "test-clean",
-        "dev_splits": "[test-clean]",
-        "test_splits": "[test-clean]",
         "number_of_epochs": 1,
         "taps": 2,
         "num_blocks": 1,
@@ -65,16 +43,11 @@ def run(variant, source, output, librispeech, **overrides):
         "d_fusion": 16,
         "d_ffn_fusion": 32,
         "seconds_per_batch": 14,
-        "num_workers": 0,
         "test_batch_size": 3,
         "extra_decoders": "[]",
-        "device": "cpu",
         **overrides,
     }
-    argv = [str(RECIPE / "hparams" / f"{variant}.yaml")]
-    argv += [f"--{key}={value}" for key, value in options.items()]
-    recipe().main(argv)
-    return Path(output)
+    return run_in_process(RECIPE, variant, options)
 
 
 def test_yaml_variants_differ_only_in_method_lines():
@@ -94,9 +67,9 @@ def test_yaml_variants_differ_only_in_method_lines():
      ("weighted_sum", "project"), ("last_layer", "hf")],
 )  # fmt: skip
 def test_recipe_trains_decodes_and_scores(
-    variant, source, sources, librispeech_samples, tmp_path
+    variant, source, tiny_ssl_sources, librispeech_samples, tmp_path
 ):
-    out = run(variant, sources[source], tmp_path / "run", librispeech_samples)
+    out = run(variant, tiny_ssl_sources[source], tmp_path / "run", librispeech_samples)
     assert re.search(r"epoch: 1\b", (out / "train_log.txt").read_text())
     rates = read_error_rates(out)["test-clean"]
     assert 0.0 <= rates["CER"] <= 1000.0 and 0.0 <= rates["WER"] <= 1000.0
@@ -115,11 +88,11 @@ def test_recipe_trains_decodes_and_scores(
 
 
 def test_resume_after_a_stop_equals_a_straight_run(
-    sources, librispeech_samples, tmp_path
+    tiny_ssl_sources, librispeech_samples, tmp_path
 ):
     """Two epochs in one go, or one epoch then a restart: the same model."""
     opts = {"number_of_epochs": 2, "head_dropout": 0.0, "fusion_dropout": 0.0}
-    src = sources["project"]
+    src = tiny_ssl_sources["project"]
     straight = run("hff_adapters", src, tmp_path / "a", librispeech_samples, **opts)
     resumed = tmp_path / "b"
     run(

@@ -7,13 +7,13 @@ local folders (Hugging Face HuBERT and WavLM, and this project's wav2vec 2.0
 pretraining output; see ``tests/tiny_models.py``).
 """
 
-import importlib.util
 import json
 import re
 from pathlib import Path
 
 import pytest
 import torch
+from recipe_helpers import run_in_process
 from tiny_models import make_project_encoder, save_tiny_hf
 
 from speechbrain_wsm.models.laser import (
@@ -35,13 +35,6 @@ RECIPE = (
     / "self-supervised-finetuning"
     / "LASER"
 )
-
-
-def recipe():
-    spec = importlib.util.spec_from_file_location("laser_train", RECIPE / "train.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -71,10 +64,7 @@ def run(variant, source, output, librispeech, **overrides):
         "device": "cpu",
         **overrides,
     }
-    argv = [str(RECIPE / "hparams" / f"laser_{variant}.yaml")]
-    argv += [f"--{key}={value}" for key, value in options.items()]
-    recipe().main(argv)
-    return Path(output)
+    return run_in_process(RECIPE, f"laser_{variant}", options)
 
 
 def test_yaml_variants_differ_only_in_model_lines():

@@ -7,15 +7,15 @@ pretrained models saved to local folders (a Hugging Face wav2vec 2.0 and this
 project's wav2vec 2.0 pretraining output; see ``tests/tiny_models.py``).
 """
 
-import importlib.util
 import re
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
+from recipe_helpers import asr_options, run_in_process
 from speechbrain.utils.checkpoints import Checkpointer
-from tiny_models import make_project_encoder, save_tiny_hf, save_tiny_wav2vec2
+from tiny_models import make_project_encoder
 
 from speechbrain_wsm import evaluate
 from speechbrain_wsm.models.finetuning import load_finetuned
@@ -35,48 +35,21 @@ RECIPE = (
 VARIANTS = ("wsm", "sm", "mhsa_top", "full")
 
 
-def recipe():
-    spec = importlib.util.spec_from_file_location(
-        "selective_ft_train", RECIPE / "train.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="module")
-def sources(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ssl")
-    return {
-        "hf": save_tiny_hf(root / "hf", "wav2vec2"),
-        "project": save_tiny_wav2vec2(root / "project"),
-    }
-
-
 def run(variant, source, output, librispeech, **overrides):
     """Run the recipe in this process with small-scale overrides."""
     options = {
+        **asr_options(librispeech, output),
         "ssl_source": source,
-        "data_folder": librispeech,
-        "output_folder": output,
-        "train_set": "test-clean",
-        "dev_splits": "[test-clean]",
-        "test_splits": "[test-clean]",
         "number_of_epochs": 2,
         "num_replaced_layers": 1,
         "window_size": 4,
         "seconds_per_batch": 14,
-        "num_workers": 0,
         "test_batch_size": 3,
         "beam_size": 4,
         "lr": 0.002,
-        "device": "cpu",
         **overrides,
     }
-    argv = [str(RECIPE / "hparams" / f"{variant}.yaml")]
-    argv += [f"--{key}={value}" for key, value in options.items()]
-    recipe().main(argv)
-    return Path(output)
+    return run_in_process(RECIPE, variant, options)
 
 
 def summary_wer(path: Path) -> float:
@@ -100,9 +73,9 @@ def test_yaml_variants_differ_only_in_mode_lines():
     "variant,source", [("wsm", "hf"), ("sm", "project"), ("mhsa_top", "hf"), ("full", "project")]
 )  # fmt: skip
 def test_recipe_trains_decodes_and_exports(
-    variant, source, sources, librispeech_samples, tmp_path
+    variant, source, tiny_ssl_sources, librispeech_samples, tmp_path
 ):
-    out = run(variant, sources[source], tmp_path / "run", librispeech_samples)
+    out = run(variant, tiny_ssl_sources[source], tmp_path / "run", librispeech_samples)
     log = (out / "train_log.txt").read_text()
     assert re.search(r"epoch: 2\b", log) and re.search(r"epoch: 1\b", log)
     for name in ("wer_test-clean.txt", "wer_test-clean_beam.txt"):
@@ -130,7 +103,7 @@ def test_recipe_trains_decodes_and_exports(
 
 
 def test_resume_after_a_stop_equals_a_straight_run(
-    sources, librispeech_samples, tmp_path
+    tiny_ssl_sources, librispeech_samples, tmp_path
 ):
     """Two epochs in one go, or one epoch then a restart: the same model.
 
@@ -139,15 +112,19 @@ def test_resume_after_a_stop_equals_a_straight_run(
     """
     no_dropout = {"head_dropout": 0.0, "mixer_kwargs": "{window_size: 4, dropout: 0.0}"}
     straight = run(
-        "wsm", sources["project"], tmp_path / "a", librispeech_samples, **no_dropout
+        "wsm",
+        tiny_ssl_sources["project"],
+        tmp_path / "a",
+        librispeech_samples,
+        **no_dropout,
     )
     resumed = tmp_path / "b"
     # stopped after the first epoch's 4 steps (as a kill after its checkpoint
     # would), with the run's own epoch count: the step schedule spans the run
-    run("wsm", sources["project"], resumed, librispeech_samples, **no_dropout,
+    run("wsm", tiny_ssl_sources["project"], resumed, librispeech_samples, **no_dropout,
         optimizer_step_limit=4)  # fmt: skip
     shutil.rmtree(resumed / "finetuned")  # what a killed run would not have
-    run("wsm", sources["project"], resumed, librispeech_samples, **no_dropout)
+    run("wsm", tiny_ssl_sources["project"], resumed, librispeech_samples, **no_dropout)
     log = (resumed / "train_log.txt").read_text()
     assert len(re.findall(r"epoch: 1\b", log)) == 1, log
     assert len(re.findall(r"epoch: 2\b", log)) == 1, log
@@ -166,13 +143,13 @@ def make_librilight(root: Path, librispeech: Path) -> Path:
     return root
 
 
-def test_librilight_training_sets(sources, librispeech_samples, tmp_path):
+def test_librilight_training_sets(tiny_ssl_sources, librispeech_samples, tmp_path):
     librilight = make_librilight(
         tmp_path / "librispeech_finetuning", librispeech_samples
     )
     out = run(
         "wsm",
-        sources["hf"],
+        tiny_ssl_sources["hf"],
         tmp_path / "run",
         librispeech_samples,
         train_set="10min",

@@ -1,12 +1,12 @@
 """Training loops that never train nothing: accumulated gradients are applied at
 every epoch end, and DDP processes all get whole batches (issue 12, items 3-4)."""
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 import speechbrain as sb
 import torch
+from recipe_helpers import load_train
 from speechbrain.dataio.dataset import DynamicItemDataset
 from speechbrain.utils.epoch_loop import EpochCounter
 from torch.utils.data import DataLoader, TensorDataset
@@ -78,10 +78,7 @@ def test_steps_per_epoch_round_up():
 
 
 def _load_train_py(relative):
-    spec = importlib.util.spec_from_file_location("recipe_train", ROOT / relative)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_train((ROOT / relative).parent)
 
 
 def test_every_training_brain_has_the_fix():

@@ -24,17 +24,16 @@ import sys
 from speechbrain.utils.distributed import if_main_process
 
 from speechbrain_wsm.models.surgery import count_parameters
-from speechbrain_wsm.recipe.asr import scoring_manifests, train_asr
+from speechbrain_wsm.recipe.asr import score_asr, train_asr
 
 
 def main(argv):
     brain, hparams = train_asr(argv)
     if if_main_process():
         params = count_parameters(brain.model()) / 1e6
-        brain.score_test_sets(
-            scoring_manifests(hparams),
-            [hparams["decoder"], *hparams["extra_decoders"]],
-            row_name=hparams["experiment"],
+        score_asr(
+            brain,
+            hparams,
             title="CTC from scratch on "
             + ", ".join(hparams["train_splits"])
             + ": CER and WER (%), no LM",

@@ -32,7 +32,7 @@ from speechbrain.utils.distributed import if_main_process
 
 from speechbrain_wsm.models.surgery import count_parameters
 from speechbrain_wsm.recipe import CTCBrain
-from speechbrain_wsm.recipe.asr import scoring_manifests, train_asr
+from speechbrain_wsm.recipe.asr import score_asr, train_asr
 
 
 def trained_note(hparams, model) -> str:
@@ -55,10 +55,9 @@ def main(argv):
     if not if_main_process():
         return
     model = brain.model()
-    brain.score_test_sets(
-        scoring_manifests(hparams),
-        [hparams["decoder"], *hparams["extra_decoders"]],
-        row_name=hparams["experiment"],
+    score_asr(
+        brain,
+        hparams,
         title=f"Feature fusion on {hparams['train_set']} (reconstruction, not from "
         "the paper): CER and WER (%), no LM",
         note=trained_note(hparams, model),

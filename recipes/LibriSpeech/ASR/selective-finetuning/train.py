@@ -40,7 +40,7 @@ from speechbrain.utils.distributed import if_main_process
 from speechbrain_wsm.models.finetuning import save_finetuned
 from speechbrain_wsm.models.surgery import count_parameters
 from speechbrain_wsm.recipe import CTCBrain
-from speechbrain_wsm.recipe.asr import scoring_manifests, train_asr
+from speechbrain_wsm.recipe.asr import score_asr, train_asr
 
 
 class FinetuneBrain(CTCBrain):
@@ -61,10 +61,9 @@ def main(argv):
     if not if_main_process():
         return
     model = brain.model()
-    brain.score_test_sets(
-        scoring_manifests(hparams),
-        [hparams["decoder"], *hparams["extra_decoders"]],
-        row_name=hparams["experiment"],
+    score_asr(
+        brain,
+        hparams,
         title=f"Selective fine-tuning on {hparams['train_set']}: CER and WER (%), "
         "no LM",
         note=f"SSL model: `{hparams['ssl_source']}`; mode `{hparams['mode']}`; "

@@ -49,12 +49,11 @@ from speechbrain_wsm.bench.common import (
     in_child,
     lookup,
     machine_description,
+    measure_steps,
     measured_fields,
-    peak_memory,
     preload,
     report,
     shown,
-    timings,
 )
 from speechbrain_wsm.bench.finetune import (
     BASE,
@@ -251,9 +250,8 @@ def run(args) -> list[dict]:
                 )
                 for m in methods
             }
-            times = timings(makers, device, rounds=args.rounds, budget_s=args.budget)
-            for m, make in makers.items():
-                res = {**peak_memory(make, device, include_model=True), **times[m]}
+            measured = measure_steps(makers, device, args, include_model=True)
+            for m, res in measured.items():
                 split, cer, wer = errors.get(m, (None, None, None))
                 row = {
                     "device": device,

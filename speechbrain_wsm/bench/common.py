@@ -412,3 +412,21 @@ def lookup(rows: list[dict], key: str, **match):
         if all(r.get(k) == v for k, v in match.items()):
             return r.get(key)
     return None
+
+
+def measure_steps(makers: dict, device: str, args, include_model: bool = False) -> dict:
+    """Interleaved best times (``args.rounds``, ``args.budget``) and the peak memory
+    of every step maker, by name: ``{name: {time and memory fields}}``."""
+    times = timings(makers, device, rounds=args.rounds, budget_s=args.budget)
+    return {
+        name: {**peak_memory(make, device, include_model=include_model), **times[name]}
+        for name, make in makers.items()
+    }
+
+
+def plot_devices(rows: list[dict], out: Path, name: str, plot, title: str) -> None:
+    """``plot(rows, device, <out>/<name>_<device>.png, title + machine)`` per device."""
+    for device in sorted({r["device"] for r in rows}):
+        png = out / f"{name}_{device}.png"
+        plot(rows, device, png, f"{title}; {machine_description(device)}")
+        print(f"plot: {png}")

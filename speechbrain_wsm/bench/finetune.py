@@ -44,13 +44,12 @@ from speechbrain_wsm.bench.common import (
     in_child,
     lookup,
     machine_description,
+    measure_steps,
     measured_fields,
-    peak_memory,
     preload,
     report,
     shown,
     step_markdown,
-    timings,
 )
 
 SAMPLE_RATE = 16000
@@ -223,9 +222,8 @@ def run(args) -> list[dict]:
                 )
                 for mode in MODES
             }
-            times = timings(makers, device, rounds=args.rounds, budget_s=args.budget)
-            for mode, make in makers.items():
-                res = {**peak_memory(make, device, include_model=True), **times[mode]}
+            measured = measure_steps(makers, device, args, include_model=True)
+            for mode, res in measured.items():
                 row = {
                     "device": device,
                     "mode": mode,

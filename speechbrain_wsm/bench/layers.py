@@ -24,12 +24,12 @@ from speechbrain_wsm.bench.common import (
     devices_from_arg,
     lookup,
     machine_description,
+    measure_steps,
     measured_fields,
-    peak_memory,
+    plot_devices,
     preload,
     report,
     shown,
-    timings,
 )
 from speechbrain_wsm.nnet.registry import build_mixer
 from speechbrain_wsm.nnet.summary_mixing import SummaryMixing
@@ -117,9 +117,7 @@ def run(args) -> list[dict]:
                 )
                 for label, (name, kwargs) in specs.items()
             }
-            times = timings(makers, device, rounds=args.rounds, budget_s=args.budget)
-            for label, make in makers.items():
-                res = {**peak_memory(make, device), **times[label]}
+            for label, res in measure_steps(makers, device, args).items():
                 row = {
                     "device": device,
                     "mixer": label,
@@ -306,14 +304,11 @@ def main(argv=None) -> int:
     meta = {"d_model": args.d_model, "nhead": args.nhead, "batch": args.batch}
     code = report(rows, targets, args.out, "layers", markdown, meta, args.check)
     if not args.no_plot:
-        for device in sorted({r["device"] for r in rows}):
-            png = args.out / f"layers_{device}.png"
-            title = (
-                f"one mixer layer, d_model {args.d_model}, {args.nhead} heads, "
-                f"batch {args.batch}; {machine_description(device)}"
-            )
-            plot(rows, device, png, title)
-            print(f"plot: {png}")
+        title = (
+            f"one mixer layer, d_model {args.d_model}, {args.nhead} heads, "
+            f"batch {args.batch}"
+        )
+        plot_devices(rows, args.out, "layers", plot, title)
     return code
 
 

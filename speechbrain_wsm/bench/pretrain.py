@@ -40,12 +40,11 @@ from speechbrain_wsm.bench.common import (
     devices_from_arg,
     lookup,
     machine_description,
+    measure_steps,
     measured_fields,
-    peak_memory,
     report,
     shown,
     step_markdown,
-    timings,
 )
 from speechbrain_wsm.models.wav2vec2 import (
     FbankLatentExtractor,
@@ -149,9 +148,8 @@ def run(args) -> list[dict]:
                 m: PretrainStep(size, m, args.window_size, seconds, batch, dtype)
                 for m in MIXERS
             }
-            times = timings(makers, device, rounds=args.rounds, budget_s=args.budget)
-            for mixer, make in makers.items():
-                res = {**peak_memory(make, device, include_model=True), **times[mixer]}
+            measured = measure_steps(makers, device, args, include_model=True)
+            for mixer, res in measured.items():
                 row = {
                     "device": device,
                     "size": size,

@@ -38,6 +38,7 @@ from speechbrain_wsm.bench.common import (
     machine_description,
     measured_fields,
     peak_memory,
+    plot_devices,
     preload,
     report,
     timings,
@@ -367,15 +368,11 @@ def main(argv=None) -> int:
     }
     code = report(rows, targets, args.out, "streaming", markdown, meta, args.check)
     if not args.no_plot:
-        for device in sorted({r["device"] for r in rows}):
-            png = args.out / f"streaming_{device}.png"
-            title = (
-                f"{args.layers}-layer {args.arch}, d_model {args.d_model}, "
-                f"L {args.left_context}, R {args.right_context}; "
-                f"{machine_description(device)}"
-            )
-            plot(rows, device, png, title)
-            print(f"plot: {png}")
+        title = (
+            f"{args.layers}-layer {args.arch}, d_model {args.d_model}, "
+            f"L {args.left_context}, R {args.right_context}"
+        )
+        plot_devices(rows, args.out, "streaming", plot, title)
     return code
 
 

@@ -13,10 +13,10 @@ def in_process(monkeypatch):
     fork-server machinery of :mod:`speechbrain_wsm.bench.common` (tested
     with the other benchmarks), whose start-up would dominate a tiny run."""
     monkeypatch.setattr(adaptation, "in_child", lambda fn, *args: fn(*args))
-    monkeypatch.setattr(adaptation, "timings", common.time_interleaved)
+    monkeypatch.setattr(common, "timings", common.time_interleaved)
     monkeypatch.setattr(common, "_release_large_blocks_on_free", lambda: None)
     monkeypatch.setattr(
-        adaptation,
+        common,
         "peak_memory",
         lambda make, device, include_model: common._peak_here(
             make, device, include_model

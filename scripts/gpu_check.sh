@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# The project's GPU measurements in one script: every benchmark on CUDA, then
+# real recipe runs, with their logs and result files packed for the caller.
+#
+#   bash scripts/gpu_check.sh bench    [OUT]  # the benchmarks (about 5 min on an H200)
+#   bash scripts/gpu_check.sh recipes  [OUT]  # recipe runs on a corpus in LibriSpeech layout
+#   bash scripts/gpu_check.sh all      [OUT]
+#
+# OUT (default ./gpu_results) receives one folder per benchmark or run, a log
+# per step, and gpu_<phase>.tgz of it all. Each step has its own time limit
+# and a failed step never stops the next. The recipe phase reads
+# GPU_DATA (default .gpu_data/LibriSpeech: train-synth and dev-synth, e.g. a
+# part of the demo's synthetic corpus, `python -m speechbrain_wsm.demo`).
+# Wheels in .whl/ (packages the GPU machine lacks) are installed first if
+# present. Written for the project's lent H100/H200 machines; any CUDA
+# machine with the package installed runs it the same way.
+set -u
+phase=${1:-all}
+OUT=${2:-${OUT:-gpu_results}}
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+export PYTHONUNBUFFERED=1 PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+PY=${PYTHON:-python3}
+if compgen -G ".whl/*.whl" >/dev/null; then
+    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
+        --upgrade --target /tmp/site .whl/*.whl || exit 1
+    export PYTHONPATH="$PYTHONPATH:/tmp/site"
+fi
+START=$SECONDS
+
+step() {  # step NAME LIMIT_SECONDS COMMAND...: run with a limit, log, never stop
+    local name=$1 limit=$2
+    shift 2
+    echo "=== $name (limit ${limit}s, at +$((SECONDS - START))s)"
+    local t0=$SECONDS
+    timeout --kill-after=10 "$limit" "$@" >"$OUT/$name.log" 2>&1
+    local rc=$?
+    echo "=== $name: exit $rc after $((SECONDS - t0))s"
+    tail -n 25 "$OUT/$name.log"
+}
+
+bench() {
+    nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv
+    $PY -c "import torch, speechbrain, speechbrain_wsm; print(torch.__version__, torch.version.cuda, torch.cuda.get_device_name())"
+    local b="$PY -m speechbrain_wsm.bench"
+    # issue 16's sizes: d_model 768, 8 heads, batch 4, 5-120 s
+    step layers 120 $b.layers --device cuda --check --d-model 768 --nhead 8 \
+        --batch 4 --lengths 5 10 20 40 60 80 120 --out "$OUT/layers"
+    step pretrain 150 $b.pretrain --device cuda --check --out "$OUT/pretrain"
+    step finetune 90 $b.finetune --device cuda --check --out "$OUT/finetune"
+    step adaptation 80 $b.adaptation --device cuda --out "$OUT/adaptation"
+    # the streaming paper's encoder: wav2vec 2.0 BASE's Transformer
+    step streaming 60 $b.streaming --device cuda --arch transformer \
+        --d-model 768 --nhead 12 --d-ffn 3072 --out "$OUT/streaming"
+    step softdtw 40 $b.softdtw --device all --out "$OUT/softdtw"
+}
+
+recipes() {
+    local data=${GPU_DATA:-$ROOT/.gpu_data/LibriSpeech}
+    local split=(--dev_splits=[dev-synth] --test_splits=[dev-synth] --device=cuda)
+    # from scratch: the three Conformers at the recipe's size, side by side on
+    # the one GPU (equal steps; step times are under shared load)
+    local ctc=recipes/LibriSpeech/ASR/CTC
+    for m in mhsa sm wsm; do
+        timeout 240 $PY $ctc/train.py $ctc/hparams/conformer_$m.yaml \
+            --data_folder="$data" --train_splits=[train-synth] "${split[@]}" \
+            --output_folder="$OUT/ctc_$m" --precision=bf16 --number_of_epochs=15 \
+            --seconds_per_batch=100 --num_workers=4 >"$OUT/ctc_$m.log" 2>&1 &
+    done
+    wait
+    for m in mhsa sm wsm; do
+        echo "=== ctc_$m"
+        tail -n 6 "$OUT/ctc_$m.log"
+        cat "$OUT/ctc_$m/train_cost.json" 2>/dev/null
+    done
+    # selective fine-tuning of a wav2vec 2.0 BASE (random weights: cost only)
+    $PY -c "from transformers import Wav2Vec2Config as C, Wav2Vec2Model as M; M(C()).save_pretrained('/tmp/w2v_base')"
+    local ft=recipes/LibriSpeech/ASR/selective-finetuning
+    for mode in full wsm; do
+        step "ft_$mode" 150 $PY $ft/train.py $ft/hparams/$mode.yaml \
+            --ssl_source=/tmp/w2v_base --data_folder="$data" --train_set=train-synth \
+            "${split[@]}" --output_folder="$OUT/ft_$mode" --precision=bf16 \
+            --number_of_epochs=10 --seconds_per_batch=100 --extra_decoders=[] --num_workers=4
+        cat "$OUT/ft_$mode/train_cost.json" 2>/dev/null
+    done
+}
+
+case $phase in
+bench) bench ;;
+recipes) recipes ;;
+all) bench && recipes ;;
+*) echo "usage: $0 bench|recipes|all [OUT]" && exit 2 ;;
+esac
+# checkpoints stay behind: the archive holds logs, tables, plots and scores
+tar czf "/tmp/gpu_$phase.tgz" -C "$OUT" --exclude='save' --exclude='*.ckpt' \
+    --exclude='finetuned' --exclude='*.pt' . && mv "/tmp/gpu_$phase.tgz" "$OUT/"
+echo "=== done in $((SECONDS - START))s; archive $OUT/gpu_$phase.tgz"

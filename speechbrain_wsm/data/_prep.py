@@ -13,7 +13,10 @@ LibriSpeech, Libri-light and every MP3S preparation follow the same rules:
   something was skipped);
 - a later call keeps finished manifests made with the same options
   (:func:`is_finished`); the corpus builders check their summary files the
-  same way (:func:`read_summary`, :func:`same_options`).
+  same way (:func:`read_summary`, :func:`same_options`);
+- every ``prepare_*`` function takes the same common options
+  (:class:`PrepOptions`: expected sample rate, audio check, threads, progress
+  bars, ``skip_prep``, ``redo``) as keyword arguments beside its own.
 """
 
 from __future__ import annotations
@@ -22,17 +25,20 @@ import json
 import logging
 import os
 from collections import Counter
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, fields
 
+from ._probe import probe_files
 from .manifests import atomic_write_text, write_manifest
 
 __all__ = [
+    "PrepOptions",
     "Prepared",
     "SkippedInput",
     "is_finished",
     "read_summary",
     "same_options",
+    "split_list",
     "write_outputs",
     "write_report",
 ]
@@ -76,6 +82,169 @@ class Prepared(SkippedInput):
 
 def _hours(rows: Sequence[dict]) -> float:
     return sum(float(r["duration"]) for r in rows) / 3600.0
+
+
+@dataclass(frozen=True)
+class PrepOptions:
+    """The options every ``prepare_*`` function takes beside its corpus's own.
+
+    A preparation takes them as keyword arguments (``prepare_slurp(...,
+    audio_check="full", skip_prep=True)``, as the recipes' YAML files call
+    it) and reads them with :meth:`from_kwargs`, which names a misspelt one.
+
+    Attributes
+    ----------
+    sample_rate : int, optional
+        Expected sample rate; files at another rate are skipped.  ``None``
+        accepts any rate.
+    audio_check : str
+        ``"header"``, ``"tail"`` or ``"full"`` (decode every file): see
+        :func:`~speechbrain_wsm.data._probe.probe_audio`.
+    num_workers : int, optional
+        Threads reading audio headers (default ``min(16, 2 * cpu_count)``).
+    progress : bool
+        Show progress bars.
+    skip_prep : bool
+        Do nothing and return ``{}`` (the recipes' ``--skip_prep`` flag).
+    redo : bool
+        Prepare again even if finished manifests exist.
+    """
+
+    sample_rate: int | None = 16000
+    audio_check: str = "header"
+    num_workers: int | None = None
+    progress: bool = True
+    skip_prep: bool = False
+    redo: bool = False
+
+    @classmethod
+    def from_kwargs(
+        cls,
+        caller: str,
+        kwargs: Mapping[str, object],
+        fixed: Mapping[str, object] | None = None,
+        **defaults,
+    ) -> PrepOptions:
+        """The options of one ``prepare_*`` call, from its keyword arguments.
+
+        Arguments
+        ---------
+        caller : str
+            The preparation's name, for the error message.
+        kwargs : mapping
+            The call's keyword arguments beyond the preparation's own.
+        fixed : mapping, optional
+            Options this preparation does not take, with the value it uses.
+        **defaults
+            This preparation's defaults where they differ from the class's.
+
+        Returns
+        -------
+        PrepOptions
+
+        Raises
+        ------
+        TypeError
+            For a keyword that is not an option, naming it and the options.
+
+        Example
+        -------
+        >>> PrepOptions.from_kwargs("prepare_x", {"redo": True}, audio_check="tail")
+        PrepOptions(sample_rate=16000, audio_check='tail', num_workers=None,
+                    progress=True, skip_prep=False, redo=True)
+        >>> PrepOptions.from_kwargs("prepare_x", {"sample_rte": 8000})
+        Traceback (most recent call last):
+        ...
+        TypeError: prepare_x() got an unexpected keyword argument 'sample_rte' ...
+        """
+        fixed = dict(fixed or {})
+        known = [f.name for f in fields(cls) if f.name not in fixed]
+        for key in kwargs:
+            if key not in known:
+                raise TypeError(
+                    f"{caller}() got an unexpected keyword argument {key!r} "
+                    f"(its own arguments, or the options {', '.join(known)})"
+                )
+        return cls(**{**defaults, **kwargs, **fixed})
+
+    def finished(
+        self,
+        save_folder: str,
+        names: str | Sequence[str],
+        options: dict,
+        what: str,
+        log: logging.Logger | None = None,
+    ) -> dict[str, str]:
+        """The manifests to keep, name to ``.csv`` path; empty to prepare them.
+
+        Empty with ``redo``; otherwise the manifests are kept when
+        :func:`is_finished` says so, with a log line saying ``what`` is kept.
+
+        Example
+        -------
+        >>> import tempfile
+        >>> PrepOptions().finished(tempfile.mkdtemp(), ["train"], {}, "X")
+        {}
+        """
+        names = [names] if isinstance(names, str) else list(names)
+        if self.redo or not is_finished(save_folder, names, options, log):
+            return {}
+        (log or logger).info("%s already prepared, skipping", what)
+        return {n: os.path.join(save_folder, f"{n}.csv") for n in names}
+
+    def probe(
+        self,
+        items: Sequence,
+        path_of: Callable[[object], str],
+        id_of: Callable[[object], str],
+        skipped: SkippedInput,
+        desc: str,
+    ) -> Iterator[tuple[object, float]]:
+        """Each item whose audio is usable, with its duration in seconds.
+
+        The audio is probed with these options (:func:`probe_files`); an
+        unusable file is recorded in ``skipped`` under ``id_of(item)``.
+
+        Example
+        -------
+        >>> import numpy as np, soundfile as sf, tempfile, os
+        >>> p = os.path.join(tempfile.mkdtemp(), "a.flac")
+        >>> sf.write(p, np.zeros(1600, dtype="float32"), 16000)
+        >>> skipped = SkippedInput()
+        >>> list(PrepOptions(progress=False).probe([p, p + "x"], str, os.path.basename,
+        ...                                        skipped, "audio"))
+        [('...a.flac', 0.1)]
+        >>> dict(skipped.counts())
+        {'missing_audio': 1}
+        """
+        for item, info, error in probe_files(
+            items,
+            path_of,
+            self.audio_check,
+            self.sample_rate,
+            self.num_workers,
+            self.progress,
+            desc,
+        ):
+            if error is None:
+                frames, rate = info
+                yield item, frames / rate
+            else:
+                skipped.skip(error.kind, id_of(item), path_of(item), error.detail)
+
+
+def split_list(splits: str | Sequence[str], caller: str) -> list[str]:
+    """``splits`` (one name or several) as a list without repeats, not empty.
+
+    Example
+    -------
+    >>> split_list("dev", "prepare_x"), split_list(["a", "b", "a"], "prepare_x")
+    (['dev'], ['a', 'b'])
+    """
+    splits = list(dict.fromkeys([splits] if isinstance(splits, str) else splits))
+    if not splits:
+        raise ValueError(f"{caller}: no split given")
+    return splits
 
 
 def read_summary(path: str) -> dict | None:

@@ -34,8 +34,8 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from ._prep import SkippedInput, is_finished, write_outputs
-from ._probe import AudioError, probe_audio, probe_files
+from ._prep import PrepOptions, SkippedInput, write_outputs
+from ._probe import AudioError, probe_audio
 from .manifests import MANIFEST_FIELDS, merge_manifests
 from .text import normalize_text
 
@@ -261,24 +261,18 @@ def scan_split(
     """
     result = ScanResult()
     candidates = _collect(folder, audio_ext, result)
-    probed = probe_files(
+    opts = PrepOptions(sample_rate, audio_check, num_workers, progress)
+    for (uid, path, text), seconds in opts.probe(
         candidates,
         lambda item: item[1],
-        audio_check,
-        sample_rate,
-        num_workers,
-        progress,
+        lambda item: item[0],
+        result,
         desc or os.path.basename(os.path.normpath(folder)),
-    )
-    for (uid, path, text), info, error in probed:
-        if error is not None:
-            result.skip(error.kind, uid, path, error.detail)
-            continue
-        frames, rate = info
+    ):
         result.utterances.append(
             Utterance(
                 ID=uid,
-                duration=frames / rate,
+                duration=seconds,
                 wav=os.path.abspath(path),
                 spk_id=uid.split("-")[0],
                 wrd=text,
@@ -286,6 +280,34 @@ def scan_split(
         )
     result.utterances.sort(key=lambda u: u.ID)
     return result
+
+
+def _scan(folder: str, audio_ext: str, opts: PrepOptions, desc: str) -> ScanResult:
+    return scan_split(
+        folder,
+        audio_ext,
+        opts.audio_check,
+        opts.sample_rate,
+        opts.num_workers,
+        opts.progress,
+        desc,
+    )
+
+
+def _recorded(folder: str, audio_ext: str, opts: PrepOptions) -> dict:
+    """The options a manifest of ``folder`` records: a change prepares it again.
+
+    They include a stamp of the transcripts and the version of their rules:
+    an edited ``.trans.txt`` prepares the manifest again.
+    """
+    return {
+        "source": folder,
+        "audio_ext": audio_ext,
+        "audio_check": opts.audio_check,
+        "sample_rate": opts.sample_rate,
+        "transcripts": transcripts_stamp(folder),
+        "transcript_rules": TRANSCRIPT_RULES,
+    }
 
 
 # --------------------------------------------------------------------------- #
@@ -334,12 +356,7 @@ def prepare_librispeech(
     merge_lst: Sequence[str] = (),
     merge_name: str | None = None,
     audio_ext: str = ".flac",
-    audio_check: str = "tail",
-    sample_rate: int | None = 16000,
-    num_workers: int | None = None,
-    progress: bool = True,
-    skip_prep: bool = False,
-    redo: bool = False,
+    **options,
 ) -> dict[str, str]:
     """Write one SpeechBrain CSV manifest per LibriSpeech split.
 
@@ -362,20 +379,11 @@ def prepare_librispeech(
         Name of the merged manifest (default ``"train"``).
     audio_ext : str
         Audio file extension.
-    audio_check : str
-        ``"header"``, ``"tail"`` (default) or ``"full"``: see
-        :func:`probe_audio`.
-    sample_rate : int, optional
-        Expected sample rate; files at another rate are skipped.  ``None``
-        accepts any rate.
-    num_workers : int, optional
-        Threads reading audio headers.
-    progress : bool
-        Show progress bars.
-    skip_prep : bool
-        Do nothing (the recipes' ``--skip_prep`` flag).
-    redo : bool
-        Prepare again even if a finished manifest exists.
+    **options
+        The options of every preparation (``sample_rate``, ``audio_check``,
+        ``num_workers``, ``progress``, ``skip_prep``, ``redo``): see
+        :class:`~speechbrain_wsm.data._prep.PrepOptions`; here
+        ``audio_check`` defaults to ``"tail"``.
 
     Returns
     -------
@@ -400,7 +408,8 @@ def prepare_librispeech(
     ...     print(["test-clean"])
     ['test-clean']
     """
-    if skip_prep:
+    opts = PrepOptions.from_kwargs("prepare_librispeech", options, audio_check="tail")
+    if opts.skip_prep:
         return {}
     splits = list(
         dict.fromkeys(_as_list(tr_splits) + _as_list(dev_splits) + _as_list(te_splits))
@@ -421,23 +430,12 @@ def prepare_librispeech(
     outputs = {}
     for split in splits:
         folder = os.path.abspath(os.path.join(data_folder, split))
-        options = {
-            "source": folder,
-            "audio_ext": audio_ext,
-            "audio_check": audio_check,
-            "sample_rate": sample_rate,
-            # the manifest depends on the transcripts' content and rules: an
-            # edited .trans.txt prepares the split again
-            "transcripts": transcripts_stamp(folder),
-            "transcript_rules": TRANSCRIPT_RULES,
-        }
-        if not redo and is_finished(save_folder, split, options, logger):
-            logger.info("%s: manifest already prepared, skipping", split)
-            outputs[split] = os.path.join(save_folder, f"{split}.csv")
+        recorded = _recorded(folder, audio_ext, opts)
+        kept = opts.finished(save_folder, split, recorded, f"{split} manifest", logger)
+        if kept:
+            outputs.update(kept)
             continue
-        result = scan_split(
-            folder, audio_ext, audio_check, sample_rate, num_workers, progress, split
-        )
+        result = _scan(folder, audio_ext, opts, split)
         if not result.utterances and not result.skipped:
             raise FileNotFoundError(
                 f"LibriSpeech split '{folder}' holds no {audio_ext} audio and no "
@@ -449,7 +447,7 @@ def prepare_librispeech(
                 {split: [u.row() for u in result.utterances]},
                 MANIFEST_FIELDS,
                 result,
-                options,
+                recorded,
                 f"{split}_skipped.txt",
                 f"{split} from {folder}",
                 SKIP_KINDS,
@@ -470,12 +468,7 @@ def prepare_librilight_limited(
     data_folder: str,
     save_folder: str,
     audio_ext: str = ".flac",
-    audio_check: str = "tail",
-    sample_rate: int | None = 16000,
-    num_workers: int | None = None,
-    progress: bool = True,
-    skip_prep: bool = False,
-    redo: bool = False,
+    **options,
 ) -> dict[str, str]:
     """Write the Libri-light limited fine-tuning manifests.
 
@@ -491,7 +484,7 @@ def prepare_librilight_limited(
     save_folder : str
         Where the three manifests, their ``.json`` summaries and the
         ``librilight_skipped.txt`` report go.
-    audio_ext, audio_check, sample_rate, num_workers, progress, skip_prep, redo
+    audio_ext, **options
         As for :func:`prepare_librispeech`.
 
     Returns
@@ -511,7 +504,10 @@ def prepare_librilight_limited(
     ...                            skip_prep=True)
     {}
     """
-    if skip_prep:
+    opts = PrepOptions.from_kwargs(
+        "prepare_librilight_limited", options, audio_check="tail"
+    )
+    if opts.skip_prep:
         return {}
     expected = (
         "1h/{0..5}/{clean,other} and 9h/{clean,other}, each holding "
@@ -535,30 +531,20 @@ def prepare_librilight_limited(
             )
     os.makedirs(save_folder, exist_ok=True)
     root = os.path.abspath(data_folder)
-    options = {
-        "source": root,
-        "audio_ext": audio_ext,
-        "audio_check": audio_check,
-        "sample_rate": sample_rate,
-        "transcripts": transcripts_stamp(root),
-        "transcript_rules": TRANSCRIPT_RULES,
-    }
-    names = list(LIBRILIGHT_SUBSETS)
-    if not redo and is_finished(save_folder, names, options, logger):
-        logger.info("Libri-light limited manifests already prepared, skipping")
-        return {n: os.path.join(save_folder, f"{n}.csv") for n in names}
+    recorded = _recorded(root, audio_ext, opts)
+    kept = opts.finished(
+        save_folder,
+        list(LIBRILIGHT_SUBSETS),
+        recorded,
+        "Libri-light limited manifests",
+        logger,
+    )
+    if kept:
+        return kept
 
     per_fold: dict[str, ScanResult] = {}
     for fold in LIBRILIGHT_FOLDS:
-        result = scan_split(
-            os.path.join(root, fold),
-            audio_ext,
-            audio_check,
-            sample_rate,
-            num_workers,
-            progress,
-            f"librilight {fold}",
-        )
+        result = _scan(os.path.join(root, fold), audio_ext, opts, f"librilight {fold}")
         if not result.utterances and not result.skipped:
             raise FileNotFoundError(
                 f"Libri-light fold '{os.path.join(root, fold)}' holds no "
@@ -595,7 +581,7 @@ def prepare_librilight_limited(
         manifests,
         MANIFEST_FIELDS,
         everything,
-        options,
+        recorded,
         "librilight_skipped.txt",
         f"Libri-light limited from {root}",
         SKIP_KINDS,

@@ -25,8 +25,7 @@ import logging
 import os
 from collections.abc import Sequence
 
-from .._prep import Prepared, is_finished, write_outputs
-from .._probe import probe_files
+from .._prep import Prepared, PrepOptions, split_list, write_outputs
 from ._common import normalize_words, require_folder
 
 __all__ = ["SKIP_KINDS", "prepare_commonvoice"]
@@ -96,11 +95,7 @@ def prepare_commonvoice(
     data_folder: str,
     save_folder: str,
     splits: Sequence[str] = ("train", "dev", "test"),
-    audio_check: str = "header",
-    num_workers: int | None = None,
-    progress: bool = True,
-    skip_prep: bool = False,
-    redo: bool = False,
+    **options,
 ) -> dict[str, str]:
     """Write one manifest per Common Voice split of one language.
 
@@ -114,17 +109,10 @@ def prepare_commonvoice(
     splits : sequence of str
         TSV names without ``.tsv`` (``train``, ``dev``, ``test``,
         ``validated`` ...).
-    audio_check : str
-        ``"header"`` (default), ``"tail"`` or ``"full"`` (decode every clip):
-        see :func:`~speechbrain_wsm.data.librispeech.probe_audio`.
-    num_workers : int, optional
-        Threads reading audio headers.
-    progress : bool
-        Show progress bars.
-    skip_prep : bool
-        Do nothing.
-    redo : bool
-        Prepare again even if finished manifests exist.
+    **options
+        The options of every preparation but ``sample_rate`` (clips at any
+        rate are kept: the audio pipeline resamples them): see
+        :class:`~speechbrain_wsm.data._prep.PrepOptions`.
 
     Returns
     -------
@@ -138,15 +126,17 @@ def prepare_commonvoice(
 
     Example
     -------
-    >>> import tempfile
-    >>> prepare_commonvoice(tempfile.mkdtemp(), tempfile.mkdtemp(), skip_prep=True)
-    {}
+    >>> prepare_commonvoice("/no/cv/cy", "/tmp/out")
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: Common Voice data_folder '/no/cv/cy' not found: expected a Common Voice language folder ...
     """
-    if skip_prep:
+    opts = PrepOptions.from_kwargs(
+        "prepare_commonvoice", options, fixed={"sample_rate": None}
+    )
+    if opts.skip_prep:
         return {}
-    splits = list(dict.fromkeys([splits] if isinstance(splits, str) else splits))
-    if not splits:
-        raise ValueError("prepare_commonvoice: no split given")
+    splits = split_list(splits, "prepare_commonvoice")
     require_folder(data_folder, "Common Voice data_folder", _LAYOUT)
     clips = os.path.join(data_folder, "clips")
     if not os.path.isdir(clips):
@@ -169,10 +159,12 @@ def prepare_commonvoice(
                 f"'{data_folder}': {found}"
             )
     root = os.path.abspath(data_folder)
-    options = {"source": root, "splits": splits, "audio_check": audio_check}
-    if not redo and is_finished(save_folder, splits, options, logger):
-        logger.info("Common Voice manifests already prepared, skipping")
-        return {s: os.path.join(save_folder, f"{s}.csv") for s in splits}
+    recorded = {"source": root, "splits": splits, "audio_check": opts.audio_check}
+    kept = opts.finished(
+        save_folder, splits, recorded, "Common Voice manifests", logger
+    )
+    if kept:
+        return kept
 
     prepared = Prepared()
     manifests: dict[str, list[dict]] = {}
@@ -188,29 +180,22 @@ def prepare_commonvoice(
                 continue
             seen[uid] = split
             candidates.append((uid, path, speaker, words))
-        rows = []
-        for (uid, path, speaker, words), info, error in probe_files(
-            candidates,
-            lambda c: c[1],
-            audio_check,
-            None,
-            num_workers,
-            progress,
-            f"commonvoice {split}",
-        ):
-            if error is not None:
-                prepared.skip(error.kind, uid, path, error.detail)
-                continue
-            frames, rate = info
-            rows.append(
-                {
-                    "ID": uid,
-                    "duration": f"{frames / rate:.4f}",
-                    "wav": path,
-                    "spk_id": speaker,
-                    "wrd": words,
-                }
+        rows = [
+            {
+                "ID": uid,
+                "duration": f"{seconds:.4f}",
+                "wav": path,
+                "spk_id": speaker,
+                "wrd": words,
+            }
+            for (uid, path, speaker, words), seconds in opts.probe(
+                candidates,
+                lambda c: c[1],
+                lambda c: c[0],
+                prepared,
+                f"commonvoice {split}",
             )
+        ]
         manifests[split] = rows
         prepared.rows.extend(rows)
     return write_outputs(
@@ -218,7 +203,7 @@ def prepare_commonvoice(
         manifests,
         FIELDS,
         prepared,
-        options,
+        recorded,
         "commonvoice_skipped.txt",
         f"Common Voice from {root}",
         SKIP_KINDS,

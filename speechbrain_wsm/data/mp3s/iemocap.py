@@ -32,8 +32,7 @@ import os
 import re
 from collections import Counter
 
-from .._prep import Prepared, is_finished, write_outputs
-from .._probe import probe_files
+from .._prep import Prepared, PrepOptions, write_outputs
 from ._common import hash_fraction, require_folder
 
 __all__ = ["EMOTIONS", "SKIP_KINDS", "prepare_iemocap"]
@@ -105,12 +104,7 @@ def prepare_iemocap(
     save_folder: str,
     test_session: int = 5,
     valid_ratio: float = 0.1,
-    sample_rate: int | None = 16000,
-    audio_check: str = "header",
-    num_workers: int | None = None,
-    progress: bool = True,
-    skip_prep: bool = False,
-    redo: bool = False,
+    **options,
 ) -> dict[str, str]:
     """Write the manifests of one leave-one-session-out IEMOCAP fold.
 
@@ -125,8 +119,9 @@ def prepare_iemocap(
         The held-out session (1 to 5): the fold.
     valid_ratio : float
         Share of the training sessions' utterances used for validation.
-    sample_rate, audio_check, num_workers, progress, skip_prep, redo
-        As for :func:`~speechbrain_wsm.data.librispeech.prepare_librispeech`.
+    **options
+        The options of every preparation: see
+        :class:`~speechbrain_wsm.data._prep.PrepOptions`.
 
     Returns
     -------
@@ -140,11 +135,13 @@ def prepare_iemocap(
 
     Example
     -------
-    >>> import tempfile
-    >>> prepare_iemocap(tempfile.mkdtemp(), tempfile.mkdtemp(), skip_prep=True)
-    {}
+    >>> prepare_iemocap("/no/iemocap", "/tmp/out")
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: IEMOCAP data_folder '/no/iemocap' not found: expected the IEMOCAP_full_release folder ...
     """
-    if skip_prep:
+    opts = PrepOptions.from_kwargs("prepare_iemocap", options)
+    if opts.skip_prep:
         return {}
     if int(test_session) not in range(1, 6):
         raise ValueError(f"test_session must be 1 to 5, got {test_session}")
@@ -162,16 +159,16 @@ def prepare_iemocap(
                 _LAYOUT + hint,
             )
     names = ["train", "valid", "test"]
-    options = {
+    recorded = {
         "source": root,
         "test_session": int(test_session),
         "valid_ratio": valid_ratio,
-        "sample_rate": sample_rate,
-        "audio_check": audio_check,
+        "sample_rate": opts.sample_rate,
+        "audio_check": opts.audio_check,
     }
-    if not redo and is_finished(save_folder, names, options, logger):
-        logger.info("IEMOCAP manifests already prepared, skipping")
-        return {n: os.path.join(save_folder, f"{n}.csv") for n in names}
+    kept = opts.finished(save_folder, names, recorded, "IEMOCAP manifests", logger)
+    if kept:
+        return kept
 
     prepared = Prepared()
     excluded: Counter = Counter()
@@ -200,22 +197,12 @@ def prepare_iemocap(
             candidates.append((uid, path, emo, session))
 
     rows = {n: [] for n in names}
-    for (uid, path, emo, session), info, error in probe_files(
-        candidates,
-        lambda c: c[1],
-        audio_check,
-        sample_rate,
-        num_workers,
-        progress,
-        "iemocap",
+    for (uid, path, emo, session), seconds in opts.probe(
+        candidates, lambda c: c[1], lambda c: c[0], prepared, "iemocap"
     ):
-        if error is not None:
-            prepared.skip(error.kind, uid, path, error.detail)
-            continue
-        frames, rate = info
         row = {
             "ID": uid,
-            "duration": f"{frames / rate:.4f}",
+            "duration": f"{seconds:.4f}",
             "wav": path,
             "spk_id": _speaker(uid),
             "emo": emo,
@@ -232,7 +219,7 @@ def prepare_iemocap(
         rows,
         FIELDS,
         prepared,
-        options,
+        recorded,
         "iemocap_skipped.txt",
         f"IEMOCAP fold {test_session} from {root}",
         SKIP_KINDS,

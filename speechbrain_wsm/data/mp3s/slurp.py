@@ -27,8 +27,7 @@ import logging
 import os
 from collections.abc import Sequence
 
-from .._prep import Prepared, is_finished, write_outputs
-from .._probe import probe_files
+from .._prep import Prepared, PrepOptions, split_list, write_outputs
 from ._common import normalize_words, require_file, require_folder
 
 __all__ = ["SCENARIOS", "SKIP_KINDS", "prepare_slurp"]
@@ -100,12 +99,7 @@ def prepare_slurp(
     data_folder: str,
     save_folder: str,
     splits: Sequence[str] = ("train", "devel", "test"),
-    sample_rate: int | None = 16000,
-    audio_check: str = "header",
-    num_workers: int | None = None,
-    progress: bool = True,
-    skip_prep: bool = False,
-    redo: bool = False,
+    **options,
 ) -> dict[str, str]:
     """Write one manifest per SLURP split.
 
@@ -118,8 +112,9 @@ def prepare_slurp(
     splits : sequence of str
         JSONL names without extension (``train``, ``devel``, ``test``, or
         ``train_synthetic``, whose audio is in ``slurp_synth``).
-    sample_rate, audio_check, num_workers, progress, skip_prep, redo
-        As for :func:`~speechbrain_wsm.data.librispeech.prepare_librispeech`.
+    **options
+        The options of every preparation: see
+        :class:`~speechbrain_wsm.data._prep.PrepOptions`.
 
     Returns
     -------
@@ -133,15 +128,15 @@ def prepare_slurp(
 
     Example
     -------
-    >>> import tempfile
-    >>> prepare_slurp(tempfile.mkdtemp(), tempfile.mkdtemp(), skip_prep=True)
-    {}
+    >>> prepare_slurp("/no/slurp", "/tmp/out")
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: SLURP data_folder '/no/slurp' not found: expected the SLURP folder ...
     """
-    if skip_prep:
+    opts = PrepOptions.from_kwargs("prepare_slurp", options)
+    if opts.skip_prep:
         return {}
-    splits = list(dict.fromkeys([splits] if isinstance(splits, str) else splits))
-    if not splits:
-        raise ValueError("prepare_slurp: no split given")
+    splits = split_list(splits, "prepare_slurp")
     require_folder(data_folder, "SLURP data_folder", _LAYOUT)
     root = os.path.abspath(data_folder)
     text_folder = os.path.join(root, "dataset", "slurp")
@@ -152,15 +147,15 @@ def prepare_slurp(
         )
         audio = "slurp_synth" if split == "train_synthetic" else "slurp_real"
         require_folder(os.path.join(root, audio), "SLURP audio folder", _LAYOUT)
-    options = {
+    recorded = {
         "source": root,
         "splits": splits,
-        "sample_rate": sample_rate,
-        "audio_check": audio_check,
+        "sample_rate": opts.sample_rate,
+        "audio_check": opts.audio_check,
     }
-    if not redo and is_finished(save_folder, splits, options, logger):
-        logger.info("SLURP manifests already prepared, skipping")
-        return {s: os.path.join(save_folder, f"{s}.csv") for s in splits}
+    kept = opts.finished(save_folder, splits, recorded, "SLURP manifests", logger)
+    if kept:
+        return kept
 
     prepared = Prepared()
     manifests = {}
@@ -177,21 +172,16 @@ def prepare_slurp(
                 continue
             seen[row["ID"]] = split
             candidates.append(row)
-        rows = []
-        for row, info, error in probe_files(
-            candidates,
-            lambda r: r["wav"],
-            audio_check,
-            sample_rate,
-            num_workers,
-            progress,
-            f"slurp {split}",
-        ):
-            if error is not None:
-                prepared.skip(error.kind, row["ID"], row["wav"], error.detail)
-                continue
-            frames, rate = info
-            rows.append(dict(row, duration=f"{frames / rate:.4f}"))
+        rows = [
+            dict(row, duration=f"{seconds:.4f}")
+            for row, seconds in opts.probe(
+                candidates,
+                lambda r: r["wav"],
+                lambda r: r["ID"],
+                prepared,
+                f"slurp {split}",
+            )
+        ]
         manifests[split] = rows
         prepared.rows.extend(rows)
     return write_outputs(
@@ -199,7 +189,7 @@ def prepare_slurp(
         manifests,
         FIELDS,
         prepared,
-        options,
+        recorded,
         "slurp_skipped.txt",
         f"SLURP from {root}",
         SKIP_KINDS,

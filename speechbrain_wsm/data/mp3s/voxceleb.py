@@ -26,8 +26,7 @@ from __future__ import annotations
 import logging
 import os
 
-from .._prep import Prepared, is_finished, write_outputs
-from .._probe import probe_files
+from .._prep import Prepared, PrepOptions, write_outputs
 from ..manifests import atomic_write_text
 from ._common import hash_fraction, require_file, require_folder
 
@@ -85,12 +84,7 @@ def prepare_voxceleb1(
     save_folder: str,
     verification_file: str | None = None,
     dev_ratio: float = 0.1,
-    sample_rate: int | None = 16000,
-    audio_check: str = "header",
-    num_workers: int | None = None,
-    progress: bool = True,
-    skip_prep: bool = False,
-    redo: bool = False,
+    **options,
 ) -> dict[str, str]:
     """Write the VoxCeleb1 verification manifests and trial list.
 
@@ -107,10 +101,9 @@ def prepare_voxceleb1(
     dev_ratio : float
         Share of each training speaker's utterances held out for validation
         (chosen by a hash of the ID: stable across runs and machines).
-    sample_rate : int, optional
-        Expected rate; None accepts any.
-    audio_check, num_workers, progress, skip_prep, redo
-        As for :func:`~speechbrain_wsm.data.librispeech.prepare_librispeech`.
+    **options
+        The options of every preparation: see
+        :class:`~speechbrain_wsm.data._prep.PrepOptions`.
 
     Returns
     -------
@@ -124,11 +117,13 @@ def prepare_voxceleb1(
 
     Example
     -------
-    >>> import tempfile
-    >>> prepare_voxceleb1(tempfile.mkdtemp(), tempfile.mkdtemp(), skip_prep=True)
-    {}
+    >>> prepare_voxceleb1("/no/vox1", "/tmp/out")
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: VoxCeleb1 data_folder '/no/vox1' not found: expected the VoxCeleb1 folder ...
     """
-    if skip_prep:
+    opts = PrepOptions.from_kwargs("prepare_voxceleb1", options)
+    if opts.skip_prep:
         return {}
     if not 0.0 <= dev_ratio < 1.0:
         raise ValueError(f"dev_ratio must be in [0, 1), got {dev_ratio}")
@@ -151,22 +146,19 @@ def prepare_voxceleb1(
     )
     wav_root = os.path.abspath(wav_root)
     names = ["train", "dev", "test"]
-    options = {
+    recorded = {
         "source": wav_root,
         "trials": os.path.abspath(verification_file),
         "dev_ratio": dev_ratio,
-        "sample_rate": sample_rate,
-        "audio_check": audio_check,
+        "sample_rate": opts.sample_rate,
+        "audio_check": opts.audio_check,
     }
     trials_path = os.path.join(save_folder, "trials.txt")
-    if (
-        not redo
-        and os.path.isfile(trials_path)
-        and is_finished(save_folder, names, options, logger)
-    ):
-        logger.info("VoxCeleb1 manifests already prepared, skipping")
-        out = {n: os.path.join(save_folder, f"{n}.csv") for n in names}
-        return dict(out, trials=trials_path)
+    kept = os.path.isfile(trials_path) and opts.finished(
+        save_folder, names, recorded, "VoxCeleb1 manifests", logger
+    )
+    if kept:
+        return dict(kept, trials=trials_path)
 
     prepared = Prepared()
     trials = _read_trials(verification_file, prepared)
@@ -195,34 +187,22 @@ def prepare_voxceleb1(
                 train_files.append(rel)
 
     def rows_of(rels, desc):
-        rows, bad = [], set()
-        for rel, info, error in probe_files(
-            rels,
-            lambda r: os.path.join(wav_root, r),
-            audio_check,
-            sample_rate,
-            num_workers,
-            progress,
-            desc,
-        ):
-            path = os.path.join(wav_root, rel)
-            if error is not None:
-                prepared.skip(error.kind, utterance_id(rel), path, error.detail)
-                bad.add(rel)
-                continue
-            frames, rate = info
-            rows.append(
-                {
-                    "ID": utterance_id(rel),
-                    "duration": f"{frames / rate:.4f}",
-                    "wav": path,
-                    "spk_id": rel.split("/")[0],
-                }
+        return [
+            {
+                "ID": utterance_id(rel),
+                "duration": f"{seconds:.4f}",
+                "wav": os.path.join(wav_root, rel),
+                "spk_id": rel.split("/")[0],
+            }
+            for rel, seconds in opts.probe(
+                rels, lambda r: os.path.join(wav_root, r), utterance_id, prepared, desc
             )
-        return rows, bad
+        ]
 
-    train_rows, _ = rows_of(train_files, "voxceleb1 train")
-    test_rows, bad_test = rows_of(test_files, "voxceleb1 test")
+    train_rows = rows_of(train_files, "voxceleb1 train")
+    test_rows = rows_of(test_files, "voxceleb1 test")
+    usable = {r["ID"] for r in test_rows}
+    bad_test = {rel for rel in test_files if utterance_id(rel) not in usable}
     kept_trials = []
     for label, a, b in trials:
         if a in bad_test or b in bad_test:
@@ -242,7 +222,7 @@ def prepare_voxceleb1(
         {"train": train_rows, "dev": dev_rows, "test": test_rows},
         FIELDS,
         prepared,
-        options,
+        recorded,
         "voxceleb1_skipped.txt",
         f"VoxCeleb1 from {wav_root}",
         SKIP_KINDS,

@@ -88,9 +88,16 @@ def _hours(rows: Sequence[dict]) -> float:
 class PrepOptions:
     """The options every ``prepare_*`` function takes beside its corpus's own.
 
-    A preparation takes them as keyword arguments (``prepare_slurp(...,
-    audio_check="full", skip_prep=True)``, as the recipes' YAML files call
-    it) and reads them with :meth:`from_kwargs`, which names a misspelt one.
+    Every preparation is ``prepare_<corpus>(data_folder, save_folder, <its
+    own arguments>, **options)``: it reads the corpus in ``data_folder`` as
+    distributed (a missing folder is a ``FileNotFoundError`` naming the path
+    and the layout expected), writes its manifests, their ``.json``
+    summaries and a report of the skipped input to ``save_folder`` (created
+    if needed), and returns the manifests' paths by name (``{}`` with
+    ``skip_prep``).  ``**options`` are the attributes below, taken as keyword
+    arguments (``prepare_slurp(..., audio_check="full", skip_prep=True)``, as
+    the recipes' YAML files call it) and read by :meth:`from_kwargs`, which
+    names a misspelt one.
 
     Attributes
     ----------
@@ -166,6 +173,23 @@ class PrepOptions:
                     f"(its own arguments, or the options {', '.join(known)})"
                 )
         return cls(**{**defaults, **kwargs, **fixed})
+
+    def record(self, **corpus) -> dict:
+        """The options a summary records: ``corpus``'s and the audio ones.
+
+        A later call with any of them changed prepares the manifests again
+        (:func:`is_finished`).
+
+        Example
+        -------
+        >>> PrepOptions().record(source="/data")
+        {'source': '/data', 'sample_rate': 16000, 'audio_check': 'header'}
+        """
+        return {
+            **corpus,
+            "sample_rate": self.sample_rate,
+            "audio_check": self.audio_check,
+        }
 
     def finished(
         self,

@@ -300,14 +300,12 @@ def _recorded(folder: str, audio_ext: str, opts: PrepOptions) -> dict:
     They include a stamp of the transcripts and the version of their rules:
     an edited ``.trans.txt`` prepares the manifest again.
     """
-    return {
-        "source": folder,
-        "audio_ext": audio_ext,
-        "audio_check": opts.audio_check,
-        "sample_rate": opts.sample_rate,
-        "transcripts": transcripts_stamp(folder),
-        "transcript_rules": TRANSCRIPT_RULES,
-    }
+    return opts.record(
+        source=folder,
+        audio_ext=audio_ext,
+        transcripts=transcripts_stamp(folder),
+        transcript_rules=TRANSCRIPT_RULES,
+    )
 
 
 # --------------------------------------------------------------------------- #
@@ -360,15 +358,17 @@ def prepare_librispeech(
 ) -> dict[str, str]:
     """Write one SpeechBrain CSV manifest per LibriSpeech split.
 
+    ``data_folder`` is the extracted ``LibriSpeech`` folder, holding
+    ``<split>/<speaker>/<chapter>/<speaker>-<chapter>-<utt>.flac`` and
+    ``<speaker>-<chapter>.trans.txt``; ``save_folder`` gets ``<split>.csv``,
+    ``<split>.json`` (summary and options) and ``<split>_skipped.txt`` (bad
+    input report) per split.
+    What every preparation shares (the folders, ``**options``, the result):
+    :class:`~speechbrain_wsm.data._prep.PrepOptions`; here ``audio_check``
+    defaults to ``"tail"``.
+
     Arguments
     ---------
-    data_folder : str
-        The extracted ``LibriSpeech`` folder, holding ``<split>/<speaker>/
-        <chapter>/<speaker>-<chapter>-<utt>.flac`` and
-        ``<speaker>-<chapter>.trans.txt``.
-    save_folder : str
-        Where ``<split>.csv``, ``<split>.json`` (summary and options) and
-        ``<split>_skipped.txt`` (bad input report) go; created if needed.
     tr_splits, dev_splits, te_splits : sequence of str
         Split folder names, e.g. ``["train-clean-100"]``, ``["dev-clean"]``,
         ``["test-clean", "test-other"]``.
@@ -379,21 +379,6 @@ def prepare_librispeech(
         Name of the merged manifest (default ``"train"``).
     audio_ext : str
         Audio file extension.
-    **options
-        The options of every preparation (``sample_rate``, ``audio_check``,
-        ``num_workers``, ``progress``, ``skip_prep``, ``redo``): see
-        :class:`~speechbrain_wsm.data._prep.PrepOptions`; here
-        ``audio_check`` defaults to ``"tail"``.
-
-    Returns
-    -------
-    dict
-        Split name to manifest path (empty when ``skip_prep``).
-
-    Raises
-    ------
-    FileNotFoundError
-        If ``data_folder`` or a split folder does not exist.
 
     Example
     -------
@@ -431,8 +416,7 @@ def prepare_librispeech(
     for split in splits:
         folder = os.path.abspath(os.path.join(data_folder, split))
         recorded = _recorded(folder, audio_ext, opts)
-        kept = opts.finished(save_folder, split, recorded, f"{split} manifest", logger)
-        if kept:
+        if kept := opts.finished(save_folder, split, recorded, split, logger):
             outputs.update(kept)
             continue
         result = _scan(folder, audio_ext, opts, split)
@@ -476,31 +460,15 @@ def prepare_librilight_limited(
     folds ``1h/0`` to ``1h/5`` and ``librilight-10h.csv`` those plus ``9h``;
     each fold's ``clean`` and ``other`` parts (whichever exist) are included.
 
-    Arguments
-    ---------
-    data_folder : str
-        The extracted ``librispeech_finetuning`` folder (``1h/{0..5}/{clean,
-        other}/...`` and ``9h/{clean,other}/...``, LibriSpeech layout below).
-    save_folder : str
-        Where the three manifests, their ``.json`` summaries and the
-        ``librilight_skipped.txt`` report go.
-    audio_ext, **options
-        As for :func:`prepare_librispeech`.
-
-    Returns
-    -------
-    dict
-        Manifest name (``"librilight-10min"``, ...) to path.
-
-    Raises
-    ------
-    FileNotFoundError
-        If ``data_folder`` or one of the seven folds does not exist.
+    ``data_folder`` is the extracted ``librispeech_finetuning`` folder
+    (``1h/{0..5}/{clean,other}/...`` and ``9h/{clean,other}/...``, LibriSpeech
+    layout below; each of the seven folds must be there); ``save_folder`` gets
+    the three manifests and the ``librilight_skipped.txt`` report.
+    ``audio_ext`` and ``**options`` are as for :func:`prepare_librispeech`.
 
     Example
     -------
-    >>> import tempfile
-    >>> prepare_librilight_limited(tempfile.mkdtemp(), tempfile.mkdtemp(),
+    >>> prepare_librilight_limited("/data/librispeech_finetuning", "/tmp/out",
     ...                            skip_prep=True)
     {}
     """
@@ -532,14 +500,8 @@ def prepare_librilight_limited(
     os.makedirs(save_folder, exist_ok=True)
     root = os.path.abspath(data_folder)
     recorded = _recorded(root, audio_ext, opts)
-    kept = opts.finished(
-        save_folder,
-        list(LIBRILIGHT_SUBSETS),
-        recorded,
-        "Libri-light limited manifests",
-        logger,
-    )
-    if kept:
+    names = list(LIBRILIGHT_SUBSETS)
+    if kept := opts.finished(save_folder, names, recorded, "Libri-light", logger):
         return kept
 
     per_fold: dict[str, ScanResult] = {}

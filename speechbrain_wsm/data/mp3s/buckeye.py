@@ -166,13 +166,14 @@ def prepare_buckeye(
 ) -> dict[str, str]:
     """Write the Buckeye train/dev/test manifests of utterance segments.
 
+    ``data_folder`` holds the extracted speaker folders (a folder of archives
+    only is an error saying so); ``save_folder`` gets ``train.csv``,
+    ``dev.csv``, ``test.csv`` and ``buckeye_skipped.txt``.
+    What every preparation shares (the folders, ``**options``, the result):
+    :class:`~speechbrain_wsm.data._prep.PrepOptions`.
+
     Arguments
     ---------
-    data_folder : str
-        The folder holding the extracted speaker folders.
-    save_folder : str
-        Where ``train.csv``, ``dev.csv``, ``test.csv``, their ``.json``
-        summaries and ``buckeye_skipped.txt`` go.
     valid_speakers, test_speakers : sequence of str
         Speaker IDs (``s36`` ...) of the validation and test sets; the other
         speakers train.
@@ -180,20 +181,6 @@ def prepare_buckeye(
         Utterance length bounds (seconds).
     min_words : int
         Fewest words in an utterance.
-    **options
-        The options of every preparation: see
-        :class:`~speechbrain_wsm.data._prep.PrepOptions`.
-
-    Returns
-    -------
-    dict
-        ``train``, ``dev``, ``test`` to their manifests.
-
-    Raises
-    ------
-    FileNotFoundError
-        If ``data_folder`` is missing or holds no ``.words``/``.wav`` pair
-        (only the archives, say).
 
     Example
     -------
@@ -208,18 +195,15 @@ def prepare_buckeye(
     require_folder(data_folder, "Buckeye data_folder", _LAYOUT)
     root = os.path.abspath(data_folder)
     names = ["train", "dev", "test"]
-    recorded = {
-        "source": root,
-        "valid_speakers": sorted(valid_speakers),
-        "test_speakers": sorted(test_speakers),
-        "min_duration": min_duration,
-        "max_duration": max_duration,
-        "min_words": min_words,
-        "sample_rate": opts.sample_rate,
-        "audio_check": opts.audio_check,
-    }
-    kept = opts.finished(save_folder, names, recorded, "Buckeye manifests", logger)
-    if kept:
+    recorded = opts.record(
+        source=root,
+        valid_speakers=sorted(valid_speakers),
+        test_speakers=sorted(test_speakers),
+        min_duration=min_duration,
+        max_duration=max_duration,
+        min_words=min_words,
+    )
+    if kept := opts.finished(save_folder, names, recorded, "Buckeye manifests", logger):
         return kept
 
     prepared = Prepared()

@@ -99,37 +99,28 @@ def prepare_commonvoice(
 ) -> dict[str, str]:
     """Write one manifest per Common Voice split of one language.
 
+    ``data_folder`` is the language folder, e.g.
+    ``.../cv-corpus-11.0-2022-09-21/cy``, holding ``clips/`` and the split
+    TSVs; ``save_folder`` gets one ``<split>.csv`` per split and
+    ``commonvoice_skipped.txt``.
+    What every preparation shares (the folders, ``**options``, the result):
+    :class:`~speechbrain_wsm.data._prep.PrepOptions`.
+    ``sample_rate`` is not an option here: clips at any rate are kept (the
+    audio pipeline resamples them).
+
     Arguments
     ---------
-    data_folder : str
-        The language folder, e.g. ``.../cv-corpus-11.0-2022-09-21/cy``.
-    save_folder : str
-        Where ``<split>.csv``, ``<split>.json`` and ``commonvoice_skipped.txt``
-        go.
     splits : sequence of str
         TSV names without ``.tsv`` (``train``, ``dev``, ``test``,
         ``validated`` ...).
-    **options
-        The options of every preparation but ``sample_rate`` (clips at any
-        rate are kept: the audio pipeline resamples them): see
-        :class:`~speechbrain_wsm.data._prep.PrepOptions`.
-
-    Returns
-    -------
-    dict
-        Split name to manifest path (empty when ``skip_prep``).
-
-    Raises
-    ------
-    FileNotFoundError
-        If ``data_folder``, its ``clips`` folder or a split's TSV is missing.
 
     Example
     -------
-    >>> prepare_commonvoice("/no/cv/cy", "/tmp/out")
+    >>> prepare_commonvoice("/data/cv-corpus-11.0-2022-09-21/cy", "/tmp/out",
+    ...                     sample_rate=16000)
     Traceback (most recent call last):
     ...
-    FileNotFoundError: Common Voice data_folder '/no/cv/cy' not found: expected a Common Voice language folder ...
+    TypeError: prepare_commonvoice() got an unexpected keyword argument 'sample_rate' ...
     """
     opts = PrepOptions.from_kwargs(
         "prepare_commonvoice", options, fixed={"sample_rate": None}
@@ -160,10 +151,9 @@ def prepare_commonvoice(
             )
     root = os.path.abspath(data_folder)
     recorded = {"source": root, "splits": splits, "audio_check": opts.audio_check}
-    kept = opts.finished(
+    if kept := opts.finished(
         save_folder, splits, recorded, "Common Voice manifests", logger
-    )
-    if kept:
+    ):
         return kept
 
     prepared = Prepared()

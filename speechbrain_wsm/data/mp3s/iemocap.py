@@ -108,37 +108,25 @@ def prepare_iemocap(
 ) -> dict[str, str]:
     """Write the manifests of one leave-one-session-out IEMOCAP fold.
 
+    ``data_folder`` is the ``IEMOCAP_full_release`` folder (all five sessions
+    must be there); ``save_folder`` gets ``train.csv``, ``valid.csv``,
+    ``test.csv`` and ``iemocap_skipped.txt``.
+    What every preparation shares (the folders, ``**options``, the result):
+    :class:`~speechbrain_wsm.data._prep.PrepOptions`.
+
     Arguments
     ---------
-    data_folder : str
-        The ``IEMOCAP_full_release`` folder.
-    save_folder : str
-        Where ``train.csv``, ``valid.csv``, ``test.csv``, their ``.json``
-        summaries and ``iemocap_skipped.txt`` go.
     test_session : int
         The held-out session (1 to 5): the fold.
     valid_ratio : float
         Share of the training sessions' utterances used for validation.
-    **options
-        The options of every preparation: see
-        :class:`~speechbrain_wsm.data._prep.PrepOptions`.
-
-    Returns
-    -------
-    dict
-        ``train``, ``valid``, ``test`` to their manifests.
-
-    Raises
-    ------
-    FileNotFoundError
-        If ``data_folder`` or a session's folders are missing.
 
     Example
     -------
-    >>> prepare_iemocap("/no/iemocap", "/tmp/out")
+    >>> prepare_iemocap("/data/IEMOCAP_full_release", "/tmp/out", test_session=6)
     Traceback (most recent call last):
     ...
-    FileNotFoundError: IEMOCAP data_folder '/no/iemocap' not found: expected the IEMOCAP_full_release folder ...
+    ValueError: test_session must be 1 to 5, got 6
     """
     opts = PrepOptions.from_kwargs("prepare_iemocap", options)
     if opts.skip_prep:
@@ -159,15 +147,10 @@ def prepare_iemocap(
                 _LAYOUT + hint,
             )
     names = ["train", "valid", "test"]
-    recorded = {
-        "source": root,
-        "test_session": int(test_session),
-        "valid_ratio": valid_ratio,
-        "sample_rate": opts.sample_rate,
-        "audio_check": opts.audio_check,
-    }
-    kept = opts.finished(save_folder, names, recorded, "IEMOCAP manifests", logger)
-    if kept:
+    recorded = opts.record(
+        source=root, test_session=int(test_session), valid_ratio=valid_ratio
+    )
+    if kept := opts.finished(save_folder, names, recorded, "IEMOCAP manifests", logger):
         return kept
 
     prepared = Prepared()

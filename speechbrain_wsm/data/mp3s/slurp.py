@@ -103,35 +103,24 @@ def prepare_slurp(
 ) -> dict[str, str]:
     """Write one manifest per SLURP split.
 
+    ``data_folder`` holds ``dataset/slurp`` and ``slurp_real`` (and
+    ``slurp_synth`` for ``train_synthetic``); ``save_folder`` gets one
+    ``<split>.csv`` per split and ``slurp_skipped.txt``.
+    What every preparation shares (the folders, ``**options``, the result):
+    :class:`~speechbrain_wsm.data._prep.PrepOptions`.
+
     Arguments
     ---------
-    data_folder : str
-        The folder holding ``dataset/slurp`` and ``slurp_real``.
-    save_folder : str
-        Where ``<split>.csv``, ``<split>.json`` and ``slurp_skipped.txt`` go.
     splits : sequence of str
         JSONL names without extension (``train``, ``devel``, ``test``, or
-        ``train_synthetic``, whose audio is in ``slurp_synth``).
-    **options
-        The options of every preparation: see
-        :class:`~speechbrain_wsm.data._prep.PrepOptions`.
-
-    Returns
-    -------
-    dict
-        Split name to manifest path.
-
-    Raises
-    ------
-    FileNotFoundError
-        If ``data_folder``, the JSONL files or the audio folder are missing.
+        ``train_synthetic``).
 
     Example
     -------
-    >>> prepare_slurp("/no/slurp", "/tmp/out")
+    >>> prepare_slurp("/data/slurp", "/tmp/out", splits=[])
     Traceback (most recent call last):
     ...
-    FileNotFoundError: SLURP data_folder '/no/slurp' not found: expected the SLURP folder ...
+    ValueError: prepare_slurp: no split given
     """
     opts = PrepOptions.from_kwargs("prepare_slurp", options)
     if opts.skip_prep:
@@ -147,14 +136,8 @@ def prepare_slurp(
         )
         audio = "slurp_synth" if split == "train_synthetic" else "slurp_real"
         require_folder(os.path.join(root, audio), "SLURP audio folder", _LAYOUT)
-    recorded = {
-        "source": root,
-        "splits": splits,
-        "sample_rate": opts.sample_rate,
-        "audio_check": opts.audio_check,
-    }
-    kept = opts.finished(save_folder, splits, recorded, "SLURP manifests", logger)
-    if kept:
+    recorded = opts.record(source=root, splits=splits)
+    if kept := opts.finished(save_folder, splits, recorded, "SLURP manifests", logger):
         return kept
 
     prepared = Prepared()

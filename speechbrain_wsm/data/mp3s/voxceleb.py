@@ -88,39 +88,27 @@ def prepare_voxceleb1(
 ) -> dict[str, str]:
     """Write the VoxCeleb1 verification manifests and trial list.
 
+    ``data_folder`` holds ``wav/`` (dev and test audio together);
+    ``save_folder`` gets ``train.csv``, ``dev.csv``, ``test.csv``,
+    ``trials.txt`` (in the result as ``trials``) and ``voxceleb1_skipped.txt``.
+    What every preparation shares (the folders, ``**options``, the result):
+    :class:`~speechbrain_wsm.data._prep.PrepOptions`.
+
     Arguments
     ---------
-    data_folder : str
-        The folder holding ``wav/`` (dev and test audio together).
-    save_folder : str
-        Where ``train.csv``, ``dev.csv``, ``test.csv``, ``trials.txt``, the
-        ``.json`` summaries and ``voxceleb1_skipped.txt`` go.
     verification_file : str, optional
         The trial list (default ``<data_folder>/veri_test2.txt``, the cleaned
-        official list).
+        official list); missing, it is an error.
     dev_ratio : float
         Share of each training speaker's utterances held out for validation
         (chosen by a hash of the ID: stable across runs and machines).
-    **options
-        The options of every preparation: see
-        :class:`~speechbrain_wsm.data._prep.PrepOptions`.
-
-    Returns
-    -------
-    dict
-        ``train``, ``dev``, ``test`` and ``trials`` to their paths.
-
-    Raises
-    ------
-    FileNotFoundError
-        If ``data_folder``, its ``wav`` folder or the trial list is missing.
 
     Example
     -------
-    >>> prepare_voxceleb1("/no/vox1", "/tmp/out")
+    >>> prepare_voxceleb1("/data/VoxCeleb1", "/tmp/out", dev_ratio=1.0)
     Traceback (most recent call last):
     ...
-    FileNotFoundError: VoxCeleb1 data_folder '/no/vox1' not found: expected the VoxCeleb1 folder ...
+    ValueError: dev_ratio must be in [0, 1), got 1.0
     """
     opts = PrepOptions.from_kwargs("prepare_voxceleb1", options)
     if opts.skip_prep:
@@ -146,13 +134,11 @@ def prepare_voxceleb1(
     )
     wav_root = os.path.abspath(wav_root)
     names = ["train", "dev", "test"]
-    recorded = {
-        "source": wav_root,
-        "trials": os.path.abspath(verification_file),
-        "dev_ratio": dev_ratio,
-        "sample_rate": opts.sample_rate,
-        "audio_check": opts.audio_check,
-    }
+    recorded = opts.record(
+        source=wav_root,
+        trials=os.path.abspath(verification_file),
+        dev_ratio=dev_ratio,
+    )
     trials_path = os.path.join(save_folder, "trials.txt")
     kept = os.path.isfile(trials_path) and opts.finished(
         save_folder, names, recorded, "VoxCeleb1 manifests", logger

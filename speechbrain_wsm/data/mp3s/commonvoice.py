@@ -26,7 +26,7 @@ import os
 from collections.abc import Sequence
 
 from .._prep import Prepared, PrepOptions, split_list, write_outputs
-from ._common import normalize_words, require_folder
+from ._common import normalize_words, require_folder, split_manifests
 
 __all__ = ["SKIP_KINDS", "prepare_commonvoice"]
 
@@ -49,8 +49,8 @@ _LAYOUT = (
 )
 
 
-def _read_tsv(path: str, clips: str, prepared: Prepared) -> list[tuple]:
-    """Rows of one split: ``(ID, mp3 path, speaker, words)``."""
+def _read_tsv(path: str, clips: str, prepared: Prepared) -> list[dict]:
+    """Rows of one split: ``ID``, ``wav`` (the mp3), ``spk_id``, ``wrd``."""
     out = []
     # Sentences hold quotes: no quoting; rows are split on tabs only.
     with open(path, encoding="utf-8", newline="") as f:
@@ -87,7 +87,14 @@ def _read_tsv(path: str, clips: str, prepared: Prepared) -> list[tuple]:
                     f"line {lineno}: {row[col['sentence']]!r}",
                 )
                 continue
-            out.append((uid, os.path.join(clips, clip), speaker, words))
+            out.append(
+                {
+                    "ID": uid,
+                    "wav": os.path.join(clips, clip),
+                    "spk_id": speaker,
+                    "wrd": words,
+                }
+            )
     return out
 
 
@@ -157,40 +164,14 @@ def prepare_commonvoice(
         return kept
 
     prepared = Prepared()
-    manifests: dict[str, list[dict]] = {}
-    seen: dict[str, str] = {}
-    for split in splits:
+
+    def read_split(split):
         tsv = os.path.join(root, f"{split}.tsv")
-        candidates = []
-        for uid, path, speaker, words in _read_tsv(
-            tsv, os.path.join(root, "clips"), prepared
-        ):
-            if uid in seen:
-                prepared.skip("duplicate_id", uid, path, f"already in {seen[uid]}.tsv")
-                continue
-            seen[uid] = split
-            candidates.append((uid, path, speaker, words))
-        rows = [
-            {
-                "ID": uid,
-                "duration": f"{seconds:.4f}",
-                "wav": path,
-                "spk_id": speaker,
-                "wrd": words,
-            }
-            for (uid, path, speaker, words), seconds in opts.probe(
-                candidates,
-                lambda c: c[1],
-                lambda c: c[0],
-                prepared,
-                f"commonvoice {split}",
-            )
-        ]
-        manifests[split] = rows
-        prepared.rows.extend(rows)
+        return _read_tsv(tsv, os.path.join(root, "clips"), prepared)
+
     return write_outputs(
         save_folder,
-        manifests,
+        split_manifests(splits, read_split, opts, prepared, "commonvoice"),
         FIELDS,
         prepared,
         recorded,

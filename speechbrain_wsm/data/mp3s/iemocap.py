@@ -33,6 +33,7 @@ import re
 from collections import Counter
 
 from .._prep import Prepared, PrepOptions, write_outputs
+from .._probe import AUDIO_KINDS
 from ._common import hash_fraction, require_folder
 
 __all__ = ["EMOTIONS", "SKIP_KINDS", "prepare_iemocap"]
@@ -42,14 +43,7 @@ logger = logging.getLogger(__name__)
 #: Label in the evaluation files -> class of the 4-class protocol.
 EMOTIONS = {"neu": "neu", "hap": "hap", "exc": "hap", "sad": "sad", "ang": "ang"}
 
-SKIP_KINDS = (
-    "malformed_line",
-    "missing_audio",
-    "unreadable_audio",
-    "truncated_audio",
-    "wrong_sample_rate",
-    "duplicate_id",
-)
+SKIP_KINDS = ("malformed_line", *AUDIO_KINDS, "duplicate_id")
 
 FIELDS = ("ID", "duration", "wav", "spk_id", "emo")
 

@@ -28,7 +28,8 @@ import os
 from collections.abc import Sequence
 
 from .._prep import Prepared, PrepOptions, split_list, write_outputs
-from ._common import normalize_words, require_file, require_folder
+from .._probe import AUDIO_KINDS
+from ._common import normalize_words, require_file, require_folder, split_manifests
 
 __all__ = ["SCENARIOS", "SKIP_KINDS", "prepare_slurp"]
 
@@ -41,14 +42,7 @@ SCENARIOS = (
     "takeaway", "transport", "weather",
 )  # fmt: skip
 
-SKIP_KINDS = (
-    "malformed_line",
-    "missing_audio",
-    "unreadable_audio",
-    "truncated_audio",
-    "wrong_sample_rate",
-    "duplicate_id",
-)
+SKIP_KINDS = ("malformed_line", *AUDIO_KINDS, "duplicate_id")
 
 FIELDS = ("ID", "duration", "wav", "spk_id", "wrd", "scenario", "action", "intent")
 
@@ -141,35 +135,15 @@ def prepare_slurp(
         return kept
 
     prepared = Prepared()
-    manifests = {}
-    seen: dict[str, str] = {}
-    for split in splits:
+
+    def read_split(split):
         audio = "slurp_synth" if split == "train_synthetic" else "slurp_real"
-        candidates = []
         path = os.path.join(text_folder, f"{split}.jsonl")
-        for row in _read_jsonl(path, os.path.join(root, audio), prepared):
-            if row["ID"] in seen:
-                prepared.skip(
-                    "duplicate_id", row["ID"], path, f"already in {seen[row['ID']]}"
-                )
-                continue
-            seen[row["ID"]] = split
-            candidates.append(row)
-        rows = [
-            dict(row, duration=f"{seconds:.4f}")
-            for row, seconds in opts.probe(
-                candidates,
-                lambda r: r["wav"],
-                lambda r: r["ID"],
-                prepared,
-                f"slurp {split}",
-            )
-        ]
-        manifests[split] = rows
-        prepared.rows.extend(rows)
+        return _read_jsonl(path, os.path.join(root, audio), prepared)
+
     return write_outputs(
         save_folder,
-        manifests,
+        split_manifests(splits, read_split, opts, prepared, "slurp"),
         FIELDS,
         prepared,
         recorded,

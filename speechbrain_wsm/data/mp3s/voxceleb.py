@@ -27,6 +27,7 @@ import logging
 import os
 
 from .._prep import Prepared, PrepOptions, write_outputs
+from .._probe import AUDIO_KINDS
 from ..manifests import atomic_write_text
 from ._common import hash_fraction, require_file, require_folder
 
@@ -34,14 +35,7 @@ __all__ = ["SKIP_KINDS", "prepare_voxceleb1", "utterance_id"]
 
 logger = logging.getLogger(__name__)
 
-SKIP_KINDS = (
-    "malformed_trial",
-    "missing_audio",
-    "unreadable_audio",
-    "truncated_audio",
-    "wrong_sample_rate",
-    "unexpected_path",
-)
+SKIP_KINDS = ("malformed_trial", *AUDIO_KINDS, "unexpected_path")
 
 FIELDS = ("ID", "duration", "wav", "spk_id")
 

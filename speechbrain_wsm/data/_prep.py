@@ -32,6 +32,7 @@ from ._probe import probe_files
 from .manifests import atomic_write_text, write_manifest
 
 __all__ = [
+    "Outputs",
     "PrepOptions",
     "Prepared",
     "SkippedInput",
@@ -63,21 +64,82 @@ class SkippedInput:
 
 @dataclass
 class Prepared(SkippedInput):
-    """Manifest rows (dicts with a ``duration`` in seconds) and skipped input.
+    """A preparation's manifests (rows: dicts with a ``duration`` in seconds).
+
+    ``manifests`` maps each manifest name to its rows, ``rows`` holds every
+    row (the hours of the log line), ``skipped`` the skipped input and
+    ``summary`` more fields for every manifest's ``.json`` summary.
 
     Example
     -------
-    >>> p = Prepared(rows=[{"ID": "a", "duration": "1800.0"}])
+    >>> p = Prepared.of(["train", "test"])
+    >>> p.add("train", {"ID": "a", "duration": "1800.0"})
     >>> p.skip("missing_audio", "b", "/x/b.wav", "no such file")
-    >>> p.hours(), dict(p.counts())
-    (0.5, {'missing_audio': 1})
+    >>> p.hours(), dict(p.counts()), {n: len(r) for n, r in p.manifests.items()}
+    (0.5, {'missing_audio': 1}, {'train': 1, 'test': 0})
     """
 
     rows: list[dict] = field(default_factory=list)
+    manifests: dict[str, list[dict]] = field(default_factory=dict)
+    summary: dict = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, names: Sequence[str]) -> Prepared:
+        """Empty manifests ``names`` (each is written, even if it stays empty)."""
+        return cls(manifests={name: [] for name in names})
+
+    def add(self, manifest: str, row: dict) -> None:
+        """Add ``row`` to ``manifest`` (and to ``rows``)."""
+        self.manifests.setdefault(manifest, []).append(row)
+        self.rows.append(row)
 
     def hours(self) -> float:
         """Total duration of the rows, in hours."""
         return _hours(self.rows)
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """What one corpus's preparation writes, besides the rows: see :func:`write_outputs`.
+
+    Attributes
+    ----------
+    fields : sequence of str
+        Manifest columns, ``ID`` first.
+    kinds : sequence of str
+        Skip kinds in report order.
+    report : str
+        File name of the skipped-input report.
+    log : logging.Logger, optional
+        The preparation's logger (default: this module's).
+    """
+
+    fields: Sequence[str]
+    kinds: Sequence[str]
+    report: str
+    log: logging.Logger | None = None
+
+    def write(
+        self, save_folder: str, prepared: Prepared, options: dict, title: str
+    ) -> dict[str, str]:
+        """:func:`write_outputs` of ``prepared``: report, summaries, manifests.
+
+        Every summary records ``options`` and ``prepared.summary``; ``title``
+        starts the report and the log line.  Returns the manifests' paths by
+        name.
+        """
+        return write_outputs(
+            save_folder,
+            prepared.manifests,
+            self.fields,
+            prepared,
+            options,
+            self.report,
+            title,
+            self.kinds,
+            extra=prepared.summary,
+            log=self.log,
+        )
 
 
 def _hours(rows: Sequence[dict]) -> float:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 import unicodedata
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 # The bookkeeping lived here; these names stay importable from this module.
 from .._prep import Prepared, PrepOptions, is_finished, write_outputs, write_report
@@ -29,7 +29,7 @@ __all__ = [
     "probe_files",
     "require_file",
     "require_folder",
-    "split_manifests",
+    "add_splits",
     "write_outputs",
     "write_report",
 ]
@@ -91,20 +91,20 @@ def hash_fraction(key: str, seed: int = 0) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
-def split_manifests(
-    splits: Sequence[str],
-    read_split: Callable[[str], Sequence[dict]],
-    opts: PrepOptions,
+def add_splits(
     prepared: Prepared,
+    splits: Sequence[str],
+    read_split: Callable[[str], Iterable[dict]],
+    opts: PrepOptions,
     desc: str,
-) -> dict[str, list[dict]]:
-    """One manifest per split, for corpora that list each split in a file.
+) -> None:
+    """Add one manifest per split, for corpora that list each split in a file.
 
     ``read_split(split)`` gives the split's rows without their duration
     (``ID`` and ``wav`` at least).  A row whose ``ID`` an earlier split
     listed is skipped (``duplicate_id``); the audio is probed with ``opts``
     and unusable files are skipped; the other rows get their ``duration``
-    and go to ``prepared.rows`` too.
+    and go to ``prepared``'s manifest ``split``.
 
     Example
     -------
@@ -113,14 +113,15 @@ def split_manifests(
     >>> sf.write(wav, np.zeros(8000, dtype="float32"), 16000)
     >>> listed = {"train": [{"ID": "a", "wav": wav}], "dev": [{"ID": "a", "wav": wav}]}
     >>> p = Prepared()
-    >>> out = split_manifests(["train", "dev"], listed.get, PrepOptions(progress=False),
-    ...                       p, "x")
-    >>> [(s, [r["duration"] for r in rows]) for s, rows in out.items()], p.skipped[0][3]
-    ([('train', ['0.5000']), ('dev', [])], "already in split 'train'")
+    >>> add_splits(p, ["train", "dev"], listed.get, PrepOptions(progress=False), "x")
+    >>> [(s, [r["duration"] for r in rows]) for s, rows in p.manifests.items()]
+    [('train', ['0.5000']), ('dev', [])]
+    >>> p.skipped[0][3]
+    "already in split 'train'"
     """
-    manifests: dict[str, list[dict]] = {}
     seen: dict[str, str] = {}
     for split in splits:
+        prepared.manifests[split] = []
         candidates = []
         for row in read_split(split):
             if row["ID"] in seen:
@@ -129,15 +130,11 @@ def split_manifests(
                 continue
             seen[row["ID"]] = split
             candidates.append(row)
-        manifests[split] = [
-            dict(row, duration=f"{seconds:.4f}")
-            for row, seconds in opts.probe(
-                candidates,
-                lambda r: r["wav"],
-                lambda r: r["ID"],
-                prepared,
-                f"{desc} {split}",
-            )
-        ]
-        prepared.rows.extend(manifests[split])
-    return manifests
+        for row, seconds in opts.probe(
+            candidates,
+            lambda r: r["wav"],
+            lambda r: r["ID"],
+            prepared,
+            f"{desc} {split}",
+        ):
+            prepared.add(split, dict(row, duration=f"{seconds:.4f}"))

@@ -37,7 +37,7 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 
-from .._prep import Prepared, PrepOptions, write_outputs
+from .._prep import Outputs, Prepared, PrepOptions
 from ._common import normalize_words, require_folder
 
 __all__ = ["SKIP_KINDS", "parse_words_file", "prepare_buckeye", "segment_words"]
@@ -56,6 +56,8 @@ SKIP_KINDS = (
 )
 
 FIELDS = ("ID", "duration", "wav", "spk_id", "start", "stop", "wrd")
+
+_OUTPUTS = Outputs(FIELDS, SKIP_KINDS, "buckeye_skipped.txt", logger)
 
 VALID_SPEAKERS = ("s36", "s37")
 TEST_SPEAKERS = ("s38", "s39", "s40")
@@ -206,7 +208,7 @@ def prepare_buckeye(
     if kept := opts.finished(save_folder, names, recorded, "Buckeye manifests", logger):
         return kept
 
-    prepared = Prepared()
+    prepared = Prepared.of(names)
     words_files, wav_files, zips = {}, {}, 0
     for dirpath, dirs, files in os.walk(root):
         dirs.sort()
@@ -250,7 +252,6 @@ def prepare_buckeye(
         recordings.append(stem)
 
     dropped: Counter = Counter()
-    rows = {n: [] for n in names}
     valid_set, test_set = set(valid_speakers), set(test_speakers)
     for stem, audio_end in opts.probe(
         recordings, wav_files.get, str, prepared, "buckeye"
@@ -293,17 +294,6 @@ def prepare_buckeye(
                 "stop": f"{stop:.4f}",
                 "wrd": text,
             }
-            rows[split].append(row)
-            prepared.rows.append(row)
-    return write_outputs(
-        save_folder,
-        rows,
-        FIELDS,
-        prepared,
-        recorded,
-        "buckeye_skipped.txt",
-        f"Buckeye from {root}",
-        SKIP_KINDS,
-        extra={"segments_dropped": dict(dropped)},
-        log=logger,
-    )
+            prepared.add(split, row)
+    prepared.summary["segments_dropped"] = dict(dropped)
+    return _OUTPUTS.write(save_folder, prepared, recorded, f"Buckeye from {root}")

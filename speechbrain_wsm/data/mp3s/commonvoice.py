@@ -23,10 +23,10 @@ from __future__ import annotations
 import csv
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
-from .._prep import Prepared, PrepOptions, split_list, write_outputs
-from ._common import normalize_words, require_folder, split_manifests
+from .._prep import Outputs, Prepared, PrepOptions, split_list
+from ._common import add_splits, normalize_words, require_folder
 
 __all__ = ["SKIP_KINDS", "prepare_commonvoice"]
 
@@ -43,15 +43,16 @@ SKIP_KINDS = (
 
 FIELDS = ("ID", "duration", "wav", "spk_id", "wrd")
 
+_OUTPUTS = Outputs(FIELDS, SKIP_KINDS, "commonvoice_skipped.txt", logger)
+
 _LAYOUT = (
     "a Common Voice language folder (cv-corpus-*/<lang>) holding <split>.tsv "
     "files and clips/*.mp3"
 )
 
 
-def _read_tsv(path: str, clips: str, prepared: Prepared) -> list[dict]:
+def _read_tsv(path: str, clips: str, prepared: Prepared) -> Iterator[dict]:
     """Rows of one split: ``ID``, ``wav`` (the mp3), ``spk_id``, ``wrd``."""
-    out = []
     # Sentences hold quotes: no quoting; rows are split on tabs only.
     with open(path, encoding="utf-8", newline="") as f:
         reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
@@ -87,15 +88,12 @@ def _read_tsv(path: str, clips: str, prepared: Prepared) -> list[dict]:
                     f"line {lineno}: {row[col['sentence']]!r}",
                 )
                 continue
-            out.append(
-                {
-                    "ID": uid,
-                    "wav": os.path.join(clips, clip),
-                    "spk_id": speaker,
-                    "wrd": words,
-                }
-            )
-    return out
+            yield {
+                "ID": uid,
+                "wav": os.path.join(clips, clip),
+                "spk_id": speaker,
+                "wrd": words,
+            }
 
 
 def prepare_commonvoice(
@@ -169,14 +167,5 @@ def prepare_commonvoice(
         tsv = os.path.join(root, f"{split}.tsv")
         return _read_tsv(tsv, os.path.join(root, "clips"), prepared)
 
-    return write_outputs(
-        save_folder,
-        split_manifests(splits, read_split, opts, prepared, "commonvoice"),
-        FIELDS,
-        prepared,
-        recorded,
-        "commonvoice_skipped.txt",
-        f"Common Voice from {root}",
-        SKIP_KINDS,
-        log=logger,
-    )
+    add_splits(prepared, splits, read_split, opts, "commonvoice")
+    return _OUTPUTS.write(save_folder, prepared, recorded, f"Common Voice from {root}")

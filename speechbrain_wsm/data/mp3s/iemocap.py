@@ -32,7 +32,7 @@ import os
 import re
 from collections import Counter
 
-from .._prep import Prepared, PrepOptions, write_outputs
+from .._prep import Outputs, Prepared, PrepOptions
 from .._probe import AUDIO_KINDS
 from ._common import hash_fraction, require_folder
 
@@ -46,6 +46,8 @@ EMOTIONS = {"neu": "neu", "hap": "hap", "exc": "hap", "sad": "sad", "ang": "ang"
 SKIP_KINDS = ("malformed_line", *AUDIO_KINDS, "duplicate_id")
 
 FIELDS = ("ID", "duration", "wav", "spk_id", "emo")
+
+_OUTPUTS = Outputs(FIELDS, SKIP_KINDS, "iemocap_skipped.txt", logger)
 
 _LINE = re.compile(r"^\[\s*([\d.]+)\s*-\s*([\d.]+)\s*\]\s+(\S+)\s+(\S+)\s+\[")
 _LAYOUT = (
@@ -147,7 +149,7 @@ def prepare_iemocap(
     if kept := opts.finished(save_folder, names, recorded, "IEMOCAP manifests", logger):
         return kept
 
-    prepared = Prepared()
+    prepared = Prepared.of(names)
     excluded: Counter = Counter()
     candidates = []
     for session in range(1, 6):
@@ -173,7 +175,6 @@ def prepare_iemocap(
                 continue
             candidates.append((uid, path, emo, session))
 
-    rows = {n: [] for n in names}
     for (uid, path, emo, session), seconds in opts.probe(
         candidates, lambda c: c[1], lambda c: c[0], prepared, "iemocap"
     ):
@@ -185,21 +186,12 @@ def prepare_iemocap(
             "emo": emo,
         }
         if session == int(test_session):
-            rows["test"].append(row)
+            prepared.add("test", row)
         elif hash_fraction(uid) < valid_ratio:
-            rows["valid"].append(row)
+            prepared.add("valid", row)
         else:
-            rows["train"].append(row)
-        prepared.rows.append(row)
-    return write_outputs(
-        save_folder,
-        rows,
-        FIELDS,
-        prepared,
-        recorded,
-        "iemocap_skipped.txt",
-        f"IEMOCAP fold {test_session} from {root}",
-        SKIP_KINDS,
-        extra={"excluded_labels": dict(sorted(excluded.items()))},
-        log=logger,
+            prepared.add("train", row)
+    prepared.summary["excluded_labels"] = dict(sorted(excluded.items()))
+    return _OUTPUTS.write(
+        save_folder, prepared, recorded, f"IEMOCAP fold {test_session} from {root}"
     )

@@ -25,11 +25,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
-from .._prep import Prepared, PrepOptions, split_list, write_outputs
+from .._prep import Outputs, Prepared, PrepOptions, split_list
 from .._probe import AUDIO_KINDS
-from ._common import normalize_words, require_file, require_folder, split_manifests
+from ._common import add_splits, normalize_words, require_file, require_folder
 
 __all__ = ["SCENARIOS", "SKIP_KINDS", "prepare_slurp"]
 
@@ -46,14 +46,16 @@ SKIP_KINDS = ("malformed_line", *AUDIO_KINDS, "duplicate_id")
 
 FIELDS = ("ID", "duration", "wav", "spk_id", "wrd", "scenario", "action", "intent")
 
+_OUTPUTS = Outputs(FIELDS, SKIP_KINDS, "slurp_skipped.txt", logger)
+
 _LAYOUT = (
     "the SLURP folder holding dataset/slurp/<split>.jsonl (from the SLURP "
     "repository) and slurp_real/*.flac (the slurp_real archive)"
 )
 
 
-def _read_jsonl(path: str, audio_folder: str, prepared: Prepared) -> list[dict]:
-    out = []
+def _read_jsonl(path: str, audio_folder: str, prepared: Prepared) -> Iterator[dict]:
+    """Rows of one split: one per recording, without its duration."""
     name = os.path.basename(path)
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, start=1):
@@ -75,18 +77,15 @@ def _read_jsonl(path: str, audio_folder: str, prepared: Prepared) -> list[dict]:
                 continue
             action = entry.get("action") or prompt["intent"].split("_", 1)[-1]
             for file in files:
-                out.append(
-                    {
-                        "ID": os.path.splitext(os.path.basename(file))[0],
-                        "wav": os.path.join(audio_folder, file),
-                        "spk_id": str(prompt["slurp_id"]),
-                        "wrd": normalize_words(str(prompt["sentence"])),
-                        "scenario": str(prompt["scenario"]),
-                        "action": str(action),
-                        "intent": str(prompt["intent"]),
-                    }
-                )
-    return out
+                yield {
+                    "ID": os.path.splitext(os.path.basename(file))[0],
+                    "wav": os.path.join(audio_folder, file),
+                    "spk_id": str(prompt["slurp_id"]),
+                    "wrd": normalize_words(str(prompt["sentence"])),
+                    "scenario": str(prompt["scenario"]),
+                    "action": str(action),
+                    "intent": str(prompt["intent"]),
+                }
 
 
 def prepare_slurp(
@@ -141,14 +140,5 @@ def prepare_slurp(
         path = os.path.join(text_folder, f"{split}.jsonl")
         return _read_jsonl(path, os.path.join(root, audio), prepared)
 
-    return write_outputs(
-        save_folder,
-        split_manifests(splits, read_split, opts, prepared, "slurp"),
-        FIELDS,
-        prepared,
-        recorded,
-        "slurp_skipped.txt",
-        f"SLURP from {root}",
-        SKIP_KINDS,
-        log=logger,
-    )
+    add_splits(prepared, splits, read_split, opts, "slurp")
+    return _OUTPUTS.write(save_folder, prepared, recorded, f"SLURP from {root}")

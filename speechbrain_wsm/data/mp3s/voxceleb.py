@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import os
 
-from .._prep import Prepared, PrepOptions, write_outputs
+from .._prep import Outputs, Prepared, PrepOptions
 from .._probe import AUDIO_KINDS
 from ..manifests import atomic_write_text
 from ._common import hash_fraction, require_file, require_folder
@@ -38,6 +38,8 @@ logger = logging.getLogger(__name__)
 SKIP_KINDS = ("malformed_trial", *AUDIO_KINDS, "unexpected_path")
 
 FIELDS = ("ID", "duration", "wav", "spk_id")
+
+_OUTPUTS = Outputs(FIELDS, SKIP_KINDS, "voxceleb1_skipped.txt", logger)
 
 _LAYOUT = "the VoxCeleb1 folder holding wav/<speaker>/<video>/<utterance>.wav"
 
@@ -140,7 +142,7 @@ def prepare_voxceleb1(
     if kept:
         return dict(kept, trials=trials_path)
 
-    prepared = Prepared()
+    prepared = Prepared.of(names)
     trials = _read_trials(verification_file, prepared)
     test_speakers = {p.split("/")[0] for _, a, b in trials for p in (a, b)}
     test_files = sorted({p for _, a, b in trials for p in (a, b)})
@@ -190,28 +192,20 @@ def prepare_voxceleb1(
         kept_trials.append(f"{label} {utterance_id(a)} {utterance_id(b)}")
     dropped = len(trials) - len(kept_trials)
 
-    dev_rows = [r for r in train_rows if hash_fraction(r["ID"]) < dev_ratio]
-    dev_ids = {r["ID"] for r in dev_rows}
-    train_rows = [r for r in train_rows if r["ID"] not in dev_ids]
-    prepared.rows = train_rows + dev_rows + test_rows
+    for row in train_rows:
+        prepared.add("dev" if hash_fraction(row["ID"]) < dev_ratio else "train", row)
+    for row in test_rows:
+        prepared.add("test", row)
+    prepared.summary.update(
+        train_speakers=len({r["spk_id"] for r in prepared.manifests["train"]}),
+        trials=len(kept_trials),
+        trials_dropped=dropped,
+    )
 
     os.makedirs(save_folder, exist_ok=True)
     atomic_write_text(trials_path, "".join(t + "\n" for t in kept_trials))
-    outputs = write_outputs(
-        save_folder,
-        {"train": train_rows, "dev": dev_rows, "test": test_rows},
-        FIELDS,
-        prepared,
-        recorded,
-        "voxceleb1_skipped.txt",
-        f"VoxCeleb1 from {wav_root}",
-        SKIP_KINDS,
-        extra={
-            "train_speakers": len({r["spk_id"] for r in train_rows}),
-            "trials": len(kept_trials),
-            "trials_dropped": dropped,
-        },
-        log=logger,
+    outputs = _OUTPUTS.write(
+        save_folder, prepared, recorded, f"VoxCeleb1 from {wav_root}"
     )
     if dropped:
         logger.warning(

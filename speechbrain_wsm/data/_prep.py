@@ -32,6 +32,7 @@ from ._probe import probe_files
 from .manifests import atomic_write_text, write_manifest
 
 __all__ = [
+    "KeywordOptions",
     "Outputs",
     "PrepOptions",
     "Prepared",
@@ -146,8 +147,69 @@ def _hours(rows: Sequence[dict]) -> float:
     return sum(float(r["duration"]) for r in rows) / 3600.0
 
 
+class KeywordOptions:
+    """Base of the option dataclasses a function takes as ``**options``.
+
+    The function keeps its own arguments explicit and reads the others with
+    :meth:`from_kwargs` (:class:`PrepOptions` for the preparations,
+    :class:`~speechbrain_wsm.data._system.BuildOptions` for the corpus
+    builders).
+    """
+
+    @classmethod
+    def from_kwargs(
+        cls,
+        caller: str,
+        kwargs: Mapping[str, object],
+        fixed: Mapping[str, object] | None = None,
+        **defaults,
+    ) -> KeywordOptions:
+        """The options of one call, from its keyword arguments.
+
+        Arguments
+        ---------
+        caller : str
+            The function's name, for the error message.
+        kwargs : mapping
+            The call's keyword arguments beyond the function's own.
+        fixed : mapping, optional
+            Options this function does not take, with the value it uses.
+        **defaults
+            This function's defaults where they differ from the class's.
+
+        Returns
+        -------
+        KeywordOptions
+            An instance of the class it is called on.
+
+        Raises
+        ------
+        TypeError
+            For a keyword that is not an option, naming it and the options.
+
+        Example
+        -------
+        >>> PrepOptions.from_kwargs("prepare_x", {"redo": True}, audio_check="tail")
+        PrepOptions(sample_rate=16000, audio_check='tail', num_workers=None,
+                    progress=True, skip_prep=False, redo=True)
+        >>> PrepOptions.from_kwargs("prepare_x", {"sample_rte": 8000})
+        Traceback (most recent call last):
+        ...
+        TypeError: prepare_x() got an unexpected keyword argument 'sample_rte' ...
+        """
+        fixed = dict(fixed or {})
+        known = [f.name for f in fields(cls) if f.name not in fixed]
+        for key in kwargs:
+            if key not in known:
+                raise TypeError(
+                    f"{caller}() got an unexpected keyword argument {key!r} "
+                    f"(its own arguments, or the options {', '.join(known)})"
+                )
+        return cls(**{**defaults, **kwargs, **fixed})
+
+
 @dataclass(frozen=True)
-class PrepOptions:
+class PrepOptions(KeywordOptions):
     """The options every ``prepare_*`` function takes beside its corpus's own.
 
     Every preparation is ``prepare_<corpus>(data_folder, save_folder, <its
@@ -185,56 +247,6 @@ class PrepOptions:
     progress: bool = True
     skip_prep: bool = False
     redo: bool = False
-
-    @classmethod
-    def from_kwargs(
-        cls,
-        caller: str,
-        kwargs: Mapping[str, object],
-        fixed: Mapping[str, object] | None = None,
-        **defaults,
-    ) -> PrepOptions:
-        """The options of one ``prepare_*`` call, from its keyword arguments.
-
-        Arguments
-        ---------
-        caller : str
-            The preparation's name, for the error message.
-        kwargs : mapping
-            The call's keyword arguments beyond the preparation's own.
-        fixed : mapping, optional
-            Options this preparation does not take, with the value it uses.
-        **defaults
-            This preparation's defaults where they differ from the class's.
-
-        Returns
-        -------
-        PrepOptions
-
-        Raises
-        ------
-        TypeError
-            For a keyword that is not an option, naming it and the options.
-
-        Example
-        -------
-        >>> PrepOptions.from_kwargs("prepare_x", {"redo": True}, audio_check="tail")
-        PrepOptions(sample_rate=16000, audio_check='tail', num_workers=None,
-                    progress=True, skip_prep=False, redo=True)
-        >>> PrepOptions.from_kwargs("prepare_x", {"sample_rte": 8000})
-        Traceback (most recent call last):
-        ...
-        TypeError: prepare_x() got an unexpected keyword argument 'sample_rte' ...
-        """
-        fixed = dict(fixed or {})
-        known = [f.name for f in fields(cls) if f.name not in fixed]
-        for key in kwargs:
-            if key not in known:
-                raise TypeError(
-                    f"{caller}() got an unexpected keyword argument {key!r} "
-                    f"(its own arguments, or the options {', '.join(known)})"
-                )
-        return cls(**{**defaults, **kwargs, **fixed})
 
     def record(self, **corpus) -> dict:
         """The options a summary records: ``corpus``'s and the audio ones.

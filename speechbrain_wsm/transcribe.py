@@ -101,14 +101,20 @@ class Transcriber:
     ) -> Transcriber:
         """Load a trained recipe as ``python -m speechbrain_wsm.evaluate`` does.
 
-        ``run_folder`` is the recipe's output folder (or its
-        ``hyperparams.yaml``), ``checkpoint`` ``"best"``, ``"latest"`` or a
-        ``CKPT+...`` folder, as for
-        :func:`~speechbrain_wsm.evaluate.recover_checkpoint`; the model runs
-        on ``device``.  ``overrides`` replace top-level keys of the YAML, and
-        the keywords ``decoding`` (``decoder="beam"``, ``beam_size`` ...)
-        the recipe's decoding options
-        (:func:`~speechbrain_wsm.evaluate.decoding_options`).
+        Arguments
+        ---------
+        run_folder : str or PathLike
+            The recipe's output folder (or its ``hyperparams.yaml``).
+        checkpoint : str
+            ``"best"``, ``"latest"`` or a ``CKPT+...`` folder, as for
+            :func:`~speechbrain_wsm.evaluate.recover_checkpoint`.
+        device : str or torch.device
+            Where the model runs.
+        overrides : dict, optional
+            Values replacing top-level keys of the YAML.
+        **decoding
+            Values replacing the recipe's decoding options (``decoder="beam"``,
+            ``beam_size`` ...: :func:`~speechbrain_wsm.evaluate.decoding_options`).
         """
         from speechbrain_wsm.decoding import build_decoder
         from speechbrain_wsm.evaluate import decoding_options, load_recipe, load_trained

@@ -101,7 +101,7 @@ class Prepared(SkippedInput):
 
 @dataclass(frozen=True)
 class Outputs:
-    """What one corpus's preparation writes, besides the rows: see :func:`write_outputs`.
+    """What a corpus's preparation writes beside the rows (:func:`write_outputs`).
 
     Attributes
     ----------
@@ -269,14 +269,15 @@ class PrepOptions(KeywordOptions):
         self,
         save_folder: str,
         names: str | Sequence[str],
-        options: dict,
+        recorded: dict,
         what: str,
         log: logging.Logger | None = None,
     ) -> dict[str, str]:
         """The manifests to keep, name to ``.csv`` path; empty to prepare them.
 
         Empty with ``redo``; otherwise the manifests are kept when
-        :func:`is_finished` says so, with a log line saying ``what`` is kept.
+        :func:`is_finished` finds them made with the options ``recorded``
+        (:meth:`record`), with a log line saying ``what`` is kept.
 
         Example
         -------
@@ -285,7 +286,7 @@ class PrepOptions(KeywordOptions):
         {}
         """
         names = [names] if isinstance(names, str) else list(names)
-        if self.redo or not is_finished(save_folder, names, options, log):
+        if self.redo or not is_finished(save_folder, names, recorded, log):
             return {}
         (log or logger).info("%s already prepared, skipping", what)
         return {n: os.path.join(save_folder, f"{n}.csv") for n in names}
@@ -332,7 +333,9 @@ class PrepOptions(KeywordOptions):
 
 
 def split_list(splits: str | Sequence[str], caller: str) -> list[str]:
-    """``splits`` (one name or several) as a list without repeats, not empty.
+    """``splits`` (one name or several) as a list without repeats.
+
+    Raises ``ValueError`` when there is none.
 
     Example
     -------

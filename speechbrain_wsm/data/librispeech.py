@@ -501,7 +501,8 @@ def prepare_librilight_limited(
     root = os.path.abspath(data_folder)
     recorded = _recorded(root, audio_ext, opts)
     names = list(LIBRILIGHT_SUBSETS)
-    if kept := opts.finished(save_folder, names, recorded, "Libri-light", logger):
+    what = "Libri-light limited manifests"
+    if kept := opts.finished(save_folder, names, recorded, what, logger):
         return kept
 
     per_fold: dict[str, ScanResult] = {}

@@ -63,11 +63,14 @@ import torch
 from speechbrain_wsm.decoding import DECODERS, build_decoder
 
 __all__ = [
+    "DECODING_DEFAULTS",
+    "decoding_options",
     "evaluate_manifest",
     "load_recipe",
     "load_trained",
     "main",
     "parse_override",
+    "recipe_parser",
     "recover_checkpoint",
     "transcribe",
 ]
@@ -393,6 +396,69 @@ def load_trained(
     return hparams["asr_model"].to(device).eval(), tokenizer
 
 
+#: The decoding keys a recipe may define, with the values used when it does not
+#: (the arguments of :func:`~speechbrain_wsm.decoding.build_decoder`).
+DECODING_DEFAULTS = {
+    "decoder": "greedy",
+    "beam_size": 20,
+    "kenlm_model_path": None,
+    "lm_weight": 0.5,
+    "word_bonus": 1.0,
+}
+
+
+def decoding_options(hparams: dict, **given) -> dict:
+    """A recipe's decoding options: each ``given`` value that is not ``None``,
+    else the recipe's, else :data:`DECODING_DEFAULTS`.
+
+    Raises ``TypeError`` naming a ``given`` key that is not a decoding option.
+
+    Example
+    -------
+    >>> decoding_options({"beam_size": 8, "lm_weight": 0.3}, decoder="beam",
+    ...                  lm_weight=None)
+    {'decoder': 'beam', 'beam_size': 8, 'kenlm_model_path': None, 'lm_weight': 0.3, 'word_bonus': 1.0}
+    """
+    unknown = sorted(set(given) - set(DECODING_DEFAULTS))
+    if unknown:
+        raise TypeError(
+            f"unknown decoding option {unknown[0]!r}; "
+            f"valid: {', '.join(DECODING_DEFAULTS)}"
+        )
+    return {
+        key: given[key] if given.get(key) is not None else hparams.get(key, default)
+        for key, default in DECODING_DEFAULTS.items()
+    }
+
+
+def recipe_parser(prog: str, description: str, epilog: str) -> argparse.ArgumentParser:
+    """The command line of a tool that runs a trained recipe.
+
+    It takes the recipe (``run``: its output folder or YAML), ``--checkpoint``,
+    ``--device``, ``--decoder``, ``--beam_size`` and ``--batch_size``; other
+    ``--KEY=VALUE`` arguments override top-level keys of the YAML
+    (:func:`parse_override`), as ``epilog`` goes on to say.
+    """
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=description,
+        epilog="Other --KEY=VALUE options override top-level keys of the YAML. "
+        + epilog,
+    )
+    parser.add_argument("run", help="recipe output folder or hyperparams YAML")
+    parser.add_argument(
+        "--checkpoint",
+        default="best",
+        help="best (lowest validation CER; WER in runs from before CER), latest, "
+        "or a CKPT+ folder",
+    )
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--decoder", choices=DECODERS)
+    parser.add_argument("--beam_size", type=int)
+    parser.add_argument("--batch_size", type=int, default=8)
+    return parser
+
+
 def parse_override(item: str) -> tuple[str, object] | None:
     """``("key", value)`` of a ``--KEY=VALUE`` argument (value read as YAML), else None.
 
@@ -410,13 +476,11 @@ def parse_override(item: str) -> tuple[str, object] | None:
 
 
 def _parse(argv: Sequence[str]):
-    parser = argparse.ArgumentParser(
-        prog="python -m speechbrain_wsm.evaluate",
-        description=__doc__.split("\n\n", 1)[0],
-        epilog="Other --KEY=VALUE options override top-level keys of the YAML. "
+    parser = recipe_parser(
+        "python -m speechbrain_wsm.evaluate",
+        __doc__.split("\n\n", 1)[0],
         "See the module docstring for the contract a recipe follows.",
     )
-    parser.add_argument("run", help="recipe output folder or hyperparams YAML")
     parser.add_argument(
         "--manifest",
         required=True,
@@ -428,21 +492,11 @@ def _parse(argv: Sequence[str]):
         action="append",
         help="name of each manifest's wer file (default: stem)",
     )
-    parser.add_argument("--decoder", choices=DECODERS)
-    parser.add_argument("--beam_size", type=int)
     parser.add_argument("--kenlm", dest="kenlm_model_path")
     parser.add_argument("--lm_weight", type=float)
     parser.add_argument("--word_bonus", type=float)
-    parser.add_argument(
-        "--checkpoint",
-        default="best",
-        help="best (lowest validation CER; WER in runs from before CER), latest, "
-        "or a CKPT+ folder",
-    )
     parser.add_argument("--output_folder", help="where wer_<name>.txt goes")
     parser.add_argument("--data_folder", help="replaces $data_root in manifests")
-    parser.add_argument("--batch_size", type=int, default=8)
-    parser.add_argument("--device", default="cpu")
     args, rest = parser.parse_known_args(list(argv))
     overrides = {}
     for item in rest:
@@ -485,10 +539,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict]:
     _check_writable(out_folder)  # before any decoding, not after
     model, tokenizer = load_trained(hparams, run_folder, args.checkpoint, args.device)
 
-    def option(name, default):
-        value = getattr(args, name)
-        return value if value is not None else hparams.get(name, default)
-
+    decoding = decoding_options(
+        hparams, **{key: getattr(args, key) for key in DECODING_DEFAULTS}
+    )
     results = {}
     names = args.name or [Path(m).stem for m in args.manifest]
     for manifest, name in zip(args.manifest, names, strict=True):
@@ -497,11 +550,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict]:
             tokenizer,
             manifest,
             str(out_folder / f"wer_{name}.txt"),
-            decoder=option("decoder", "greedy"),
-            beam_size=option("beam_size", 20),
-            kenlm_model_path=option("kenlm_model_path", None),
-            lm_weight=option("lm_weight", 0.5),
-            word_bonus=option("word_bonus", 1.0),
+            **decoding,
             data_folder=args.data_folder,
             sample_rate=hparams.get("sample_rate", 16000),
             batch_size=args.batch_size,

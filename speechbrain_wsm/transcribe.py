@@ -28,7 +28,6 @@ From Python, following SpeechBrain's ``EncoderASR``::
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import sys
@@ -98,8 +97,7 @@ class Transcriber:
         checkpoint: str = "best",
         device: str | torch.device = "cpu",
         overrides: dict | None = None,
-        decoder: str | None = None,
-        beam_size: int | None = None,
+        **decoding,
     ) -> Transcriber:
         """Load a trained recipe as ``python -m speechbrain_wsm.evaluate`` does.
 
@@ -108,34 +106,23 @@ class Transcriber:
         run_folder : str or PathLike
             The recipe's output folder (or its ``hyperparams.yaml``).
         checkpoint : str
-            ``"best"`` (lowest validation WER), ``"latest"`` or a ``CKPT+...``
-            folder.
+            ``"best"``, ``"latest"`` or a ``CKPT+...`` folder, as for
+            :func:`~speechbrain_wsm.evaluate.recover_checkpoint`.
         device : str or torch.device
             Where the model runs.
         overrides : dict, optional
             Values replacing top-level keys of the YAML.
-        decoder, beam_size : optional
-            Override the recipe's ``decoder`` (``greedy`` or ``beam``) and
-            ``beam_size``; its ``kenlm_model_path``, ``lm_weight`` and
-            ``word_bonus`` apply to beam search.
-
-        Returns
-        -------
-        Transcriber
+        **decoding
+            Values replacing the recipe's decoding options (``decoder="beam"``,
+            ``beam_size`` ...: :func:`~speechbrain_wsm.evaluate.decoding_options`).
         """
         from speechbrain_wsm.decoding import build_decoder
-        from speechbrain_wsm.evaluate import load_recipe, load_trained
+        from speechbrain_wsm.evaluate import decoding_options, load_recipe, load_trained
 
         hparams, folder = load_recipe(str(run_folder), overrides)
+        options = decoding_options(hparams, **decoding)
         model, tokenizer = load_trained(hparams, folder, checkpoint, device)
-        decode = build_decoder(
-            tokenizer,
-            decoder or hparams.get("decoder", "greedy"),
-            beam_size or hparams.get("beam_size", 20),
-            hparams.get("kenlm_model_path"),
-            hparams.get("lm_weight", 0.5),
-            hparams.get("word_bonus", 1.0),
-        )
+        decode = build_decoder(tokenizer, **options)
         return cls(model, decode, hparams.get("sample_rate", 16000), device)
 
     def load_audio(self, path: str | os.PathLike) -> torch.Tensor:
@@ -232,26 +219,14 @@ class Transcriber:
 
 
 def _parse(argv: Sequence[str]):
-    from speechbrain_wsm.decoding import DECODERS
-    from speechbrain_wsm.evaluate import parse_override
+    from speechbrain_wsm.evaluate import parse_override, recipe_parser
 
-    parser = argparse.ArgumentParser(
-        prog="python -m speechbrain_wsm.transcribe",
-        description=__doc__.split("\n\n", 1)[0],
-        epilog="Other --KEY=VALUE options override top-level keys of the YAML. "
+    parser = recipe_parser(
+        "python -m speechbrain_wsm.transcribe",
+        __doc__.split("\n\n", 1)[0],
         "Prints '<path>\\t<transcript>' per file; exit status 1 when a file failed.",
     )
-    parser.add_argument("run", help="recipe output folder or hyperparams YAML")
     parser.add_argument("files", nargs="*", help="audio files (any rate)")
-    parser.add_argument(
-        "--checkpoint",
-        default="best",
-        help="best (lowest valid WER), latest, or a CKPT+ folder",
-    )
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--decoder", choices=DECODERS)
-    parser.add_argument("--beam_size", type=int)
-    parser.add_argument("--batch_size", type=int, default=8)
     args, rest = parser.parse_known_args(list(argv))
     overrides = {}
     for item in rest:

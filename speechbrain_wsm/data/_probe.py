@@ -16,7 +16,15 @@ from concurrent.futures import ThreadPoolExecutor
 import soundfile as sf
 from tqdm import tqdm
 
-__all__ = ["AudioError", "default_workers", "probe_audio", "probe_files"]
+__all__ = ["AUDIO_KINDS", "AudioError", "default_workers", "probe_audio", "probe_files"]
+
+#: The kinds of :class:`AudioError`, in the order the preparations report them.
+AUDIO_KINDS = (
+    "missing_audio",
+    "unreadable_audio",
+    "truncated_audio",
+    "wrong_sample_rate",
+)
 
 _TAIL_FRAMES = 1600
 # Futures submitted at once: 281k pending ones would cost memory for nothing.
@@ -29,8 +37,7 @@ class AudioError(Exception):
     Arguments
     ---------
     kind : str
-        ``"unreadable_audio"``, ``"truncated_audio"``, ``"wrong_sample_rate"`` or
-        ``"missing_audio"``.
+        One of :data:`AUDIO_KINDS`.
     detail : str
         What was wrong, for the report.
     """

@@ -1,16 +1,24 @@
-"""Checks for the Debian packages and programs the corpus builders use."""
+"""Checks for the Debian packages and programs the corpus builders use, and
+their command lines."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
 import shutil
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from ._prep import KeywordOptions, read_summary, same_options
 
 __all__ = [
+    "BuildOptions",
     "MissingPackageError",
+    "builder_arguments",
+    "builder_parser",
     "require_executable",
     "require_path",
     "run_builder",
@@ -93,6 +101,82 @@ def require_path(path: str, package: str, what: str) -> str:
     if not os.path.exists(path):
         raise MissingPackageError(package, f"{what} not found at '{path}'")
     return path
+
+
+@dataclass(frozen=True)
+class BuildOptions(KeywordOptions):
+    """The options every corpus builder takes beside its own, as ``**options``.
+
+    A builder is ``build_<corpus>(out, <its own arguments>, **options)`` and
+    returns a summary dict; a finished corpus built with the same options is
+    kept.  Its command line takes the same options (:func:`builder_parser`).
+
+    Attributes
+    ----------
+    seed : int
+        Seed of every random choice (which utterance goes to which split ...).
+    workers : int, optional
+        Parallel workers (default: the number of CPUs).
+    progress : bool
+        Show progress bars.
+    redo : bool
+        Build again even if a finished corpus with the same options exists.
+    """
+
+    seed: int = 0
+    workers: int | None = None
+    progress: bool = True
+    redo: bool = False
+
+    def built(self, summary_path: str, recorded: dict) -> dict | None:
+        """The summary of a corpus built with the options ``recorded``, to keep.
+
+        ``None`` with ``redo``, or when the summary at ``summary_path`` is
+        missing or records other options.
+
+        Example
+        -------
+        >>> import tempfile, os
+        >>> BuildOptions().built(os.path.join(tempfile.mkdtemp(), "s.json"), {}) is None
+        True
+        """
+        summary = None if self.redo else read_summary(summary_path)
+        if summary is not None and same_options(summary.get("options"), recorded):
+            return summary
+        return None
+
+
+def builder_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """A corpus builder's command line, with the options every builder takes.
+
+    ``--out`` (required), ``--seed``, ``--workers``, ``--redo`` and
+    ``--no_progress``: :func:`builder_arguments` turns them into the
+    builder's ``out``, ``seed``, ``workers``, ``redo`` and ``progress``.
+
+    Example
+    -------
+    >>> args = builder_parser("build", "A corpus.").parse_args(["--out", "/c"])
+    >>> builder_arguments(args)
+    {'out': '/c', 'seed': 0, 'workers': None, 'progress': True, 'redo': False}
+    """
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--redo", action="store_true")
+    parser.add_argument("--no_progress", action="store_true")
+    return parser
+
+
+def builder_arguments(args: argparse.Namespace) -> dict:
+    """The builder's arguments from the options of :func:`builder_parser`."""
+    return {
+        "out": args.out,
+        "seed": args.seed,
+        "workers": args.workers,
+        "progress": not args.no_progress,
+        "redo": args.redo,
+    }
 
 
 def run_builder(build: Callable[..., dict], shown: Sequence[str], **kwargs) -> int:

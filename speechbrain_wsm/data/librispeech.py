@@ -34,8 +34,8 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from ._prep import SkippedInput, is_finished, write_outputs
-from ._probe import AudioError, probe_audio, probe_files
+from ._prep import PrepOptions, SkippedInput, write_outputs
+from ._probe import AudioError, probe_audio
 from .manifests import MANIFEST_FIELDS, merge_manifests
 from .text import normalize_text
 
@@ -261,24 +261,18 @@ def scan_split(
     """
     result = ScanResult()
     candidates = _collect(folder, audio_ext, result)
-    probed = probe_files(
+    opts = PrepOptions(sample_rate, audio_check, num_workers, progress)
+    for (uid, path, text), seconds in opts.probe(
         candidates,
         lambda item: item[1],
-        audio_check,
-        sample_rate,
-        num_workers,
-        progress,
+        lambda item: item[0],
+        result,
         desc or os.path.basename(os.path.normpath(folder)),
-    )
-    for (uid, path, text), info, error in probed:
-        if error is not None:
-            result.skip(error.kind, uid, path, error.detail)
-            continue
-        frames, rate = info
+    ):
         result.utterances.append(
             Utterance(
                 ID=uid,
-                duration=frames / rate,
+                duration=seconds,
                 wav=os.path.abspath(path),
                 spk_id=uid.split("-")[0],
                 wrd=text,
@@ -286,6 +280,32 @@ def scan_split(
         )
     result.utterances.sort(key=lambda u: u.ID)
     return result
+
+
+def _scan(folder: str, audio_ext: str, opts: PrepOptions, desc: str) -> ScanResult:
+    return scan_split(
+        folder,
+        audio_ext,
+        opts.audio_check,
+        opts.sample_rate,
+        opts.num_workers,
+        opts.progress,
+        desc,
+    )
+
+
+def _recorded(folder: str, audio_ext: str, opts: PrepOptions) -> dict:
+    """The options a manifest of ``folder`` records: a change prepares it again.
+
+    They include a stamp of the transcripts and the version of their rules:
+    an edited ``.trans.txt`` prepares the manifest again.
+    """
+    return opts.record(
+        source=folder,
+        audio_ext=audio_ext,
+        transcripts=transcripts_stamp(folder),
+        transcript_rules=TRANSCRIPT_RULES,
+    )
 
 
 # --------------------------------------------------------------------------- #
@@ -334,24 +354,21 @@ def prepare_librispeech(
     merge_lst: Sequence[str] = (),
     merge_name: str | None = None,
     audio_ext: str = ".flac",
-    audio_check: str = "tail",
-    sample_rate: int | None = 16000,
-    num_workers: int | None = None,
-    progress: bool = True,
-    skip_prep: bool = False,
-    redo: bool = False,
+    **options,
 ) -> dict[str, str]:
     """Write one SpeechBrain CSV manifest per LibriSpeech split.
 
+    ``data_folder`` is the extracted ``LibriSpeech`` folder, holding
+    ``<split>/<speaker>/<chapter>/<speaker>-<chapter>-<utt>.flac`` and
+    ``<speaker>-<chapter>.trans.txt``; ``save_folder`` gets ``<split>.csv``,
+    ``<split>.json`` (summary and options) and ``<split>_skipped.txt`` (bad
+    input report) per split.
+    What every preparation shares (the folders, ``**options``, the result):
+    :class:`~speechbrain_wsm.data._prep.PrepOptions`; here ``audio_check``
+    defaults to ``"tail"``.
+
     Arguments
     ---------
-    data_folder : str
-        The extracted ``LibriSpeech`` folder, holding ``<split>/<speaker>/
-        <chapter>/<speaker>-<chapter>-<utt>.flac`` and
-        ``<speaker>-<chapter>.trans.txt``.
-    save_folder : str
-        Where ``<split>.csv``, ``<split>.json`` (summary and options) and
-        ``<split>_skipped.txt`` (bad input report) go; created if needed.
     tr_splits, dev_splits, te_splits : sequence of str
         Split folder names, e.g. ``["train-clean-100"]``, ``["dev-clean"]``,
         ``["test-clean", "test-other"]``.
@@ -362,30 +379,6 @@ def prepare_librispeech(
         Name of the merged manifest (default ``"train"``).
     audio_ext : str
         Audio file extension.
-    audio_check : str
-        ``"header"``, ``"tail"`` (default) or ``"full"``: see
-        :func:`probe_audio`.
-    sample_rate : int, optional
-        Expected sample rate; files at another rate are skipped.  ``None``
-        accepts any rate.
-    num_workers : int, optional
-        Threads reading audio headers.
-    progress : bool
-        Show progress bars.
-    skip_prep : bool
-        Do nothing (the recipes' ``--skip_prep`` flag).
-    redo : bool
-        Prepare again even if a finished manifest exists.
-
-    Returns
-    -------
-    dict
-        Split name to manifest path (empty when ``skip_prep``).
-
-    Raises
-    ------
-    FileNotFoundError
-        If ``data_folder`` or a split folder does not exist.
 
     Example
     -------
@@ -400,7 +393,8 @@ def prepare_librispeech(
     ...     print(["test-clean"])
     ['test-clean']
     """
-    if skip_prep:
+    opts = PrepOptions.from_kwargs("prepare_librispeech", options, audio_check="tail")
+    if opts.skip_prep:
         return {}
     splits = list(
         dict.fromkeys(_as_list(tr_splits) + _as_list(dev_splits) + _as_list(te_splits))
@@ -421,23 +415,11 @@ def prepare_librispeech(
     outputs = {}
     for split in splits:
         folder = os.path.abspath(os.path.join(data_folder, split))
-        options = {
-            "source": folder,
-            "audio_ext": audio_ext,
-            "audio_check": audio_check,
-            "sample_rate": sample_rate,
-            # the manifest depends on the transcripts' content and rules: an
-            # edited .trans.txt prepares the split again
-            "transcripts": transcripts_stamp(folder),
-            "transcript_rules": TRANSCRIPT_RULES,
-        }
-        if not redo and is_finished(save_folder, split, options, logger):
-            logger.info("%s: manifest already prepared, skipping", split)
-            outputs[split] = os.path.join(save_folder, f"{split}.csv")
+        recorded = _recorded(folder, audio_ext, opts)
+        if kept := opts.finished(save_folder, split, recorded, split, logger):
+            outputs.update(kept)
             continue
-        result = scan_split(
-            folder, audio_ext, audio_check, sample_rate, num_workers, progress, split
-        )
+        result = _scan(folder, audio_ext, opts, split)
         if not result.utterances and not result.skipped:
             raise FileNotFoundError(
                 f"LibriSpeech split '{folder}' holds no {audio_ext} audio and no "
@@ -449,7 +431,7 @@ def prepare_librispeech(
                 {split: [u.row() for u in result.utterances]},
                 MANIFEST_FIELDS,
                 result,
-                options,
+                recorded,
                 f"{split}_skipped.txt",
                 f"{split} from {folder}",
                 SKIP_KINDS,
@@ -470,12 +452,7 @@ def prepare_librilight_limited(
     data_folder: str,
     save_folder: str,
     audio_ext: str = ".flac",
-    audio_check: str = "tail",
-    sample_rate: int | None = 16000,
-    num_workers: int | None = None,
-    progress: bool = True,
-    skip_prep: bool = False,
-    redo: bool = False,
+    **options,
 ) -> dict[str, str]:
     """Write the Libri-light limited fine-tuning manifests.
 
@@ -483,35 +460,22 @@ def prepare_librilight_limited(
     folds ``1h/0`` to ``1h/5`` and ``librilight-10h.csv`` those plus ``9h``;
     each fold's ``clean`` and ``other`` parts (whichever exist) are included.
 
-    Arguments
-    ---------
-    data_folder : str
-        The extracted ``librispeech_finetuning`` folder (``1h/{0..5}/{clean,
-        other}/...`` and ``9h/{clean,other}/...``, LibriSpeech layout below).
-    save_folder : str
-        Where the three manifests, their ``.json`` summaries and the
-        ``librilight_skipped.txt`` report go.
-    audio_ext, audio_check, sample_rate, num_workers, progress, skip_prep, redo
-        As for :func:`prepare_librispeech`.
-
-    Returns
-    -------
-    dict
-        Manifest name (``"librilight-10min"``, ...) to path.
-
-    Raises
-    ------
-    FileNotFoundError
-        If ``data_folder`` or one of the seven folds does not exist.
+    ``data_folder`` is the extracted ``librispeech_finetuning`` folder
+    (``1h/{0..5}/{clean,other}/...`` and ``9h/{clean,other}/...``, LibriSpeech
+    layout below; each of the seven folds must be there); ``save_folder`` gets
+    the three manifests and the ``librilight_skipped.txt`` report.
+    ``audio_ext`` and ``**options`` are as for :func:`prepare_librispeech`.
 
     Example
     -------
-    >>> import tempfile
-    >>> prepare_librilight_limited(tempfile.mkdtemp(), tempfile.mkdtemp(),
+    >>> prepare_librilight_limited("/data/librispeech_finetuning", "/tmp/out",
     ...                            skip_prep=True)
     {}
     """
-    if skip_prep:
+    opts = PrepOptions.from_kwargs(
+        "prepare_librilight_limited", options, audio_check="tail"
+    )
+    if opts.skip_prep:
         return {}
     expected = (
         "1h/{0..5}/{clean,other} and 9h/{clean,other}, each holding "
@@ -535,30 +499,15 @@ def prepare_librilight_limited(
             )
     os.makedirs(save_folder, exist_ok=True)
     root = os.path.abspath(data_folder)
-    options = {
-        "source": root,
-        "audio_ext": audio_ext,
-        "audio_check": audio_check,
-        "sample_rate": sample_rate,
-        "transcripts": transcripts_stamp(root),
-        "transcript_rules": TRANSCRIPT_RULES,
-    }
+    recorded = _recorded(root, audio_ext, opts)
     names = list(LIBRILIGHT_SUBSETS)
-    if not redo and is_finished(save_folder, names, options, logger):
-        logger.info("Libri-light limited manifests already prepared, skipping")
-        return {n: os.path.join(save_folder, f"{n}.csv") for n in names}
+    what = "Libri-light limited manifests"
+    if kept := opts.finished(save_folder, names, recorded, what, logger):
+        return kept
 
     per_fold: dict[str, ScanResult] = {}
     for fold in LIBRILIGHT_FOLDS:
-        result = scan_split(
-            os.path.join(root, fold),
-            audio_ext,
-            audio_check,
-            sample_rate,
-            num_workers,
-            progress,
-            f"librilight {fold}",
-        )
+        result = _scan(os.path.join(root, fold), audio_ext, opts, f"librilight {fold}")
         if not result.utterances and not result.skipped:
             raise FileNotFoundError(
                 f"Libri-light fold '{os.path.join(root, fold)}' holds no "
@@ -595,7 +544,7 @@ def prepare_librilight_limited(
         manifests,
         MANIFEST_FIELDS,
         everything,
-        options,
+        recorded,
         "librilight_skipped.txt",
         f"Libri-light limited from {root}",
         SKIP_KINDS,

@@ -5,7 +5,9 @@ from __future__ import annotations
 import csv
 import os
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TextIO
 
 #: Columns every manifest written by this package starts with.
 MANIFEST_FIELDS = ("ID", "duration", "wav", "spk_id", "wrd")
@@ -18,6 +20,27 @@ def _publish(tmp: str, path: str) -> None:
     """Give a temporary file ordinary permissions and rename it into place."""
     os.chmod(tmp, 0o666 & ~_UMASK)
     os.replace(tmp, path)
+
+
+@contextmanager
+def _atomic_open(path: str, suffix: str) -> Iterator[TextIO]:
+    """A temporary text file beside ``path``, renamed to it if the block succeeds.
+
+    On any exception (``KeyboardInterrupt`` included) the temporary file is
+    removed and ``path`` is left as it was.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        _publish(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def atomic_write_text(path: str, text: str) -> None:
@@ -41,18 +64,8 @@ def atomic_write_text(path: str, text: str) -> None:
     >>> open(os.path.join(tmp, "a.txt")).read()
     'hello'
     """
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        _publish(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with _atomic_open(path, ".part") as f:
+        f.write(text)
 
 
 def write_manifest(
@@ -84,23 +97,13 @@ def write_manifest(
     >>> open(p).read().splitlines()[0]
     'ID,duration,wav,spk_id,wrd'
     """
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".csv.part", dir=folder)
     count = 0
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(fields), extrasaction="ignore")
-            writer.writeheader()
-            for row in rows:
-                writer.writerow(row)
-                count += 1
-            f.flush()
-            os.fsync(f.fileno())
-        _publish(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with _atomic_open(path, ".csv.part") as f:
+        writer = csv.DictWriter(f, fieldnames=list(fields), extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(row)
+            count += 1
     return count
 
 

@@ -26,7 +26,7 @@ import logging
 import os
 import re
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 from speechbrain_wsm.data.manifests import (
     atomic_write_text,
@@ -155,19 +155,15 @@ def phonemize_manifest(words_csv: str, phones_csv: str) -> dict:
 
 
 def prepare_librispeech_phonemes(
-    data_folder: str,
-    save_folder: str,
-    tr_splits: Sequence[str] = (),
-    dev_splits: Sequence[str] = (),
-    te_splits: Sequence[str] = (),
-    **kwargs,
+    data_folder: str, save_folder: str, **kwargs
 ) -> dict[str, dict]:
     """LibriSpeech manifests with phoneme targets, one per split.
 
     Runs :func:`~speechbrain_wsm.data.librispeech.prepare_librispeech` into
-    ``<save_folder>/words`` (keyword arguments are passed on), then
-    :func:`phonemize_manifest` into ``<save_folder>/<split>.csv``, and writes
-    the counts to ``<save_folder>/phonemes.json``.
+    ``<save_folder>/words`` (the keyword arguments, ``tr_splits``,
+    ``dev_splits``, ``te_splits`` and the others, are its own), then
+    :func:`phonemize_manifest` of each split into ``<save_folder>/<split>.csv``,
+    and writes the counts to ``<save_folder>/phonemes.json``.
 
     Returns
     -------
@@ -177,16 +173,10 @@ def prepare_librispeech_phonemes(
     from speechbrain_wsm.data.librispeech import prepare_librispeech
 
     words = os.path.join(save_folder, "words")
-    prepare_librispeech(
-        data_folder,
-        words,
-        tr_splits=tr_splits,
-        dev_splits=dev_splits,
-        te_splits=te_splits,
-        **kwargs,
-    )
+    prepare_librispeech(data_folder, words, **kwargs)
+    splits = [kwargs.get(k, ()) for k in ("tr_splits", "dev_splits", "te_splits")]
     report = {}
-    for split in dict.fromkeys([*tr_splits, *dev_splits, *te_splits]):
+    for split in dict.fromkeys(split for group in splits for split in group):
         report[split] = phonemize_manifest(
             os.path.join(words, f"{split}.csv"),
             os.path.join(save_folder, f"{split}.csv"),

@@ -135,17 +135,10 @@ def number_to_words(n: int) -> str:
 
 
 def ordinal_to_words(n: int) -> str:
-    """Spell a non-negative integer as an upper case English ordinal.
+    """Spell ``n`` as an upper case English ordinal ("TWENTY FIRST").
 
-    Arguments
-    ---------
-    n : int
-        The number, ``0 <= n < 10**15``.
-
-    Returns
-    -------
-    str
-        The ordinal, e.g. "TWENTY FIRST".
+    ``n`` and its range are as for :func:`number_to_words`, whose last word
+    becomes the ordinal one.
 
     Example
     -------

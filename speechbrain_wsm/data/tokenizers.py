@@ -345,26 +345,15 @@ def train_bpe_tokenizer(
     Saved as ``<stem>_<model_type><vocab_size>.model`` (and ``.vocab``) beside
     the manifest.  Piece 0 is ``<blank>``, piece 1 ``<unk>``; no BOS/EOS.  On
     small text the vocabulary may come out smaller than ``vocab_size``.
+    ``manifest``, ``save_folder``, ``column`` and ``redo`` are as for
+    :func:`train_char_tokenizer`; returns the trained (or loaded) tokenizer.
 
     Arguments
     ---------
-    manifest : str
-        Training CSV manifest.
     vocab_size : int
         Requested number of pieces (blank and unk included).
-    save_folder : str, optional
-        Where to save (default: the manifest's folder).
-    column : str
-        Transcript column.
     model_type : str
         ``"bpe"`` or ``"unigram"``.
-    redo : bool
-        Train again even if the model exists.
-
-    Returns
-    -------
-    SentencePieceTokenizer
-        The trained (or loaded) tokenizer.
     """
     import sentencepiece as spm
 

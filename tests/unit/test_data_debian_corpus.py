@@ -12,6 +12,7 @@ import soundfile as sf
 
 from speechbrain_wsm.data import _system
 from speechbrain_wsm.data import debian_corpus as dc
+from speechbrain_wsm.data import synthetic as syn
 from speechbrain_wsm.data._system import MissingPackageError
 from speechbrain_wsm.data.debian_corpus import build as dc_build
 from speechbrain_wsm.data.librispeech import prepare_librispeech
@@ -127,6 +128,13 @@ def test_missing_packages_are_named(tmp_path, monkeypatch):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("build", [dc.build_debian_corpus, syn.build_synthetic_corpus])
+def test_builders_name_a_misspelt_option(build, tmp_path):
+    with pytest.raises(TypeError, match=rf"{build.__name__}\(\).*'sed'"):
+        build(str(tmp_path / "out"), sed=1)
+    assert not (tmp_path / "out").exists()
+
+
 def test_cli_reports_missing_package(tmp_path, capsys):
     code = dc.main(["--out", str(tmp_path), "--asterisk_sounds", str(tmp_path / "x")])
     err = capsys.readouterr().err
@@ -179,13 +187,17 @@ def read_rows(path):
 def test_build_small_corpus(tmp_path, small_sources, monkeypatch):
     sounds, transcripts = small_sources
     out = tmp_path / "real"
-    summary = dc.build_debian_corpus(
-        str(out),
-        finetune_minutes=0.05,
-        asterisk_sounds=sounds,
-        asterisk_transcripts=transcripts,
-        progress=False,
-    )
+
+    def build():
+        return dc.build_debian_corpus(
+            str(out),
+            finetune_minutes=0.05,
+            asterisk_sounds=sounds,
+            asterisk_transcripts=transcripts,
+            progress=False,
+        )
+
+    summary = build()
     assert summary["left_out"] == {
         "non_speech": 2,
         "annotated": 1,
@@ -226,11 +238,4 @@ def test_build_small_corpus(tmp_path, small_sources, monkeypatch):
     monkeypatch.setattr(
         dc_build, "decode_g722", lambda *a: pytest.fail("decoded again")
     )
-    again = dc.build_debian_corpus(
-        str(out),
-        finetune_minutes=0.05,
-        asterisk_sounds=sounds,
-        asterisk_transcripts=transcripts,
-        progress=False,
-    )
-    assert again == summary
+    assert build() == summary

@@ -11,6 +11,10 @@ import pytest
 import torch
 from speechbrain.dataio.dataset import DynamicItemDataset
 
+from speechbrain_wsm.data.librispeech import (
+    prepare_librilight_limited,
+    prepare_librispeech,
+)
 from speechbrain_wsm.data.manifests import read_manifest
 from speechbrain_wsm.data.mp3s import (
     add_audio_pipeline,
@@ -48,6 +52,35 @@ def _one_summary(caplog, text):
     lines = [r for r in caplog.records if text in r.getMessage()]
     assert len(lines) == 1, [r.getMessage() for r in caplog.records]
     return lines[0]
+
+
+# --------------------------------------------------------------------------- #
+# Every preparation: the common options (data._prep.PrepOptions)
+# --------------------------------------------------------------------------- #
+
+PREPARATIONS = [
+    prepare_buckeye,
+    prepare_commonvoice,
+    prepare_iemocap,
+    prepare_librilight_limited,
+    prepare_librispeech,
+    prepare_slurp,
+    prepare_voxceleb1,
+]
+
+
+@pytest.mark.parametrize("prepare", PREPARATIONS, ids=lambda f: f.__name__)
+def test_common_options(prepare, tmp_path):
+    """skip_prep does nothing; a misspelt option fails naming it, even then."""
+    assert prepare(str(tmp_path / "none"), str(tmp_path / "out"), skip_prep=True) == {}
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(TypeError, match=rf"{prepare.__name__}\(\).*'skip_perp'"):
+        prepare(str(tmp_path / "none"), str(tmp_path / "out"), skip_perp=True)
+
+
+def test_commonvoice_takes_no_sample_rate(tmp_path):
+    with pytest.raises(TypeError, match="'sample_rate'"):
+        prepare_commonvoice(MP3S / CV, tmp_path, sample_rate=16000)
 
 
 # --------------------------------------------------------------------------- #

@@ -14,8 +14,7 @@ import soundfile as sf
 from tqdm import tqdm
 
 from .._layout import utterance_path, write_flac, write_speakers, write_transcripts
-from .._prep import read_summary, same_options
-from .._system import require_executable, require_path
+from .._system import BuildOptions, require_executable, require_path
 from ..manifests import atomic_write_text
 from .sources import (
     ASTERISK_SOUNDS,
@@ -157,13 +156,10 @@ def build_debian_corpus(
     out: str,
     finetune_minutes: float = 10.0,
     max_duration: float = 35.0,
-    seed: int = 0,
-    workers: int | None = None,
     asterisk_sounds: str = ASTERISK_SOUNDS,
     asterisk_transcripts: str = ASTERISK_TRANSCRIPTS,
     librivox_dir: str = LIBRIVOX_DIR,
-    progress: bool = True,
-    redo: bool = False,
+    **options,
 ) -> dict:
     """Build the real-speech corpus from the Debian packages' files.
 
@@ -175,20 +171,16 @@ def build_debian_corpus(
         Target size of ``train-real-10min`` (Asterisk prompts only).
     max_duration : float
         Prompts longer than this (seconds) are left out.
-    seed : int
-        Seed of the fine-tuning / test split.
-    workers : int, optional
-        Parallel ffmpeg decoders (default: number of CPUs).
     asterisk_sounds : str
         Folder of the ``.g722`` prompts.
     asterisk_transcripts : str
         ``core-sounds-en.txt`` or ``.txt.gz``.
     librivox_dir : str
         pocketsphinx-testdata's LibriVox folder.
-    progress : bool
-        Show a progress bar.
-    redo : bool
-        Build again even if a finished corpus with the same options exists.
+    **options
+        ``seed`` (of the fine-tuning / test split), ``workers`` (parallel ffmpeg
+        decoders), ``progress``, ``redo``: see
+        :class:`~speechbrain_wsm.data._system.BuildOptions`.
 
     Returns
     -------
@@ -208,6 +200,7 @@ def build_debian_corpus(
         summary = build_debian_corpus("corpora/real")
         summary["splits"]["train-real-10min"]["minutes"]  # about 10
     """
+    opts = BuildOptions.from_kwargs("build_debian_corpus", options)
     ffmpeg = require_executable("ffmpeg", "ffmpeg")
     require_path(
         asterisk_sounds, "asterisk-core-sounds-en-g722", "Asterisk G.722 prompts"
@@ -217,16 +210,15 @@ def build_debian_corpus(
 
     root = os.path.join(out, "LibriSpeech")
     marker = os.path.join(root, ".debian_corpus.json")
-    options = {
+    recorded = {
         "finetune_minutes": finetune_minutes,
         "max_duration": max_duration,
-        "seed": seed,
+        "seed": opts.seed,
         "asterisk_sounds": os.path.abspath(asterisk_sounds),
         "asterisk_transcripts": os.path.abspath(asterisk_transcripts),
         "librivox_dir": os.path.abspath(librivox_dir),
     }
-    summary = None if redo else read_summary(marker)
-    if summary is not None and same_options(summary.get("options"), options):
+    if summary := opts.built(marker, recorded):
         logger.info("Debian corpus already built in %s", root)
         return summary
     for split in (FINETUNE_SPLIT, TEST_SPLIT):
@@ -236,7 +228,7 @@ def build_debian_corpus(
     os.makedirs(root, exist_ok=True)
 
     prompts, dropped = _asterisk_prompts(asterisk_sounds, transcripts, max_duration)
-    finetune, test = split_prompts(prompts, finetune_minutes * 60.0, seed)
+    finetune, test = split_prompts(prompts, finetune_minutes * 60.0, opts.seed)
     jobs = [(p, FINETUNE_SPLIT) for p in finetune] + [(p, TEST_SPLIT) for p in test]
 
     def decode(job):
@@ -247,13 +239,13 @@ def build_debian_corpus(
         prompt.duration = sf.info(dst).duration
         return job
 
-    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+    with ThreadPoolExecutor(max_workers=opts.workers or os.cpu_count() or 1) as pool:
         for _ in tqdm(
             pool.map(decode, jobs),
             total=len(jobs),
             desc="decoding Asterisk prompts",
             unit="file",
-            disable=not progress,
+            disable=not opts.progress,
         ):
             pass
     for split, items in ((FINETUNE_SPLIT, finetune), (TEST_SPLIT, test)):
@@ -290,7 +282,7 @@ def build_debian_corpus(
     atomic_write_text(report, "\n".join(lines) + "\n")
 
     summary = {
-        "options": options,
+        "options": recorded,
         "root": os.path.abspath(root),
         "report": os.path.abspath(report),
         "splits": {

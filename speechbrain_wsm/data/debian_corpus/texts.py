@@ -71,11 +71,12 @@ def read_asterisk_transcripts(path: str = ASTERISK_TRANSCRIPTS) -> dict[str, str
 
     Example
     -------
-    >>> import tempfile, os
-    >>> p = os.path.join(tempfile.mkdtemp(), "t.txt")
-    >>> _ = open(p, "w").write("; comment\\nhello-world: Hello world.\\n")
+    >>> import gzip, os, tempfile
+    >>> p = os.path.join(tempfile.mkdtemp(), "core-sounds-en.txt.gz")
+    >>> with gzip.open(p, "wt") as f:
+    ...     _ = f.write("; comment\\nhello: Hello.\\nhello: Hello there.\\nbye: Bye.\\n")
     >>> read_asterisk_transcripts(p)
-    {'hello-world': 'Hello world.'}
+    {'hello': 'Hello there.', 'bye': 'Bye.'}
     """
     require_path(path, "asterisk-core-sounds-en", "Asterisk prompt transcripts")
     opener = gzip.open if path.endswith(".gz") else open

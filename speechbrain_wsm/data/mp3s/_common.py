@@ -15,9 +15,10 @@ from __future__ import annotations
 import hashlib
 import os
 import unicodedata
+from collections.abc import Callable, Iterable, Sequence
 
 # The bookkeeping lived here; these names stay importable from this module.
-from .._prep import Prepared, is_finished, write_outputs, write_report
+from .._prep import Prepared, PrepOptions, is_finished, write_outputs, write_report
 from .._probe import probe_files
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "probe_files",
     "require_file",
     "require_folder",
+    "add_splits",
     "write_outputs",
     "write_report",
 ]
@@ -87,3 +89,52 @@ def hash_fraction(key: str, seed: int = 0) -> float:
     """
     digest = hashlib.sha1(f"{seed}:{key}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def add_splits(
+    prepared: Prepared,
+    splits: Sequence[str],
+    read_split: Callable[[str], Iterable[dict]],
+    opts: PrepOptions,
+    desc: str,
+) -> None:
+    """Add one manifest per split, for corpora that list each split in a file.
+
+    ``read_split(split)`` gives the split's rows without their duration
+    (``ID`` and ``wav`` at least).  A row whose ``ID`` an earlier split
+    listed is skipped (``duplicate_id``); the audio is probed with ``opts``
+    and unusable files are skipped; the other rows get their ``duration``
+    and go to ``prepared``'s manifest ``split``.
+
+    Example
+    -------
+    >>> import numpy as np, soundfile as sf, tempfile, os
+    >>> wav = os.path.join(tempfile.mkdtemp(), "a.wav")
+    >>> sf.write(wav, np.zeros(8000, dtype="float32"), 16000)
+    >>> listed = {"train": [{"ID": "a", "wav": wav}], "dev": [{"ID": "a", "wav": wav}]}
+    >>> p = Prepared()
+    >>> add_splits(p, ["train", "dev"], listed.get, PrepOptions(progress=False), "x")
+    >>> [(s, [r["duration"] for r in rows]) for s, rows in p.manifests.items()]
+    [('train', ['0.5000']), ('dev', [])]
+    >>> p.skipped[0][3]
+    "already in split 'train'"
+    """
+    seen: dict[str, str] = {}
+    for split in splits:
+        prepared.manifests[split] = []
+        candidates = []
+        for row in read_split(split):
+            if row["ID"] in seen:
+                detail = f"already in split {seen[row['ID']]!r}"
+                prepared.skip("duplicate_id", row["ID"], row["wav"], detail)
+                continue
+            seen[row["ID"]] = split
+            candidates.append(row)
+        for row, seconds in opts.probe(
+            candidates,
+            lambda r: r["wav"],
+            lambda r: r["ID"],
+            prepared,
+            f"{desc} {split}",
+        ):
+            prepared.add(split, dict(row, duration=f"{seconds:.4f}"))

@@ -37,8 +37,7 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 
-from .._prep import Prepared, is_finished, write_outputs
-from .._probe import probe_files
+from .._prep import Outputs, Prepared, PrepOptions
 from ._common import normalize_words, require_folder
 
 __all__ = ["SKIP_KINDS", "parse_words_file", "prepare_buckeye", "segment_words"]
@@ -57,6 +56,8 @@ SKIP_KINDS = (
 )
 
 FIELDS = ("ID", "duration", "wav", "spk_id", "start", "stop", "wrd")
+
+_OUTPUTS = Outputs(FIELDS, SKIP_KINDS, "buckeye_skipped.txt", logger)
 
 VALID_SPEAKERS = ("s36", "s37")
 TEST_SPEAKERS = ("s38", "s39", "s40")
@@ -163,22 +164,18 @@ def prepare_buckeye(
     min_duration: float = 2.0,
     max_duration: float = 20.0,
     min_words: int = 3,
-    sample_rate: int | None = 16000,
-    audio_check: str = "header",
-    num_workers: int | None = None,
-    progress: bool = True,
-    skip_prep: bool = False,
-    redo: bool = False,
+    **options,
 ) -> dict[str, str]:
     """Write the Buckeye train/dev/test manifests of utterance segments.
 
+    ``data_folder`` holds the extracted speaker folders (a folder of archives
+    only is an error saying so); ``save_folder`` gets ``train.csv``,
+    ``dev.csv``, ``test.csv`` and ``buckeye_skipped.txt``.
+    What every preparation shares (the folders, ``**options``, the result):
+    :class:`~speechbrain_wsm.data._prep.PrepOptions`.
+
     Arguments
     ---------
-    data_folder : str
-        The folder holding the extracted speaker folders.
-    save_folder : str
-        Where ``train.csv``, ``dev.csv``, ``test.csv``, their ``.json``
-        summaries and ``buckeye_skipped.txt`` go.
     valid_speakers, test_speakers : sequence of str
         Speaker IDs (``s36`` ...) of the validation and test sets; the other
         speakers train.
@@ -186,46 +183,32 @@ def prepare_buckeye(
         Utterance length bounds (seconds).
     min_words : int
         Fewest words in an utterance.
-    sample_rate, audio_check, num_workers, progress, skip_prep, redo
-        As for :func:`~speechbrain_wsm.data.librispeech.prepare_librispeech`.
-
-    Returns
-    -------
-    dict
-        ``train``, ``dev``, ``test`` to their manifests.
-
-    Raises
-    ------
-    FileNotFoundError
-        If ``data_folder`` is missing or holds no ``.words``/``.wav`` pair
-        (only the archives, say).
 
     Example
     -------
-    >>> import tempfile
-    >>> prepare_buckeye(tempfile.mkdtemp(), tempfile.mkdtemp(), skip_prep=True)
-    {}
+    >>> prepare_buckeye("/no/buckeye", "/tmp/out")
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: Buckeye data_folder '/no/buckeye' not found: expected the Buckeye folder ...
     """
-    if skip_prep:
+    opts = PrepOptions.from_kwargs("prepare_buckeye", options)
+    if opts.skip_prep:
         return {}
     require_folder(data_folder, "Buckeye data_folder", _LAYOUT)
     root = os.path.abspath(data_folder)
     names = ["train", "dev", "test"]
-    options = {
-        "source": root,
-        "valid_speakers": sorted(valid_speakers),
-        "test_speakers": sorted(test_speakers),
-        "min_duration": min_duration,
-        "max_duration": max_duration,
-        "min_words": min_words,
-        "sample_rate": sample_rate,
-        "audio_check": audio_check,
-    }
-    if not redo and is_finished(save_folder, names, options, logger):
-        logger.info("Buckeye manifests already prepared, skipping")
-        return {n: os.path.join(save_folder, f"{n}.csv") for n in names}
+    recorded = opts.record(
+        source=root,
+        valid_speakers=sorted(valid_speakers),
+        test_speakers=sorted(test_speakers),
+        min_duration=min_duration,
+        max_duration=max_duration,
+        min_words=min_words,
+    )
+    if kept := opts.finished(save_folder, names, recorded, "Buckeye manifests", logger):
+        return kept
 
-    prepared = Prepared()
+    prepared = Prepared.of(names)
     words_files, wav_files, zips = {}, {}, 0
     for dirpath, dirs, files in os.walk(root):
         dirs.sort()
@@ -269,23 +252,10 @@ def prepare_buckeye(
         recordings.append(stem)
 
     dropped: Counter = Counter()
-    rows = {n: [] for n in names}
     valid_set, test_set = set(valid_speakers), set(test_speakers)
-    for stem, info, error in probe_files(
-        recordings,
-        lambda s: wav_files[s],
-        audio_check,
-        sample_rate,
-        num_workers,
-        progress,
-        "buckeye",
+    for stem, audio_end in opts.probe(
+        recordings, wav_files.get, str, prepared, "buckeye"
     ):
-        wav = wav_files[stem]
-        if error is not None:
-            prepared.skip(error.kind, stem, wav, error.detail)
-            continue
-        frames, rate = info
-        audio_end = frames / rate
         try:
             tokens = parse_words_file(words_files[stem])
         except WordsFileError as exc:
@@ -318,23 +288,12 @@ def prepare_buckeye(
             row = {
                 "ID": uid,
                 "duration": f"{stop - start:.4f}",
-                "wav": wav,
+                "wav": wav_files[stem],
                 "spk_id": speaker,
                 "start": f"{start:.4f}",
                 "stop": f"{stop:.4f}",
                 "wrd": text,
             }
-            rows[split].append(row)
-            prepared.rows.append(row)
-    return write_outputs(
-        save_folder,
-        rows,
-        FIELDS,
-        prepared,
-        options,
-        "buckeye_skipped.txt",
-        f"Buckeye from {root}",
-        SKIP_KINDS,
-        extra={"segments_dropped": dict(dropped)},
-        log=logger,
-    )
+            prepared.add(split, row)
+    prepared.summary["segments_dropped"] = dict(dropped)
+    return _OUTPUTS.write(save_folder, prepared, recorded, f"Buckeye from {root}")

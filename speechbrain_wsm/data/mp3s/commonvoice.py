@@ -23,11 +23,10 @@ from __future__ import annotations
 import csv
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
-from .._prep import Prepared, is_finished, write_outputs
-from .._probe import probe_files
-from ._common import normalize_words, require_folder
+from .._prep import Outputs, Prepared, PrepOptions, split_list
+from ._common import add_splits, normalize_words, require_folder
 
 __all__ = ["SKIP_KINDS", "prepare_commonvoice"]
 
@@ -44,15 +43,16 @@ SKIP_KINDS = (
 
 FIELDS = ("ID", "duration", "wav", "spk_id", "wrd")
 
+_OUTPUTS = Outputs(FIELDS, SKIP_KINDS, "commonvoice_skipped.txt", logger)
+
 _LAYOUT = (
     "a Common Voice language folder (cv-corpus-*/<lang>) holding <split>.tsv "
     "files and clips/*.mp3"
 )
 
 
-def _read_tsv(path: str, clips: str, prepared: Prepared) -> list[tuple]:
-    """Rows of one split: ``(ID, mp3 path, speaker, words)``."""
-    out = []
+def _read_tsv(path: str, clips: str, prepared: Prepared) -> Iterator[dict]:
+    """Rows of one split: ``ID``, ``wav`` (the mp3), ``spk_id``, ``wrd``."""
     # Sentences hold quotes: no quoting; rows are split on tabs only.
     with open(path, encoding="utf-8", newline="") as f:
         reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
@@ -88,65 +88,51 @@ def _read_tsv(path: str, clips: str, prepared: Prepared) -> list[tuple]:
                     f"line {lineno}: {row[col['sentence']]!r}",
                 )
                 continue
-            out.append((uid, os.path.join(clips, clip), speaker, words))
-    return out
+            yield {
+                "ID": uid,
+                "wav": os.path.join(clips, clip),
+                "spk_id": speaker,
+                "wrd": words,
+            }
 
 
 def prepare_commonvoice(
     data_folder: str,
     save_folder: str,
     splits: Sequence[str] = ("train", "dev", "test"),
-    audio_check: str = "header",
-    num_workers: int | None = None,
-    progress: bool = True,
-    skip_prep: bool = False,
-    redo: bool = False,
+    **options,
 ) -> dict[str, str]:
     """Write one manifest per Common Voice split of one language.
 
+    ``data_folder`` is the language folder, e.g.
+    ``.../cv-corpus-11.0-2022-09-21/cy``, holding ``clips/`` and the split
+    TSVs; ``save_folder`` gets one ``<split>.csv`` per split and
+    ``commonvoice_skipped.txt``.
+    What every preparation shares (the folders, ``**options``, the result):
+    :class:`~speechbrain_wsm.data._prep.PrepOptions`.
+    ``sample_rate`` is not an option here: clips at any rate are kept (the
+    audio pipeline resamples them).
+
     Arguments
     ---------
-    data_folder : str
-        The language folder, e.g. ``.../cv-corpus-11.0-2022-09-21/cy``.
-    save_folder : str
-        Where ``<split>.csv``, ``<split>.json`` and ``commonvoice_skipped.txt``
-        go.
     splits : sequence of str
         TSV names without ``.tsv`` (``train``, ``dev``, ``test``,
         ``validated`` ...).
-    audio_check : str
-        ``"header"`` (default), ``"tail"`` or ``"full"`` (decode every clip):
-        see :func:`~speechbrain_wsm.data.librispeech.probe_audio`.
-    num_workers : int, optional
-        Threads reading audio headers.
-    progress : bool
-        Show progress bars.
-    skip_prep : bool
-        Do nothing.
-    redo : bool
-        Prepare again even if finished manifests exist.
-
-    Returns
-    -------
-    dict
-        Split name to manifest path (empty when ``skip_prep``).
-
-    Raises
-    ------
-    FileNotFoundError
-        If ``data_folder``, its ``clips`` folder or a split's TSV is missing.
 
     Example
     -------
-    >>> import tempfile
-    >>> prepare_commonvoice(tempfile.mkdtemp(), tempfile.mkdtemp(), skip_prep=True)
-    {}
+    >>> prepare_commonvoice("/data/cv-corpus-11.0-2022-09-21/cy", "/tmp/out",
+    ...                     sample_rate=16000)
+    Traceback (most recent call last):
+    ...
+    TypeError: prepare_commonvoice() got an unexpected keyword argument 'sample_rate' ...
     """
-    if skip_prep:
+    opts = PrepOptions.from_kwargs(
+        "prepare_commonvoice", options, fixed={"sample_rate": None}
+    )
+    if opts.skip_prep:
         return {}
-    splits = list(dict.fromkeys([splits] if isinstance(splits, str) else splits))
-    if not splits:
-        raise ValueError("prepare_commonvoice: no split given")
+    splits = split_list(splits, "prepare_commonvoice")
     require_folder(data_folder, "Common Voice data_folder", _LAYOUT)
     clips = os.path.join(data_folder, "clips")
     if not os.path.isdir(clips):
@@ -169,58 +155,17 @@ def prepare_commonvoice(
                 f"'{data_folder}': {found}"
             )
     root = os.path.abspath(data_folder)
-    options = {"source": root, "splits": splits, "audio_check": audio_check}
-    if not redo and is_finished(save_folder, splits, options, logger):
-        logger.info("Common Voice manifests already prepared, skipping")
-        return {s: os.path.join(save_folder, f"{s}.csv") for s in splits}
+    recorded = {"source": root, "splits": splits, "audio_check": opts.audio_check}
+    if kept := opts.finished(
+        save_folder, splits, recorded, "Common Voice manifests", logger
+    ):
+        return kept
 
     prepared = Prepared()
-    manifests: dict[str, list[dict]] = {}
-    seen: dict[str, str] = {}
-    for split in splits:
+
+    def read_split(split):
         tsv = os.path.join(root, f"{split}.tsv")
-        candidates = []
-        for uid, path, speaker, words in _read_tsv(
-            tsv, os.path.join(root, "clips"), prepared
-        ):
-            if uid in seen:
-                prepared.skip("duplicate_id", uid, path, f"already in {seen[uid]}.tsv")
-                continue
-            seen[uid] = split
-            candidates.append((uid, path, speaker, words))
-        rows = []
-        for (uid, path, speaker, words), info, error in probe_files(
-            candidates,
-            lambda c: c[1],
-            audio_check,
-            None,
-            num_workers,
-            progress,
-            f"commonvoice {split}",
-        ):
-            if error is not None:
-                prepared.skip(error.kind, uid, path, error.detail)
-                continue
-            frames, rate = info
-            rows.append(
-                {
-                    "ID": uid,
-                    "duration": f"{frames / rate:.4f}",
-                    "wav": path,
-                    "spk_id": speaker,
-                    "wrd": words,
-                }
-            )
-        manifests[split] = rows
-        prepared.rows.extend(rows)
-    return write_outputs(
-        save_folder,
-        manifests,
-        FIELDS,
-        prepared,
-        options,
-        "commonvoice_skipped.txt",
-        f"Common Voice from {root}",
-        SKIP_KINDS,
-        log=logger,
-    )
+        return _read_tsv(tsv, os.path.join(root, "clips"), prepared)
+
+    add_splits(prepared, splits, read_split, opts, "commonvoice")
+    return _OUTPUTS.write(save_folder, prepared, recorded, f"Common Voice from {root}")

@@ -32,8 +32,8 @@ import os
 import re
 from collections import Counter
 
-from .._prep import Prepared, is_finished, write_outputs
-from .._probe import probe_files
+from .._prep import Outputs, Prepared, PrepOptions
+from .._probe import AUDIO_KINDS
 from ._common import hash_fraction, require_folder
 
 __all__ = ["EMOTIONS", "SKIP_KINDS", "prepare_iemocap"]
@@ -43,16 +43,11 @@ logger = logging.getLogger(__name__)
 #: Label in the evaluation files -> class of the 4-class protocol.
 EMOTIONS = {"neu": "neu", "hap": "hap", "exc": "hap", "sad": "sad", "ang": "ang"}
 
-SKIP_KINDS = (
-    "malformed_line",
-    "missing_audio",
-    "unreadable_audio",
-    "truncated_audio",
-    "wrong_sample_rate",
-    "duplicate_id",
-)
+SKIP_KINDS = ("malformed_line", *AUDIO_KINDS, "duplicate_id")
 
 FIELDS = ("ID", "duration", "wav", "spk_id", "emo")
+
+_OUTPUTS = Outputs(FIELDS, SKIP_KINDS, "iemocap_skipped.txt", logger)
 
 _LINE = re.compile(r"^\[\s*([\d.]+)\s*-\s*([\d.]+)\s*\]\s+(\S+)\s+(\S+)\s+\[")
 _LAYOUT = (
@@ -105,46 +100,32 @@ def prepare_iemocap(
     save_folder: str,
     test_session: int = 5,
     valid_ratio: float = 0.1,
-    sample_rate: int | None = 16000,
-    audio_check: str = "header",
-    num_workers: int | None = None,
-    progress: bool = True,
-    skip_prep: bool = False,
-    redo: bool = False,
+    **options,
 ) -> dict[str, str]:
     """Write the manifests of one leave-one-session-out IEMOCAP fold.
 
+    ``data_folder`` is the ``IEMOCAP_full_release`` folder (all five sessions
+    must be there); ``save_folder`` gets ``train.csv``, ``valid.csv``,
+    ``test.csv`` and ``iemocap_skipped.txt``.
+    What every preparation shares (the folders, ``**options``, the result):
+    :class:`~speechbrain_wsm.data._prep.PrepOptions`.
+
     Arguments
     ---------
-    data_folder : str
-        The ``IEMOCAP_full_release`` folder.
-    save_folder : str
-        Where ``train.csv``, ``valid.csv``, ``test.csv``, their ``.json``
-        summaries and ``iemocap_skipped.txt`` go.
     test_session : int
         The held-out session (1 to 5): the fold.
     valid_ratio : float
         Share of the training sessions' utterances used for validation.
-    sample_rate, audio_check, num_workers, progress, skip_prep, redo
-        As for :func:`~speechbrain_wsm.data.librispeech.prepare_librispeech`.
-
-    Returns
-    -------
-    dict
-        ``train``, ``valid``, ``test`` to their manifests.
-
-    Raises
-    ------
-    FileNotFoundError
-        If ``data_folder`` or a session's folders are missing.
 
     Example
     -------
-    >>> import tempfile
-    >>> prepare_iemocap(tempfile.mkdtemp(), tempfile.mkdtemp(), skip_prep=True)
-    {}
+    >>> prepare_iemocap("/data/IEMOCAP_full_release", "/tmp/out", test_session=6)
+    Traceback (most recent call last):
+    ...
+    ValueError: test_session must be 1 to 5, got 6
     """
-    if skip_prep:
+    opts = PrepOptions.from_kwargs("prepare_iemocap", options)
+    if opts.skip_prep:
         return {}
     if int(test_session) not in range(1, 6):
         raise ValueError(f"test_session must be 1 to 5, got {test_session}")
@@ -162,18 +143,13 @@ def prepare_iemocap(
                 _LAYOUT + hint,
             )
     names = ["train", "valid", "test"]
-    options = {
-        "source": root,
-        "test_session": int(test_session),
-        "valid_ratio": valid_ratio,
-        "sample_rate": sample_rate,
-        "audio_check": audio_check,
-    }
-    if not redo and is_finished(save_folder, names, options, logger):
-        logger.info("IEMOCAP manifests already prepared, skipping")
-        return {n: os.path.join(save_folder, f"{n}.csv") for n in names}
+    recorded = opts.record(
+        source=root, test_session=int(test_session), valid_ratio=valid_ratio
+    )
+    if kept := opts.finished(save_folder, names, recorded, "IEMOCAP manifests", logger):
+        return kept
 
-    prepared = Prepared()
+    prepared = Prepared.of(names)
     excluded: Counter = Counter()
     candidates = []
     for session in range(1, 6):
@@ -199,43 +175,23 @@ def prepare_iemocap(
                 continue
             candidates.append((uid, path, emo, session))
 
-    rows = {n: [] for n in names}
-    for (uid, path, emo, session), info, error in probe_files(
-        candidates,
-        lambda c: c[1],
-        audio_check,
-        sample_rate,
-        num_workers,
-        progress,
-        "iemocap",
+    for (uid, path, emo, session), seconds in opts.probe(
+        candidates, lambda c: c[1], lambda c: c[0], prepared, "iemocap"
     ):
-        if error is not None:
-            prepared.skip(error.kind, uid, path, error.detail)
-            continue
-        frames, rate = info
         row = {
             "ID": uid,
-            "duration": f"{frames / rate:.4f}",
+            "duration": f"{seconds:.4f}",
             "wav": path,
             "spk_id": _speaker(uid),
             "emo": emo,
         }
         if session == int(test_session):
-            rows["test"].append(row)
+            prepared.add("test", row)
         elif hash_fraction(uid) < valid_ratio:
-            rows["valid"].append(row)
+            prepared.add("valid", row)
         else:
-            rows["train"].append(row)
-        prepared.rows.append(row)
-    return write_outputs(
-        save_folder,
-        rows,
-        FIELDS,
-        prepared,
-        options,
-        "iemocap_skipped.txt",
-        f"IEMOCAP fold {test_session} from {root}",
-        SKIP_KINDS,
-        extra={"excluded_labels": dict(sorted(excluded.items()))},
-        log=logger,
+            prepared.add("train", row)
+    prepared.summary["excluded_labels"] = dict(sorted(excluded.items()))
+    return _OUTPUTS.write(
+        save_folder, prepared, recorded, f"IEMOCAP fold {test_session} from {root}"
     )

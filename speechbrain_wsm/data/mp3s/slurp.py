@@ -25,11 +25,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
-from .._prep import Prepared, is_finished, write_outputs
-from .._probe import probe_files
-from ._common import normalize_words, require_file, require_folder
+from .._prep import Outputs, Prepared, PrepOptions, split_list
+from .._probe import AUDIO_KINDS
+from ._common import add_splits, normalize_words, require_file, require_folder
 
 __all__ = ["SCENARIOS", "SKIP_KINDS", "prepare_slurp"]
 
@@ -42,16 +42,11 @@ SCENARIOS = (
     "takeaway", "transport", "weather",
 )  # fmt: skip
 
-SKIP_KINDS = (
-    "malformed_line",
-    "missing_audio",
-    "unreadable_audio",
-    "truncated_audio",
-    "wrong_sample_rate",
-    "duplicate_id",
-)
+SKIP_KINDS = ("malformed_line", *AUDIO_KINDS, "duplicate_id")
 
 FIELDS = ("ID", "duration", "wav", "spk_id", "wrd", "scenario", "action", "intent")
+
+_OUTPUTS = Outputs(FIELDS, SKIP_KINDS, "slurp_skipped.txt", logger)
 
 _LAYOUT = (
     "the SLURP folder holding dataset/slurp/<split>.jsonl (from the SLURP "
@@ -59,8 +54,8 @@ _LAYOUT = (
 )
 
 
-def _read_jsonl(path: str, audio_folder: str, prepared: Prepared) -> list[dict]:
-    out = []
+def _read_jsonl(path: str, audio_folder: str, prepared: Prepared) -> Iterator[dict]:
+    """Rows of one split: one per recording, without its duration."""
     name = os.path.basename(path)
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, start=1):
@@ -82,66 +77,48 @@ def _read_jsonl(path: str, audio_folder: str, prepared: Prepared) -> list[dict]:
                 continue
             action = entry.get("action") or prompt["intent"].split("_", 1)[-1]
             for file in files:
-                out.append(
-                    {
-                        "ID": os.path.splitext(os.path.basename(file))[0],
-                        "wav": os.path.join(audio_folder, file),
-                        "spk_id": str(prompt["slurp_id"]),
-                        "wrd": normalize_words(str(prompt["sentence"])),
-                        "scenario": str(prompt["scenario"]),
-                        "action": str(action),
-                        "intent": str(prompt["intent"]),
-                    }
-                )
-    return out
+                yield {
+                    "ID": os.path.splitext(os.path.basename(file))[0],
+                    "wav": os.path.join(audio_folder, file),
+                    "spk_id": str(prompt["slurp_id"]),
+                    "wrd": normalize_words(str(prompt["sentence"])),
+                    "scenario": str(prompt["scenario"]),
+                    "action": str(action),
+                    "intent": str(prompt["intent"]),
+                }
 
 
 def prepare_slurp(
     data_folder: str,
     save_folder: str,
     splits: Sequence[str] = ("train", "devel", "test"),
-    sample_rate: int | None = 16000,
-    audio_check: str = "header",
-    num_workers: int | None = None,
-    progress: bool = True,
-    skip_prep: bool = False,
-    redo: bool = False,
+    **options,
 ) -> dict[str, str]:
     """Write one manifest per SLURP split.
 
+    ``data_folder`` holds ``dataset/slurp`` and ``slurp_real`` (and
+    ``slurp_synth`` for ``train_synthetic``); ``save_folder`` gets one
+    ``<split>.csv`` per split and ``slurp_skipped.txt``.
+    What every preparation shares (the folders, ``**options``, the result):
+    :class:`~speechbrain_wsm.data._prep.PrepOptions`.
+
     Arguments
     ---------
-    data_folder : str
-        The folder holding ``dataset/slurp`` and ``slurp_real``.
-    save_folder : str
-        Where ``<split>.csv``, ``<split>.json`` and ``slurp_skipped.txt`` go.
     splits : sequence of str
         JSONL names without extension (``train``, ``devel``, ``test``, or
-        ``train_synthetic``, whose audio is in ``slurp_synth``).
-    sample_rate, audio_check, num_workers, progress, skip_prep, redo
-        As for :func:`~speechbrain_wsm.data.librispeech.prepare_librispeech`.
-
-    Returns
-    -------
-    dict
-        Split name to manifest path.
-
-    Raises
-    ------
-    FileNotFoundError
-        If ``data_folder``, the JSONL files or the audio folder are missing.
+        ``train_synthetic``).
 
     Example
     -------
-    >>> import tempfile
-    >>> prepare_slurp(tempfile.mkdtemp(), tempfile.mkdtemp(), skip_prep=True)
-    {}
+    >>> prepare_slurp("/data/slurp", "/tmp/out", splits=[])
+    Traceback (most recent call last):
+    ...
+    ValueError: prepare_slurp: no split given
     """
-    if skip_prep:
+    opts = PrepOptions.from_kwargs("prepare_slurp", options)
+    if opts.skip_prep:
         return {}
-    splits = list(dict.fromkeys([splits] if isinstance(splits, str) else splits))
-    if not splits:
-        raise ValueError("prepare_slurp: no split given")
+    splits = split_list(splits, "prepare_slurp")
     require_folder(data_folder, "SLURP data_folder", _LAYOUT)
     root = os.path.abspath(data_folder)
     text_folder = os.path.join(root, "dataset", "slurp")
@@ -152,56 +129,16 @@ def prepare_slurp(
         )
         audio = "slurp_synth" if split == "train_synthetic" else "slurp_real"
         require_folder(os.path.join(root, audio), "SLURP audio folder", _LAYOUT)
-    options = {
-        "source": root,
-        "splits": splits,
-        "sample_rate": sample_rate,
-        "audio_check": audio_check,
-    }
-    if not redo and is_finished(save_folder, splits, options, logger):
-        logger.info("SLURP manifests already prepared, skipping")
-        return {s: os.path.join(save_folder, f"{s}.csv") for s in splits}
+    recorded = opts.record(source=root, splits=splits)
+    if kept := opts.finished(save_folder, splits, recorded, "SLURP manifests", logger):
+        return kept
 
     prepared = Prepared()
-    manifests = {}
-    seen: dict[str, str] = {}
-    for split in splits:
+
+    def read_split(split):
         audio = "slurp_synth" if split == "train_synthetic" else "slurp_real"
-        candidates = []
         path = os.path.join(text_folder, f"{split}.jsonl")
-        for row in _read_jsonl(path, os.path.join(root, audio), prepared):
-            if row["ID"] in seen:
-                prepared.skip(
-                    "duplicate_id", row["ID"], path, f"already in {seen[row['ID']]}"
-                )
-                continue
-            seen[row["ID"]] = split
-            candidates.append(row)
-        rows = []
-        for row, info, error in probe_files(
-            candidates,
-            lambda r: r["wav"],
-            audio_check,
-            sample_rate,
-            num_workers,
-            progress,
-            f"slurp {split}",
-        ):
-            if error is not None:
-                prepared.skip(error.kind, row["ID"], row["wav"], error.detail)
-                continue
-            frames, rate = info
-            rows.append(dict(row, duration=f"{frames / rate:.4f}"))
-        manifests[split] = rows
-        prepared.rows.extend(rows)
-    return write_outputs(
-        save_folder,
-        manifests,
-        FIELDS,
-        prepared,
-        options,
-        "slurp_skipped.txt",
-        f"SLURP from {root}",
-        SKIP_KINDS,
-        log=logger,
-    )
+        return _read_jsonl(path, os.path.join(root, audio), prepared)
+
+    add_splits(prepared, splits, read_split, opts, "slurp")
+    return _OUTPUTS.write(save_folder, prepared, recorded, f"SLURP from {root}")

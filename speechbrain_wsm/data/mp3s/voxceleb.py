@@ -26,8 +26,8 @@ from __future__ import annotations
 import logging
 import os
 
-from .._prep import Prepared, is_finished, write_outputs
-from .._probe import probe_files
+from .._prep import Outputs, Prepared, PrepOptions
+from .._probe import AUDIO_KINDS
 from ..manifests import atomic_write_text
 from ._common import hash_fraction, require_file, require_folder
 
@@ -35,16 +35,11 @@ __all__ = ["SKIP_KINDS", "prepare_voxceleb1", "utterance_id"]
 
 logger = logging.getLogger(__name__)
 
-SKIP_KINDS = (
-    "malformed_trial",
-    "missing_audio",
-    "unreadable_audio",
-    "truncated_audio",
-    "wrong_sample_rate",
-    "unexpected_path",
-)
+SKIP_KINDS = ("malformed_trial", *AUDIO_KINDS, "unexpected_path")
 
 FIELDS = ("ID", "duration", "wav", "spk_id")
+
+_OUTPUTS = Outputs(FIELDS, SKIP_KINDS, "voxceleb1_skipped.txt", logger)
 
 _LAYOUT = "the VoxCeleb1 folder holding wav/<speaker>/<video>/<utterance>.wav"
 
@@ -85,50 +80,34 @@ def prepare_voxceleb1(
     save_folder: str,
     verification_file: str | None = None,
     dev_ratio: float = 0.1,
-    sample_rate: int | None = 16000,
-    audio_check: str = "header",
-    num_workers: int | None = None,
-    progress: bool = True,
-    skip_prep: bool = False,
-    redo: bool = False,
+    **options,
 ) -> dict[str, str]:
     """Write the VoxCeleb1 verification manifests and trial list.
 
+    ``data_folder`` holds ``wav/`` (dev and test audio together);
+    ``save_folder`` gets ``train.csv``, ``dev.csv``, ``test.csv``,
+    ``trials.txt`` (in the result as ``trials``) and ``voxceleb1_skipped.txt``.
+    What every preparation shares (the folders, ``**options``, the result):
+    :class:`~speechbrain_wsm.data._prep.PrepOptions`.
+
     Arguments
     ---------
-    data_folder : str
-        The folder holding ``wav/`` (dev and test audio together).
-    save_folder : str
-        Where ``train.csv``, ``dev.csv``, ``test.csv``, ``trials.txt``, the
-        ``.json`` summaries and ``voxceleb1_skipped.txt`` go.
     verification_file : str, optional
         The trial list (default ``<data_folder>/veri_test2.txt``, the cleaned
-        official list).
+        official list); missing, it is an error.
     dev_ratio : float
         Share of each training speaker's utterances held out for validation
         (chosen by a hash of the ID: stable across runs and machines).
-    sample_rate : int, optional
-        Expected rate; None accepts any.
-    audio_check, num_workers, progress, skip_prep, redo
-        As for :func:`~speechbrain_wsm.data.librispeech.prepare_librispeech`.
-
-    Returns
-    -------
-    dict
-        ``train``, ``dev``, ``test`` and ``trials`` to their paths.
-
-    Raises
-    ------
-    FileNotFoundError
-        If ``data_folder``, its ``wav`` folder or the trial list is missing.
 
     Example
     -------
-    >>> import tempfile
-    >>> prepare_voxceleb1(tempfile.mkdtemp(), tempfile.mkdtemp(), skip_prep=True)
-    {}
+    >>> prepare_voxceleb1("/data/VoxCeleb1", "/tmp/out", dev_ratio=1.0)
+    Traceback (most recent call last):
+    ...
+    ValueError: dev_ratio must be in [0, 1), got 1.0
     """
-    if skip_prep:
+    opts = PrepOptions.from_kwargs("prepare_voxceleb1", options)
+    if opts.skip_prep:
         return {}
     if not 0.0 <= dev_ratio < 1.0:
         raise ValueError(f"dev_ratio must be in [0, 1), got {dev_ratio}")
@@ -151,24 +130,19 @@ def prepare_voxceleb1(
     )
     wav_root = os.path.abspath(wav_root)
     names = ["train", "dev", "test"]
-    options = {
-        "source": wav_root,
-        "trials": os.path.abspath(verification_file),
-        "dev_ratio": dev_ratio,
-        "sample_rate": sample_rate,
-        "audio_check": audio_check,
-    }
+    recorded = opts.record(
+        source=wav_root,
+        trials=os.path.abspath(verification_file),
+        dev_ratio=dev_ratio,
+    )
     trials_path = os.path.join(save_folder, "trials.txt")
-    if (
-        not redo
-        and os.path.isfile(trials_path)
-        and is_finished(save_folder, names, options, logger)
-    ):
-        logger.info("VoxCeleb1 manifests already prepared, skipping")
-        out = {n: os.path.join(save_folder, f"{n}.csv") for n in names}
-        return dict(out, trials=trials_path)
+    kept = os.path.isfile(trials_path) and opts.finished(
+        save_folder, names, recorded, "VoxCeleb1 manifests", logger
+    )
+    if kept:
+        return dict(kept, trials=trials_path)
 
-    prepared = Prepared()
+    prepared = Prepared.of(names)
     trials = _read_trials(verification_file, prepared)
     test_speakers = {p.split("/")[0] for _, a, b in trials for p in (a, b)}
     test_files = sorted({p for _, a, b in trials for p in (a, b)})
@@ -195,34 +169,22 @@ def prepare_voxceleb1(
                 train_files.append(rel)
 
     def rows_of(rels, desc):
-        rows, bad = [], set()
-        for rel, info, error in probe_files(
-            rels,
-            lambda r: os.path.join(wav_root, r),
-            audio_check,
-            sample_rate,
-            num_workers,
-            progress,
-            desc,
-        ):
-            path = os.path.join(wav_root, rel)
-            if error is not None:
-                prepared.skip(error.kind, utterance_id(rel), path, error.detail)
-                bad.add(rel)
-                continue
-            frames, rate = info
-            rows.append(
-                {
-                    "ID": utterance_id(rel),
-                    "duration": f"{frames / rate:.4f}",
-                    "wav": path,
-                    "spk_id": rel.split("/")[0],
-                }
+        return [
+            {
+                "ID": utterance_id(rel),
+                "duration": f"{seconds:.4f}",
+                "wav": os.path.join(wav_root, rel),
+                "spk_id": rel.split("/")[0],
+            }
+            for rel, seconds in opts.probe(
+                rels, lambda r: os.path.join(wav_root, r), utterance_id, prepared, desc
             )
-        return rows, bad
+        ]
 
-    train_rows, _ = rows_of(train_files, "voxceleb1 train")
-    test_rows, bad_test = rows_of(test_files, "voxceleb1 test")
+    train_rows = rows_of(train_files, "voxceleb1 train")
+    test_rows = rows_of(test_files, "voxceleb1 test")
+    usable = {r["ID"] for r in test_rows}
+    bad_test = {rel for rel in test_files if utterance_id(rel) not in usable}
     kept_trials = []
     for label, a, b in trials:
         if a in bad_test or b in bad_test:
@@ -230,28 +192,20 @@ def prepare_voxceleb1(
         kept_trials.append(f"{label} {utterance_id(a)} {utterance_id(b)}")
     dropped = len(trials) - len(kept_trials)
 
-    dev_rows = [r for r in train_rows if hash_fraction(r["ID"]) < dev_ratio]
-    dev_ids = {r["ID"] for r in dev_rows}
-    train_rows = [r for r in train_rows if r["ID"] not in dev_ids]
-    prepared.rows = train_rows + dev_rows + test_rows
+    for row in train_rows:
+        prepared.add("dev" if hash_fraction(row["ID"]) < dev_ratio else "train", row)
+    for row in test_rows:
+        prepared.add("test", row)
+    prepared.summary.update(
+        train_speakers=len({r["spk_id"] for r in prepared.manifests["train"]}),
+        trials=len(kept_trials),
+        trials_dropped=dropped,
+    )
 
     os.makedirs(save_folder, exist_ok=True)
     atomic_write_text(trials_path, "".join(t + "\n" for t in kept_trials))
-    outputs = write_outputs(
-        save_folder,
-        {"train": train_rows, "dev": dev_rows, "test": test_rows},
-        FIELDS,
-        prepared,
-        options,
-        "voxceleb1_skipped.txt",
-        f"VoxCeleb1 from {wav_root}",
-        SKIP_KINDS,
-        extra={
-            "train_speakers": len({r["spk_id"] for r in train_rows}),
-            "trials": len(kept_trials),
-            "trials_dropped": dropped,
-        },
-        log=logger,
+    outputs = _OUTPUTS.write(
+        save_folder, prepared, recorded, f"VoxCeleb1 from {wav_root}"
     )
     if dropped:
         logger.warning(

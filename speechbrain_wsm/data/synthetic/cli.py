@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import argparse
-
-from .._system import run_builder
+from .._system import builder_arguments, builder_parser, run_builder
 from .build import build_synthetic_corpus
 
 DESCRIPTION = (
@@ -16,11 +14,7 @@ __all__ = ["main"]
 
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point; see ``--help``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m speechbrain_wsm.data.synthetic",
-        description=DESCRIPTION,
-    )
-    parser.add_argument("--out", required=True, help="output folder")
+    parser = builder_parser("python -m speechbrain_wsm.data.synthetic", DESCRIPTION)
     parser.add_argument("--hours", type=float, default=1.0, help="train-synth hours")
     parser.add_argument("--dev_minutes", type=float, default=5.0)
     parser.add_argument("--test_minutes", type=float, default=5.0)
@@ -33,15 +27,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train_speakers", type=int, default=40)
     parser.add_argument("--eval_speakers", type=int, default=8)
     parser.add_argument("--text", default=None, help="text file, one sentence a line")
-    parser.add_argument("--workers", type=int, default=None)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--redo", action="store_true")
-    parser.add_argument("--no_progress", action="store_true")
     args = parser.parse_args(argv)
     return run_builder(
         build_synthetic_corpus,
         ["root", "finetuning_root", "splits", "folds_minutes", "wall_seconds"],
-        out=args.out,
+        **builder_arguments(args),
         hours=args.hours,
         dev_minutes=args.dev_minutes,
         test_minutes=args.test_minutes,
@@ -50,8 +40,4 @@ def main(argv: list[str] | None = None) -> int:
         train_speakers=args.train_speakers,
         eval_speakers=args.eval_speakers,
         text_file=args.text,
-        workers=args.workers,
-        seed=args.seed,
-        progress=not args.no_progress,
-        redo=args.redo,
     )

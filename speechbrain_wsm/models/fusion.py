@@ -35,6 +35,7 @@ upstream (:func:`~speechbrain_wsm.models.upstream.load_upstream`).
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 
 import torch
@@ -269,10 +270,12 @@ class FeatureFusionCTC(SSLCTCModel):
     num_blocks : int
         ``weighted_sum`` / ``last_layer``: blocks after the projection (0: a
         linear CTC head on the projected features). HFF has one block per tap.
-    block, d_ffn, dropout, nhead, activation, mixer_kwargs
-        Of every :class:`FusionBlock`.
     head_dropout : float
-        Dropout before the CTC head.
+        Dropout before the CTC head (a keyword argument).
+    **block_kwargs
+        :class:`FusionBlock`'s other arguments (``block``, ``d_ffn``,
+        ``dropout``, ``nhead``, ``activation``, ``mixer_kwargs``), the same
+        for every block; a name it does not take is an error.
 
     Example
     -------
@@ -294,34 +297,30 @@ class FeatureFusionCTC(SSLCTCModel):
         taps: int | Sequence[int] = 3,
         d_model: int = 256,
         num_blocks: int = 2,
-        block: str = "ffn",
-        d_ffn: int = 1024,
-        dropout: float = 0.1,
-        nhead: int = 1,
-        activation: str = "gelu",
-        mixer_kwargs: dict | None = None,
+        *,
         head_dropout: float = 0.1,
+        **block_kwargs,
     ):
         super().__init__()
         check_choice(method, FUSION_METHODS, "fusion method")
+        # Checked here: with num_blocks 0 no FusionBlock is built to refuse them.
+        options = list(inspect.signature(FusionBlock).parameters)[1:]
+        unknown = sorted(set(block_kwargs) - set(options))
+        if unknown:
+            raise TypeError(
+                f"FeatureFusionCTC got unknown arguments {unknown}; its block "
+                f"options are FusionBlock's: {', '.join(options)}"
+            )
         if int(num_blocks) < 0:
             raise ValueError(f"num_blocks must be >= 0, got {num_blocks}")
         self.upstream = upstream
         self.method = method
         num_layers = upstream.num_hidden_states - 1
         d_in = upstream.hidden_size
-        block_args = {
-            "block": block,
-            "d_ffn": d_ffn,
-            "dropout": dropout,
-            "nhead": nhead,
-            "activation": activation,
-            "mixer_kwargs": mixer_kwargs,
-        }
         self.taps = resolve_taps(taps, num_layers) if method == "hff" else [num_layers]
         if method == "hff":
             self.reader = HierarchicalFeatureFusion(
-                self.taps, d_in, d_model, **block_args
+                self.taps, d_in, d_model, **block_kwargs
             )
             self.blocks = nn.ModuleList()
         else:
@@ -331,7 +330,7 @@ class FeatureFusionCTC(SSLCTCModel):
             else:
                 self.reader["norm"] = nn.LayerNorm(d_in)
             self.blocks = nn.ModuleList(
-                FusionBlock(d_model, **block_args) for _ in range(int(num_blocks))
+                FusionBlock(d_model, **block_kwargs) for _ in range(int(num_blocks))
             )
         self.norm = nn.LayerNorm(d_model)
         self.dropout = nn.Dropout(head_dropout)

@@ -45,7 +45,7 @@ class MHSA(nn.Module):
     Arguments
     ---------
     d_model : int
-        Feature size.
+        Feature size, divisible by ``nhead``.
     nhead : int
         Attention heads.
     dropout : float
@@ -98,18 +98,11 @@ class RelPosMHSA(MHSA):
     recipes (``attention_type: RelPosMHAXL``) and the baseline the
     SummaryMixing papers compare against. The relative embeddings
     (``RelPosEncXL``) have no parameters and are made for each input length.
-
-    Arguments
-    ---------
-    d_model, nhead, dropout, causal
-        As :class:`MHSA`; ``d_model`` must be divisible by ``nhead``.
+    The arguments are those of :class:`MHSA`.
 
     Example
     -------
-    >>> att = RelPosMHSA(16, nhead=4).eval()
-    >>> x = torch.randn(1, 6, 16)
-    >>> y = att(x)
-    >>> y.shape
+    >>> RelPosMHSA(16, nhead=4)(torch.randn(1, 6, 16)).shape
     torch.Size([1, 6, 16])
     """
 
@@ -139,7 +132,7 @@ class SDPAttention(nn.Module):
     Arguments
     ---------
     d_model, nhead, dropout, causal
-        As :class:`MHSA`; ``d_model`` must be divisible by ``nhead``.
+        As :class:`MHSA`.
 
     Example
     -------

@@ -338,14 +338,7 @@ class MixerEncoder(nn.Module):
         mixer_kwargs = dict(mixer_kwargs or {})
         self.layers = nn.ModuleList(
             LAYERS[arch](
-                build_mixer(
-                    mixer,
-                    d_model,
-                    nhead=nhead,
-                    dropout=dropout,
-                    causal=causal,
-                    **mixer_kwargs,
-                ),
+                self.make_mixer(mixer, d_model, nhead, dropout, causal, mixer_kwargs),
                 d_model,
                 d_ffn,
                 kernel_size=kernel_size,
@@ -356,6 +349,14 @@ class MixerEncoder(nn.Module):
             for _ in range(num_layers)
         )
         self.norm = nn.LayerNorm(d_model)
+
+    def make_mixer(
+        self, mixer: str, d_model: int, nhead: int, dropout: float, causal: bool, kwargs
+    ) -> nn.Module:
+        """One layer's mixer (:func:`~speechbrain_wsm.nnet.registry.build_mixer`)."""
+        return build_mixer(
+            mixer, d_model, nhead=nhead, dropout=dropout, causal=causal, **kwargs
+        )
 
     def forward(self, x: torch.Tensor, src_key_padding_mask=None):
         """Encode ``x`` ``[batch, frame, d_model]``.

@@ -337,6 +337,7 @@ def build_laser(
     top_layers: int = 2,
     train_layer_norm: bool = True,
     no_grad_frozen: bool = False,
+    *,
     sdtw_float64: bool = False,
     normalize_wav: bool | None = None,
     hf_config_overrides: dict | None = None,

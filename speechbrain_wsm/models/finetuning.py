@@ -45,6 +45,7 @@ from speechbrain_wsm.models.upstream.hf import hf_model_from_config
 
 __all__ = [
     "CTCFineTuner",
+    "SSLCTCModel",
     "TrainableSSLEncoder",
     "build_finetuner",
     "load_finetuned",
@@ -137,7 +138,47 @@ class TrainableSSLEncoder(SSLUpstream):
         return out, lengths_to_padding_mask(frames, out.shape[1])
 
 
-class CTCFineTuner(nn.Module):
+class SSLCTCModel(nn.Module):
+    """Base of the CTC models on an SSL upstream: features, dropout, linear head.
+
+    A subclass sets ``self.dropout`` and ``self.head`` and defines
+    :meth:`features`; :meth:`forward` is the evaluation contract of
+    :mod:`speechbrain_wsm.evaluate` (relative lengths in and out, absolute
+    sample and frame counts inside). :class:`CTCFineTuner` and
+    :class:`~speechbrain_wsm.models.fusion.FeatureFusionCTC` are two.
+    """
+
+    def features(self, wav: torch.Tensor, samples: torch.Tensor | None = None):
+        """``(features [batch, frame, d_model], frame_lengths [batch])`` before the head."""
+        raise NotImplementedError
+
+    def forward(self, wav: torch.Tensor, wav_lens: torch.Tensor | None = None):
+        """Log-probabilities and relative output lengths of a waveform batch.
+
+        Arguments
+        ---------
+        wav : torch.Tensor
+            ``[batch, sample]`` audio.
+        wav_lens : torch.Tensor, optional
+            ``[batch]`` relative lengths in ``[0, 1]``.
+
+        Returns
+        -------
+        log_probs : torch.Tensor
+            ``[batch, frame, vocab]`` float32 log-softmax outputs.
+        out_lens : torch.Tensor
+            ``[batch]`` relative lengths: valid frames / ``frame``.
+        """
+        samples = None
+        if wav_lens is not None:
+            samples = relative_to_absolute(wav_lens, wav.shape[-1])
+        feats, frames = self.features(wav, samples)
+        logits = self.head(self.dropout(feats))
+        out_lens = frames.float() / max(feats.shape[1], 1)
+        return logits.float().log_softmax(-1), out_lens
+
+
+class CTCFineTuner(SSLCTCModel):
     """SSL encoder + dropout + linear CTC head.
 
     Arguments
@@ -166,25 +207,9 @@ class CTCFineTuner(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(encoder.d_model, vocab_size)
 
-    def forward(self, wav: torch.Tensor, wav_lens: torch.Tensor | None = None):
-        """Log-probabilities and relative output lengths of a waveform batch.
-
-        The evaluation contract of :mod:`speechbrain_wsm.evaluate`.
-
-        Returns
-        -------
-        log_probs : torch.Tensor
-            ``[batch, frame, vocab]`` float32 log-softmax outputs.
-        out_lens : torch.Tensor
-            ``[batch]`` relative lengths: valid frames / ``frame``.
-        """
-        samples = None
-        if wav_lens is not None:
-            samples = relative_to_absolute(wav_lens, wav.shape[-1])
-        feats, frames = self.encoder.encode(wav, samples)
-        logits = self.head(self.dropout(feats))
-        out_lens = frames.float() / max(feats.shape[1], 1)
-        return logits.float().log_softmax(-1), out_lens
+    def features(self, wav: torch.Tensor, samples: torch.Tensor | None = None):
+        """The encoder's output and frame lengths (:meth:`SSLUpstream.encode`)."""
+        return self.encoder.encode(wav, samples)
 
 
 def build_finetuner(
@@ -202,8 +227,9 @@ def build_finetuner(
 
     Arguments
     ---------
-    ssl_source : str or Path
-        See :func:`load_trainable_ssl`.
+    ssl_source, normalize_wav, hf_config_overrides
+        As :func:`~speechbrain_wsm.models.upstream.load_upstream` takes them;
+        Hugging Face models always get the attention mask here.
     vocab_size : int
         CTC output units (blank at 0).
     mode : str
@@ -217,12 +243,6 @@ def build_finetuner(
         ``full`` mode: keep the convolutional front end frozen.
     head_dropout : float
         Dropout before the CTC head.
-    normalize_wav : bool, optional
-        Hugging Face models: standardise each utterance. Default: as the
-        checkpoint was pretrained (``preprocessor_config.json``, else on for
-        layer-norm front ends).
-    hf_config_overrides : dict, optional
-        See :func:`load_trainable_ssl`.
 
     Returns
     -------

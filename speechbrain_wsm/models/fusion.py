@@ -35,22 +35,21 @@ upstream (:func:`~speechbrain_wsm.models.upstream.load_upstream`).
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from speechbrain_wsm.models.lengths import (
-    lengths_to_padding_mask,
-    relative_to_absolute,
-)
-from speechbrain_wsm.models.surgery import skip_frozen_activations
+from speechbrain_wsm.models.finetuning import SSLCTCModel
+from speechbrain_wsm.models.lengths import lengths_to_padding_mask
+from speechbrain_wsm.models.surgery import resolve_indices, skip_frozen_activations
 from speechbrain_wsm.models.upstream import SSLUpstream, load_upstream
 from speechbrain_wsm.models.upstream.hf import sync_hf_front_end_flags
 from speechbrain_wsm.nnet.adapters import add_layer_adapters
 from speechbrain_wsm.nnet.encoders import TransformerLayer
 from speechbrain_wsm.nnet.fusion import WeightedLayerSum
-from speechbrain_wsm.nnet.registry import MIXERS, build_mixer
+from speechbrain_wsm.nnet.registry import MIXERS, build_mixer, check_choice
 
 __all__ = [
     "FUSION_METHODS",
@@ -93,9 +92,8 @@ def resolve_taps(taps: int | Sequence[int], num_layers: int) -> list[int]:
     >>> resolve_taps([13], 12)
     Traceback (most recent call last):
     ...
-    ValueError: tap 13 out of range: the encoder has hidden states 0 to 12 (or -13 to -1)
+    ValueError: hidden state index 13 out of range: the encoder has 13 hidden states (-13 to 12)
     """
-    n = int(num_layers) + 1
     if isinstance(taps, bool):
         raise ValueError(f"taps must be an int or a list of ints, got {taps!r}")
     if isinstance(taps, int):
@@ -105,21 +103,7 @@ def resolve_taps(taps: int | Sequence[int], num_layers: int) -> list[int]:
                 "(the encoder's layers), or give a list of hidden-state indices"
             )
         return list(range(num_layers, 0, -taps))[::-1]
-    out = []
-    for t in taps:
-        if isinstance(t, bool) or not isinstance(t, int):
-            raise ValueError(f"taps must be ints, got {t!r}")
-        if not -n <= t < n:
-            raise ValueError(
-                f"tap {t} out of range: the encoder has hidden states 0 to "
-                f"{n - 1} (or {-n} to -1)"
-            )
-        out.append(t % n)
-    if not out:
-        raise ValueError("taps is empty: give at least one hidden-state index")
-    if len(set(out)) != len(out):
-        raise ValueError(f"taps {list(taps)} name a hidden state twice")
-    return sorted(out)
+    return resolve_indices(taps, int(num_layers) + 1, "hidden state")
 
 
 class FusionBlock(nn.Module):
@@ -163,14 +147,8 @@ class FusionBlock(nn.Module):
         mixer_kwargs: dict | None = None,
     ):
         super().__init__()
-        if activation not in _ACTIVATIONS:
-            raise ValueError(
-                f"unknown activation {activation!r}; valid names: {', '.join(_ACTIVATIONS)}"
-            )
-        if block != "ffn" and block not in MIXERS:
-            raise ValueError(
-                f"unknown fusion block {block!r}; valid names: ffn, {', '.join(MIXERS)}"
-            )
+        check_choice(activation, _ACTIVATIONS, "activation")
+        check_choice(block, ("ffn", *MIXERS), "fusion block")
         self.kind = block
         if block == "ffn":
             self.net = nn.Sequential(
@@ -209,8 +187,10 @@ class HierarchicalFeatureFusion(nn.Module):
         Feature size of the encoder's hidden states.
     d_model : int
         Fusion width.
-    block, d_ffn, dropout, nhead, activation, mixer_kwargs
-        Of every :class:`FusionBlock`.
+    **block_kwargs
+        :class:`FusionBlock`'s other arguments (``block``, ``d_ffn``,
+        ``dropout``, ``nhead``, ``activation``, ``mixer_kwargs``), the same
+        for every tap's block.
 
     Example
     -------
@@ -221,16 +201,7 @@ class HierarchicalFeatureFusion(nn.Module):
     """
 
     def __init__(
-        self,
-        taps: Sequence[int],
-        d_in: int,
-        d_model: int = 256,
-        block: str = "ffn",
-        d_ffn: int = 1024,
-        dropout: float = 0.1,
-        nhead: int = 1,
-        activation: str = "gelu",
-        mixer_kwargs: dict | None = None,
+        self, taps: Sequence[int], d_in: int, d_model: int = 256, **block_kwargs
     ):
         super().__init__()
         self.taps = [int(t) for t in taps]
@@ -239,8 +210,7 @@ class HierarchicalFeatureFusion(nn.Module):
         self.norms = nn.ModuleList(nn.LayerNorm(d_in) for _ in self.taps)
         self.projections = nn.ModuleList(nn.Linear(d_in, d_model) for _ in self.taps)
         self.blocks = nn.ModuleList(
-            FusionBlock(d_model, block, d_ffn, dropout, nhead, activation, mixer_kwargs)
-            for _ in self.taps
+            FusionBlock(d_model, **block_kwargs) for _ in self.taps
         )
 
     def forward(
@@ -276,10 +246,12 @@ class HierarchicalFeatureFusion(nn.Module):
         return fused
 
 
-class FeatureFusionCTC(nn.Module):
+class FeatureFusionCTC(SSLCTCModel):
     """An SSL upstream read by HFF, a weighted sum or its last layer, plus a CTC head.
 
-    Reconstruction, not from the paper (see the module docstring).
+    Reconstruction, not from the paper (see the module docstring). Called
+    as every :class:`~speechbrain_wsm.models.finetuning.SSLCTCModel`:
+    ``model(wav, wav_lens) -> (log_probs, out_lens)``.
 
     Arguments
     ---------
@@ -298,10 +270,12 @@ class FeatureFusionCTC(nn.Module):
     num_blocks : int
         ``weighted_sum`` / ``last_layer``: blocks after the projection (0: a
         linear CTC head on the projected features). HFF has one block per tap.
-    block, d_ffn, dropout, nhead, activation, mixer_kwargs
-        Of every :class:`FusionBlock`.
     head_dropout : float
-        Dropout before the CTC head.
+        Dropout before the CTC head (a keyword argument).
+    **block_kwargs
+        :class:`FusionBlock`'s other arguments (``block``, ``d_ffn``,
+        ``dropout``, ``nhead``, ``activation``, ``mixer_kwargs``), the same
+        for every block; a name it does not take is an error.
 
     Example
     -------
@@ -323,18 +297,19 @@ class FeatureFusionCTC(nn.Module):
         taps: int | Sequence[int] = 3,
         d_model: int = 256,
         num_blocks: int = 2,
-        block: str = "ffn",
-        d_ffn: int = 1024,
-        dropout: float = 0.1,
-        nhead: int = 1,
-        activation: str = "gelu",
-        mixer_kwargs: dict | None = None,
+        *,
         head_dropout: float = 0.1,
+        **block_kwargs,
     ):
         super().__init__()
-        if method not in FUSION_METHODS:
-            raise ValueError(
-                f"unknown fusion method {method!r}; valid names: {', '.join(FUSION_METHODS)}"
+        check_choice(method, FUSION_METHODS, "fusion method")
+        # Checked here: with num_blocks 0 no FusionBlock is built to refuse them.
+        options = list(inspect.signature(FusionBlock).parameters)[1:]
+        unknown = sorted(set(block_kwargs) - set(options))
+        if unknown:
+            raise TypeError(
+                f"FeatureFusionCTC got unknown arguments {unknown}; its block "
+                f"options are FusionBlock's: {', '.join(options)}"
             )
         if int(num_blocks) < 0:
             raise ValueError(f"num_blocks must be >= 0, got {num_blocks}")
@@ -342,11 +317,10 @@ class FeatureFusionCTC(nn.Module):
         self.method = method
         num_layers = upstream.num_hidden_states - 1
         d_in = upstream.hidden_size
-        block_args = (block, d_ffn, dropout, nhead, activation, mixer_kwargs)
         self.taps = resolve_taps(taps, num_layers) if method == "hff" else [num_layers]
         if method == "hff":
             self.reader = HierarchicalFeatureFusion(
-                self.taps, d_in, d_model, *block_args
+                self.taps, d_in, d_model, **block_kwargs
             )
             self.blocks = nn.ModuleList()
         else:
@@ -356,7 +330,7 @@ class FeatureFusionCTC(nn.Module):
             else:
                 self.reader["norm"] = nn.LayerNorm(d_in)
             self.blocks = nn.ModuleList(
-                FusionBlock(d_model, *block_args) for _ in range(int(num_blocks))
+                FusionBlock(d_model, **block_kwargs) for _ in range(int(num_blocks))
             )
         self.norm = nn.LayerNorm(d_model)
         self.dropout = nn.Dropout(head_dropout)
@@ -377,31 +351,6 @@ class FeatureFusionCTC(nn.Module):
         for block in self.blocks:
             x = block(x, pad)
         return self.norm(x), frames
-
-    def forward(self, wav: torch.Tensor, wav_lens: torch.Tensor | None = None):
-        """Log-probabilities and relative output lengths (the evaluation contract).
-
-        Arguments
-        ---------
-        wav : torch.Tensor
-            ``[batch, sample]`` audio.
-        wav_lens : torch.Tensor, optional
-            ``[batch]`` relative lengths in ``[0, 1]``.
-
-        Returns
-        -------
-        log_probs : torch.Tensor
-            ``[batch, frame, vocab]`` float32 log-softmax outputs.
-        out_lens : torch.Tensor
-            ``[batch]`` relative lengths: valid frames / ``frame``.
-        """
-        samples = None
-        if wav_lens is not None:
-            samples = relative_to_absolute(wav_lens, wav.shape[-1])
-        feats, frames = self.features(wav, samples)
-        logits = self.head(self.dropout(feats))
-        out_lens = frames.float() / max(feats.shape[1], 1)
-        return logits.float().log_softmax(-1), out_lens
 
     def encoder_parameters(self) -> list[nn.Parameter]:
         """The pretrained encoder's own parameters (adapters excluded)."""
@@ -474,17 +423,17 @@ def build_fusion_model(
 ) -> FeatureFusionCTC:
     """Load ``ssl_source`` through the one SSL upstream and build the fusion model.
 
+    The upstream is loaded frozen without adapters; with them, it is loaded
+    trainable and :func:`fusion_model` freezes all but the adapters.
+
     Arguments
     ---------
-    ssl_source : str or Path
-        A local Hugging Face wav2vec 2.0 / HuBERT / WavLM folder, or an output
-        folder of this project's wav2vec 2.0 pretraining recipe.
-    vocab_size, method, adapters, adapter_dim, adapter_dropout
-        See :func:`fusion_model`.
-    normalize_wav, attention_mask, hf_config_overrides
-        Hugging Face models: see
+    ssl_source, normalize_wav, attention_mask, hf_config_overrides
+        The upstream's options, documented by
         :func:`~speechbrain_wsm.models.upstream.load_upstream` (None: as the
         checkpoint was pretrained).
+    vocab_size, method, adapters, adapter_dim, adapter_dropout
+        See :func:`fusion_model`.
     **kwargs
         :class:`FeatureFusionCTC`'s arguments (``taps``, ``d_model``,
         ``num_blocks``, ``block`` ...).

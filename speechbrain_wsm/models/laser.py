@@ -337,22 +337,20 @@ def build_laser(
     top_layers: int = 2,
     train_layer_norm: bool = True,
     no_grad_frozen: bool = False,
-    proj_dim: int = 256,
-    gamma: float = 0.1,
-    alpha: float = 0.4,
-    margin: float = 1.1,
-    sigma: int = 0,
-    score: bool = False,
+    *,
     sdtw_float64: bool = False,
     normalize_wav: bool | None = None,
     hf_config_overrides: dict | None = None,
+    **model_kwargs,
 ) -> LASERModel:
     """The recipe's model: ``ssl_source`` loaded trainable, frozen but its top layers.
 
-    Arguments as in :func:`set_laser_trainable` and :class:`LASERModel`;
     ``ssl_source``, ``normalize_wav`` and ``hf_config_overrides`` go to
-    :func:`~speechbrain_wsm.models.upstream.load_upstream`;
-    ``sdtw_float64`` runs the soft-DTW recursion in double precision.
+    :func:`~speechbrain_wsm.models.upstream.load_upstream`; ``top_layers``,
+    ``train_layer_norm`` and ``no_grad_frozen`` to :func:`set_laser_trainable`;
+    ``sdtw_float64`` runs the soft-DTW recursion in double precision; the
+    other keyword arguments (``proj_dim``, ``gamma``, ``alpha``, ``margin``,
+    ``sigma``, ``score``) are :class:`LASERModel`'s.
     """
     from speechbrain_wsm.models.upstream import load_upstream
 
@@ -363,16 +361,8 @@ def build_laser(
         hf_config_overrides=hf_config_overrides,
     )
     set_laser_trainable(upstream, top_layers, train_layer_norm, no_grad_frozen)
-    return LASERModel(
-        upstream,
-        proj_dim=proj_dim,
-        gamma=gamma,
-        alpha=alpha,
-        margin=margin,
-        sigma=sigma,
-        score=score,
-        sdtw_dtype=torch.float64 if sdtw_float64 else None,
-    )
+    sdtw_dtype = torch.float64 if sdtw_float64 else None
+    return LASERModel(upstream, sdtw_dtype=sdtw_dtype, **model_kwargs)
 
 
 def save_laser_model(upstream: SSLUpstream, ssl_source, folder) -> Path:

@@ -380,16 +380,12 @@ def load_ssl_encoder(
 
     Arguments
     ---------
-    ssl_source : str or Path
-        A pretraining output folder of this project or a local Hugging Face
-        wav2vec 2.0 / HuBERT / WavLM folder
-        (:func:`~speechbrain_wsm.models.upstream.source_kind`).
+    ssl_source, checkpoint, normalize_wav, attention_mask
+        Passed to :func:`~speechbrain_wsm.models.upstream.load_upstream`,
+        which documents them (Hugging Face input options default to how the
+        checkpoint was pretrained).
     feature_cache_dir : str, optional
         Cache hidden states per utterance there (see :class:`FeatureCache`).
-    checkpoint, normalize_wav, attention_mask
-        As for :func:`~speechbrain_wsm.models.upstream.load_upstream`
-        (Hugging Face input options default to how the checkpoint was
-        pretrained).
     device : str or torch.device
         Where the encoder goes (a Brain moves it again to its device).
 

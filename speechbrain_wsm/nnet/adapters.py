@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from speechbrain_wsm.models.surgery.layers import find_layer_stack
+from speechbrain_wsm.nnet.registry import check_choice
 
 __all__ = ["BottleneckAdapter", "add_layer_adapters", "adapter_parameter_names"]
 
@@ -80,11 +81,7 @@ class BottleneckAdapter(nn.Module):
         super().__init__()
         if int(bottleneck) < 1:
             raise ValueError(f"adapter bottleneck must be >= 1, got {bottleneck}")
-        if activation not in _ACTIVATIONS:
-            raise ValueError(
-                f"unknown adapter activation {activation!r}; valid names: "
-                f"{', '.join(_ACTIVATIONS)}"
-            )
+        check_choice(activation, _ACTIVATIONS, "adapter activation")
         self.norm = nn.LayerNorm(d_model)
         self.down = nn.Linear(d_model, int(bottleneck))
         self.act = _ACTIVATIONS[activation]()

@@ -45,7 +45,7 @@ class MHSA(nn.Module):
     Arguments
     ---------
     d_model : int
-        Feature size.
+        Feature size, divisible by ``nhead``.
     nhead : int
         Attention heads.
     dropout : float
@@ -98,24 +98,11 @@ class RelPosMHSA(MHSA):
     recipes (``attention_type: RelPosMHAXL``) and the baseline the
     SummaryMixing papers compare against. The relative embeddings
     (``RelPosEncXL``) have no parameters and are made for each input length.
-
-    Arguments
-    ---------
-    d_model : int
-        Feature size, divisible by ``nhead``.
-    nhead : int
-        Attention heads.
-    dropout : float
-        Dropout on the attention weights.
-    causal : bool
-        Frames attend only to themselves and the past.
+    The arguments are those of :class:`MHSA`.
 
     Example
     -------
-    >>> att = RelPosMHSA(16, nhead=4).eval()
-    >>> x = torch.randn(1, 6, 16)
-    >>> y = att(x)
-    >>> y.shape
+    >>> RelPosMHSA(16, nhead=4)(torch.randn(1, 6, 16)).shape
     torch.Size([1, 6, 16])
     """
 
@@ -144,14 +131,8 @@ class SDPAttention(nn.Module):
 
     Arguments
     ---------
-    d_model : int
-        Feature size, divisible by ``nhead``.
-    nhead : int
-        Attention heads.
-    dropout : float
-        Dropout on the attention weights (training only).
-    causal : bool
-        Frames attend only to themselves and the past.
+    d_model, nhead, dropout, causal
+        As :class:`MHSA`.
 
     Example
     -------
@@ -172,14 +153,25 @@ class SDPAttention(nn.Module):
         self.in_proj = nn.Linear(d_model, 3 * d_model)
         self.out_proj = nn.Linear(d_model, d_model)
 
-    def forward(self, x: torch.Tensor, src_key_padding_mask=None) -> torch.Tensor:
-        valid_frames(x, src_key_padding_mask)
+    def split_heads(self, x: torch.Tensor):
+        """Queries, keys and values of ``x`` ``[batch, frame, d_model]``, each
+        ``[batch, head, frame, head_dim]``."""
         B, T, D = x.shape
-        q, k, v = (
+        return (
             self.in_proj(x)
             .view(B, T, 3, self.nhead, D // self.nhead)
             .permute(2, 0, 3, 1, 4)
         )
+
+    def merge_heads(self, y: torch.Tensor) -> torch.Tensor:
+        """The output projection of ``y`` ``[batch, head, frame, head_dim]``."""
+        B, H, T, dh = y.shape
+        return self.out_proj(y.transpose(1, 2).reshape(B, T, H * dh))
+
+    def forward(self, x: torch.Tensor, src_key_padding_mask=None) -> torch.Tensor:
+        valid_frames(x, src_key_padding_mask)
+        T = x.shape[1]
+        q, k, v = self.split_heads(x)
         mask = _safe_padding(src_key_padding_mask)
         attn_mask, is_causal = None, self.causal
         if mask is not None:
@@ -195,4 +187,4 @@ class SDPAttention(nn.Module):
             dropout_p=self.dropout if self.training else 0.0,
             is_causal=is_causal,
         )
-        return self.out_proj(y.transpose(1, 2).reshape(B, T, D))
+        return self.merge_heads(y)

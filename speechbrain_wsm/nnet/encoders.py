@@ -19,7 +19,7 @@ from speechbrain.lobes.models.transformer.Conformer import ConvolutionModule
 from speechbrain.nnet.attention import PositionalwiseFeedForward
 from torch import nn
 
-from speechbrain_wsm.nnet.registry import build_mixer
+from speechbrain_wsm.nnet.registry import build_mixer, check_choice
 from speechbrain_wsm.nnet.summary_mixing import activation_class, valid_frames
 
 logger = logging.getLogger(__name__)
@@ -323,14 +323,8 @@ class MixerEncoder(nn.Module):
         mixer_kwargs: dict | None = None,
     ):
         super().__init__()
-        if arch not in LAYERS:
-            raise ValueError(
-                f"unknown encoder arch {arch!r}; valid names: {', '.join(LAYERS)}"
-            )
-        if positional_encoding not in ("none", "sine"):
-            raise ValueError(
-                f"positional_encoding must be 'none' or 'sine', got {positional_encoding!r}"
-            )
+        check_choice(arch, LAYERS, "encoder arch")
+        check_choice(positional_encoding, ("none", "sine"), "positional_encoding")
         self.d_model, self.arch, self.mixer_name = d_model, arch, mixer
         self.causal, self.layerdrop = causal, layerdrop
         self.positional_encoding = positional_encoding
@@ -344,14 +338,7 @@ class MixerEncoder(nn.Module):
         mixer_kwargs = dict(mixer_kwargs or {})
         self.layers = nn.ModuleList(
             LAYERS[arch](
-                build_mixer(
-                    mixer,
-                    d_model,
-                    nhead=nhead,
-                    dropout=dropout,
-                    causal=causal,
-                    **mixer_kwargs,
-                ),
+                self.make_mixer(mixer, d_model, nhead, dropout, causal, mixer_kwargs),
                 d_model,
                 d_ffn,
                 kernel_size=kernel_size,
@@ -362,6 +349,14 @@ class MixerEncoder(nn.Module):
             for _ in range(num_layers)
         )
         self.norm = nn.LayerNorm(d_model)
+
+    def make_mixer(
+        self, mixer: str, d_model: int, nhead: int, dropout: float, causal: bool, kwargs
+    ) -> nn.Module:
+        """One layer's mixer (:func:`~speechbrain_wsm.nnet.registry.build_mixer`)."""
+        return build_mixer(
+            mixer, d_model, nhead=nhead, dropout=dropout, causal=causal, **kwargs
+        )
 
     def forward(self, x: torch.Tensor, src_key_padding_mask=None):
         """Encode ``x`` ``[batch, frame, d_model]``.

@@ -18,6 +18,8 @@ from speechbrain_wsm.nnet.streaming import (
 )
 from speechbrain_wsm.nnet.summary_mixing import SummaryMixing, WindowedSummaryMixing
 
+__all__ = ["MIXERS", "build_mixer", "check_choice"]
+
 MIXERS: dict[str, type[nn.Module]] = {
     "relpos_mhsa": RelPosMHSA,  # SpeechBrain's RelPosMHAXL (its Conformer recipes)
     "mhsa": MHSA,  # SpeechBrain's multi-head self-attention (absolute positions)
@@ -29,6 +31,35 @@ MIXERS: dict[str, type[nn.Module]] = {
     "chunked": ChunkedAttention,  # SpeechBrain's dynamic-chunk mask (streaming)
     "swsm": StreamingWSM,  # WSM with a look-ahead window (streaming)
 }
+
+
+def check_choice(value, choices, what: str) -> None:
+    """Fail clearly when a YAML option is not one of its valid names.
+
+    Arguments
+    ---------
+    value : object
+        The option as given.
+    choices : iterable of str
+        Its valid names (a registry's keys, a tuple of names).
+    what : str
+        What the option is, for the message (``"mixer"``, ``"encoder arch"``).
+
+    Raises
+    ------
+    ValueError
+        Naming the option, the value and every valid name.
+
+    Example
+    -------
+    >>> check_choice("gru", ("conformer", "transformer"), "encoder arch")
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown encoder arch 'gru'; valid names: conformer, transformer
+    """
+    choices = list(choices)
+    if value not in choices:
+        raise ValueError(f"unknown {what} {value!r}; valid names: {', '.join(choices)}")
 
 
 def build_mixer(
@@ -64,8 +95,7 @@ def build_mixer(
     ...
     ValueError: unknown mixer 'attention'; valid names: relpos_mhsa, mhsa, sdpa, sm, wsm, maa, sa, chunked, swsm
     """
-    if name not in MIXERS:
-        raise ValueError(f"unknown mixer {name!r}; valid names: {', '.join(MIXERS)}")
+    check_choice(name, MIXERS, "mixer")
     try:
         return MIXERS[name](
             d_model, nhead=nhead, dropout=dropout, causal=causal, **kwargs

@@ -302,9 +302,8 @@ def soft_dtw_divergence(
     >>> soft_dtw_divergence(x, x).abs().max().item() < 1e-4
     True
     """
+    x, y, xl, yl, band = _prepare(x, y, gamma, x_lengths, y_lengths, band, None)
     B, T1, T2 = x.shape[0], x.shape[1], y.shape[1]
-    xl = _check_lengths(x_lengths, B, T1, "x_lengths", x.device)
-    yl = _check_lengths(y_lengths, B, T2, "y_lengths", x.device)
     # The three terms as one batch of 3B pairs padded to T = max(T1, T2): one
     # wavefront instead of three (a third of the per-diagonal calls).
     T = max(T1, T2)

@@ -104,6 +104,19 @@ def band_mask(T: int, left_context, right_context: int, device=None) -> torch.Te
     return allowed
 
 
+def _with_padding(allowed: torch.Tensor, padding_mask) -> torch.Tensor:
+    """``[T, T]`` allowed pairs -> ``[batch or 1, 1, T, T]``, padded keys left out.
+
+    A query always attends to itself, so no row is empty.
+    """
+    allowed = allowed[None, None]
+    if padding_mask is not None:
+        allowed = allowed & ~padding_mask[:, None, None, :]
+    return allowed | torch.eye(
+        allowed.shape[-1], dtype=torch.bool, device=allowed.device
+    )
+
+
 class _BandAttentionBase(SDPAttention):
     """Projections of :class:`SDPAttention` (``in_proj``, ``out_proj``) with a
     band of ``left_context`` / ``right_context`` frames."""
@@ -123,18 +136,6 @@ class _BandAttentionBase(SDPAttention):
         self.left_context, self.right_context = left_context, right_context
         self.two_stream = two_stream
 
-    def _heads(self, x):
-        B, T, D = x.shape
-        return (
-            self.in_proj(x)
-            .view(B, T, 3, self.nhead, D // self.nhead)
-            .permute(2, 0, 3, 1, 4)
-        )
-
-    def _merge(self, y):
-        B, H, T, dh = y.shape
-        return self.out_proj(y.transpose(1, 2).reshape(B, T, H * dh))
-
     def extra_repr(self) -> str:
         return (
             f"nhead={self.nhead}, left_context={self.left_context}, "
@@ -153,12 +154,8 @@ class MaskedAttention(_BandAttentionBase):
 
     Arguments
     ---------
-    d_model : int
-        Feature size, divisible by ``nhead``.
-    nhead : int
-        Attention heads.
-    dropout : float
-        Dropout on the attention weights (training only).
+    d_model, nhead, dropout
+        As :class:`~speechbrain_wsm.nnet.attention.SDPAttention`.
     causal : bool
         Must be False unless ``right_context`` is 0 (the band sets the reach).
     left_context : int or None
@@ -193,12 +190,9 @@ class MaskedAttention(_BandAttentionBase):
     def forward(self, x: torch.Tensor, src_key_padding_mask=None) -> torch.Tensor:
         valid_frames(x, src_key_padding_mask)
         T = x.shape[1]
-        q, k, v = self._heads(x)
-        allowed = band_mask(T, self.left_context, self.right_context, x.device)
-        allowed = allowed[None, None]
-        if src_key_padding_mask is not None:
-            allowed = allowed & ~src_key_padding_mask[:, None, None, :]
-        allowed = allowed | torch.eye(T, dtype=torch.bool, device=x.device)
+        q, k, v = self.split_heads(x)
+        band = band_mask(T, self.left_context, self.right_context, x.device)
+        allowed = _with_padding(band, src_key_padding_mask)
         p = self.dropout if self.training else 0.0
         if self.fused:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=p)
@@ -206,7 +200,7 @@ class MaskedAttention(_BandAttentionBase):
             scores = torch.matmul(q, k.transpose(-1, -2)) * q.shape[-1] ** -0.5
             weights = torch.softmax(scores.masked_fill(~allowed, float("-inf")), -1)
             y = torch.matmul(F.dropout(weights, p) if p > 0 else weights, v)
-        return self._merge(y)
+        return self.merge_heads(y)
 
 
 def banded_attention(
@@ -344,12 +338,12 @@ class StreamingAttention(_BandAttentionBase):
 
     def forward(self, x: torch.Tensor, src_key_padding_mask=None) -> torch.Tensor:
         valid = valid_frames(x, src_key_padding_mask)
-        q, k, v = self._heads(x)
+        q, k, v = self.split_heads(x)
         L, R = self.left_context, self.right_context
         p = self.dropout if self.training else 0.0
         if not self.two_stream:
             y = banded_attention(q, k, v, L, R, valid, block=self.block, dropout=p)
-            return self._merge(y)
+            return self.merge_heads(y)
         if x.shape[0] % 2:
             raise ValueError(
                 f"two_stream input must stack [causal; look-ahead] on the batch "
@@ -363,7 +357,7 @@ class StreamingAttention(_BandAttentionBase):
         ahead = banded_attention(
             q[B:], k[B:], v[B:], L, R, vc, k[:B], v[:B], block=self.block, dropout=p
         )
-        return self._merge(torch.cat([causal, ahead], dim=0))
+        return self.merge_heads(torch.cat([causal, ahead], dim=0))
 
 
 class ChunkedAttention(SDPAttention):
@@ -395,14 +389,13 @@ class ChunkedAttention(SDPAttention):
 
     def __init__(
         self,
-        d_model: int,
-        nhead: int = 1,
-        dropout: float = 0.0,
+        *args,
         causal: bool = False,
         chunk_size: int = 16,
         left_chunks: int | None = None,
+        **kwargs,
     ):
-        super().__init__(d_model, nhead=nhead, dropout=dropout, causal=False)
+        super().__init__(*args, causal=False, **kwargs)
         self.chunk_causal = causal
         if not isinstance(chunk_size, int) or chunk_size < 1:
             raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
@@ -412,23 +405,15 @@ class ChunkedAttention(SDPAttention):
 
     def forward(self, x: torch.Tensor, src_key_padding_mask=None) -> torch.Tensor:
         valid_frames(x, src_key_padding_mask)
-        B, T, D = x.shape
-        q, k, v = (
-            self.in_proj(x)
-            .view(B, T, 3, self.nhead, D // self.nhead)
-            .permute(2, 0, 3, 1, 4)
-        )
-        allowed = ~make_transformer_src_mask(x, dynchunktrain_config=self.config)
+        q, k, v = self.split_heads(x)
+        chunks = ~make_transformer_src_mask(x, dynchunktrain_config=self.config)
         if self.chunk_causal:
-            allowed = allowed.tril()
-        allowed = allowed[None, None]
-        if src_key_padding_mask is not None:
-            allowed = allowed & ~src_key_padding_mask[:, None, None, :]
-        allowed = allowed | torch.eye(T, dtype=torch.bool, device=x.device)
+            chunks = chunks.tril()
+        allowed = _with_padding(chunks, src_key_padding_mask)
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=allowed, dropout_p=self.dropout if self.training else 0
         )
-        return self.out_proj(y.transpose(1, 2).reshape(B, T, D))
+        return self.merge_heads(y)
 
     def extra_repr(self) -> str:
         c = self.config

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from speechbrain_wsm.nnet.encoders import LAYERS, MixerEncoder
+from speechbrain_wsm.nnet.encoders import MixerEncoder
 from speechbrain_wsm.nnet.registry import build_mixer
 from speechbrain_wsm.nnet.streaming import StreamingWSM
 from speechbrain_wsm.nnet.summary_mixing import valid_frames
@@ -97,8 +97,12 @@ class StreamingEncoder(MixerEncoder):
             )
         if not isinstance(left_context, int) or left_context < 0:
             raise ValueError(f"left_context must be an int >= 0, got {left_context!r}")
+        kwargs = dict(mixer_kwargs or {})
+        kwargs.update(left_context=left_context, right_context=right_context)
+        if low_latency:
+            kwargs["two_stream"] = True
         super().__init__(
-            0,
+            num_layers,
             d_model,
             nhead=nhead,
             d_ffn=d_ffn,
@@ -110,22 +114,7 @@ class StreamingEncoder(MixerEncoder):
             activation=activation,
             layerdrop=layerdrop,
             positional_encoding="none",
-        )
-        kwargs = dict(mixer_kwargs or {})
-        kwargs.update(left_context=left_context, right_context=right_context)
-        if low_latency:
-            kwargs["two_stream"] = True
-        self.layers = nn.ModuleList(
-            LAYERS[arch](
-                build_mixer(mixer, d_model, nhead=nhead, dropout=dropout, **kwargs),
-                d_model,
-                d_ffn,
-                kernel_size=kernel_size,
-                dropout=dropout,
-                activation=activation,
-                causal=True,
-            )
-            for _ in range(num_layers)
+            mixer_kwargs=kwargs,
         )
         self.causal = right_context == 0
         self.left_context, self.right_context = left_context, right_context
@@ -135,6 +124,11 @@ class StreamingEncoder(MixerEncoder):
         self.layer_reach = left_context + (
             kernel_size - 1 if arch != "transformer" else 0
         )
+
+    def make_mixer(self, mixer, d_model, nhead, dropout, causal, kwargs) -> nn.Module:
+        """A band-limited mixer: its band, not ``causal``, sets its reach (the
+        causal flag goes to the convolutions only)."""
+        return build_mixer(mixer, d_model, nhead=nhead, dropout=dropout, **kwargs)
 
     @property
     def lookahead(self) -> int:

@@ -9,8 +9,7 @@ splits such as ``train-clean-100`` from ``data_folder``; merged into
 ``test_batch_size``, ``seed``. A recipe's ``main`` is then::
 
     brain, hparams = train_asr(argv, brain_class)  # prepare, train
-    if if_main_process():
-        score_asr(brain, hparams, title="...", note="...")
+    score_asr(brain, hparams, title, note)  # on the main process
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ from __future__ import annotations
 import os
 
 import speechbrain as sb
-from speechbrain.utils.distributed import run_on_main
+from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from speechbrain_wsm.data.librispeech import (
     merge_manifests,
@@ -196,8 +195,11 @@ def score_asr(brain: CTCBrain, hparams: dict, title: str, note="") -> dict:
 
     ``decoder`` writes ``wer_<split>.txt`` / ``cer_<split>.txt``, each of
     ``extra_decoders`` its own files; ``results.md`` has one row per decoder
-    named after ``experiment`` (see :meth:`CTCBrain.score_test_sets`).
+    named after ``experiment`` (see :meth:`CTCBrain.score_test_sets`). Only
+    the main process scores (the others return an empty dict at once).
     """
+    if not if_main_process():
+        return {}
     return brain.score_test_sets(
         scoring_manifests(hparams),
         [hparams["decoder"], *hparams["extra_decoders"]],

@@ -48,9 +48,11 @@ __all__ = [
     "ClassificationBrain",
     "ClassifierProbeBrain",
     "FrozenEncoderProbe",
+    "fit_probe",
     "prepare_probe_data",
     "run_classification_probe",
     "run_ctc_probe",
+    "setup_experiment",
 ]
 
 
@@ -66,8 +68,27 @@ def _sorting(hparams: dict) -> str | None:
     return hparams["sorting"] if hparams["sorting"] != "random" else None
 
 
-def _fit(brain_class, hparams: dict, run_opts: dict, train, valid, **attributes):
-    """Build the probe's Brain (with ``attributes`` set on it) and train it."""
+def fit_probe(
+    brain_class,
+    hparams: dict,
+    run_opts: dict,
+    train,
+    valid,
+    train_loader: dict | None = None,
+    valid_loader: dict | None = None,
+    **attributes,
+):
+    """Build the probe's Brain (with ``attributes`` set on it) and train it.
+
+    Both loaders take the YAML's ``batch_size`` and ``num_workers``; training
+    shuffles unless ``sorting`` sorts. ``train_loader`` / ``valid_loader``:
+    loader options added to or replacing those (``drop_last``, ``shuffle``).
+
+    Returns
+    -------
+    Brain
+        The trained ``brain_class``.
+    """
     brain = brain_class(
         modules=hparams["modules"],
         hparams=hparams,
@@ -80,17 +101,21 @@ def _fit(brain_class, hparams: dict, run_opts: dict, train, valid, **attributes)
         "batch_size": hparams["batch_size"],
         "num_workers": hparams["num_workers"],
     }
+    train_options = {**loader, **(train_loader or {})}
+    if "shuffle" not in train_options:
+        train_options["shuffle"] = hparams["sorting"] == "random"
     brain.fit(
         hparams["epoch_counter"],
         train,
         valid,
-        train_loader_kwargs=dict(loader, shuffle=hparams["sorting"] == "random"),
-        valid_loader_kwargs=loader,
+        train_loader_kwargs=train_options,
+        valid_loader_kwargs={**loader, **(valid_loader or {})},
     )
     return brain
 
 
-def _setup(argv) -> tuple[dict, dict]:
+def setup_experiment(argv) -> tuple[dict, dict]:
+    """Parse the command line and create the output folder: ``(hparams, run_opts)``."""
     hparams, run_opts, hparams_file, overrides = load_hparams(argv)
     sb.create_experiment_directory(hparams["output_folder"], hparams_file, overrides)
     return hparams, run_opts
@@ -138,7 +163,7 @@ class CTCProbeBrain(FrozenEncoderProbe, CTCBrain):
 
 def run_ctc_probe(argv) -> None:
     """Prepare, train and score an MP3S CTC probe (the whole of its ``train.py``)."""
-    hparams, run_opts = _setup(argv)
+    hparams, run_opts = setup_experiment(argv)
 
     def prepare():
         prepare_probe_data(hparams)
@@ -166,7 +191,9 @@ def run_ctc_probe(argv) -> None:
         [train, valid], ["id", "sig", "wrd", "tokens"], hparams["sample_rate"]
     )
 
-    brain = _fit(CTCProbeBrain, hparams, run_opts, train, valid, tokenizer=tokenizer)
+    brain = fit_probe(
+        CTCProbeBrain, hparams, run_opts, train, valid, tokenizer=tokenizer
+    )
     if not if_main_process():
         return
     phones = hparams["unit"] == "phone"
@@ -306,7 +333,7 @@ def classify_split(brain: ClassificationBrain, hparams: dict, split: str) -> flo
 
 def run_classification_probe(argv) -> None:
     """Prepare, train and score an MP3S classification probe (its whole ``train.py``)."""
-    hparams, run_opts = _setup(argv)
+    hparams, run_opts = setup_experiment(argv)
     run_on_main(prepare_probe_data, args=[hparams])
     train = label_dataset(
         hparams,
@@ -317,7 +344,7 @@ def run_classification_probe(argv) -> None:
     )
     valid = label_dataset(hparams, hparams["valid_csv"], "descending")
 
-    brain = _fit(ClassifierProbeBrain, hparams, run_opts, train, valid)
+    brain = fit_probe(ClassifierProbeBrain, hparams, run_opts, train, valid)
     if not if_main_process():
         return
     recover_checkpoint(hparams["checkpointer"], "best", key="error_rate")

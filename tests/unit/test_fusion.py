@@ -202,6 +202,8 @@ def test_bad_options_name_themselves(sources):
         FeatureFusionCTC(up, 5, "sum")
     with pytest.raises(ValueError, match="fusion block 'lstm'"):
         FeatureFusionCTC(up, 5, "hff", block="lstm")
+    with pytest.raises(TypeError, match="d_fn"):  # no block built to refuse it
+        FeatureFusionCTC(up, 5, "last_layer", num_blocks=0, d_fn=8)
     with pytest.raises(ValueError, match="bottleneck"):
         BottleneckAdapter(8, 0)
     model = fusion_model(tiny_hf_model(), 5, adapters=True, adapter_dim=2)

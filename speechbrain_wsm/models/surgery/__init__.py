@@ -50,6 +50,7 @@ from speechbrain_wsm.models.surgery.hf_adapter import (
 from speechbrain_wsm.models.surgery.layers import (
     LayerStack,
     find_layer_stack,
+    resolve_indices,
     resolve_layers,
 )
 from speechbrain_wsm.models.surgery.no_grad import skip_frozen_activations
@@ -71,6 +72,7 @@ __all__ = [
     "find_layer_stack",
     "hf_padding_mask",
     "replace_attention",
+    "resolve_indices",
     "resolve_layers",
     "set_trainable",
     "skip_frozen_activations",

@@ -9,7 +9,7 @@ from torch import nn
 
 from speechbrain_wsm.models.upstream.hf import HF_MODEL_TYPES, is_hf_ssl
 
-__all__ = ["LayerStack", "find_layer_stack", "resolve_layers"]
+__all__ = ["LayerStack", "find_layer_stack", "resolve_indices", "resolve_layers"]
 
 
 @dataclass
@@ -136,6 +136,62 @@ def find_layer_stack(model: nn.Module) -> LayerStack:
     return found[0]
 
 
+def resolve_indices(
+    indices: Iterable[int], count: int, what: str = "layer"
+) -> list[int]:
+    """Indices into ``count`` items as sorted, distinct non-negative ints.
+
+    Negative indices count from the end (``-1`` is the last item). The one
+    check of every index list that names parts of an encoder: layers
+    (:func:`resolve_layers`) and hidden states (fusion taps).
+
+    Arguments
+    ---------
+    indices : iterable of int
+        The indices given.
+    count : int
+        How many items there are.
+    what : str
+        What an item is, for the error messages (``"layer"``,
+        ``"hidden state"``).
+
+    Returns
+    -------
+    list of int
+
+    Raises
+    ------
+    ValueError
+        On a non-int index, one out of range, no index at all, or one item
+        named twice.
+
+    Example
+    -------
+    >>> resolve_indices([-1, 4], 13, "hidden state")
+    [4, 12]
+    >>> resolve_indices([13], 13, "hidden state")
+    Traceback (most recent call last):
+    ...
+    ValueError: hidden state index 13 out of range: the encoder has 13 hidden states (-13 to 12)
+    """
+    indices = list(indices)
+    out = []
+    for i in indices:
+        if isinstance(i, bool) or not isinstance(i, int):
+            raise ValueError(f"{what} indices must be ints, got {i!r}")
+        if not -count <= i < count:
+            raise ValueError(
+                f"{what} index {i} out of range: the encoder has {count} {what}s "
+                f"({-count} to {count - 1})"
+            )
+        out.append(i % count)
+    if not out:
+        raise ValueError(f"no {what} to operate on: pass at least one index")
+    if len(set(out)) != len(out):
+        raise ValueError(f"{what} indices {indices} name a {what} twice")
+    return sorted(out)
+
+
 def resolve_layers(layers: int | Iterable[int], num_layers: int) -> list[int]:
     """Layer indices as sorted non-negative ints; negative ones count from the top.
 
@@ -157,22 +213,8 @@ def resolve_layers(layers: int | Iterable[int], num_layers: int) -> list[int]:
     >>> resolve_layers([0, 12], 12)
     Traceback (most recent call last):
     ...
-    ValueError: layer index 12 out of range for an encoder of 12 layers (-12 to 11)
+    ValueError: layer index 12 out of range: the encoder has 12 layers (-12 to 11)
     """
     if isinstance(layers, int):
         layers = [layers]
-    out = []
-    for i in layers:
-        if isinstance(i, bool) or not isinstance(i, int):
-            raise ValueError(f"layer indices must be ints, got {i!r}")
-        if not -num_layers <= i < num_layers:
-            raise ValueError(
-                f"layer index {i} out of range for an encoder of {num_layers} "
-                f"layers ({-num_layers} to {num_layers - 1})"
-            )
-        out.append(i % num_layers)
-    if not out:
-        raise ValueError("no layer to operate on: pass at least one index")
-    if len(set(out)) != len(out):
-        raise ValueError(f"layer indices {list(layers)} name a layer twice")
-    return sorted(out)
+    return resolve_indices(layers, num_layers, "layer")

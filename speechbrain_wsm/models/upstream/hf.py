@@ -95,11 +95,15 @@ def hf_input_options(folder) -> tuple[bool, bool]:
 
     Example
     -------
-    >>> import tempfile, os
-    >>> d = tempfile.mkdtemp()
-    >>> _ = open(os.path.join(d, "config.json"), "w").write('{"feat_extract_norm": "layer"}')
-    >>> hf_input_options(d)
-    (True, True)
+    >>> import json, tempfile
+    >>> from pathlib import Path
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> for norm in ("group", "layer"):
+    ...     config = json.dumps({"feat_extract_norm": norm})
+    ...     _ = (folder / "config.json").write_text(config)
+    ...     print(norm, hf_input_options(folder))
+    group (False, False)
+    layer (True, True)
     """
     folder = Path(folder)
     config = read_json(folder / "config.json")
@@ -124,10 +128,11 @@ def read_json(path) -> dict:
 
     Example
     -------
-    >>> import tempfile, os
-    >>> p = os.path.join(tempfile.mkdtemp(), "config.json")
-    >>> _ = open(p, "w").write('{"model_type": "hub')
-    >>> read_json(p)
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> path = Path(tempfile.mkdtemp()) / "config.json"
+    >>> _ = path.write_text('{"model_type": "hub')
+    >>> read_json(path)
     Traceback (most recent call last):
     ...
     ValueError: ...config.json is not valid JSON (line 1, column ...): ...

@@ -129,6 +129,12 @@ def load_upstream(
 ) -> SSLUpstream:
     """Load ``ssl_source`` as an :class:`SSLUpstream`.
 
+    The one loader of a pretrained SSL model, and the reference for its
+    options: the recipe loaders (``load_ssl_encoder``, ``build_finetuner``,
+    ``build_laser``, ``build_fusion_model``) take ``ssl_source``,
+    ``checkpoint``, ``normalize_wav``, ``attention_mask`` and
+    ``hf_config_overrides`` as documented here.
+
     Arguments
     ---------
     ssl_source : str or Path

@@ -21,26 +21,20 @@ again with the same command resumes from its last checkpoint. See README.md.
 
 import sys
 
-from speechbrain.utils.distributed import if_main_process
-
 from speechbrain_wsm.models.surgery import count_parameters
 from speechbrain_wsm.recipe.asr import score_asr, train_asr
 
 
 def main(argv):
     brain, hparams = train_asr(argv)
-    if if_main_process():
-        params = count_parameters(brain.model()) / 1e6
-        score_asr(
-            brain,
-            hparams,
-            title="CTC from scratch on "
-            + ", ".join(hparams["train_splits"])
-            + ": CER and WER (%), no LM",
-            note=f"Encoder: {hparams['arch']} with `{hparams['mixer_name']}`, "
-            f"{hparams['num_layers']} x {hparams['d_model']}; {params:.2f} M "
-            "parameters.",
-        )
+    params = count_parameters(brain.model()) / 1e6
+    splits = ", ".join(hparams["train_splits"])
+    title = f"CTC from scratch on {splits}: CER and WER (%), no LM"
+    note = (
+        f"Encoder: {hparams['arch']} with `{hparams['mixer_name']}`, "
+        f"{hparams['num_layers']} x {hparams['d_model']}; {params:.2f} M parameters."
+    )
+    score_asr(brain, hparams, title, note)
 
 
 if __name__ == "__main__":

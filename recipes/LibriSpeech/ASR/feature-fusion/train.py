@@ -3,11 +3,10 @@
 
 A reconstruction, not from the paper, of Huo et al., "Resource-efficient
 transfer learning from speech foundation model using hierarchical feature
-fusion" (ICASSP 2023; only its abstract is available). ::
+fusion" (ICASSP 2023; only its abstract is available). It runs as the
+selective fine-tuning recipe does::
 
-    python train.py hparams/hff_adapters.yaml --ssl_source=<local HF folder or
-        pretraining output folder> --data_folder=/data/LibriSpeech \\
-        --librilight_folder=/data/librispeech_finetuning --train_set=1h
+    python train.py hparams/hff_adapters.yaml --ssl_source=<SSL folder> ...
     torchrun --nproc_per_node=2 train.py hparams/hff.yaml ...
 
 The YAML builds ``asr_model`` with
@@ -27,8 +26,6 @@ fine-tuning recipe. ``python -m speechbrain_wsm.evaluate <output_folder>
 """
 
 import sys
-
-from speechbrain.utils.distributed import if_main_process
 
 from speechbrain_wsm.models.surgery import count_parameters
 from speechbrain_wsm.recipe import CTCBrain
@@ -52,16 +49,11 @@ def trained_note(hparams, model) -> str:
 
 def main(argv):
     brain, hparams = train_asr(argv, CTCBrain)
-    if not if_main_process():
-        return
-    model = brain.model()
-    score_asr(
-        brain,
-        hparams,
-        title=f"Feature fusion on {hparams['train_set']} (reconstruction, not from "
-        "the paper): CER and WER (%), no LM",
-        note=trained_note(hparams, model),
+    title = (
+        f"Feature fusion on {hparams['train_set']} (reconstruction, not from the "
+        "paper): CER and WER (%), no LM"
     )
+    score_asr(brain, hparams, title, trained_note(hparams, brain.model()))
 
 
 if __name__ == "__main__":

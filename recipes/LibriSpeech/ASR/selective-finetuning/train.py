@@ -58,20 +58,18 @@ class FinetuneBrain(CTCBrain):
 
 def main(argv):
     brain, hparams = train_asr(argv, FinetuneBrain)
-    if not if_main_process():
-        return
     model = brain.model()
-    score_asr(
-        brain,
-        hparams,
-        title=f"Selective fine-tuning on {hparams['train_set']}: CER and WER (%), "
-        "no LM",
-        note=f"SSL model: `{hparams['ssl_source']}`; mode `{hparams['mode']}`; "
-        f"{count_parameters(model) / 1e6:.2f} M trainable of "
-        f"{count_parameters(model, trainable_only=False) / 1e6:.2f} M parameters.",
+    trained = count_parameters(model) / 1e6
+    total = count_parameters(model, trainable_only=False) / 1e6
+    title = f"Selective fine-tuning on {hparams['train_set']}: CER and WER (%), no LM"
+    note = (
+        f"SSL model: `{hparams['ssl_source']}`; mode `{hparams['mode']}`; "
+        f"{trained:.2f} M trainable of {total:.2f} M parameters."
     )
-    # score_test_sets loaded the best checkpoint: export that model
-    save_finetuned(model, os.path.join(hparams["output_folder"], "finetuned"))
+    score_asr(brain, hparams, title, note)
+    if if_main_process():
+        # score_asr loaded the best checkpoint: export that model
+        save_finetuned(model, os.path.join(hparams["output_folder"], "finetuned"))
 
 
 if __name__ == "__main__":

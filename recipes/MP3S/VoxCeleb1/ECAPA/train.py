@@ -29,8 +29,11 @@ from speechbrain_wsm.data.audio import load_audio
 from speechbrain_wsm.data.manifests import read_manifest
 from speechbrain_wsm.evaluate import recover_checkpoint
 from speechbrain_wsm.recipe import manifest_dataset
-from speechbrain_wsm.recipe.experiment import load_hparams
-from speechbrain_wsm.recipe.probe import ClassifierProbeBrain
+from speechbrain_wsm.recipe.probe import (
+    ClassifierProbeBrain,
+    fit_probe,
+    setup_experiment,
+)
 from speechbrain_wsm.scoring import write_results_md
 
 
@@ -133,8 +136,7 @@ def prepare(hparams):
 
 
 def main(argv):
-    hparams, run_opts, hparams_file, overrides = load_hparams(argv)
-    sb.create_experiment_directory(hparams["output_folder"], hparams_file, overrides)
+    hparams, run_opts = setup_experiment(argv)
     run_on_main(prepare, args=[hparams])
     speakers = sorted(
         {
@@ -150,22 +152,14 @@ def main(argv):
         )
     train, valid = dataio_prepare(hparams, speakers)
 
-    brain = SpeakerProbeBrain(
-        modules=hparams["modules"],
-        hparams=hparams,
-        run_opts=run_opts,
-        checkpointer=hparams["checkpointer"],
-    )
-    loader = {
-        "batch_size": hparams["batch_size"],
-        "num_workers": hparams["num_workers"],
-    }
-    brain.fit(
-        hparams["epoch_counter"],
+    brain = fit_probe(
+        SpeakerProbeBrain,
+        hparams,
+        run_opts,
         train,
         valid,
-        train_loader_kwargs=dict(loader, shuffle=True, drop_last=True),
-        valid_loader_kwargs=dict(loader, batch_size=hparams["test_batch_size"]),
+        train_loader={"shuffle": True, "drop_last": True},
+        valid_loader={"batch_size": hparams["test_batch_size"]},
     )
 
     if not if_main_process():

@@ -1,10 +1,13 @@
-"""Shared fixtures: the committed real-speech sample and tiny LibriSpeech trees."""
+"""Shared fixtures: the committed real-speech sample, tiny LibriSpeech trees,
+tiny pretrained SSL folders, and a probe of the largest tensor an operation makes."""
 
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 SAMPLES = Path(__file__).resolve().parent / "samples"
 
@@ -50,3 +53,26 @@ def tiny_ssl_sources(tmp_path_factory) -> dict:
         "hf": save_tiny_hf(root / "hf", "wav2vec2"),
         "project": save_tiny_wav2vec2(root / "project"),
     }
+
+
+class LargestTensor(TorchDispatchMode):
+    """Records in ``largest`` the size (elements) of the largest tensor any
+    operation produces while it is active."""
+
+    def __init__(self):
+        super().__init__()
+        self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else [out]:
+            if isinstance(t, torch.Tensor):
+                self.largest = max(self.largest, t.numel())
+        return out
+
+
+@pytest.fixture
+def largest_tensor():
+    """``with largest_tensor() as seen: ...``, then ``seen.largest``: the most
+    elements of any tensor made inside (forward and backward)."""
+    return LargestTensor

@@ -35,6 +35,23 @@ from pathlib import Path
 
 import torch
 
+#: A tiny Hugging Face wav2vec 2.0 / HuBERT / WavLM architecture: 4 layers of
+#: width 32 and a 3-layer CNN with a 320x downsampling (20 ms frames at 16 kHz),
+#: a few kilobytes of weights. The random encoder of ``--quick`` runs (and of
+#: the tests).
+TINY_HF_ARCH = {
+    "hidden_size": 32,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 4,
+    "intermediate_size": 64,
+    "conv_dim": (32, 32, 32),
+    "conv_kernel": (10, 8, 8),
+    "conv_stride": (5, 8, 8),
+    "num_conv_pos_embeddings": 16,
+    "num_conv_pos_embedding_groups": 4,
+    "feat_extract_norm": "layer",
+}
+
 
 def machine_description(device: str) -> str:
     """One line naming the hardware a result was measured on."""
@@ -309,26 +326,43 @@ def step_markdown(
         first = cell.get((name, lengths[0])) if lengths else None
         if first is None or first.get(params_key) is None:
             continue
-        cells = []
-        for s in lengths:
-            r = cell.get((name, s), {})
-            t, p = r.get("time_ms"), r.get("peak_mib")
-            cells.append(
-                "failed" if t is None or p is None else f"{t / 1e3:.2f} s / {p:.0f} MiB"
-            )
         params = params_fmt.format(first[params_key] / 1e6)
+        cells = step_cells(cell, name, lengths)
         lines.append(f"| {name} | {params} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
+def step_cells(cell: dict, name: str, lengths) -> list[str]:
+    """``"1.23 s / 456 MiB"`` (step time / peak memory) of ``cell[(name, s)]`` per
+    length ``s``; ``"failed"`` where either is missing."""
+    cells = []
+    for s in lengths:
+        r = cell.get((name, s), {})
+        t, p = r.get("time_ms"), r.get("peak_mib")
+        cells.append(
+            "failed" if t is None or p is None else f"{t / 1e3:.2f} s / {p:.0f} MiB"
+        )
+    return cells
+
+
 def report(
-    rows, targets, out_dir: Path, stem: str, markdown, meta: dict, check=False
+    rows,
+    targets,
+    out_dir: Path,
+    stem: str,
+    markdown,
+    meta: dict,
+    check=False,
+    plot=None,
+    title: str = "",
 ) -> int:
     """Write ``<stem>_<device>.csv/.json``, print the tables and the targets.
 
     ``markdown(rows, device)`` renders one device's table; ``meta`` (sizes,
     settings) goes into the JSON with the machine, the targets and the
-    command. Returns the exit code: 1 if ``check`` and a target was missed.
+    command. With ``plot``, :func:`plot_devices` draws ``<stem>_<device>.png``
+    under ``title``. Returns the exit code: 1 if ``check`` and a target was
+    missed.
     """
     machines = {d: machine_description(d) for d in sorted({r["device"] for r in rows})}
     meta = {
@@ -350,6 +384,8 @@ def report(
         value = "n/a" if t["measured"] is None else f"{t['measured']:.2f}"
         met = {True: "yes", False: "NO", None: "n/a"}[t["ok"]]
         print(f"| {t['device']} | {t['target']} | {value} | {met} |")
+    if plot is not None:
+        plot_devices(rows, out_dir, stem, plot, title)
     return 1 if check and any(t["ok"] is False for t in targets) else 0
 
 
@@ -399,6 +435,45 @@ def bench_parser(
     return p
 
 
+def add_options(p: argparse.ArgumentParser, **defaults) -> None:
+    """Add ``--name`` options (underscores written as dashes) typed as their default.
+
+    Example
+    -------
+    >>> p = argparse.ArgumentParser()
+    >>> add_options(p, d_model=256, gamma=0.1)
+    >>> p.parse_args(["--d-model", "32"])
+    Namespace(d_model=32, gamma=0.1)
+    """
+    for name, default in defaults.items():
+        p.add_argument(
+            "--" + name.replace("_", "-"), type=type(default), default=default
+        )
+
+
+def parse_bench_args(p: argparse.ArgumentParser, argv, **quick) -> argparse.Namespace:
+    """Parse ``argv``; with ``--quick``, the settings ``quick`` replace the parsed ones.
+
+    Example
+    -------
+    >>> p = bench_parser("A benchmark.")
+    >>> parse_bench_args(p, ["--quick"], rounds=2).rounds
+    2
+    >>> parse_bench_args(p, [], rounds=2).rounds
+    3
+    """
+    args = p.parse_args(argv)
+    if args.quick:
+        for name, value in quick.items():
+            setattr(args, name, value)
+    return args
+
+
+def step_dtype(device: str, args) -> torch.dtype:
+    """bf16 autocast on CUDA unless ``--fp32``; float32 on CPU."""
+    return torch.bfloat16 if device == "cuda" and not args.fp32 else torch.float32
+
+
 def autocast(device: str, dtype: torch.dtype):
     """Autocast to ``dtype`` on ``device``'s type; a no-op context for float32."""
     return torch.autocast(
@@ -422,6 +497,29 @@ def measure_steps(makers: dict, device: str, args, include_model: bool = False) 
         name: {**peak_memory(make, device, include_model=include_model), **times[name]}
         for name, make in makers.items()
     }
+
+
+def measure_rows(
+    makers: dict,
+    device: str,
+    args,
+    columns: dict,
+    after: dict | None = None,
+    include_model: bool = False,
+    width: int = 9,
+) -> list[dict]:
+    """:func:`measure_steps`, then one table row per step maker, printed as it comes.
+
+    A maker's row: its ``columns[name]`` (which hold ``seconds``), the
+    columns of :func:`measured_fields`, then ``after[name]`` if given.
+    ``width``: the printed name's column width.
+    """
+    rows = []
+    for name, res in measure_steps(makers, device, args, include_model).items():
+        row = {**columns[name], **measured_fields(res), **(after or {}).get(name, {})}
+        rows.append(row)
+        print(f"  {row['seconds']:>5} s  {name:<{width}} {shown(row)}", flush=True)
+    return rows
 
 
 def plot_devices(rows: list[dict], out: Path, name: str, plot, title: str) -> None:

@@ -44,11 +44,11 @@ from speechbrain_wsm.bench.common import (
     in_child,
     lookup,
     machine_description,
-    measure_steps,
-    measured_fields,
+    measure_rows,
+    parse_bench_args,
     preload,
     report,
-    shown,
+    step_dtype,
     step_markdown,
 )
 
@@ -115,25 +115,21 @@ class FinetuneStep:
         dtype,
         threads=None,
     ):
-        self.args = (
-            config_kwargs,
-            mode,
-            num_layers,
-            window_size,
-            seconds,
-            batch,
-            dtype,
-        )
+        self.model_args = (config_kwargs, mode, num_layers, window_size)
+        self.seconds, self.batch, self.dtype = seconds, batch, dtype
         self.threads = threads
 
+    def build(self) -> torch.nn.Module:
+        """The model, ``model(wavs, rel_lens) -> (log_probs, rel_out_lens)``."""
+        return build_model(*self.model_args)
+
     def __call__(self, device: str):
-        config_kwargs, mode, num_layers, window_size, seconds, batch, dtype = self.args
         if self.threads:
             torch.set_num_threads(self.threads)
         torch.manual_seed(0)
-        model = build_model(config_kwargs, mode, num_layers, window_size).to(device)
+        model = self.build().to(device)
         model.train()
-        return ctc_step(model, seconds, batch, device, dtype)
+        return ctc_step(model, self.seconds, self.batch, device, self.dtype)
 
 
 def ctc_step(model, seconds: float, batch: int, device: str, dtype) -> Callable:
@@ -200,7 +196,7 @@ def run(args) -> list[dict]:
     config = TINY if args.quick else BASE
     counts = parameter_counts(config, args.num_layers, args.window_size)
     for device in devices_from_arg(args.device):
-        dtype = torch.bfloat16 if device == "cuda" and not args.fp32 else torch.float32
+        dtype = step_dtype(device, args)
         machine = machine_description(device)
         print(
             f"# {device}: {machine}; {'tiny' if args.quick else 'BASE'} wav2vec 2.0, "
@@ -209,32 +205,37 @@ def run(args) -> list[dict]:
             flush=True,
         )
         for seconds in args.lengths:
-            makers = {
-                mode: FinetuneStep(
-                    config,
-                    mode,
-                    args.num_layers,
-                    args.window_size,
-                    seconds,
-                    args.batch,
-                    dtype,
-                    args.threads,
-                )
-                for mode in MODES
-            }
-            measured = measure_steps(makers, device, args, include_model=True)
-            for mode, res in measured.items():
-                row = {
+            columns = {
+                mode: {
                     "device": device,
                     "mode": mode,
                     "num_layers": args.num_layers,
                     "seconds": seconds,
                     **counts[mode],
-                    **measured_fields(res),
                 }
-                rows.append(row)
-                print(f"  {seconds:>5} s  {mode:<9} {shown(row)}", flush=True)
+                for mode in MODES
+            }
+            makers = step_makers(FinetuneStep, MODES, config, seconds, dtype, args)
+            rows += measure_rows(makers, device, args, columns, include_model=True)
     return rows
+
+
+def step_makers(step_class, names, config, seconds, dtype, args) -> dict:
+    """``{name: step_class(config, name, ..., seconds, ...)}`` with the options of
+    ``args`` (``--num-layers``, ``--window-size``, ``--batch``, ``--threads``)."""
+    return {
+        name: step_class(
+            config,
+            name,
+            args.num_layers,
+            args.window_size,
+            seconds,
+            args.batch,
+            dtype,
+            args.threads,
+        )
+        for name in names
+    }
 
 
 def check_targets(rows) -> list[dict]:
@@ -268,6 +269,14 @@ def markdown(rows, device) -> str:
 def parse_args(argv=None):
     p = bench_parser(__doc__)
     p.add_argument("--lengths", type=float, nargs="+", default=[16, 40], help="seconds")
+    add_model_options(p)
+    # --quick: a tiny model, where threads only add contention
+    quick = dict(lengths=[1, 2], rounds=2, budget=1.0, window_size=4, threads=1)
+    return parse_bench_args(p, argv, **quick)
+
+
+def add_model_options(p) -> None:
+    """``--num-layers``, ``--window-size``, ``--batch``, ``--threads``."""
     p.add_argument(
         "--num-layers", type=int, default=2, help="N, top layers trained or replaced"
     )
@@ -276,24 +285,24 @@ def parse_args(argv=None):
     p.add_argument(
         "--threads", type=int, default=None, help="torch threads (default: torch's)"
     )
-    args = p.parse_args(argv)
-    if args.quick:
-        args.lengths, args.rounds, args.budget, args.window_size = [1, 2], 2, 1.0, 4
-        args.threads = 1  # a tiny model: threads only add contention
-    return args
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    rows = run(args)
-    meta = {
+def run_meta(args) -> dict:
+    """The model and settings of a run, for the JSON."""
+    return {
         "model": "tiny" if args.quick else "wav2vec 2.0 BASE (random weights)",
         "num_layers": args.num_layers,
         "window_size": args.window_size,
         "batch": args.batch,
     }
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    rows = run(args)
+    targets = check_targets(rows)
     return report(
-        rows, check_targets(rows), args.out, "finetune", markdown, meta, args.check
+        rows, targets, args.out, "finetune", markdown, run_meta(args), args.check
     )
 
 

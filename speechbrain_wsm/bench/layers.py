@@ -19,17 +19,17 @@ from pathlib import Path
 import torch
 
 from speechbrain_wsm.bench.common import (
+    add_options,
     autocast,
     bench_parser,
     devices_from_arg,
     lookup,
     machine_description,
-    measure_steps,
-    measured_fields,
-    plot_devices,
+    measure_rows,
+    parse_bench_args,
     preload,
     report,
-    shown,
+    step_dtype,
 )
 from speechbrain_wsm.nnet.registry import build_mixer
 from speechbrain_wsm.nnet.summary_mixing import SummaryMixing
@@ -104,7 +104,7 @@ def run(args) -> list[dict]:
     rows = []
     specs = mixer_specs(args.windows)
     for device in devices_from_arg(args.device):
-        dtype = torch.bfloat16 if device == "cuda" and not args.fp32 else torch.float32
+        dtype = step_dtype(device, args)
         machine = machine_description(device)
         print(
             f"# {device}: {machine}; d_model {args.d_model}, {args.nhead} heads, batch {args.batch}, {dtype}",
@@ -117,16 +117,17 @@ def run(args) -> list[dict]:
                 )
                 for label, (name, kwargs) in specs.items()
             }
-            for label, res in measure_steps(makers, device, args).items():
-                row = {
+            frames = int(seconds * FRAMES_PER_SECOND)
+            columns = {
+                label: {
                     "device": device,
                     "mixer": label,
                     "seconds": seconds,
-                    "frames": int(seconds * FRAMES_PER_SECOND),
-                    **measured_fields(res),
+                    "frames": frames,
                 }
-                rows.append(row)
-                print(f"  {seconds:>5} s  {label:<9} {shown(row)}", flush=True)
+                for label in specs
+            }
+            rows += measure_rows(makers, device, args, columns)
     return rows
 
 
@@ -281,20 +282,10 @@ def parse_args(argv=None):
         default=[8, 32, 128],
         help="WSM window sizes (frames)",
     )
-    p.add_argument("--batch", type=int, default=2)
-    p.add_argument("--d-model", type=int, default=256)
-    p.add_argument("--nhead", type=int, default=4)
+    add_options(p, batch=2, d_model=256, nhead=4)
     p.add_argument("--no-plot", action="store_true")
-    args = p.parse_args(argv)
-    if args.quick:
-        args.lengths, args.windows, args.d_model, args.rounds, args.budget = (
-            [1, 2],
-            [4],
-            32,
-            2,
-            0.2,
-        )
-    return args
+    quick = dict(lengths=[1, 2], windows=[4], d_model=32, rounds=2, budget=0.2)
+    return parse_bench_args(p, argv, **quick)
 
 
 def main(argv=None) -> int:
@@ -302,14 +293,14 @@ def main(argv=None) -> int:
     rows = run(args)
     targets = check_targets(rows, args.windows)
     meta = {"d_model": args.d_model, "nhead": args.nhead, "batch": args.batch}
-    code = report(rows, targets, args.out, "layers", markdown, meta, args.check)
-    if not args.no_plot:
-        title = (
-            f"one mixer layer, d_model {args.d_model}, {args.nhead} heads, "
-            f"batch {args.batch}"
-        )
-        plot_devices(rows, args.out, "layers", plot, title)
-    return code
+    title = (
+        f"one mixer layer, d_model {args.d_model}, {args.nhead} heads, "
+        f"batch {args.batch}"
+    )
+    plots = None if args.no_plot else plot
+    return report(
+        rows, targets, args.out, "layers", markdown, meta, args.check, plots, title
+    )
 
 
 if __name__ == "__main__":

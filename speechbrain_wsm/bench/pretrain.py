@@ -40,10 +40,10 @@ from speechbrain_wsm.bench.common import (
     devices_from_arg,
     lookup,
     machine_description,
-    measure_steps,
-    measured_fields,
+    measure_rows,
+    parse_bench_args,
     report,
-    shown,
+    step_dtype,
     step_markdown,
 )
 from speechbrain_wsm.models.wav2vec2 import (
@@ -136,7 +136,7 @@ def run(args) -> list[dict]:
     for device in devices_from_arg(args.device):
         size = args.size or ("base" if device.startswith("cuda") else "small")
         batch = args.batch or (8 if device.startswith("cuda") else 2)
-        dtype = torch.bfloat16 if device == "cuda" and not args.fp32 else torch.float32
+        dtype = step_dtype(device, args)
         params = _params(size, args.window_size)
         print(
             f"# {device}: {machine_description(device)}; {size} size, batch "
@@ -148,19 +148,20 @@ def run(args) -> list[dict]:
                 m: PretrainStep(size, m, args.window_size, seconds, batch, dtype)
                 for m in MIXERS
             }
-            measured = measure_steps(makers, device, args, include_model=True)
-            for mixer, res in measured.items():
-                row = {
+            columns = {
+                m: {
                     "device": device,
                     "size": size,
-                    "mixer": mixer,
+                    "mixer": m,
                     "seconds": seconds,
                     "batch": batch,
-                    "params": params[mixer],
-                    **measured_fields(res),
+                    "params": params[m],
                 }
-                rows.append(row)
-                print(f"  {seconds:>5} s  {mixer:<5} {shown(row)}", flush=True)
+                for m in MIXERS
+            }
+            rows += measure_rows(
+                makers, device, args, columns, include_model=True, width=5
+            )
     return rows
 
 
@@ -217,11 +218,8 @@ def parse_args(argv=None):
         help="utterances per batch (default: 8 on CUDA, 2 on CPU)",
     )
     p.add_argument("--window-size", type=int, default=32, help="WSM window (frames)")
-    args = p.parse_args(argv)
-    if args.quick:
-        args.size, args.lengths, args.batch = "tiny", [1.5], 2
-        args.rounds, args.budget, args.window_size = 2, 0.5, 4
-    return args
+    quick = dict(size="tiny", lengths=[1.5], batch=2, window_size=4)
+    return parse_bench_args(p, argv, **quick, rounds=2, budget=0.5)
 
 
 def main(argv=None) -> int:

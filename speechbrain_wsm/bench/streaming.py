@@ -32,13 +32,14 @@ from pathlib import Path
 import torch
 
 from speechbrain_wsm.bench.common import (
+    add_options,
     autocast,
     bench_parser,
     devices_from_arg,
     machine_description,
     measured_fields,
+    parse_bench_args,
     peak_memory,
-    plot_devices,
     preload,
     report,
     timings,
@@ -122,17 +123,15 @@ def measure_lookahead(variant: str, cfg: dict) -> int | None:
         )
 
 
+def encoder_config(args) -> dict:
+    """The encoder's sizes and context of the command line (as :func:`build` reads them)."""
+    keys = "arch layers d_model nhead d_ffn left_context right_context".split()
+    return {k: getattr(args, k) for k in keys}
+
+
 def run(args) -> list[dict]:
     preload("speechbrain_wsm.bench.streaming")
-    cfg = {
-        "arch": args.arch,
-        "layers": args.layers,
-        "d_model": args.d_model,
-        "nhead": args.nhead,
-        "d_ffn": args.d_ffn,
-        "left_context": args.left_context,
-        "right_context": args.right_context,
-    }
+    cfg = encoder_config(args)
     rows = []
     for device in devices_from_arg(args.device):
         print(f"# {device}: {machine_description(device)}; {cfg}", flush=True)
@@ -316,18 +315,14 @@ def plot(rows, device, path: Path, title: str) -> None:
 def parse_args(argv=None):
     p = bench_parser(__doc__, rounds=3, budget=30.0)
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
-    p.add_argument("--layers", type=int, default=12)
+    add_options(p, layers=12)
     p.add_argument(
         "--arch",
         default="conformer",
         choices=["conformer", "transformer", "branchformer"],
         help="conformer: the recipe's; transformer: wav2vec 2.0 BASE's (the paper's)",
     )
-    p.add_argument("--d-model", type=int, default=256)
-    p.add_argument("--nhead", type=int, default=4)
-    p.add_argument("--d-ffn", type=int, default=1024)
-    p.add_argument("--left-context", type=int, default=64)
-    p.add_argument("--right-context", type=int, default=8)
+    add_options(p, d_model=256, nhead=4, d_ffn=1024, left_context=64, right_context=8)
     p.add_argument(
         "--lengths", type=float, nargs="+", default=[10, 30, 60], help="seconds"
     )
@@ -341,39 +336,25 @@ def parse_args(argv=None):
         help="what to measure (default all)",
     )
     p.add_argument("--no-plot", action="store_true")
-    args = p.parse_args(argv)
-    if args.quick:
-        args.layers, args.d_model, args.d_ffn, args.nhead = 4, 32, 64, 2
-        args.left_context, args.right_context = 8, 2
-        args.lengths, args.chunks, args.stream_seconds = [2, 4], [4], 1.0
-        args.rounds, args.budget = 2, 0.5
-    return args
+    sizes = dict(
+        layers=4, d_model=32, d_ffn=64, nhead=2, left_context=8, right_context=2
+    )
+    short = dict(lengths=[2, 4], chunks=[4], stream_seconds=1.0, rounds=2, budget=0.5)
+    return parse_bench_args(p, argv, **sizes, **short)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     rows = run(args)
     targets = check_targets(rows, args)
-    meta = {
-        k: getattr(args, k)
-        for k in (
-            "arch",
-            "layers",
-            "d_model",
-            "nhead",
-            "d_ffn",
-            "left_context",
-            "right_context",
-        )
-    }
-    code = report(rows, targets, args.out, "streaming", markdown, meta, args.check)
-    if not args.no_plot:
-        title = (
-            f"{args.layers}-layer {args.arch}, d_model {args.d_model}, "
-            f"L {args.left_context}, R {args.right_context}"
-        )
-        plot_devices(rows, args.out, "streaming", plot, title)
-    return code
+    title = (
+        f"{args.layers}-layer {args.arch}, d_model {args.d_model}, "
+        f"L {args.left_context}, R {args.right_context}"
+    )
+    meta, plots = encoder_config(args), None if args.no_plot else plot
+    return report(
+        rows, targets, args.out, "streaming", markdown, meta, args.check, plots, title
+    )
 
 
 if __name__ == "__main__":

@@ -44,15 +44,47 @@ def make_librispeech_split():
 
 @pytest.fixture(scope="session")
 def tiny_ssl_sources(tmp_path_factory) -> dict:
-    """Two tiny pretrained SSL folders: ``hf`` (Hugging Face wav2vec 2.0) and
-    ``project`` (a wav2vec 2.0 pretraining output of this project)."""
+    """Tiny pretrained SSL folders (random weights, :mod:`tiny_models`):
+    ``hf`` (Hugging Face wav2vec 2.0), ``hf-hubert``, ``hf-wavlm``,
+    ``hf-wavlm-large`` (pre-LayerNorm) and ``project`` (a wav2vec 2.0
+    pretraining output of this project)."""
     from tiny_models import save_tiny_hf, save_tiny_wav2vec2
 
     root = tmp_path_factory.mktemp("ssl")
     return {
         "hf": save_tiny_hf(root / "hf", "wav2vec2"),
+        "hf-hubert": save_tiny_hf(root / "hubert", "hubert"),
+        "hf-wavlm": save_tiny_hf(root / "wavlm", "wavlm"),
+        "hf-wavlm-large": save_tiny_hf(root / "wavlm-large", "wavlm", large=True),
         "project": save_tiny_wav2vec2(root / "project"),
     }
+
+
+@pytest.fixture(scope="session")
+def project_encoder(tmp_path_factory) -> str:
+    """The pretraining recipe's output folder, shrunk (WSM, 16 wide; random
+    weights): :func:`tiny_models.make_project_encoder`."""
+    from tiny_models import make_project_encoder
+
+    return make_project_encoder(tmp_path_factory.mktemp("w2v2"))
+
+
+@pytest.fixture(scope="session")
+def learning_encoder(tmp_path_factory) -> str:
+    """:func:`project_encoder` 64 wide: a random encoder narrower than this keeps
+    too little of the signal for the learning tests' heads to learn from."""
+    from tiny_models import make_project_encoder
+
+    return make_project_encoder(tmp_path_factory.mktemp("w2v2-64"), d_model=64)
+
+
+@pytest.fixture(scope="session")
+def hf_encoder(tmp_path_factory) -> str:
+    """A pre-LayerNorm Hugging Face wav2vec 2.0 folder with the 7-layer CNN
+    (random weights): :func:`tiny_models.make_hf_encoder`."""
+    from tiny_models import make_hf_encoder
+
+    return make_hf_encoder(tmp_path_factory.mktemp("hf"))
 
 
 class LargestTensor(TorchDispatchMode):

@@ -16,6 +16,22 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes"
 SAMPLES = ROOT / "tests" / "samples"
+#: The 16 utterances the learning tests overfit (``train-learn``).
+LEARNING = SAMPLES / "learning" / "LibriSpeech"
+#: The learning tests' overrides of the fine-tuning recipes (with
+#: ``data_folder`` :data:`LEARNING`): train, validate and test on its 16
+#: utterances, in 4 s batches, at a peak learning rate of 0.005 held for 70 %
+#: of the steps, without head dropout.
+LEARNING_OPTIONS = {
+    "train_set": "train-learn",
+    "dev_splits": "[train-learn]",
+    "test_splits": "[train-learn]",
+    "seconds_per_batch": 4,
+    "lr": 0.005,
+    "warmup": 0.05,
+    "hold": 0.7,
+    "head_dropout": 0.0,
+}
 #: The wav2vec 2.0 pretraining recipe.
 PRETRAINING = RECIPES / "LibriSpeech" / "self-supervised-learning" / "wav2vec2"
 #: Its YAML shrunk to one 16-wide layer, reading no data.

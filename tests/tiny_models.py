@@ -23,6 +23,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from recipe_helpers import PRETRAINING
 
 from speechbrain_wsm.bench.common import TINY_HF_ARCH
 
@@ -158,15 +159,6 @@ def waveforms(lengths, seed: int = 0):
     for i, n in enumerate(lengths):
         wav[i, :n] = 0.1 * torch.randn(n, generator=gen)
     return wav, torch.tensor([n / max(lengths) for n in lengths])
-
-
-PRETRAINING = (
-    Path(__file__).resolve().parents[1]
-    / "recipes"
-    / "LibriSpeech"
-    / "self-supervised-learning"
-    / "wav2vec2"
-)
 
 
 def make_project_encoder(

@@ -13,9 +13,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from recipe_helpers import asr_options, run_in_process
+from recipe_helpers import (
+    LEARNING,
+    LEARNING_OPTIONS,
+    RECIPES,
+    asr_options,
+    run_in_process,
+)
 from speechbrain.utils.checkpoints import Checkpointer
-from tiny_models import make_project_encoder
 
 from speechbrain_wsm import evaluate
 from speechbrain_wsm.models.finetuning import load_finetuned
@@ -25,13 +30,7 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore::UserWarning"),
 ]
 
-RECIPE = (
-    Path(__file__).resolve().parents[2]
-    / "recipes"
-    / "LibriSpeech"
-    / "ASR"
-    / "selective-finetuning"
-)
+RECIPE = RECIPES / "LibriSpeech" / "ASR" / "selective-finetuning"
 VARIANTS = ("wsm", "sm", "mhsa_top", "full")
 
 
@@ -162,28 +161,19 @@ def test_librilight_training_sets(tiny_ssl_sources, librispeech_samples, tmp_pat
     assert "10min" in (out / "results.md").read_text()
 
 
-def test_learning_overfits_sixteen_utterances(tmp_path):
+def test_learning_overfits_sixteen_utterances(learning_encoder, tmp_path):
     """The learning test: a WSM block and the head, over a frozen 64-wide encoder
     (random weights), overfit 16 fixed utterances within a step budget; the CER
     is what the recipe writes in ``cer_<split>.txt``."""
     from speechbrain_wsm.scoring import read_error_rates
 
-    encoder = make_project_encoder(tmp_path / "enc", d_model=64)
-    learning = Path(__file__).parents[1] / "samples" / "learning" / "LibriSpeech"
     out = run(
         "wsm",
-        encoder,
+        learning_encoder,
         tmp_path / "learn",
-        learning,
-        train_set="train-learn",
-        dev_splits="[train-learn]",
-        test_splits="[train-learn]",
+        LEARNING,
+        **LEARNING_OPTIONS,
         number_of_epochs=60,  # about 500 steps of 4 s batches
-        seconds_per_batch=4,
-        lr=0.005,
-        warmup=0.05,
-        hold=0.7,
-        head_dropout=0.0,
         mixer_kwargs="{window_size: 8, dropout: 0.0}",
         extra_decoders="[]",
     )

@@ -19,6 +19,13 @@ def librispeech_samples() -> Path:
 
 
 @pytest.fixture
+def learning_samples() -> Path:
+    """``tests/samples/learning/LibriSpeech``: the 16 utterances of ``train-learn``
+    that the learning tests overfit."""
+    return SAMPLES / "learning" / "LibriSpeech"
+
+
+@pytest.fixture
 def make_librispeech_split():
     """A function writing ``(uid, words)`` utterances in the LibriSpeech layout.
 

@@ -16,10 +16,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes"
 SAMPLES = ROOT / "tests" / "samples"
-#: The 16 utterances the learning tests overfit (``train-learn``).
-LEARNING = SAMPLES / "learning" / "LibriSpeech"
-#: The learning tests' overrides of the fine-tuning recipes (with
-#: ``data_folder`` :data:`LEARNING`): train, validate and test on its 16
+#: The learning tests' overrides of the fine-tuning recipes (on the
+#: ``learning_samples`` of ``conftest.py``): train, validate and test on its 16
 #: utterances, in 4 s batches, at a peak learning rate of 0.005 held for 70 %
 #: of the steps, without head dropout.
 LEARNING_OPTIONS = {
@@ -81,6 +79,23 @@ def asr_options(
         "num_workers": 0,
         "device": "cpu",
     }
+
+
+def variant_lines(recipe: Path, yaml: str, marker: str) -> list[str]:
+    """The lines of the recipe's ``hparams/<yaml>.yaml`` but those holding
+    ``marker`` (the lines its variants differ in), its own file name written
+    ``X``: the same for every variant of a recipe."""
+    text = (Path(recipe) / "hparams" / f"{yaml}.yaml").read_text()
+    text = text.replace(f"hparams/{yaml}.yaml", "hparams/X.yaml")
+    return [line for line in text.splitlines() if marker not in line]
+
+
+def run_finetuning(recipe: Path, yaml: str, source, output, data_folder, **options):
+    """A recipe that fine-tunes ``ssl_source`` ``source``, run in this process on
+    one split of ``data_folder`` (:func:`asr_options`) with ``options``;
+    returns the output folder."""
+    options = {**asr_options(data_folder, output), "ssl_source": source, **options}
+    return run_in_process(recipe, yaml, options)
 
 
 def load_tiny_pretraining(output_folder, mixer: str, *flags: str):

@@ -45,16 +45,12 @@ import torch
 
 from speechbrain_wsm.bench.common import (
     bench_parser,
-    devices_from_arg,
     in_child,
     lookup,
-    machine_description,
-    measure_rows,
-    parse_bench_args,
     preload,
     report,
     step_cells,
-    step_dtype,
+    step_devices,
 )
 from speechbrain_wsm.bench.finetune import (
     BASE,
@@ -62,8 +58,8 @@ from speechbrain_wsm.bench.finetune import (
     VOCAB,
     FinetuneStep,
     add_model_options,
+    measure_ctc_steps,
     run_meta,
-    step_makers,
 )
 from speechbrain_wsm.bench.finetune import build_model as build_finetuner
 
@@ -226,21 +222,23 @@ def run(args) -> list[dict]:
         scores[m] = {"cer": cer, "wer": wer, "eval_split": split}
     methods = [m for m in METHODS if m in args.methods]
     rows = []
-    for device in devices_from_arg(args.device):
-        dtype = step_dtype(device, args)
-        print(
-            f"# {device}: {machine_description(device)}; "
-            f"{'tiny' if args.quick else 'BASE'} wav2vec 2.0, batch {args.batch}, {dtype}",
-            flush=True,
-        )
+    settings = f"{'tiny' if args.quick else 'BASE'} wav2vec 2.0, batch {args.batch}"
+    for device, dtype in step_devices(args, settings):
         for seconds in args.lengths:
             columns = {
                 m: {"device": device, "method": m, "seconds": seconds, **counts[m]}
                 for m in methods
             }
-            makers = step_makers(AdaptationStep, methods, config, seconds, dtype, args)
-            rows += measure_rows(
-                makers, device, args, columns, scores, include_model=True, width=13
+            rows += measure_ctc_steps(
+                AdaptationStep,
+                columns,
+                config,
+                seconds,
+                device,
+                dtype,
+                args,
+                after=scores,
+                width=13,
             )
     return rows
 
@@ -320,7 +318,8 @@ def markdown(rows, device) -> str:
 
 def parse_args(argv=None):
     # BASE steps take tens of seconds on a CPU: a budget for 3 rounds of 8
-    p = bench_parser(__doc__, rounds=3, budget=900.0)
+    quick = dict(rounds=2, budget=1.0, window_size=4, threads=1)
+    p = bench_parser(__doc__, rounds=3, budget=900.0, quick=quick)
     p.add_argument(
         "--lengths",
         type=float,
@@ -340,8 +339,7 @@ def parse_args(argv=None):
         help="trained recipe output folders whose CER / WER fill the table",
     )
     p.add_argument("--split", default=None, help="test split of --runs to show")
-    quick = dict(rounds=2, budget=1.0, window_size=4, threads=1)
-    args = parse_bench_args(p, argv, **quick)
+    args = p.parse_args(argv)
     args.lengths = args.lengths or ([1, 2] if args.quick else [16, 40])
     return args
 

@@ -398,22 +398,45 @@ def devices_from_arg(arg: str) -> list[str]:
     return [arg]
 
 
+class BenchParser(argparse.ArgumentParser):
+    """An argument parser whose ``--quick`` replaces parsed settings by ``quick``'s."""
+
+    def __init__(self, *args, quick: dict | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.quick = quick or {}
+
+    def parse_args(self, args=None, namespace=None):
+        parsed = super().parse_args(args, namespace)
+        if parsed.quick:
+            for name, value in self.quick.items():
+                setattr(parsed, name, value)
+        return parsed
+
+
 def bench_parser(
     doc: str,
     rounds: int = 3,
     budget: float = 120.0,
     rounds_help: str = "timing rounds; best is kept",
+    quick: dict | None = None,
 ) -> argparse.ArgumentParser:
     """The options every benchmark has: device, timing rounds, output, checks.
 
     ``--device all|cpu|cuda``, ``--rounds``, ``--budget`` (seconds of timing
     rounds per length), ``--fp32`` (no bf16 autocast on CUDA), ``--out``
     (folder of the CSV/JSON/markdown results), ``--check`` (exit 1 when a
-    target is missed), ``--quick`` (tiny sizes: a smoke run in seconds). The
-    benchmark adds its own sizes; its module docstring's first paragraph is
-    the description.
+    target is missed), ``--quick`` (tiny sizes: a smoke run in seconds; the
+    settings ``quick`` then replace the parsed ones). The benchmark adds its
+    own sizes; its module docstring's first paragraph is the description.
+
+    Example
+    -------
+    >>> bench_parser("A benchmark.", quick={"rounds": 2}).parse_args(["--quick"]).rounds
+    2
+    >>> bench_parser("A benchmark.", quick={"rounds": 2}).parse_args([]).rounds
+    3
     """
-    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    p = BenchParser(description=doc.split("\n\n")[0], quick=quick)
     p.add_argument("--device", default="all", choices=["all", "cpu", "cuda"])
     p.add_argument("--rounds", type=int, default=rounds, help=rounds_help)
     p.add_argument(
@@ -451,22 +474,18 @@ def add_options(p: argparse.ArgumentParser, **defaults) -> None:
         )
 
 
-def parse_bench_args(p: argparse.ArgumentParser, argv, **quick) -> argparse.Namespace:
-    """Parse ``argv``; with ``--quick``, the settings ``quick`` replace the parsed ones.
+def step_devices(args, settings):
+    """``(device, dtype)`` for each device of ``--device``, after a log line
+    ``# <device>: <machine>; <settings>, <dtype>``.
 
-    Example
-    -------
-    >>> p = bench_parser("A benchmark.")
-    >>> parse_bench_args(p, ["--quick"], rounds=2).rounds
-    2
-    >>> parse_bench_args(p, [], rounds=2).rounds
-    3
+    ``dtype``: :func:`step_dtype`. ``settings``: what runs (sizes, batch), or
+    ``settings(device)`` where that depends on the device.
     """
-    args = p.parse_args(argv)
-    if args.quick:
-        for name, value in quick.items():
-            setattr(args, name, value)
-    return args
+    for device in devices_from_arg(args.device):
+        dtype = step_dtype(device, args)
+        text = settings(device) if callable(settings) else settings
+        print(f"# {device}: {machine_description(device)}; {text}, {dtype}", flush=True)
+        yield device, dtype
 
 
 def step_dtype(device: str, args) -> torch.dtype:
@@ -520,6 +539,38 @@ def measure_rows(
         rows.append(row)
         print(f"  {row['seconds']:>5} s  {name:<{width}} {shown(row)}", flush=True)
     return rows
+
+
+def plot_time_and_memory(
+    curves, path: Path, title: str, ylabels: tuple[str, str], log: bool = False
+) -> None:
+    """Two panels against utterance length: step time and peak memory.
+
+    ``curves``: ``(label, line style, [(seconds, time, memory), ...])``, one
+    line in each panel; ``ylabels``: the two panels' axis labels; ``log``: log
+    scale on both. Saved as ``path``.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for label, style, pts in curves:
+        s, t, m = zip(*pts, strict=True)
+        axes[0].plot(s, t, style, marker="o", label=label)
+        axes[1].plot(s, m, style, marker="o", label=label)
+    for ax, ylabel in zip(axes, ylabels, strict=True):
+        ax.set_xlabel("utterance length (s, 20 ms frames)")
+        ax.set_ylabel(ylabel)
+        if log:
+            ax.set_yscale("log")
+        ax.grid(True, which="both" if log else "major", alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def plot_devices(rows: list[dict], out: Path, name: str, plot, title: str) -> None:

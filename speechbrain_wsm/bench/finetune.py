@@ -38,17 +38,15 @@ from collections.abc import Callable
 import torch
 
 from speechbrain_wsm.bench.common import (
+    TINY_HF_ARCH,
     autocast,
     bench_parser,
-    devices_from_arg,
     in_child,
     lookup,
-    machine_description,
     measure_rows,
-    parse_bench_args,
     preload,
     report,
-    step_dtype,
+    step_devices,
     step_markdown,
 )
 
@@ -64,19 +62,15 @@ CHARS_PER_SECOND = 15  # target length of the CTC loss
 #: attention matrix, which would inflate full fine-tuning's CPU peak (at 40 s:
 #: 9.2 GiB instead of 2.7).
 BASE = {"layerdrop": 0.0, "attention_dropout": 0.0}
-#: A tiny model for ``--quick``.
+#: A tiny model for ``--quick``: :data:`~speechbrain_wsm.bench.common.TINY_HF_ARCH`
+#: twice as wide, with BASE's group-norm CNN and without layer drop.
 TINY = {
+    **TINY_HF_ARCH,
     "hidden_size": 64,
-    "num_hidden_layers": 4,
-    "num_attention_heads": 4,
     "intermediate_size": 128,
     "conv_dim": (64, 64, 64),
-    "conv_kernel": (10, 8, 8),
-    "conv_stride": (5, 8, 8),
-    "num_conv_pos_embeddings": 16,
-    "num_conv_pos_embedding_groups": 4,
-    "layerdrop": 0.0,
-    "attention_dropout": 0.0,
+    "feat_extract_norm": "group",
+    **BASE,
 }
 
 
@@ -195,15 +189,11 @@ def run(args) -> list[dict]:
     rows = []
     config = TINY if args.quick else BASE
     counts = parameter_counts(config, args.num_layers, args.window_size)
-    for device in devices_from_arg(args.device):
-        dtype = step_dtype(device, args)
-        machine = machine_description(device)
-        print(
-            f"# {device}: {machine}; {'tiny' if args.quick else 'BASE'} wav2vec 2.0, "
-            f"N = {args.num_layers}, WSM window {args.window_size}, batch "
-            f"{args.batch}, {dtype}",
-            flush=True,
-        )
+    settings = (
+        f"{'tiny' if args.quick else 'BASE'} wav2vec 2.0, N = {args.num_layers}, "
+        f"WSM window {args.window_size}, batch {args.batch}"
+    )
+    for device, dtype in step_devices(args, settings):
         for seconds in args.lengths:
             columns = {
                 mode: {
@@ -215,15 +205,23 @@ def run(args) -> list[dict]:
                 }
                 for mode in MODES
             }
-            makers = step_makers(FinetuneStep, MODES, config, seconds, dtype, args)
-            rows += measure_rows(makers, device, args, columns, include_model=True)
+            rows += measure_ctc_steps(
+                FinetuneStep, columns, config, seconds, device, dtype, args
+            )
     return rows
 
 
-def step_makers(step_class, names, config, seconds, dtype, args) -> dict:
-    """``{name: step_class(config, name, ..., seconds, ...)}`` with the options of
-    ``args`` (``--num-layers``, ``--window-size``, ``--batch``, ``--threads``)."""
-    return {
+def measure_ctc_steps(
+    step_class, columns: dict, config, seconds, device, dtype, args, after=None, width=9
+) -> list[dict]:
+    """:func:`~speechbrain_wsm.bench.common.measure_rows` of ``step_class``'s step
+    for each name of ``columns``, weights and optimiser state included.
+
+    The steps are ``step_class(config, name, ..., seconds, ...)`` with the
+    options of ``args`` (``--num-layers``, ``--window-size``, ``--batch``,
+    ``--threads``).
+    """
+    makers = {
         name: step_class(
             config,
             name,
@@ -234,8 +232,11 @@ def step_makers(step_class, names, config, seconds, dtype, args) -> dict:
             dtype,
             args.threads,
         )
-        for name in names
+        for name in columns
     }
+    return measure_rows(
+        makers, device, args, columns, after, include_model=True, width=width
+    )
 
 
 def check_targets(rows) -> list[dict]:
@@ -267,12 +268,12 @@ def markdown(rows, device) -> str:
 
 
 def parse_args(argv=None):
-    p = bench_parser(__doc__)
-    p.add_argument("--lengths", type=float, nargs="+", default=[16, 40], help="seconds")
-    add_model_options(p)
     # --quick: a tiny model, where threads only add contention
     quick = dict(lengths=[1, 2], rounds=2, budget=1.0, window_size=4, threads=1)
-    return parse_bench_args(p, argv, **quick)
+    p = bench_parser(__doc__, quick=quick)
+    p.add_argument("--lengths", type=float, nargs="+", default=[16, 40], help="seconds")
+    add_model_options(p)
+    return p.parse_args(argv)
 
 
 def add_model_options(p) -> None:

@@ -22,14 +22,12 @@ from speechbrain_wsm.bench.common import (
     add_options,
     autocast,
     bench_parser,
-    devices_from_arg,
     lookup,
-    machine_description,
     measure_rows,
-    parse_bench_args,
+    plot_time_and_memory,
     preload,
     report,
-    step_dtype,
+    step_devices,
 )
 from speechbrain_wsm.nnet.registry import build_mixer
 from speechbrain_wsm.nnet.summary_mixing import SummaryMixing
@@ -103,13 +101,9 @@ def run(args) -> list[dict]:
     preload("speechbrain_wsm.bench.layers")
     rows = []
     specs = mixer_specs(args.windows)
-    for device in devices_from_arg(args.device):
-        dtype = step_dtype(device, args)
-        machine = machine_description(device)
-        print(
-            f"# {device}: {machine}; d_model {args.d_model}, {args.nhead} heads, batch {args.batch}, {dtype}",
-            flush=True,
-        )
+
+    settings = f"d_model {args.d_model}, {args.nhead} heads, batch {args.batch}"
+    for device, dtype in step_devices(args, settings):
         for seconds in args.lengths:
             makers = {
                 label: LayerStep(
@@ -229,36 +223,18 @@ def markdown(rows, device) -> str:
 
 
 def plot(rows, device, path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    """Time and peak memory against length (log scales), one line per mixer."""
+    curves = []
     for mixer in dict.fromkeys(r["mixer"] for r in rows if r["device"] == device):
         pts = [
             (r["seconds"], r["time_ms"], r["peak_mib"])
             for r in rows
             if r["device"] == device and r["mixer"] == mixer and not r["error"]
         ]
-        if not pts:
-            continue
-        s, t, m = zip(*pts, strict=True)
-        style = "--" if mixer in ("sdpa", "sb_mha") else "-"
-        axes[0].plot(s, t, style, marker="o", label=mixer)
-        axes[1].plot(s, m, style, marker="o", label=mixer)
-    for ax, ylabel in zip(
-        axes, ("forward + backward time (ms)", "peak memory (MiB)"), strict=True
-    ):
-        ax.set_xlabel("utterance length (s, 20 ms frames)")
-        ax.set_ylabel(ylabel)
-        ax.set_yscale("log")
-        ax.grid(True, which="both", alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+        if pts:
+            curves.append((mixer, "--" if mixer in ("sdpa", "sb_mha") else "-", pts))
+    ylabels = ("forward + backward time (ms)", "peak memory (MiB)")
+    plot_time_and_memory(curves, path, title, ylabels, log=True)
 
 
 def parse_args(argv=None):
@@ -267,6 +243,7 @@ def parse_args(argv=None):
         rounds=7,
         budget=20.0,
         rounds_help="interleaved timing rounds per length; the best is kept",
+        quick=dict(lengths=[1, 2], windows=[4], d_model=32, rounds=2, budget=0.2),
     )
     p.add_argument(
         "--lengths",
@@ -284,8 +261,7 @@ def parse_args(argv=None):
     )
     add_options(p, batch=2, d_model=256, nhead=4)
     p.add_argument("--no-plot", action="store_true")
-    quick = dict(lengths=[1, 2], windows=[4], d_model=32, rounds=2, budget=0.2)
-    return parse_bench_args(p, argv, **quick)
+    return p.parse_args(argv)
 
 
 def main(argv=None) -> int:

@@ -37,13 +37,10 @@ from speechbrain.lobes.models.wav2vec import W2VTargetQuantiser
 from speechbrain_wsm.bench.common import (
     autocast,
     bench_parser,
-    devices_from_arg,
     lookup,
-    machine_description,
     measure_rows,
-    parse_bench_args,
     report,
-    step_dtype,
+    step_devices,
     step_markdown,
 )
 from speechbrain_wsm.models.wav2vec2 import (
@@ -131,18 +128,22 @@ def _params(size: str, window_size: int) -> dict:
     return out
 
 
+def size_and_batch(args, device: str) -> tuple[str, int]:
+    """``--size`` and ``--batch``, or their defaults on ``device``."""
+    cuda = device.startswith("cuda")
+    return args.size or ("base" if cuda else "small"), args.batch or (8 if cuda else 2)
+
+
 def run(args) -> list[dict]:
     rows = []
-    for device in devices_from_arg(args.device):
-        size = args.size or ("base" if device.startswith("cuda") else "small")
-        batch = args.batch or (8 if device.startswith("cuda") else 2)
-        dtype = step_dtype(device, args)
+
+    def settings(device):
+        size, batch = size_and_batch(args, device)
+        return f"{size} size, batch {batch}, WSM window {args.window_size}"
+
+    for device, dtype in step_devices(args, settings):
+        size, batch = size_and_batch(args, device)
         params = _params(size, args.window_size)
-        print(
-            f"# {device}: {machine_description(device)}; {size} size, batch "
-            f"{batch}, WSM window {args.window_size}, {dtype}",
-            flush=True,
-        )
         for seconds in args.lengths:
             makers = {
                 m: PretrainStep(size, m, args.window_size, seconds, batch, dtype)
@@ -203,7 +204,8 @@ def markdown(rows, device) -> str:
 
 
 def parse_args(argv=None):
-    p = bench_parser(__doc__)
+    quick = dict(size="tiny", lengths=[1.5], batch=2, window_size=4)
+    p = bench_parser(__doc__, quick={**quick, "rounds": 2, "budget": 0.5})
     p.add_argument(
         "--size",
         choices=sorted(SIZES),
@@ -218,8 +220,7 @@ def parse_args(argv=None):
         help="utterances per batch (default: 8 on CUDA, 2 on CPU)",
     )
     p.add_argument("--window-size", type=int, default=32, help="WSM window (frames)")
-    quick = dict(size="tiny", lengths=[1.5], batch=2, window_size=4)
-    return parse_bench_args(p, argv, **quick, rounds=2, budget=0.5)
+    return p.parse_args(argv)
 
 
 def main(argv=None) -> int:

@@ -35,7 +35,6 @@ from speechbrain_wsm.bench.common import (
     devices_from_arg,
     machine_description,
     measured_fields,
-    parse_bench_args,
     preload,
     report,
     timings,
@@ -258,7 +257,8 @@ def markdown(rows, device) -> str:
 
 
 def parse_args(argv=None):
-    p = bench_parser(__doc__, rounds=3, budget=60.0)
+    quick = dict(pairs=2, t1=30, t2=40, dim=16, rounds=2, budget=1.0)
+    p = bench_parser(__doc__, rounds=3, budget=60.0, quick=quick)
     add_options(p, pairs=8, t1=500, t2=600, dim=256, gamma=0.1)
     p.add_argument(
         "--ref-pairs",
@@ -266,8 +266,7 @@ def parse_args(argv=None):
         default=1,
         help="pairs the per-cell references are timed on (then extrapolated)",
     )
-    quick = dict(pairs=2, t1=30, t2=40, dim=16, rounds=2, budget=1.0)
-    return parse_bench_args(p, argv, **quick)
+    return p.parse_args(argv)
 
 
 def main(argv=None) -> int:

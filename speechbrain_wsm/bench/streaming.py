@@ -35,13 +35,12 @@ from speechbrain_wsm.bench.common import (
     add_options,
     autocast,
     bench_parser,
-    devices_from_arg,
-    machine_description,
     measured_fields,
-    parse_bench_args,
     peak_memory,
+    plot_time_and_memory,
     preload,
     report,
+    step_devices,
     timings,
 )
 from speechbrain_wsm.latency import lookahead_frames
@@ -133,8 +132,7 @@ def run(args) -> list[dict]:
     preload("speechbrain_wsm.bench.streaming")
     cfg = encoder_config(args)
     rows = []
-    for device in devices_from_arg(args.device):
-        print(f"# {device}: {machine_description(device)}; {cfg}", flush=True)
+    for device, dtype in step_devices(args, cfg):
         for variant in args.variants if "lookahead" in args.parts else ():
             frames = measure_lookahead(variant, cfg)
             rows.append(
@@ -148,9 +146,6 @@ def run(args) -> list[dict]:
             )
             print(f"  {variant:<5} look-ahead {frames} frames", flush=True)
         for seconds in args.lengths if {"time", "memory"} & set(args.parts) else ():
-            dtype = torch.float32
-            if device.startswith("cuda") and not args.fp32:
-                dtype = torch.bfloat16
             makers = {v: EncoderStep(v, seconds, cfg, dtype) for v in args.variants}
             times = {}
             if "time" in args.parts:
@@ -276,12 +271,7 @@ def markdown(rows, device) -> str:
 
 def plot(rows, device, path: Path, title: str) -> None:
     """Training step time and peak memory against length, one line per variant."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    curves = []
     steps = [r for r in rows if r["device"] == device and r["kind"] == "train_step"]
     for variant in dict.fromkeys(r["variant"] for r in steps):
         pts = [
@@ -295,25 +285,17 @@ def plot(rows, device, path: Path, title: str) -> None:
             continue
         la = _get(rows, device, variant, "lookahead").get("ms")
         label = f"{variant} (look-ahead {la:g} ms)" if la is not None else variant
-        s, t, m = zip(*pts, strict=True)
-        style = "--" if variant.startswith("maa") else "-"
-        axes[0].plot(s, t, style, marker="o", label=label)
-        axes[1].plot(s, m, style, marker="o", label=label)
-    for ax, ylabel in zip(
-        axes, ("training step time (s)", "peak memory of the step (MiB)"), strict=True
-    ):
-        ax.set_xlabel("utterance length (s, 20 ms frames)")
-        ax.set_ylabel(ylabel)
-        ax.grid(True, alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+        curves.append((label, "--" if variant.startswith("maa") else "-", pts))
+    ylabels = ("training step time (s)", "peak memory of the step (MiB)")
+    plot_time_and_memory(curves, path, title, ylabels)
 
 
 def parse_args(argv=None):
-    p = bench_parser(__doc__, rounds=3, budget=30.0)
+    sizes = dict(
+        layers=4, d_model=32, d_ffn=64, nhead=2, left_context=8, right_context=2
+    )
+    short = dict(lengths=[2, 4], chunks=[4], stream_seconds=1.0, rounds=2, budget=0.5)
+    p = bench_parser(__doc__, rounds=3, budget=30.0, quick={**sizes, **short})
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     add_options(p, layers=12)
     p.add_argument(
@@ -336,11 +318,7 @@ def parse_args(argv=None):
         help="what to measure (default all)",
     )
     p.add_argument("--no-plot", action="store_true")
-    sizes = dict(
-        layers=4, d_model=32, d_ffn=64, nhead=2, left_context=8, right_context=2
-    )
-    short = dict(lengths=[2, 4], chunks=[4], stream_seconds=1.0, rounds=2, budget=0.5)
-    return parse_bench_args(p, argv, **sizes, **short)
+    return p.parse_args(argv)
 
 
 def main(argv=None) -> int:

@@ -13,13 +13,7 @@ import shutil
 
 import pytest
 import torch
-from recipe_helpers import (
-    LEARNING,
-    LEARNING_OPTIONS,
-    RECIPES,
-    asr_options,
-    run_in_process,
-)
+from recipe_helpers import LEARNING_OPTIONS, RECIPES, run_finetuning, variant_lines
 
 from speechbrain_wsm import evaluate
 from speechbrain_wsm.scoring import read_error_rates
@@ -36,8 +30,6 @@ VARIANTS = ("hff", "hff_adapters", "adapters", "weighted_sum", "last_layer")
 def run(variant, source, output, librispeech, **overrides):
     """Run the recipe in this process with small-scale overrides."""
     options = {
-        **asr_options(librispeech, output),
-        "ssl_source": source,
         "number_of_epochs": 1,
         "taps": 2,
         "num_blocks": 1,
@@ -49,18 +41,13 @@ def run(variant, source, output, librispeech, **overrides):
         "extra_decoders": "[]",
         **overrides,
     }
-    return run_in_process(RECIPE, variant, options)
+    return run_finetuning(RECIPE, variant, source, output, librispeech, **options)
 
 
 def test_yaml_variants_differ_only_in_method_lines():
-    def normalised(name):
-        text = (RECIPE / "hparams" / f"{name}.yaml").read_text()
-        text = text.replace(f"hparams/{name}.yaml", "hparams/X.yaml")
-        return [line for line in text.splitlines() if "# method" not in line]
-
-    reference = normalised("hff")
+    reference = variant_lines(RECIPE, "hff", "# method")
     for name in VARIANTS[1:]:
-        assert normalised(name) == reference, name
+        assert variant_lines(RECIPE, name, "# method") == reference, name
 
 
 @pytest.mark.parametrize(
@@ -119,14 +106,16 @@ def test_resume_after_a_stop_equals_a_straight_run(
         torch.testing.assert_close(a[key], b[key], msg=key)
 
 
-def test_learning_overfits_sixteen_utterances(learning_encoder, tmp_path):
+def test_learning_overfits_sixteen_utterances(
+    learning_encoder, learning_samples, tmp_path
+):
     """HFF (WSM fusion blocks) over a frozen 64-wide random encoder overfits 16
     fixed utterances within a step budget; the CER is the recipe's ``cer_`` file."""
     out = run(
         "hff",
         learning_encoder,
         tmp_path / "learn",
-        LEARNING,
+        learning_samples,
         **LEARNING_OPTIONS,
         number_of_epochs=40,  # about 330 steps of 4 s batches
         taps=1,

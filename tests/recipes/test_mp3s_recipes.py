@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
-from recipe_helpers import LEARNING, RECIPES, SAMPLES, run_python
+from recipe_helpers import RECIPES, SAMPLES, run_python
 from speechbrain.utils.metric_stats import ErrorRateStats
 
 PROBES = RECIPES / "MP3S"
@@ -225,7 +225,9 @@ def test_voxceleb1_ecapa(project_encoder, tmp_path):
     assert 0.0 <= eer <= 100.0
 
 
-def test_librispeech_probe_learns_sixteen_utterances(learning_encoder, tmp_path):
+def test_librispeech_probe_learns_sixteen_utterances(
+    learning_encoder, learning_samples, tmp_path
+):
     """The learning test: the probe overfits 16 fixed utterances within a step budget.
 
     Catches a probe that cannot learn (blank collapse, wrong lengths, a frozen
@@ -240,7 +242,7 @@ def test_librispeech_probe_learns_sixteen_utterances(learning_encoder, tmp_path)
         "LibriSpeech/LSTM",
         learning_encoder,
         tmp_path / "learn",
-        f"--data_folder={LEARNING}",
+        f"--data_folder={learning_samples}",
         "--train_splits=[train-learn]",
         "--dev_splits=[train-learn]",
         "--test_splits=[train-learn]",

@@ -13,13 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from recipe_helpers import (
-    LEARNING,
-    LEARNING_OPTIONS,
-    RECIPES,
-    asr_options,
-    run_in_process,
-)
+from recipe_helpers import LEARNING_OPTIONS, RECIPES, run_finetuning, variant_lines
 from speechbrain.utils.checkpoints import Checkpointer
 
 from speechbrain_wsm import evaluate
@@ -37,8 +31,6 @@ VARIANTS = ("wsm", "sm", "mhsa_top", "full")
 def run(variant, source, output, librispeech, **overrides):
     """Run the recipe in this process with small-scale overrides."""
     options = {
-        **asr_options(librispeech, output),
-        "ssl_source": source,
         "number_of_epochs": 2,
         "num_replaced_layers": 1,
         "window_size": 4,
@@ -48,7 +40,7 @@ def run(variant, source, output, librispeech, **overrides):
         "lr": 0.002,
         **overrides,
     }
-    return run_in_process(RECIPE, variant, options)
+    return run_finetuning(RECIPE, variant, source, output, librispeech, **options)
 
 
 def summary_wer(path: Path) -> float:
@@ -58,14 +50,9 @@ def summary_wer(path: Path) -> float:
 
 
 def test_yaml_variants_differ_only_in_mode_lines():
-    def normalised(name):
-        text = (RECIPE / "hparams" / f"{name}.yaml").read_text()
-        text = text.replace(f"hparams/{name}.yaml", "hparams/X.yaml")
-        return [line for line in text.splitlines() if "# mode" not in line]
-
-    reference = normalised("wsm")
+    reference = variant_lines(RECIPE, "wsm", "# mode")
     for name in VARIANTS[1:]:
-        assert normalised(name) == reference, name
+        assert variant_lines(RECIPE, name, "# mode") == reference, name
 
 
 @pytest.mark.parametrize(
@@ -161,7 +148,9 @@ def test_librilight_training_sets(tiny_ssl_sources, librispeech_samples, tmp_pat
     assert "10min" in (out / "results.md").read_text()
 
 
-def test_learning_overfits_sixteen_utterances(learning_encoder, tmp_path):
+def test_learning_overfits_sixteen_utterances(
+    learning_encoder, learning_samples, tmp_path
+):
     """The learning test: a WSM block and the head, over a frozen 64-wide encoder
     (random weights), overfit 16 fixed utterances within a step budget; the CER
     is what the recipe writes in ``cer_<split>.txt``."""
@@ -171,7 +160,7 @@ def test_learning_overfits_sixteen_utterances(learning_encoder, tmp_path):
         "wsm",
         learning_encoder,
         tmp_path / "learn",
-        LEARNING,
+        learning_samples,
         **LEARNING_OPTIONS,
         number_of_epochs=60,  # about 500 steps of 4 s batches
         mixer_kwargs="{window_size: 8, dropout: 0.0}",

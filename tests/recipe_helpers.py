@@ -1,4 +1,5 @@
-"""Running a recipe's real ``train.py`` in the test process, shrunk by overrides.
+"""Running a recipe's real ``train.py``, shrunk by overrides: in the test
+process, or as a command in a child process.
 
 Importable from the tests because ``tests/conftest.py`` puts ``tests/`` on
 ``sys.path`` (pytest's default import mode).
@@ -7,10 +8,40 @@ Importable from the tests because ``tests/conftest.py`` puts ``tests/`` on
 from __future__ import annotations
 
 import importlib.util
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes"
+SAMPLES = ROOT / "tests" / "samples"
+#: The learning tests' overrides of the fine-tuning recipes (on the
+#: ``learning_samples`` of ``conftest.py``): train, validate and test on its 16
+#: utterances, in 4 s batches, at a peak learning rate of 0.005 held for 70 %
+#: of the steps, without head dropout.
+LEARNING_OPTIONS = {
+    "train_set": "train-learn",
+    "dev_splits": "[train-learn]",
+    "test_splits": "[train-learn]",
+    "seconds_per_batch": 4,
+    "lr": 0.005,
+    "warmup": 0.05,
+    "hold": 0.7,
+    "head_dropout": 0.0,
+}
+#: The wav2vec 2.0 pretraining recipe.
+PRETRAINING = RECIPES / "LibriSpeech" / "self-supervised-learning" / "wav2vec2"
+#: Its YAML shrunk to one 16-wide layer, reading no data.
+TINY_PRETRAINING = [
+    "--data_folder=unused",
+    "--d_model=16",
+    "--num_layers=1",
+    "--nhead=2",
+    "--d_ffn=32",
+    "--extractor_dim=16",
+    "--final_dim=8",
+]
 
 
 def load_train(recipe: Path):
@@ -48,3 +79,53 @@ def asr_options(
         "num_workers": 0,
         "device": "cpu",
     }
+
+
+def variant_lines(recipe: Path, yaml: str, marker: str) -> list[str]:
+    """The lines of the recipe's ``hparams/<yaml>.yaml`` but those holding
+    ``marker`` (the lines its variants differ in), its own file name written
+    ``X``: the same for every variant of a recipe."""
+    text = (Path(recipe) / "hparams" / f"{yaml}.yaml").read_text()
+    text = text.replace(f"hparams/{yaml}.yaml", "hparams/X.yaml")
+    return [line for line in text.splitlines() if marker not in line]
+
+
+def run_finetuning(recipe: Path, yaml: str, source, output, data_folder, **options):
+    """A recipe that fine-tunes ``ssl_source`` ``source``, run in this process on
+    one split of ``data_folder`` (:func:`asr_options`) with ``options``;
+    returns the output folder."""
+    options = {**asr_options(data_folder, output), "ssl_source": source, **options}
+    return run_in_process(recipe, yaml, options)
+
+
+def load_tiny_pretraining(output_folder, mixer: str, *flags: str):
+    """``load_hparams`` of ``hparams/wav2vec2_<mixer>.yaml`` with
+    :data:`TINY_PRETRAINING` and ``flags``, writing to ``output_folder``."""
+    from speechbrain_wsm.recipe import load_hparams
+
+    yaml = PRETRAINING / "hparams" / f"wav2vec2_{mixer}.yaml"
+    argv = [str(yaml), *TINY_PRETRAINING, *flags]
+    return load_hparams([*argv, f"--output_folder={output_folder}"])
+
+
+def child_env() -> dict:
+    """This environment, with the project first on ``PYTHONPATH`` and one
+    OpenMP thread (the tests run side by side on 2 cores)."""
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
+
+
+def run_python(argv, cwd=None, launcher=(sys.executable,), timeout=300) -> str:
+    """``python *argv`` (or ``launcher``, e.g. ``torchrun``) in ``cwd`` with
+    :func:`child_env`; asserts it exits 0 and returns its stdout + stderr."""
+    proc = subprocess.run(
+        [*launcher, *argv],
+        cwd=cwd,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-6000:]
+    return log

@@ -1,8 +1,8 @@
 """Tiny SSL models saved to local folders: the one test helper module for encoders.
 
 * :func:`tiny_hf_config` / :func:`save_tiny_hf`: Hugging Face wav2vec 2.0,
-  HuBERT and WavLM configs a few kilobytes in size (4 layers of width 32,
-  a 3-layer CNN with a 320x downsampling: 20 ms frames at 16 kHz), base
+  HuBERT and WavLM configs a few kilobytes in size (the benchmarks' tiny
+  architecture, :data:`speechbrain_wsm.bench.common.TINY_HF_ARCH`), base
   (post-LayerNorm) or large (pre-LayerNorm, ``do_stable_layer_norm``),
   saved with ``save_pretrained``; no hub.
 * :func:`save_tiny_wav2vec2`: this project's wav2vec 2.0 pretraining output
@@ -23,8 +23,22 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from recipe_helpers import PRETRAINING
+
+from speechbrain_wsm.bench.common import TINY_HF_ARCH
 
 HF_KINDS = ("wav2vec2", "hubert", "wavlm")
+#: The config fields that make a HF forward random in training (dropouts, layer
+#: drop, time masking): all 0 in the tiny configs.
+NO_DROPOUT = (
+    "hidden_dropout",
+    "attention_dropout",
+    "activation_dropout",
+    "feat_proj_dropout",
+    "final_dropout",
+    "layerdrop",
+    "mask_time_prob",
+)
 
 
 def tiny_hf_config(kind: str = "wav2vec2", large: bool = False, **overrides):
@@ -37,24 +51,9 @@ def tiny_hf_config(kind: str = "wav2vec2", large: bool = False, **overrides):
         "wavlm": WavLMConfig,
     }[kind]
     kwargs = dict(
-        hidden_size=32,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        intermediate_size=64,
-        conv_dim=(32, 32, 32),
-        conv_kernel=(10, 8, 8),
-        conv_stride=(5, 8, 8),
-        num_conv_pos_embeddings=16,
-        num_conv_pos_embedding_groups=4,
-        feat_extract_norm="layer",
+        TINY_HF_ARCH,
         do_stable_layer_norm=large,
-        hidden_dropout=0.0,
-        attention_dropout=0.0,
-        activation_dropout=0.0,
-        feat_proj_dropout=0.0,
-        final_dropout=0.0,
-        layerdrop=0.0,
-        mask_time_prob=0.0,
+        **dict.fromkeys(NO_DROPOUT, 0.0),
         vocab_size=8,
     )
     if kind == "wavlm":
@@ -160,15 +159,6 @@ def waveforms(lengths, seed: int = 0):
     for i, n in enumerate(lengths):
         wav[i, :n] = 0.1 * torch.randn(n, generator=gen)
     return wav, torch.tensor([n / max(lengths) for n in lengths])
-
-
-PRETRAINING = (
-    Path(__file__).resolve().parents[1]
-    / "recipes"
-    / "LibriSpeech"
-    / "self-supervised-learning"
-    / "wav2vec2"
-)
 
 
 def make_project_encoder(

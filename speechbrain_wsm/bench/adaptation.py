@@ -45,21 +45,21 @@ import torch
 
 from speechbrain_wsm.bench.common import (
     bench_parser,
-    devices_from_arg,
     in_child,
     lookup,
-    machine_description,
-    measure_steps,
-    measured_fields,
     preload,
     report,
-    shown,
+    step_cells,
+    step_devices,
 )
 from speechbrain_wsm.bench.finetune import (
     BASE,
     TINY,
     VOCAB,
-    ctc_step,
+    FinetuneStep,
+    add_model_options,
+    measure_ctc_steps,
+    run_meta,
 )
 from speechbrain_wsm.bench.finetune import build_model as build_finetuner
 
@@ -138,27 +138,16 @@ def build_model(config_kwargs: dict, method: str, num_layers: int, window_size: 
     return model, model.upstream
 
 
-class AdaptationStep:
+class AdaptationStep(FinetuneStep):
     """Build one method's model, optimiser and batch; calling it returns ``step()``.
 
     ``step()`` is one training step: forward, CTC loss, backward, AdamW
-    update, gradients freed.
+    update, gradients freed (:class:`~speechbrain_wsm.bench.finetune.FinetuneStep`
+    with ``method`` for ``mode``).
     """
 
-    def __init__(
-        self, config, method, num_layers, window_size, seconds, batch, dtype, threads
-    ):
-        self.args = (config, method, num_layers, window_size, seconds, batch, dtype)
-        self.threads = threads
-
-    def __call__(self, device: str):
-        config, method, num_layers, window_size, seconds, batch, dtype = self.args
-        if self.threads:
-            torch.set_num_threads(self.threads)
-        torch.manual_seed(0)
-        model, _ = build_model(config, method, num_layers, window_size)
-        model = model.to(device).train()
-        return ctc_step(model, seconds, batch, device, dtype)
+    def build(self) -> torch.nn.Module:
+        return build_model(*self.model_args)[0]
 
 
 def _counts(config_kwargs, num_layers, window_size) -> dict:
@@ -227,44 +216,30 @@ def run(args) -> list[dict]:
     if "error" in counts:
         raise SystemExit(f"parameter counts failed: {counts['error']}")
     errors = read_runs(args.runs, args.split)
+    scores = {}
+    for m in METHODS:
+        split, cer, wer = errors.get(m, (None, None, None))
+        scores[m] = {"cer": cer, "wer": wer, "eval_split": split}
     methods = [m for m in METHODS if m in args.methods]
     rows = []
-    for device in devices_from_arg(args.device):
-        dtype = torch.bfloat16 if device == "cuda" and not args.fp32 else torch.float32
-        print(
-            f"# {device}: {machine_description(device)}; "
-            f"{'tiny' if args.quick else 'BASE'} wav2vec 2.0, batch {args.batch}, {dtype}",
-            flush=True,
-        )
+    settings = f"{'tiny' if args.quick else 'BASE'} wav2vec 2.0, batch {args.batch}"
+    for device, dtype in step_devices(args, settings):
         for seconds in args.lengths:
-            makers = {
-                m: AdaptationStep(
-                    config,
-                    m,
-                    args.num_layers,
-                    args.window_size,
-                    seconds,
-                    args.batch,
-                    dtype,
-                    args.threads,
-                )
+            columns = {
+                m: {"device": device, "method": m, "seconds": seconds, **counts[m]}
                 for m in methods
             }
-            measured = measure_steps(makers, device, args, include_model=True)
-            for m, res in measured.items():
-                split, cer, wer = errors.get(m, (None, None, None))
-                row = {
-                    "device": device,
-                    "method": m,
-                    "seconds": seconds,
-                    **counts[m],
-                    **measured_fields(res),
-                    "cer": cer,
-                    "wer": wer,
-                    "eval_split": split,
-                }
-                rows.append(row)
-                print(f"  {seconds:>5} s  {m:<13} {shown(row)}", flush=True)
+            rows += measure_ctc_steps(
+                AdaptationStep,
+                columns,
+                config,
+                seconds,
+                device,
+                dtype,
+                args,
+                after=scores,
+                width=13,
+            )
     return rows
 
 
@@ -320,13 +295,7 @@ def markdown(rows, device) -> str:
         first = cell.get((m, lengths[0])) if lengths else None
         if first is None:
             continue
-        cells = []
-        for s in lengths:
-            r = cell.get((m, s), {})
-            t, p = r.get("time_ms"), r.get("peak_mib")
-            cells.append(
-                "failed" if t is None or p is None else f"{t / 1e3:.2f} s / {p:.0f} MiB"
-            )
+        cells = step_cells(cell, m, lengths)
         errors = (
             "not trained here"
             if first.get("cer") is None
@@ -349,7 +318,8 @@ def markdown(rows, device) -> str:
 
 def parse_args(argv=None):
     # BASE steps take tens of seconds on a CPU: a budget for 3 rounds of 8
-    p = bench_parser(__doc__, rounds=3, budget=900.0)
+    quick = dict(rounds=2, budget=1.0, window_size=4, threads=1)
+    p = bench_parser(__doc__, rounds=3, budget=900.0, quick=quick)
     p.add_argument(
         "--lengths",
         type=float,
@@ -360,12 +330,7 @@ def parse_args(argv=None):
     p.add_argument(
         "--methods", nargs="+", default=list(METHODS), choices=METHODS, metavar="M"
     )
-    p.add_argument(
-        "--num-layers", type=int, default=2, help="N, top layers trained or replaced"
-    )
-    p.add_argument("--window-size", type=int, default=32, help="WSM window (frames)")
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--threads", type=int, default=None, help="torch threads")
+    add_model_options(p)
     p.add_argument(
         "--runs",
         nargs="*",
@@ -375,10 +340,7 @@ def parse_args(argv=None):
     )
     p.add_argument("--split", default=None, help="test split of --runs to show")
     args = p.parse_args(argv)
-    if args.quick:
-        args.lengths = args.lengths or [1, 2]
-        args.rounds, args.budget, args.window_size, args.threads = 2, 1.0, 4, 1
-    args.lengths = args.lengths or [16, 40]
+    args.lengths = args.lengths or ([1, 2] if args.quick else [16, 40])
     return args
 
 
@@ -386,10 +348,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     rows = run(args)
     meta = {
-        "model": "tiny" if args.quick else "wav2vec 2.0 BASE (random weights)",
-        "num_layers": args.num_layers,
-        "window_size": args.window_size,
-        "batch": args.batch,
+        **run_meta(args),
         "fusion": fusion_settings(TINY if args.quick else BASE),
         "note": "adapters, HFF, HFF + adapters, weighted sum: reconstruction, "
         "not from the paper",

@@ -35,6 +35,23 @@ from pathlib import Path
 
 import torch
 
+#: A tiny Hugging Face wav2vec 2.0 / HuBERT / WavLM architecture: 4 layers of
+#: width 32 and a 3-layer CNN with a 320x downsampling (20 ms frames at 16 kHz),
+#: a few kilobytes of weights. The random encoder of ``--quick`` runs (and of
+#: the tests).
+TINY_HF_ARCH = {
+    "hidden_size": 32,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 4,
+    "intermediate_size": 64,
+    "conv_dim": (32, 32, 32),
+    "conv_kernel": (10, 8, 8),
+    "conv_stride": (5, 8, 8),
+    "num_conv_pos_embeddings": 16,
+    "num_conv_pos_embedding_groups": 4,
+    "feat_extract_norm": "layer",
+}
+
 
 def machine_description(device: str) -> str:
     """One line naming the hardware a result was measured on."""
@@ -309,26 +326,43 @@ def step_markdown(
         first = cell.get((name, lengths[0])) if lengths else None
         if first is None or first.get(params_key) is None:
             continue
-        cells = []
-        for s in lengths:
-            r = cell.get((name, s), {})
-            t, p = r.get("time_ms"), r.get("peak_mib")
-            cells.append(
-                "failed" if t is None or p is None else f"{t / 1e3:.2f} s / {p:.0f} MiB"
-            )
         params = params_fmt.format(first[params_key] / 1e6)
+        cells = step_cells(cell, name, lengths)
         lines.append(f"| {name} | {params} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
+def step_cells(cell: dict, name: str, lengths) -> list[str]:
+    """``"1.23 s / 456 MiB"`` (step time / peak memory) of ``cell[(name, s)]`` per
+    length ``s``; ``"failed"`` where either is missing."""
+    cells = []
+    for s in lengths:
+        r = cell.get((name, s), {})
+        t, p = r.get("time_ms"), r.get("peak_mib")
+        cells.append(
+            "failed" if t is None or p is None else f"{t / 1e3:.2f} s / {p:.0f} MiB"
+        )
+    return cells
+
+
 def report(
-    rows, targets, out_dir: Path, stem: str, markdown, meta: dict, check=False
+    rows,
+    targets,
+    out_dir: Path,
+    stem: str,
+    markdown,
+    meta: dict,
+    check=False,
+    plot=None,
+    title: str = "",
 ) -> int:
     """Write ``<stem>_<device>.csv/.json``, print the tables and the targets.
 
     ``markdown(rows, device)`` renders one device's table; ``meta`` (sizes,
     settings) goes into the JSON with the machine, the targets and the
-    command. Returns the exit code: 1 if ``check`` and a target was missed.
+    command. With ``plot``, :func:`plot_devices` draws ``<stem>_<device>.png``
+    under ``title``. Returns the exit code: 1 if ``check`` and a target was
+    missed.
     """
     machines = {d: machine_description(d) for d in sorted({r["device"] for r in rows})}
     meta = {
@@ -350,6 +384,8 @@ def report(
         value = "n/a" if t["measured"] is None else f"{t['measured']:.2f}"
         met = {True: "yes", False: "NO", None: "n/a"}[t["ok"]]
         print(f"| {t['device']} | {t['target']} | {value} | {met} |")
+    if plot is not None:
+        plot_devices(rows, out_dir, stem, plot, title)
     return 1 if check and any(t["ok"] is False for t in targets) else 0
 
 
@@ -362,22 +398,45 @@ def devices_from_arg(arg: str) -> list[str]:
     return [arg]
 
 
+class BenchParser(argparse.ArgumentParser):
+    """An argument parser whose ``--quick`` replaces parsed settings by ``quick``'s."""
+
+    def __init__(self, *args, quick: dict | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.quick = quick or {}
+
+    def parse_args(self, args=None, namespace=None):
+        parsed = super().parse_args(args, namespace)
+        if parsed.quick:
+            for name, value in self.quick.items():
+                setattr(parsed, name, value)
+        return parsed
+
+
 def bench_parser(
     doc: str,
     rounds: int = 3,
     budget: float = 120.0,
     rounds_help: str = "timing rounds; best is kept",
+    quick: dict | None = None,
 ) -> argparse.ArgumentParser:
     """The options every benchmark has: device, timing rounds, output, checks.
 
     ``--device all|cpu|cuda``, ``--rounds``, ``--budget`` (seconds of timing
     rounds per length), ``--fp32`` (no bf16 autocast on CUDA), ``--out``
     (folder of the CSV/JSON/markdown results), ``--check`` (exit 1 when a
-    target is missed), ``--quick`` (tiny sizes: a smoke run in seconds). The
-    benchmark adds its own sizes; its module docstring's first paragraph is
-    the description.
+    target is missed), ``--quick`` (tiny sizes: a smoke run in seconds; the
+    settings ``quick`` then replace the parsed ones). The benchmark adds its
+    own sizes; its module docstring's first paragraph is the description.
+
+    Example
+    -------
+    >>> bench_parser("A benchmark.", quick={"rounds": 2}).parse_args(["--quick"]).rounds
+    2
+    >>> bench_parser("A benchmark.", quick={"rounds": 2}).parse_args([]).rounds
+    3
     """
-    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    p = BenchParser(description=doc.split("\n\n")[0], quick=quick)
     p.add_argument("--device", default="all", choices=["all", "cpu", "cuda"])
     p.add_argument("--rounds", type=int, default=rounds, help=rounds_help)
     p.add_argument(
@@ -397,6 +456,41 @@ def bench_parser(
         "--quick", action="store_true", help="tiny sizes: a smoke run in seconds"
     )
     return p
+
+
+def add_options(p: argparse.ArgumentParser, **defaults) -> None:
+    """Add ``--name`` options (underscores written as dashes) typed as their default.
+
+    Example
+    -------
+    >>> p = argparse.ArgumentParser()
+    >>> add_options(p, d_model=256, gamma=0.1)
+    >>> p.parse_args(["--d-model", "32"])
+    Namespace(d_model=32, gamma=0.1)
+    """
+    for name, default in defaults.items():
+        p.add_argument(
+            "--" + name.replace("_", "-"), type=type(default), default=default
+        )
+
+
+def step_devices(args, settings):
+    """``(device, dtype)`` for each device of ``--device``, after a log line
+    ``# <device>: <machine>; <settings>, <dtype>``.
+
+    ``dtype``: :func:`step_dtype`. ``settings``: what runs (sizes, batch), or
+    ``settings(device)`` where that depends on the device.
+    """
+    for device in devices_from_arg(args.device):
+        dtype = step_dtype(device, args)
+        text = settings(device) if callable(settings) else settings
+        print(f"# {device}: {machine_description(device)}; {text}, {dtype}", flush=True)
+        yield device, dtype
+
+
+def step_dtype(device: str, args) -> torch.dtype:
+    """bf16 autocast on CUDA unless ``--fp32``; float32 on CPU."""
+    return torch.bfloat16 if device == "cuda" and not args.fp32 else torch.float32
 
 
 def autocast(device: str, dtype: torch.dtype):
@@ -422,6 +516,61 @@ def measure_steps(makers: dict, device: str, args, include_model: bool = False) 
         name: {**peak_memory(make, device, include_model=include_model), **times[name]}
         for name, make in makers.items()
     }
+
+
+def measure_rows(
+    makers: dict,
+    device: str,
+    args,
+    columns: dict,
+    after: dict | None = None,
+    include_model: bool = False,
+    width: int = 9,
+) -> list[dict]:
+    """:func:`measure_steps`, then one table row per step maker, printed as it comes.
+
+    A maker's row: its ``columns[name]`` (which hold ``seconds``), the
+    columns of :func:`measured_fields`, then ``after[name]`` if given.
+    ``width``: the printed name's column width.
+    """
+    rows = []
+    for name, res in measure_steps(makers, device, args, include_model).items():
+        row = {**columns[name], **measured_fields(res), **(after or {}).get(name, {})}
+        rows.append(row)
+        print(f"  {row['seconds']:>5} s  {name:<{width}} {shown(row)}", flush=True)
+    return rows
+
+
+def plot_time_and_memory(
+    curves, path: Path, title: str, ylabels: tuple[str, str], log: bool = False
+) -> None:
+    """Two panels against utterance length: step time and peak memory.
+
+    ``curves``: ``(label, line style, [(seconds, time, memory), ...])``, one
+    line in each panel; ``ylabels``: the two panels' axis labels; ``log``: log
+    scale on both. Saved as ``path``.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for label, style, pts in curves:
+        s, t, m = zip(*pts, strict=True)
+        axes[0].plot(s, t, style, marker="o", label=label)
+        axes[1].plot(s, m, style, marker="o", label=label)
+    for ax, ylabel in zip(axes, ylabels, strict=True):
+        ax.set_xlabel("utterance length (s, 20 ms frames)")
+        ax.set_ylabel(ylabel)
+        if log:
+            ax.set_yscale("log")
+        ax.grid(True, which="both" if log else "major", alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def plot_devices(rows: list[dict], out: Path, name: str, plot, title: str) -> None:

@@ -38,17 +38,15 @@ from collections.abc import Callable
 import torch
 
 from speechbrain_wsm.bench.common import (
+    TINY_HF_ARCH,
     autocast,
     bench_parser,
-    devices_from_arg,
     in_child,
     lookup,
-    machine_description,
-    measure_steps,
-    measured_fields,
+    measure_rows,
     preload,
     report,
-    shown,
+    step_devices,
     step_markdown,
 )
 
@@ -64,19 +62,15 @@ CHARS_PER_SECOND = 15  # target length of the CTC loss
 #: attention matrix, which would inflate full fine-tuning's CPU peak (at 40 s:
 #: 9.2 GiB instead of 2.7).
 BASE = {"layerdrop": 0.0, "attention_dropout": 0.0}
-#: A tiny model for ``--quick``.
+#: A tiny model for ``--quick``: :data:`~speechbrain_wsm.bench.common.TINY_HF_ARCH`
+#: twice as wide, with BASE's group-norm CNN and without layer drop.
 TINY = {
+    **TINY_HF_ARCH,
     "hidden_size": 64,
-    "num_hidden_layers": 4,
-    "num_attention_heads": 4,
     "intermediate_size": 128,
     "conv_dim": (64, 64, 64),
-    "conv_kernel": (10, 8, 8),
-    "conv_stride": (5, 8, 8),
-    "num_conv_pos_embeddings": 16,
-    "num_conv_pos_embedding_groups": 4,
-    "layerdrop": 0.0,
-    "attention_dropout": 0.0,
+    "feat_extract_norm": "group",
+    **BASE,
 }
 
 
@@ -115,25 +109,21 @@ class FinetuneStep:
         dtype,
         threads=None,
     ):
-        self.args = (
-            config_kwargs,
-            mode,
-            num_layers,
-            window_size,
-            seconds,
-            batch,
-            dtype,
-        )
+        self.model_args = (config_kwargs, mode, num_layers, window_size)
+        self.seconds, self.batch, self.dtype = seconds, batch, dtype
         self.threads = threads
 
+    def build(self) -> torch.nn.Module:
+        """The model, ``model(wavs, rel_lens) -> (log_probs, rel_out_lens)``."""
+        return build_model(*self.model_args)
+
     def __call__(self, device: str):
-        config_kwargs, mode, num_layers, window_size, seconds, batch, dtype = self.args
         if self.threads:
             torch.set_num_threads(self.threads)
         torch.manual_seed(0)
-        model = build_model(config_kwargs, mode, num_layers, window_size).to(device)
+        model = self.build().to(device)
         model.train()
-        return ctc_step(model, seconds, batch, device, dtype)
+        return ctc_step(model, self.seconds, self.batch, device, self.dtype)
 
 
 def ctc_step(model, seconds: float, batch: int, device: str, dtype) -> Callable:
@@ -199,42 +189,54 @@ def run(args) -> list[dict]:
     rows = []
     config = TINY if args.quick else BASE
     counts = parameter_counts(config, args.num_layers, args.window_size)
-    for device in devices_from_arg(args.device):
-        dtype = torch.bfloat16 if device == "cuda" and not args.fp32 else torch.float32
-        machine = machine_description(device)
-        print(
-            f"# {device}: {machine}; {'tiny' if args.quick else 'BASE'} wav2vec 2.0, "
-            f"N = {args.num_layers}, WSM window {args.window_size}, batch "
-            f"{args.batch}, {dtype}",
-            flush=True,
-        )
+    settings = (
+        f"{'tiny' if args.quick else 'BASE'} wav2vec 2.0, N = {args.num_layers}, "
+        f"WSM window {args.window_size}, batch {args.batch}"
+    )
+    for device, dtype in step_devices(args, settings):
         for seconds in args.lengths:
-            makers = {
-                mode: FinetuneStep(
-                    config,
-                    mode,
-                    args.num_layers,
-                    args.window_size,
-                    seconds,
-                    args.batch,
-                    dtype,
-                    args.threads,
-                )
-                for mode in MODES
-            }
-            measured = measure_steps(makers, device, args, include_model=True)
-            for mode, res in measured.items():
-                row = {
+            columns = {
+                mode: {
                     "device": device,
                     "mode": mode,
                     "num_layers": args.num_layers,
                     "seconds": seconds,
                     **counts[mode],
-                    **measured_fields(res),
                 }
-                rows.append(row)
-                print(f"  {seconds:>5} s  {mode:<9} {shown(row)}", flush=True)
+                for mode in MODES
+            }
+            rows += measure_ctc_steps(
+                FinetuneStep, columns, config, seconds, device, dtype, args
+            )
     return rows
+
+
+def measure_ctc_steps(
+    step_class, columns: dict, config, seconds, device, dtype, args, after=None, width=9
+) -> list[dict]:
+    """:func:`~speechbrain_wsm.bench.common.measure_rows` of ``step_class``'s step
+    for each name of ``columns``, weights and optimiser state included.
+
+    The steps are ``step_class(config, name, ..., seconds, ...)`` with the
+    options of ``args`` (``--num-layers``, ``--window-size``, ``--batch``,
+    ``--threads``).
+    """
+    makers = {
+        name: step_class(
+            config,
+            name,
+            args.num_layers,
+            args.window_size,
+            seconds,
+            args.batch,
+            dtype,
+            args.threads,
+        )
+        for name in columns
+    }
+    return measure_rows(
+        makers, device, args, columns, after, include_model=True, width=width
+    )
 
 
 def check_targets(rows) -> list[dict]:
@@ -266,8 +268,16 @@ def markdown(rows, device) -> str:
 
 
 def parse_args(argv=None):
-    p = bench_parser(__doc__)
+    # --quick: a tiny model, where threads only add contention
+    quick = dict(lengths=[1, 2], rounds=2, budget=1.0, window_size=4, threads=1)
+    p = bench_parser(__doc__, quick=quick)
     p.add_argument("--lengths", type=float, nargs="+", default=[16, 40], help="seconds")
+    add_model_options(p)
+    return p.parse_args(argv)
+
+
+def add_model_options(p) -> None:
+    """``--num-layers``, ``--window-size``, ``--batch``, ``--threads``."""
     p.add_argument(
         "--num-layers", type=int, default=2, help="N, top layers trained or replaced"
     )
@@ -276,24 +286,24 @@ def parse_args(argv=None):
     p.add_argument(
         "--threads", type=int, default=None, help="torch threads (default: torch's)"
     )
-    args = p.parse_args(argv)
-    if args.quick:
-        args.lengths, args.rounds, args.budget, args.window_size = [1, 2], 2, 1.0, 4
-        args.threads = 1  # a tiny model: threads only add contention
-    return args
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    rows = run(args)
-    meta = {
+def run_meta(args) -> dict:
+    """The model and settings of a run, for the JSON."""
+    return {
         "model": "tiny" if args.quick else "wav2vec 2.0 BASE (random weights)",
         "num_layers": args.num_layers,
         "window_size": args.window_size,
         "batch": args.batch,
     }
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    rows = run(args)
+    targets = check_targets(rows)
     return report(
-        rows, check_targets(rows), args.out, "finetune", markdown, meta, args.check
+        rows, targets, args.out, "finetune", markdown, run_meta(args), args.check
     )
 
 

@@ -33,7 +33,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from speechbrain_wsm.bench.common import machine_description, write_table
+from speechbrain_wsm.bench.common import (
+    TINY_HF_ARCH,
+    machine_description,
+    write_table,
+)
 
 SAMPLES = Path(__file__).resolve().parents[2] / "tests" / "samples" / "learning"
 DEFAULT_DATA = SAMPLES / "LibriSpeech" / "train-learn"
@@ -185,23 +189,12 @@ def text_plot(rows, key: str = "cer", width: int = 40) -> str:
 
 
 def _tiny_source(folder: Path) -> Path:
-    """A tiny random Hugging Face wav2vec 2.0 (4 layers of 32) saved to ``folder``."""
+    """A tiny random Hugging Face wav2vec 2.0 (:data:`~speechbrain_wsm.bench.common.TINY_HF_ARCH`)
+    saved to ``folder``."""
     from transformers import Wav2Vec2Config, Wav2Vec2Model
 
     torch.manual_seed(0)
-    config = Wav2Vec2Config(
-        hidden_size=32,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        intermediate_size=64,
-        conv_dim=(32, 32, 32),
-        conv_kernel=(10, 8, 8),
-        conv_stride=(5, 8, 8),
-        num_conv_pos_embeddings=16,
-        num_conv_pos_embedding_groups=4,
-        feat_extract_norm="layer",
-    )
-    Wav2Vec2Model(config).save_pretrained(folder)
+    Wav2Vec2Model(Wav2Vec2Config(**TINY_HF_ARCH)).save_pretrained(folder)
     return folder
 
 

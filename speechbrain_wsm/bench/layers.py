@@ -19,17 +19,15 @@ from pathlib import Path
 import torch
 
 from speechbrain_wsm.bench.common import (
+    add_options,
     autocast,
     bench_parser,
-    devices_from_arg,
     lookup,
-    machine_description,
-    measure_steps,
-    measured_fields,
-    plot_devices,
+    measure_rows,
+    plot_time_and_memory,
     preload,
     report,
-    shown,
+    step_devices,
 )
 from speechbrain_wsm.nnet.registry import build_mixer
 from speechbrain_wsm.nnet.summary_mixing import SummaryMixing
@@ -103,13 +101,9 @@ def run(args) -> list[dict]:
     preload("speechbrain_wsm.bench.layers")
     rows = []
     specs = mixer_specs(args.windows)
-    for device in devices_from_arg(args.device):
-        dtype = torch.bfloat16 if device == "cuda" and not args.fp32 else torch.float32
-        machine = machine_description(device)
-        print(
-            f"# {device}: {machine}; d_model {args.d_model}, {args.nhead} heads, batch {args.batch}, {dtype}",
-            flush=True,
-        )
+
+    settings = f"d_model {args.d_model}, {args.nhead} heads, batch {args.batch}"
+    for device, dtype in step_devices(args, settings):
         for seconds in args.lengths:
             makers = {
                 label: LayerStep(
@@ -117,16 +111,17 @@ def run(args) -> list[dict]:
                 )
                 for label, (name, kwargs) in specs.items()
             }
-            for label, res in measure_steps(makers, device, args).items():
-                row = {
+            frames = int(seconds * FRAMES_PER_SECOND)
+            columns = {
+                label: {
                     "device": device,
                     "mixer": label,
                     "seconds": seconds,
-                    "frames": int(seconds * FRAMES_PER_SECOND),
-                    **measured_fields(res),
+                    "frames": frames,
                 }
-                rows.append(row)
-                print(f"  {seconds:>5} s  {label:<9} {shown(row)}", flush=True)
+                for label in specs
+            }
+            rows += measure_rows(makers, device, args, columns)
     return rows
 
 
@@ -229,36 +224,18 @@ def markdown(rows, device) -> str:
 
 
 def plot(rows, device, path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    """Time and peak memory against length (log scales), one line per mixer."""
+    curves = []
     for mixer in dict.fromkeys(r["mixer"] for r in rows if r["device"] == device):
         pts = [
             (r["seconds"], r["time_ms"], r["peak_mib"])
             for r in rows
             if r["device"] == device and r["mixer"] == mixer and not r["error"]
         ]
-        if not pts:
-            continue
-        s, t, m = zip(*pts, strict=True)
-        style = "--" if mixer in ("sdpa", "sb_mha") else "-"
-        axes[0].plot(s, t, style, marker="o", label=mixer)
-        axes[1].plot(s, m, style, marker="o", label=mixer)
-    for ax, ylabel in zip(
-        axes, ("forward + backward time (ms)", "peak memory (MiB)"), strict=True
-    ):
-        ax.set_xlabel("utterance length (s, 20 ms frames)")
-        ax.set_ylabel(ylabel)
-        ax.set_yscale("log")
-        ax.grid(True, which="both", alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+        if pts:
+            curves.append((mixer, "--" if mixer in ("sdpa", "sb_mha") else "-", pts))
+    ylabels = ("forward + backward time (ms)", "peak memory (MiB)")
+    plot_time_and_memory(curves, path, title, ylabels, log=True)
 
 
 def parse_args(argv=None):
@@ -267,6 +244,7 @@ def parse_args(argv=None):
         rounds=7,
         budget=20.0,
         rounds_help="interleaved timing rounds per length; the best is kept",
+        quick=dict(lengths=[1, 2], windows=[4], d_model=32, rounds=2, budget=0.2),
     )
     p.add_argument(
         "--lengths",
@@ -282,20 +260,9 @@ def parse_args(argv=None):
         default=[8, 32, 128],
         help="WSM window sizes (frames)",
     )
-    p.add_argument("--batch", type=int, default=2)
-    p.add_argument("--d-model", type=int, default=256)
-    p.add_argument("--nhead", type=int, default=4)
+    add_options(p, batch=2, d_model=256, nhead=4)
     p.add_argument("--no-plot", action="store_true")
-    args = p.parse_args(argv)
-    if args.quick:
-        args.lengths, args.windows, args.d_model, args.rounds, args.budget = (
-            [1, 2],
-            [4],
-            32,
-            2,
-            0.2,
-        )
-    return args
+    return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
@@ -303,14 +270,14 @@ def main(argv=None) -> int:
     rows = run(args)
     targets = check_targets(rows, args.windows)
     meta = {"d_model": args.d_model, "nhead": args.nhead, "batch": args.batch}
-    code = report(rows, targets, args.out, "layers", markdown, meta, args.check)
-    if not args.no_plot:
-        title = (
-            f"one mixer layer, d_model {args.d_model}, {args.nhead} heads, "
-            f"batch {args.batch}"
-        )
-        plot_devices(rows, args.out, "layers", plot, title)
-    return code
+    title = (
+        f"one mixer layer, d_model {args.d_model}, {args.nhead} heads, "
+        f"batch {args.batch}"
+    )
+    plots = None if args.no_plot else plot
+    return report(
+        rows, targets, args.out, "layers", markdown, meta, args.check, plots, title
+    )
 
 
 if __name__ == "__main__":

@@ -43,13 +43,10 @@ from speechbrain.lobes.models.wav2vec import W2VTargetQuantiser
 from speechbrain_wsm.bench.common import (
     autocast,
     bench_parser,
-    devices_from_arg,
     lookup,
-    machine_description,
-    measure_steps,
-    measured_fields,
+    measure_rows,
     report,
-    shown,
+    step_devices,
     step_markdown,
 )
 from speechbrain_wsm.models.wav2vec2 import (
@@ -140,36 +137,41 @@ def _params(size: str, window_size: int, mixers) -> dict:
     return out
 
 
+def size_and_batch(args, device: str) -> tuple[str, int]:
+    """``--size`` and ``--batch``, or their defaults on ``device``."""
+    cuda = device.startswith("cuda")
+    return args.size or ("base" if cuda else "small"), args.batch or (8 if cuda else 2)
+
+
 def run(args) -> list[dict]:
     rows = []
-    for device in devices_from_arg(args.device):
-        size = args.size or ("base" if device.startswith("cuda") else "small")
-        batch = args.batch or (8 if device.startswith("cuda") else 2)
-        dtype = torch.bfloat16 if device == "cuda" and not args.fp32 else torch.float32
+
+    def settings(device):
+        size, batch = size_and_batch(args, device)
+        return f"{size} size, batch {batch}, WSM window {args.window_size}"
+
+    for device, dtype in step_devices(args, settings):
+        size, batch = size_and_batch(args, device)
         params = _params(size, args.window_size, args.mixers)
-        print(
-            f"# {device}: {machine_description(device)}; {size} size, batch "
-            f"{batch}, WSM window {args.window_size}, {dtype}",
-            flush=True,
-        )
         for seconds in args.lengths:
             makers = {
                 m: PretrainStep(size, m, args.window_size, seconds, batch, dtype)
                 for m in args.mixers
             }
-            measured = measure_steps(makers, device, args, include_model=True)
-            for mixer, res in measured.items():
-                row = {
+            columns = {
+                m: {
                     "device": device,
                     "size": size,
-                    "mixer": mixer,
+                    "mixer": m,
                     "seconds": seconds,
                     "batch": batch,
-                    "params": params[mixer],
-                    **measured_fields(res),
+                    "params": params[m],
                 }
-                rows.append(row)
-                print(f"  {seconds:>5} s  {mixer:<5} {shown(row)}", flush=True)
+                for m in args.mixers
+            }
+            rows += measure_rows(
+                makers, device, args, columns, include_model=True, width=5
+            )
     return rows
 
 
@@ -190,8 +192,8 @@ def check_targets(rows) -> list[dict]:
                         at = dict(device=device, seconds=seconds)
                         num = lookup(rows, key, mixer=mixer, **at)
                         den = lookup(rows, key, mixer=base, **at)
-                        if num is None and den is None:
-                            continue
+                        if lookup(rows, "mixer", mixer=base, **at) is None:
+                            continue  # a baseline not run (--mixers)
                         ratio = None if not num or not den else num / den
                         limit = (
                             TARGETS[key] if cuda and base in TARGET_BASELINES else None
@@ -217,7 +219,8 @@ def markdown(rows, device) -> str:
 
 
 def parse_args(argv=None):
-    p = bench_parser(__doc__)
+    quick = dict(size="tiny", lengths=[1.5], batch=2, window_size=4)
+    p = bench_parser(__doc__, quick={**quick, "rounds": 2, "budget": 0.5})
     p.add_argument(
         "--size",
         choices=sorted(SIZES),
@@ -235,11 +238,7 @@ def parse_args(argv=None):
     p.add_argument(
         "--mixers", nargs="+", choices=MIXERS, default=list(MIXERS), metavar="M"
     )
-    args = p.parse_args(argv)
-    if args.quick:
-        args.size, args.lengths, args.batch = "tiny", [1.5], 2
-        args.rounds, args.budget, args.window_size = 2, 0.5, 4
-    return args
+    return p.parse_args(argv)
 
 
 def main(argv=None) -> int:

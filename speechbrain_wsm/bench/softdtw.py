@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from speechbrain_wsm.bench.common import (
+    add_options,
     bench_parser,
     devices_from_arg,
     machine_description,
@@ -256,42 +257,23 @@ def markdown(rows, device) -> str:
 
 
 def parse_args(argv=None):
-    p = bench_parser(__doc__, rounds=3, budget=60.0)
-    p.add_argument("--pairs", type=int, default=8)
-    p.add_argument("--t1", type=int, default=500)
-    p.add_argument("--t2", type=int, default=600)
-    p.add_argument("--dim", type=int, default=256)
-    p.add_argument("--gamma", type=float, default=0.1)
+    quick = dict(pairs=2, t1=30, t2=40, dim=16, rounds=2, budget=1.0)
+    p = bench_parser(__doc__, rounds=3, budget=60.0, quick=quick)
+    add_options(p, pairs=8, t1=500, t2=600, dim=256, gamma=0.1)
     p.add_argument(
         "--ref-pairs",
         type=int,
         default=1,
         help="pairs the per-cell references are timed on (then extrapolated)",
     )
-    args = p.parse_args(argv)
-    if args.quick:
-        args.pairs, args.t1, args.t2, args.dim, args.rounds, args.budget = (
-            2,
-            30,
-            40,
-            16,
-            2,
-            1.0,
-        )
-    return args
+    return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     rows = run(args)
-    meta = {
-        "pairs": args.pairs,
-        "t1": args.t1,
-        "t2": args.t2,
-        "dim": args.dim,
-        "gamma": args.gamma,
-        "ref_pairs": args.ref_pairs,
-    }
+    keys = "pairs t1 t2 dim gamma ref_pairs".split()
+    meta = {k: getattr(args, k) for k in keys}
     return report(
         rows, check_targets(rows), args.out, "softdtw", markdown, meta, args.check
     )

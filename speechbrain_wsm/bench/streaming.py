@@ -32,15 +32,15 @@ from pathlib import Path
 import torch
 
 from speechbrain_wsm.bench.common import (
+    add_options,
     autocast,
     bench_parser,
-    devices_from_arg,
-    machine_description,
     measured_fields,
     peak_memory,
-    plot_devices,
+    plot_time_and_memory,
     preload,
     report,
+    step_devices,
     timings,
 )
 from speechbrain_wsm.latency import lookahead_frames
@@ -122,20 +122,17 @@ def measure_lookahead(variant: str, cfg: dict) -> int | None:
         )
 
 
+def encoder_config(args) -> dict:
+    """The encoder's sizes and context of the command line (as :func:`build` reads them)."""
+    keys = "arch layers d_model nhead d_ffn left_context right_context".split()
+    return {k: getattr(args, k) for k in keys}
+
+
 def run(args) -> list[dict]:
     preload("speechbrain_wsm.bench.streaming")
-    cfg = {
-        "arch": args.arch,
-        "layers": args.layers,
-        "d_model": args.d_model,
-        "nhead": args.nhead,
-        "d_ffn": args.d_ffn,
-        "left_context": args.left_context,
-        "right_context": args.right_context,
-    }
+    cfg = encoder_config(args)
     rows = []
-    for device in devices_from_arg(args.device):
-        print(f"# {device}: {machine_description(device)}; {cfg}", flush=True)
+    for device, dtype in step_devices(args, cfg):
         for variant in args.variants if "lookahead" in args.parts else ():
             frames = measure_lookahead(variant, cfg)
             rows.append(
@@ -149,9 +146,6 @@ def run(args) -> list[dict]:
             )
             print(f"  {variant:<5} look-ahead {frames} frames", flush=True)
         for seconds in args.lengths if {"time", "memory"} & set(args.parts) else ():
-            dtype = torch.float32
-            if device.startswith("cuda") and not args.fp32:
-                dtype = torch.bfloat16
             makers = {v: EncoderStep(v, seconds, cfg, dtype) for v in args.variants}
             times = {}
             if "time" in args.parts:
@@ -277,12 +271,7 @@ def markdown(rows, device) -> str:
 
 def plot(rows, device, path: Path, title: str) -> None:
     """Training step time and peak memory against length, one line per variant."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    curves = []
     steps = [r for r in rows if r["device"] == device and r["kind"] == "train_step"]
     for variant in dict.fromkeys(r["variant"] for r in steps):
         pts = [
@@ -296,38 +285,26 @@ def plot(rows, device, path: Path, title: str) -> None:
             continue
         la = _get(rows, device, variant, "lookahead").get("ms")
         label = f"{variant} (look-ahead {la:g} ms)" if la is not None else variant
-        s, t, m = zip(*pts, strict=True)
-        style = "--" if variant.startswith("maa") else "-"
-        axes[0].plot(s, t, style, marker="o", label=label)
-        axes[1].plot(s, m, style, marker="o", label=label)
-    for ax, ylabel in zip(
-        axes, ("training step time (s)", "peak memory of the step (MiB)"), strict=True
-    ):
-        ax.set_xlabel("utterance length (s, 20 ms frames)")
-        ax.set_ylabel(ylabel)
-        ax.grid(True, alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+        curves.append((label, "--" if variant.startswith("maa") else "-", pts))
+    ylabels = ("training step time (s)", "peak memory of the step (MiB)")
+    plot_time_and_memory(curves, path, title, ylabels)
 
 
 def parse_args(argv=None):
-    p = bench_parser(__doc__, rounds=3, budget=30.0)
+    sizes = dict(
+        layers=4, d_model=32, d_ffn=64, nhead=2, left_context=8, right_context=2
+    )
+    short = dict(lengths=[2, 4], chunks=[4], stream_seconds=1.0, rounds=2, budget=0.5)
+    p = bench_parser(__doc__, rounds=3, budget=30.0, quick={**sizes, **short})
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
-    p.add_argument("--layers", type=int, default=12)
+    add_options(p, layers=12)
     p.add_argument(
         "--arch",
         default="conformer",
         choices=["conformer", "transformer", "branchformer"],
         help="conformer: the recipe's; transformer: wav2vec 2.0 BASE's (the paper's)",
     )
-    p.add_argument("--d-model", type=int, default=256)
-    p.add_argument("--nhead", type=int, default=4)
-    p.add_argument("--d-ffn", type=int, default=1024)
-    p.add_argument("--left-context", type=int, default=64)
-    p.add_argument("--right-context", type=int, default=8)
+    add_options(p, d_model=256, nhead=4, d_ffn=1024, left_context=64, right_context=8)
     p.add_argument(
         "--lengths", type=float, nargs="+", default=[10, 30, 60], help="seconds"
     )
@@ -341,39 +318,21 @@ def parse_args(argv=None):
         help="what to measure (default all)",
     )
     p.add_argument("--no-plot", action="store_true")
-    args = p.parse_args(argv)
-    if args.quick:
-        args.layers, args.d_model, args.d_ffn, args.nhead = 4, 32, 64, 2
-        args.left_context, args.right_context = 8, 2
-        args.lengths, args.chunks, args.stream_seconds = [2, 4], [4], 1.0
-        args.rounds, args.budget = 2, 0.5
-    return args
+    return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     rows = run(args)
     targets = check_targets(rows, args)
-    meta = {
-        k: getattr(args, k)
-        for k in (
-            "arch",
-            "layers",
-            "d_model",
-            "nhead",
-            "d_ffn",
-            "left_context",
-            "right_context",
-        )
-    }
-    code = report(rows, targets, args.out, "streaming", markdown, meta, args.check)
-    if not args.no_plot:
-        title = (
-            f"{args.layers}-layer {args.arch}, d_model {args.d_model}, "
-            f"L {args.left_context}, R {args.right_context}"
-        )
-        plot_devices(rows, args.out, "streaming", plot, title)
-    return code
+    title = (
+        f"{args.layers}-layer {args.arch}, d_model {args.d_model}, "
+        f"L {args.left_context}, R {args.right_context}"
+    )
+    meta, plots = encoder_config(args), None if args.no_plot else plot
+    return report(
+        rows, targets, args.out, "streaming", markdown, meta, args.check, plots, title
+    )
 
 
 if __name__ == "__main__":

@@ -10,12 +10,10 @@ pretraining output; see ``tests/tiny_models.py``).
 import json
 import re
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
-from recipe_helpers import asr_options, run_in_process
-from tiny_models import make_project_encoder
+from recipe_helpers import LEARNING_OPTIONS, RECIPES, run_finetuning, variant_lines
 
 from speechbrain_wsm import evaluate
 from speechbrain_wsm.scoring import read_error_rates
@@ -25,17 +23,13 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore::UserWarning"),
 ]
 
-RECIPE = (
-    Path(__file__).resolve().parents[2] / "recipes" / "LibriSpeech" / "ASR" / "feature-fusion"
-)  # fmt: skip
+RECIPE = RECIPES / "LibriSpeech" / "ASR" / "feature-fusion"
 VARIANTS = ("hff", "hff_adapters", "adapters", "weighted_sum", "last_layer")
 
 
 def run(variant, source, output, librispeech, **overrides):
     """Run the recipe in this process with small-scale overrides."""
     options = {
-        **asr_options(librispeech, output),
-        "ssl_source": source,
         "number_of_epochs": 1,
         "taps": 2,
         "num_blocks": 1,
@@ -47,18 +41,13 @@ def run(variant, source, output, librispeech, **overrides):
         "extra_decoders": "[]",
         **overrides,
     }
-    return run_in_process(RECIPE, variant, options)
+    return run_finetuning(RECIPE, variant, source, output, librispeech, **options)
 
 
 def test_yaml_variants_differ_only_in_method_lines():
-    def normalised(name):
-        text = (RECIPE / "hparams" / f"{name}.yaml").read_text()
-        text = text.replace(f"hparams/{name}.yaml", "hparams/X.yaml")
-        return [line for line in text.splitlines() if "# method" not in line]
-
-    reference = normalised("hff")
+    reference = variant_lines(RECIPE, "hff", "# method")
     for name in VARIANTS[1:]:
-        assert normalised(name) == reference, name
+        assert variant_lines(RECIPE, name, "# method") == reference, name
 
 
 @pytest.mark.parametrize(
@@ -117,30 +106,23 @@ def test_resume_after_a_stop_equals_a_straight_run(
         torch.testing.assert_close(a[key], b[key], msg=key)
 
 
-def test_learning_overfits_sixteen_utterances(tmp_path):
+def test_learning_overfits_sixteen_utterances(
+    learning_encoder, learning_samples, tmp_path
+):
     """HFF (WSM fusion blocks) over a frozen 64-wide random encoder overfits 16
     fixed utterances within a step budget; the CER is the recipe's ``cer_`` file."""
-    encoder = make_project_encoder(tmp_path / "enc", d_model=64)
-    learning = Path(__file__).parents[1] / "samples" / "learning" / "LibriSpeech"
     out = run(
         "hff",
-        encoder,
+        learning_encoder,
         tmp_path / "learn",
-        learning,
-        train_set="train-learn",
-        dev_splits="[train-learn]",
-        test_splits="[train-learn]",
+        learning_samples,
+        **LEARNING_OPTIONS,
         number_of_epochs=40,  # about 330 steps of 4 s batches
-        seconds_per_batch=4,
         taps=1,
         d_fusion=64,
         d_ffn_fusion=128,
         fusion_block="wsm",
         fusion_mixer_kwargs="{window_size: 8}",
-        lr=0.005,
-        warmup=0.05,
-        hold=0.7,
-        head_dropout=0.0,
         fusion_dropout=0.0,
     )
     shutil.rmtree(out / "save", ignore_errors=True)

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from recipe_helpers import run_in_process
-from tiny_models import make_project_encoder, save_tiny_hf
+from recipe_helpers import RECIPES, run_in_process
 
 from speechbrain_wsm.models.laser import (
     LASERModel,
@@ -28,23 +27,14 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore::UserWarning"),
 ]
 
-RECIPE = (
-    Path(__file__).resolve().parents[2]
-    / "recipes"
-    / "LibriSpeech"
-    / "self-supervised-finetuning"
-    / "LASER"
-)
+RECIPE = RECIPES / "LibriSpeech" / "self-supervised-finetuning" / "LASER"
 
 
-@pytest.fixture(scope="module")
-def sources(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ssl")
-    return {
-        "hubert": save_tiny_hf(root / "hubert", "hubert"),
-        "wavlm": save_tiny_hf(root / "wavlm", "wavlm"),
-        "project": Path(make_project_encoder(root / "project", mixer="wsm")),
-    }
+@pytest.fixture
+def sources(tiny_ssl_sources, project_encoder):
+    """The ``ssl_source`` of each YAML variant: ``laser_<variant>.yaml``."""
+    hf = {v: tiny_ssl_sources[f"hf-{v}"] for v in ("hubert", "wavlm")}
+    return {**hf, "project": Path(project_encoder)}
 
 
 def run(variant, source, output, librispeech, **overrides):

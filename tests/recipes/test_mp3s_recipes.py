@@ -3,19 +3,14 @@ command-line overrides, on the tiny fixtures in each corpus's layout, with a
 tiny encoder from this project's pretraining code or a tiny Hugging Face
 model. Each run must train, keep a checkpoint and write its results."""
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from recipe_helpers import RECIPES, SAMPLES, run_python
 from speechbrain.utils.metric_stats import ErrorRateStats
-from tiny_models import make_hf_encoder, make_project_encoder
 
-ROOT = Path(__file__).resolve().parents[2]
-RECIPES = ROOT / "recipes" / "MP3S"
-SAMPLES = ROOT / "tests" / "samples"
+PROBES = RECIPES / "MP3S"
 MP3S = SAMPLES / "mp3s"
 
 
@@ -23,41 +18,31 @@ pytestmark = pytest.mark.slow
 
 TINY_LSTM = ["--lstm_size=8", "--lstm_layers=1", "--dropout=0.0"]
 ONE_EPOCH = ["--number_of_epochs=1", "--batch_size=2", "--num_workers=0"]
+#: The committed LibriSpeech sample, its one split for training, dev and test.
+LIBRISPEECH = [
+    f"--data_folder={SAMPLES / 'LibriSpeech'}",
+    "--train_splits=[test-clean]",
+    "--dev_splits=[test-clean]",
+    "--test_splits=[test-clean]",
+]
 
 
-@pytest.fixture(scope="module")
-def project_encoder(tmp_path_factory):
-    """A pretraining output folder (random weights) of this project."""
-    return make_project_encoder(tmp_path_factory.mktemp("w2v2"))
-
-
-@pytest.fixture(scope="module")
-def hf_encoder(tmp_path_factory):
-    """A local Hugging Face wav2vec 2.0 folder (random weights)."""
-    return make_hf_encoder(tmp_path_factory.mktemp("hf"))
-
-
-def _env() -> dict:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    env.setdefault("OMP_NUM_THREADS", "1")  # tests run side by side on 2 cores
-    return env
-
-
-def run_recipe(folder: Path, *overrides: str) -> None:
-    env = _env()
-    proc = subprocess.run(
-        [sys.executable, "train.py", "hparams/ssl.yaml", *overrides],
-        cwd=folder,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+def run_probe(recipe: str, encoder, out: Path, *overrides: str) -> Path:
+    """``train.py hparams/ssl.yaml`` of ``MP3S/<recipe>`` on ``encoder``,
+    writing into ``out``; returns ``out``."""
+    argv = [f"--ssl_source={encoder}", f"--output_folder={out}", *overrides]
+    run_python(["train.py", "hparams/ssl.yaml", *argv], PROBES / recipe)
+    return out
 
 
 def _wer_line(path: Path) -> str:
     return path.read_text().splitlines()[0]
+
+
+def _assert_scored(out: Path, results_row: str) -> None:
+    """``results.md`` holds ``results_row``; ``wer_test-clean.txt`` a %WER line."""
+    assert results_row in (out / "results.md").read_text()
+    assert _wer_line(out / "wer_test-clean.txt").startswith("%WER")
 
 
 def _checkpoints(out: Path) -> list:
@@ -70,15 +55,11 @@ def _checkpoints(out: Path) -> list:
 
 
 def test_librispeech_lstm_and_evaluate_cli(project_encoder, tmp_path):
-    out = tmp_path / "out"
-    run_recipe(
-        RECIPES / "LibriSpeech" / "LSTM",
-        f"--ssl_source={project_encoder}",
-        f"--data_folder={SAMPLES / 'LibriSpeech'}",
-        f"--output_folder={out}",
-        "--train_splits=[test-clean]",
-        "--dev_splits=[test-clean]",
-        "--test_splits=[test-clean]",
+    out = run_probe(
+        "LibriSpeech/LSTM",
+        project_encoder,
+        tmp_path,
+        *LIBRISPEECH,
         *ONE_EPOCH,
         *TINY_LSTM,
     )
@@ -94,13 +75,9 @@ def test_librispeech_lstm_and_evaluate_cli(project_encoder, tmp_path):
 
     # The command line rebuilds the run from its hyperparams.yaml and finds the
     # same checkpoint: the same hypotheses, the same file.
-    env = _env()
-    proc = subprocess.run(
-        [sys.executable, "-m", "speechbrain_wsm.evaluate", str(out), "--manifest",
-         str(out / "test-clean.csv"), "--name", "again"],
-        env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    manifest = str(out / "test-clean.csv")
+    run_python(["-m", "speechbrain_wsm.evaluate", str(out), "--manifest", manifest,
+                "--name", "again"])  # fmt: skip
     assert (out / "wer_again.txt").read_text() == text
 
     # The recipe's %WER is SpeechBrain's ErrorRateStats on the same hypotheses.
@@ -122,16 +99,12 @@ def test_librispeech_lstm_and_evaluate_cli(project_encoder, tmp_path):
 
 
 def test_librispeech_lstm_hf_encoder_beam_and_feature_cache(hf_encoder, tmp_path):
-    out = tmp_path / "out"
-    run_recipe(
-        RECIPES / "LibriSpeech" / "LSTM",
-        f"--ssl_source={hf_encoder}",
-        f"--data_folder={SAMPLES / 'LibriSpeech'}",
-        f"--output_folder={out}",
-        f"--feature_cache_dir={out / 'features'}",
-        "--train_splits=[test-clean]",
-        "--dev_splits=[test-clean]",
-        "--test_splits=[test-clean]",
+    out = run_probe(
+        "LibriSpeech/LSTM",
+        hf_encoder,
+        tmp_path,
+        *LIBRISPEECH,
+        f"--feature_cache_dir={tmp_path / 'features'}",
         "--decoder=beam",
         "--beam_size=3",
         "--number_of_epochs=2",
@@ -139,40 +112,34 @@ def test_librispeech_lstm_hf_encoder_beam_and_feature_cache(hf_encoder, tmp_path
         "--num_workers=0",
         *TINY_LSTM,
     )
-    assert "| lstm (beam) |" in (out / "results.md").read_text()
-    assert _wer_line(out / "wer_test-clean.txt").startswith("%WER")
+    _assert_scored(out, "| lstm (beam) |")
     assert len(list((out / "features").rglob("*.pt"))) == 5  # one per utterance
     assert len((out / "train_log.txt").read_text().splitlines()) == 2
 
 
 def test_librispeech_contextnet(project_encoder, tmp_path):
-    out = tmp_path / "out"
-    run_recipe(
-        RECIPES / "LibriSpeech" / "ContextNet",
-        f"--ssl_source={project_encoder}",
-        f"--data_folder={SAMPLES / 'LibriSpeech'}",
-        f"--output_folder={out}",
-        "--train_splits=[test-clean]",
-        "--dev_splits=[test-clean]",
-        "--test_splits=[test-clean]",
+    out = run_probe(
+        "LibriSpeech/ContextNet",
+        project_encoder,
+        tmp_path,
+        *LIBRISPEECH,
         "--num_blocks=2",
         "--block_layers=1",
         "--contextnet_channels=8",
         "--contextnet_out=8",
         *ONE_EPOCH,
     )
-    assert "| contextnet (greedy) |" in (out / "results.md").read_text()
-    assert _wer_line(out / "wer_test-clean.txt").startswith("%WER")
+    _assert_scored(out, "| contextnet (greedy) |")
     assert len(_checkpoints(out)) == 1
 
 
 def test_commonvoice_lstm_bpe(project_encoder, tmp_path):
-    out = tmp_path / "out"
-    run_recipe(
-        RECIPES / "CommonVoice" / "LSTM",
-        f"--ssl_source={project_encoder}",
-        f"--data_folder={MP3S / 'CommonVoice' / 'cv-corpus-11.0-2022-09-21' / 'cy'}",
-        f"--output_folder={out}",
+    welsh = MP3S / "CommonVoice" / "cv-corpus-11.0-2022-09-21" / "cy"
+    out = run_probe(
+        "CommonVoice/LSTM",
+        project_encoder,
+        tmp_path,
+        f"--data_folder={welsh}",
         "--output_neurons=40",
         *ONE_EPOCH,
         *TINY_LSTM,
@@ -183,14 +150,9 @@ def test_commonvoice_lstm_bpe(project_encoder, tmp_path):
 
 
 def test_buckeye_lstm(project_encoder, tmp_path):
-    out = tmp_path / "out"
-    run_recipe(
-        RECIPES / "Buckeye" / "LSTM",
-        f"--ssl_source={project_encoder}",
-        f"--data_folder={MP3S / 'Buckeye'}",
-        f"--output_folder={out}",
-        *ONE_EPOCH,
-        *TINY_LSTM,
+    buckeye = f"--data_folder={MP3S / 'Buckeye'}"
+    out = run_probe(
+        "Buckeye/LSTM", project_encoder, tmp_path, buckeye, *ONE_EPOCH, *TINY_LSTM
     )
     assert "s3601a_0000" in (out / "wer_dev.txt").read_text()
     assert "s3801a_0000" in (out / "wer_test.txt").read_text()
@@ -211,12 +173,12 @@ def _predictions(path: Path) -> list[list[str]]:
 
 
 def test_iemocap_linear(project_encoder, tmp_path):
-    out = tmp_path / "out"
-    run_recipe(
-        RECIPES / "IEMOCAP" / "linear",
-        f"--ssl_source={project_encoder}",
-        f"--data_folder={MP3S / 'IEMOCAP' / 'IEMOCAP_full_release'}",
-        f"--output_folder={out}",
+    iemocap = MP3S / "IEMOCAP" / "IEMOCAP_full_release"
+    out = run_probe(
+        "IEMOCAP/linear",
+        project_encoder,
+        tmp_path,
+        f"--data_folder={iemocap}",
         "--test_session=3",
         "--valid_ratio=0.3",
         *ONE_EPOCH,
@@ -233,14 +195,9 @@ def test_iemocap_linear(project_encoder, tmp_path):
 
 
 def test_slurp_lstm_linear(hf_encoder, tmp_path):
-    out = tmp_path / "out"
-    run_recipe(
-        RECIPES / "SLURP" / "LSTM_linear",
-        f"--ssl_source={hf_encoder}",
-        f"--data_folder={MP3S / 'SLURP'}",
-        f"--output_folder={out}",
-        *ONE_EPOCH,
-        *TINY_LSTM,
+    slurp = f"--data_folder={MP3S / 'SLURP'}"
+    out = run_probe(
+        "SLURP/LSTM_linear", hf_encoder, tmp_path, slurp, *ONE_EPOCH, *TINY_LSTM
     )
     rows = _predictions(out / "predictions_test.txt")
     assert len(rows) == 2 and all(r[1] == "iot" for r in rows)
@@ -248,12 +205,11 @@ def test_slurp_lstm_linear(hf_encoder, tmp_path):
 
 
 def test_voxceleb1_ecapa(project_encoder, tmp_path):
-    out = tmp_path / "out"
-    run_recipe(
-        RECIPES / "VoxCeleb1" / "ECAPA",
-        f"--ssl_source={project_encoder}",
+    out = run_probe(
+        "VoxCeleb1/ECAPA",
+        project_encoder,
+        tmp_path,
         f"--data_folder={MP3S / 'VoxCeleb1'}",
-        f"--output_folder={out}",
         "--dev_ratio=0.5",
         "--channels=[8,8,8,8,16]",
         "--attention_channels=4",
@@ -269,7 +225,9 @@ def test_voxceleb1_ecapa(project_encoder, tmp_path):
     assert 0.0 <= eer <= 100.0
 
 
-def test_librispeech_probe_learns_sixteen_utterances(tmp_path):
+def test_librispeech_probe_learns_sixteen_utterances(
+    learning_encoder, learning_samples, tmp_path
+):
     """The learning test: the probe overfits 16 fixed utterances within a step budget.
 
     Catches a probe that cannot learn (blank collapse, wrong lengths, a frozen
@@ -280,13 +238,11 @@ def test_librispeech_probe_learns_sixteen_utterances(tmp_path):
     """
     from speechbrain_wsm.scoring import read_error_rates
 
-    encoder = make_project_encoder(tmp_path / "enc", d_model=64)
-    out = tmp_path / "learn"
-    run_recipe(
-        RECIPES / "LibriSpeech" / "LSTM",
-        f"--ssl_source={encoder}",
-        f"--data_folder={SAMPLES / 'learning' / 'LibriSpeech'}",
-        f"--output_folder={out}",
+    out = run_probe(
+        "LibriSpeech/LSTM",
+        learning_encoder,
+        tmp_path / "learn",
+        f"--data_folder={learning_samples}",
         "--train_splits=[train-learn]",
         "--dev_splits=[train-learn]",
         "--test_splits=[train-learn]",

@@ -6,39 +6,30 @@ encoder: CMU-dictionary phone targets, a phone tokenizer, PER files.
 """
 
 import json
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-from tiny_models import make_project_encoder
+from recipe_helpers import RECIPES, SAMPLES, run_python
 
-ROOT = Path(__file__).resolve().parents[2]
-RECIPE = ROOT / "recipes" / "MP3S" / "LibriSpeech" / "LSTM"
+RECIPE = RECIPES / "MP3S" / "LibriSpeech" / "LSTM"
 
 pytestmark = pytest.mark.slow
 
 
-def test_phoneme_probe_trains_and_writes_per(tmp_path):
-    encoder = make_project_encoder(tmp_path / "w2v2")
+def test_phoneme_probe_trains_and_writes_per(project_encoder, tmp_path):
     out = tmp_path / "out"
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    env.setdefault("OMP_NUM_THREADS", "1")
-    proc = subprocess.run(
+    run_python(
         [
-            sys.executable, "train.py", "hparams/phoneme.yaml",
-            f"--ssl_source={encoder}",
-            f"--data_folder={ROOT / 'tests' / 'samples' / 'LibriSpeech'}",
+            "train.py", "hparams/phoneme.yaml",
+            f"--ssl_source={project_encoder}",
+            f"--data_folder={SAMPLES / 'LibriSpeech'}",
             f"--output_folder={out}",
             "--train_splits=[test-clean]", "--dev_splits=[test-clean]",
             "--test_splits=[test-clean]", "--number_of_epochs=1", "--batch_size=2",
             "--num_workers=0", "--lstm_size=8", "--lstm_layers=1", "--dropout=0.0",
         ],
-        cwd=RECIPE, env=env, capture_output=True, text=True, timeout=300,
+        RECIPE,
     )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     counts = json.loads((out / "phonemes.json").read_text())["test-clean"]
     assert counts["kept"] >= 3 and counts["kept"] + counts["skipped"] == 5
     per = (out / "per_test-clean.txt").read_text()

@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from recipe_helpers import asr_options, run_in_process
+from recipe_helpers import LEARNING_OPTIONS, RECIPES, run_finetuning, variant_lines
 from speechbrain.utils.checkpoints import Checkpointer
-from tiny_models import make_project_encoder
 
 from speechbrain_wsm import evaluate
 from speechbrain_wsm.models.finetuning import load_finetuned
@@ -25,21 +24,13 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore::UserWarning"),
 ]
 
-RECIPE = (
-    Path(__file__).resolve().parents[2]
-    / "recipes"
-    / "LibriSpeech"
-    / "ASR"
-    / "selective-finetuning"
-)
+RECIPE = RECIPES / "LibriSpeech" / "ASR" / "selective-finetuning"
 VARIANTS = ("wsm", "sm", "mhsa_top", "full")
 
 
 def run(variant, source, output, librispeech, **overrides):
     """Run the recipe in this process with small-scale overrides."""
     options = {
-        **asr_options(librispeech, output),
-        "ssl_source": source,
         "number_of_epochs": 2,
         "num_replaced_layers": 1,
         "window_size": 4,
@@ -49,7 +40,7 @@ def run(variant, source, output, librispeech, **overrides):
         "lr": 0.002,
         **overrides,
     }
-    return run_in_process(RECIPE, variant, options)
+    return run_finetuning(RECIPE, variant, source, output, librispeech, **options)
 
 
 def summary_wer(path: Path) -> float:
@@ -59,14 +50,9 @@ def summary_wer(path: Path) -> float:
 
 
 def test_yaml_variants_differ_only_in_mode_lines():
-    def normalised(name):
-        text = (RECIPE / "hparams" / f"{name}.yaml").read_text()
-        text = text.replace(f"hparams/{name}.yaml", "hparams/X.yaml")
-        return [line for line in text.splitlines() if "# mode" not in line]
-
-    reference = normalised("wsm")
+    reference = variant_lines(RECIPE, "wsm", "# mode")
     for name in VARIANTS[1:]:
-        assert normalised(name) == reference, name
+        assert variant_lines(RECIPE, name, "# mode") == reference, name
 
 
 @pytest.mark.parametrize(
@@ -162,28 +148,21 @@ def test_librilight_training_sets(tiny_ssl_sources, librispeech_samples, tmp_pat
     assert "10min" in (out / "results.md").read_text()
 
 
-def test_learning_overfits_sixteen_utterances(tmp_path):
+def test_learning_overfits_sixteen_utterances(
+    learning_encoder, learning_samples, tmp_path
+):
     """The learning test: a WSM block and the head, over a frozen 64-wide encoder
     (random weights), overfit 16 fixed utterances within a step budget; the CER
     is what the recipe writes in ``cer_<split>.txt``."""
     from speechbrain_wsm.scoring import read_error_rates
 
-    encoder = make_project_encoder(tmp_path / "enc", d_model=64)
-    learning = Path(__file__).parents[1] / "samples" / "learning" / "LibriSpeech"
     out = run(
         "wsm",
-        encoder,
+        learning_encoder,
         tmp_path / "learn",
-        learning,
-        train_set="train-learn",
-        dev_splits="[train-learn]",
-        test_splits="[train-learn]",
+        learning_samples,
+        **LEARNING_OPTIONS,
         number_of_epochs=60,  # about 500 steps of 4 s batches
-        seconds_per_batch=4,
-        lr=0.005,
-        warmup=0.05,
-        hold=0.7,
-        head_dropout=0.0,
         mixer_kwargs="{window_size: 8, dropout: 0.0}",
         extra_decoders="[]",
     )

@@ -2,12 +2,9 @@
 flags; the latency tool measures the look-ahead of what they trained."""
 
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from recipe_helpers import RECIPES, SAMPLES, run_python
 from test_wav2vec2_recipe import (
     FLAGS,
     RECIPE,
@@ -18,7 +15,6 @@ from test_wav2vec2_recipe import (
 
 from speechbrain_wsm.nnet.streaming_frontend import StreamingFbankExtractor
 
-ROOT = Path(__file__).resolve().parents[2]
 VARIANTS = ("maa", "sa", "llsa", "wsm")
 YAMLS = {v: RECIPE / "hparams" / f"wav2vec2_streaming_{v}.yaml" for v in VARIANTS}
 # 2 layers, 1 frame ahead per layer: 2 frames for maa/sa, 1 for llsa/wsm
@@ -28,19 +24,7 @@ pytestmark = pytest.mark.slow
 
 
 def _run(module_or_script, argv, cwd=RECIPE):
-    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
-    proc = subprocess.run(
-        [sys.executable, *module_or_script, *argv],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    log = proc.stdout + proc.stderr
-    assert proc.returncode == 0, log[-4000:]
-    return log
+    return run_python([*module_or_script, *argv], cwd)
 
 
 def test_the_four_yaml_files_differ_only_in_mixer_lines():
@@ -77,7 +61,7 @@ def test_streaming_recipe_trains_and_its_lookahead_is_measured(variant, tmp_path
         assert line in log
 
 
-PROBE = ROOT / "recipes" / "MP3S" / "LibriSpeech" / "LSTM"
+PROBE = RECIPES / "MP3S" / "LibriSpeech" / "LSTM"
 
 
 def test_streaming_probe_yaml_differs_only_in_streaming_lines():
@@ -101,7 +85,7 @@ def test_streaming_probe_trains_on_a_streaming_encoder(tmp_path):
         [
             str(PROBE / "hparams" / "ssl_streaming.yaml"),
             f"--ssl_source={encoder}",
-            f"--data_folder={ROOT / 'tests' / 'samples' / 'LibriSpeech'}",
+            f"--data_folder={SAMPLES / 'LibriSpeech'}",
             f"--output_folder={out}",
             "--train_splits=[test-clean]",
             "--dev_splits=[test-clean]",

@@ -1,22 +1,20 @@
 """The wav2vec 2.0 pretraining recipe, run for real on the fixture corpus, shrunk by flags."""
 
 import math
-import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from recipe_helpers import PRETRAINING, SAMPLES, run_python
 from speechbrain.dataio.dataio import read_audio
 
 from speechbrain_wsm.models.wav2vec2 import load_pretrained_encoder
 from speechbrain_wsm.recipe import dynamic_batch_sampler, manifest_dataset
 
-ROOT = Path(__file__).resolve().parents[2]
-RECIPE = ROOT / "recipes" / "LibriSpeech" / "self-supervised-learning" / "wav2vec2"
-SAMPLES = ROOT / "tests" / "samples" / "LibriSpeech"
+RECIPE = PRETRAINING
+SAMPLES = SAMPLES / "LibriSpeech"
 SECONDS_PER_BATCH = 8
 FLAGS = [
     f"--data_folder={SAMPLES}",
@@ -44,19 +42,8 @@ pytestmark = pytest.mark.slow
 
 
 def run(argv, launcher=(sys.executable,)):
-    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
-    proc = subprocess.run(
-        [*launcher, "train.py", *argv],
-        cwd=RECIPE,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    log = proc.stdout + proc.stderr
-    assert proc.returncode == 0, log[-4000:]
-    return log
+    """``train.py *argv`` in the recipe's folder, in a child process; its log."""
+    return run_python(["train.py", *argv], RECIPE, launcher)
 
 
 def epochs(out: Path) -> list[dict]:

@@ -7,26 +7,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from recipe_helpers import PRETRAINING, child_env, load_tiny_pretraining
 
-from speechbrain_wsm.recipe import dynamic_batch_sampler, load_hparams
+from speechbrain_wsm.recipe import dynamic_batch_sampler
 from speechbrain_wsm.recipe.experiment import ConfigError
-
-ROOT = Path(__file__).resolve().parents[2]
-PRETRAIN = ROOT / "recipes/LibriSpeech/self-supervised-learning/wav2vec2/hparams"
-TINY = [
-    "--data_folder=unused",
-    "--d_model=16",
-    "--num_layers=1",
-    "--nhead=2",
-    "--d_ffn=32",
-    "--extractor_dim=16",
-    "--final_dim=8",
-]
 
 
 def _load(tmp_path, *flags):
-    argv = [str(PRETRAIN / "wav2vec2_sm.yaml"), *TINY, *flags]
-    return load_hparams([*argv, f"--output_folder={tmp_path}"])
+    return load_tiny_pretraining(tmp_path, "sm", *flags)
 
 
 @pytest.mark.parametrize(
@@ -59,14 +47,16 @@ def test_good_overrides_still_load(tmp_path):
 
 
 def test_a_recipe_prints_one_line_not_a_traceback(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     code = (
         "import sys; from speechbrain_wsm.recipe import load_hparams; "
         "load_hparams(sys.argv[1:])"
     )
-    argv = [str(PRETRAIN / "wav2vec2_sm.yaml"), "--data_folder=x", "--lr=abc"]
+    argv = [str(PRETRAINING / "hparams" / "wav2vec2_sm.yaml"), "--data_folder=x"]
     proc = subprocess.run(
-        [sys.executable, "-c", code, *argv], env=env, capture_output=True, text=True
+        [sys.executable, "-c", code, *argv, "--lr=abc"],
+        env=child_env(),
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr

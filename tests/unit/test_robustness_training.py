@@ -1,20 +1,16 @@
 """Training loops that never train nothing: accumulated gradients are applied at
 every epoch end, and DDP processes all get whole batches (issue 12, items 3-4)."""
 
-from pathlib import Path
-
 import pytest
 import speechbrain as sb
 import torch
-from recipe_helpers import load_train
+from recipe_helpers import ROOT, load_tiny_pretraining, load_train
 from speechbrain.dataio.dataset import DynamicItemDataset
 from speechbrain.utils.epoch_loop import EpochCounter
 from torch.utils.data import DataLoader, TensorDataset
 
 from speechbrain_wsm.recipe import CTCBrain, dynamic_batch_sampler
 from speechbrain_wsm.recipe.brain import DistributedBatchSampler, RobustBrain
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 class Regression(RobustBrain):
@@ -130,23 +126,8 @@ def test_no_batch_at_all_names_the_counts():
 
 
 # -- schedules follow --optimizer_step_limit -------------------------------------
-PRETRAIN = ROOT / "recipes/LibriSpeech/self-supervised-learning/wav2vec2/hparams"
-TINY = [
-    "--data_folder=unused",
-    "--d_model=16",
-    "--num_layers=1",
-    "--nhead=2",
-    "--d_ffn=32",
-    "--extractor_dim=16",
-    "--final_dim=8",
-]
-
-
 def _pretrain_hparams(tmp_path, *flags):
-    from speechbrain_wsm.recipe import load_hparams
-
-    argv = [str(PRETRAIN / "wav2vec2_wsm.yaml"), *TINY, *flags]
-    return load_hparams([*argv, f"--output_folder={tmp_path}"])[0]
+    return load_tiny_pretraining(tmp_path, "wsm", *flags)[0]
 
 
 def test_pretraining_schedule_follows_the_step_limit(tmp_path):

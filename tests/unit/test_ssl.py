@@ -17,16 +17,6 @@ from speechbrain_wsm.models.wav2vec2 import load_pretrained_encoder
 from speechbrain_wsm.nnet.fusion import WeightedLayerSum
 
 
-@pytest.fixture(scope="module")
-def project_folder(tmp_path_factory):
-    return make_project_encoder(tmp_path_factory.mktemp("w2v2"))
-
-
-@pytest.fixture(scope="module")
-def hf_folder(tmp_path_factory):
-    return make_hf_encoder(tmp_path_factory.mktemp("hf"))
-
-
 def _wavs(lengths=(16000, 9600), seed=0):
     g = torch.Generator().manual_seed(seed)
     wavs = torch.zeros(len(lengths), max(lengths))
@@ -62,21 +52,21 @@ def test_hf_folder_gives_every_hidden_state_of_the_model(tmp_path, model_type):
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(states, expected))
 
 
-def test_project_folder_gives_the_pretrained_encoders_states(project_folder):
-    encoder = load_ssl_encoder(project_folder)
-    direct = load_pretrained_encoder(project_folder)
+def test_project_folder_gives_the_pretrained_encoders_states(project_encoder):
+    encoder = load_ssl_encoder(project_encoder)
+    direct = load_pretrained_encoder(project_encoder)
     wavs, lens = _wavs()
     states = encoder(wavs, lens)
     with torch.no_grad():
         _, expected = direct(wavs, lens)
-    assert source_kind(project_folder) == "project"
+    assert source_kind(project_encoder) == "project"
     assert encoder.num_hidden_states == direct.num_layers + 1 == len(states)
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(states, expected))
 
 
 @pytest.mark.parametrize("kind", ["project", "hf"])
-def test_padded_batch_matches_each_utterance_alone(kind, project_folder, hf_folder):
-    encoder = load_ssl_encoder(project_folder if kind == "project" else hf_folder)
+def test_padded_batch_matches_each_utterance_alone(kind, project_encoder, hf_encoder):
+    encoder = load_ssl_encoder(project_encoder if kind == "project" else hf_encoder)
     wavs, lens = _wavs((16000, 9600))
     batch = encoder(wavs, lens)
     alone = encoder(wavs[1:, :9600], torch.ones(1))
@@ -86,8 +76,8 @@ def test_padded_batch_matches_each_utterance_alone(kind, project_folder, hf_fold
 
 
 @pytest.mark.parametrize("kind", ["project", "hf"])
-def test_encoder_is_frozen_and_stays_in_eval_mode(kind, project_folder, hf_folder):
-    encoder = load_ssl_encoder(project_folder if kind == "project" else hf_folder)
+def test_encoder_is_frozen_and_stays_in_eval_mode(kind, project_encoder, hf_encoder):
+    encoder = load_ssl_encoder(project_encoder if kind == "project" else hf_encoder)
     assert not any(p.requires_grad for p in encoder.parameters())
     encoder.train()
     assert not encoder.training
@@ -161,8 +151,8 @@ class _Counting:
         encoder.backend.forward = counted
 
 
-def test_cache_skips_the_encoder_and_repeats_the_first_epoch(project_folder, tmp_path):
-    encoder = load_ssl_encoder(project_folder, feature_cache_dir=tmp_path / "c")
+def test_cache_skips_the_encoder_and_repeats_the_first_epoch(project_encoder, tmp_path):
+    encoder = load_ssl_encoder(project_encoder, feature_cache_dir=tmp_path / "c")
     counter = _Counting(encoder)
     wavs, lens = _wavs((16000, 9600, 12000))
     first = encoder(wavs, lens, ids=["a", "b", "c"])
@@ -183,8 +173,8 @@ def test_cache_skips_the_encoder_and_repeats_the_first_epoch(project_folder, tmp
     assert all(torch.equal(m[0, :frames], f[2, :frames]) for m, f in zip(mixed, first))
 
 
-def test_cache_notices_other_audio_under_the_same_id(project_folder, tmp_path):
-    encoder = load_ssl_encoder(project_folder, feature_cache_dir=tmp_path / "c")
+def test_cache_notices_other_audio_under_the_same_id(project_encoder, tmp_path):
+    encoder = load_ssl_encoder(project_encoder, feature_cache_dir=tmp_path / "c")
     counter = _Counting(encoder)
     wavs, _ = _wavs((16000,))
     encoder(wavs, torch.ones(1), ids=["a"])
@@ -258,9 +248,9 @@ def test_weighted_sum_checks_its_input():
         WeightedLayerSum(0)
 
 
-def test_probe_trains_head_and_weights_only(project_folder):
+def test_probe_trains_head_and_weights_only(project_encoder):
     torch.manual_seed(0)
-    encoder = load_ssl_encoder(project_folder)
+    encoder = load_ssl_encoder(project_encoder)
     probe = SSLProbe(encoder, torch.nn.Linear(encoder.hidden_size, 3))
     wavs, lens = _wavs()
     target = torch.randn(2, 46, 3)

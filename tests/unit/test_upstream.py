@@ -10,7 +10,7 @@ whether the probes (frozen) or the fine-tuner (trainable) read it.
 import numpy as np
 import pytest
 import torch
-from tiny_models import save_tiny_hf, save_tiny_wav2vec2, waveforms
+from tiny_models import save_tiny_hf, waveforms
 
 from speechbrain_wsm.models.finetuning import CTCFineTuner, TrainableSSLEncoder
 from speechbrain_wsm.models.lengths import relative_to_absolute
@@ -26,19 +26,14 @@ from speechbrain_wsm.models.upstream import (
 )
 from speechbrain_wsm.models.wav2vec2 import load_pretrained_encoder
 
-NAMES = ["hf-wav2vec2", "hf-hubert", "hf-wavlm-large", "project"]
+NAMES = ["hf", "hf-hubert", "hf-wavlm-large", "project"]
 LENGTHS = [8000, 6400, 4800]
 
 
-@pytest.fixture(scope="module")
-def sources(tmp_path_factory):
-    root = tmp_path_factory.mktemp("upstream")
-    return {
-        "hf-wav2vec2": save_tiny_hf(root / "w2v", "wav2vec2"),
-        "hf-hubert": save_tiny_hf(root / "hubert", "hubert"),
-        "hf-wavlm-large": save_tiny_hf(root / "wavlm", "wavlm", large=True),
-        "project": save_tiny_wav2vec2(root / "project"),
-    }
+@pytest.fixture
+def sources(tiny_ssl_sources):
+    """The tiny SSL folders of the conftest, by name (:data:`NAMES`)."""
+    return tiny_ssl_sources
 
 
 def padded_batch():
@@ -100,7 +95,7 @@ def test_padded_batch_matches_each_utterance_alone(name, sources):
             torch.testing.assert_close(b[i, : frames[i]], a[0], atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("name", ["hf-wav2vec2", "project"])
+@pytest.mark.parametrize("name", ["hf", "project"])
 def test_frozen_or_trainable_is_the_callers_choice(name, sources):
     wav, samples = padded_batch()
     frozen = load_upstream(sources[name], frozen=True).train()
@@ -121,7 +116,7 @@ def test_frozen_or_trainable_is_the_callers_choice(name, sources):
     )
 
 
-@pytest.mark.parametrize("name", ["hf-wav2vec2", "project"])
+@pytest.mark.parametrize("name", ["hf", "project"])
 def test_probe_and_finetuner_read_the_same_upstream(name, sources):
     """The Brain-facing modules convert relative lengths once and agree."""
     wav, rel = waveforms(LENGTHS, seed=2)
@@ -156,7 +151,7 @@ def test_hf_input_is_prepared_as_the_feature_extractor_does(sources, tmp_path):
     assert none == {} and not raw[valid == 0].any()
     assert torch.equal(raw[valid == 1], (wav + 1.0)[valid == 1])
     # what the checkpoint was pretrained on: layer-norm front end -> both on
-    assert hf_input_options(sources["hf-wav2vec2"]) == (True, True)
+    assert hf_input_options(sources["hf"]) == (True, True)
     group = save_tiny_hf(tmp_path / "group", "wav2vec2", feat_extract_norm="group")
     assert hf_input_options(group) == (False, False)
     (group / "preprocessor_config.json").write_text('{"do_normalize": true}')
@@ -167,7 +162,7 @@ def test_hf_input_is_prepared_as_the_feature_extractor_does(sources, tmp_path):
 
 def test_sources_are_told_apart_and_bad_ones_named(sources, tmp_path):
     assert source_kind(sources["project"]) == "project"
-    assert source_kind(sources["hf-wav2vec2"]) == "hf"
+    assert source_kind(sources["hf"]) == "hf"
     with pytest.raises(FileNotFoundError, match="nowhere.*not a folder"):
         source_kind(tmp_path / "nowhere")
     with pytest.raises(FileNotFoundError, match="neither.*hyperparams.yaml.*config"):
@@ -175,7 +170,7 @@ def test_sources_are_told_apart_and_bad_ones_named(sources, tmp_path):
     project = load_upstream(sources["project"])
     assert isinstance(project, SSLUpstream) and not project.is_hf
     assert project.fingerprint["kind"] == "project"
-    hf = load_upstream(sources["hf-wav2vec2"], hf_config_overrides={"layerdrop": 0.5})
+    hf = load_upstream(sources["hf"], hf_config_overrides={"layerdrop": 0.5})
     assert hf.is_hf and hf.model.config.layerdrop == 0.5
     assert {"normalize_wav", "attention_mask", "weights"} <= set(hf.fingerprint)
 

@@ -10,9 +10,9 @@ positions, what ``wav2vec2_mhsa.yaml`` trains), SpeechBrain's relative
 positional ``RelPosMHAXL`` (``relpos_mhsa``, its Conformer recipes'
 attention), ``torch``'s ``scaled_dot_product_attention`` (``sdpa``: the
 flash kernel on a GPU in bf16), SummaryMixing (``sm``) and Windowed
-SummaryMixing (``wsm``, window ``--window-size``); ``--mixers`` picks. Each batch holds ``--batch`` utterances
-of one length (16 s and 40 s by default); layer drop is off so that every step
-does the same work.
+SummaryMixing (``wsm``, window ``--window-size``); ``--mixers`` picks.
+Each batch holds ``--batch`` utterances of one length (16 s and 40 s by
+default); layer drop is off so that every step does the same work.
 
 * Time: interleaved best-of-N (see :mod:`speechbrain_wsm.bench.common`).
 * Peak memory: everything the step needs at its peak, weights, AdamW state,

@@ -156,12 +156,14 @@ class _SoftDTW(torch.autograd.Function):
         q = torch.full_like(negc, -torch.inf)
         s = torch.full_like(negc, torch.inf)
         q[0, 0] = 0.0
+        # one view per diagonal, made once: the loop then only slices them
+        qd, sd, cd = q.unbind(0), s.unbind(0), negc.unbind(0)
         for d in range(2, T1 + T2 + 1):
             lo, hi = max(1, d - T2), min(T1, d - 1)
-            s_d = s[d, lo : hi + 1]
-            torch.logaddexp(q[d - 2, lo - 1 : hi], q[d - 1, lo - 1 : hi], out=s_d)
-            torch.logaddexp(s_d, q[d - 1, lo : hi + 1], out=s_d)
-            torch.add(s_d, negc[d, lo : hi + 1], out=q[d, lo : hi + 1])
+            s_d, q1 = sd[d][lo : hi + 1], qd[d - 1]
+            torch.logaddexp(qd[d - 2][lo - 1 : hi], q1[lo - 1 : hi], out=s_d)
+            torch.logaddexp(s_d, q1[lo : hi + 1], out=s_d)
+            torch.add(s_d, cd[d][lo : hi + 1], out=qd[d][lo : hi + 1])
         batch = torch.arange(B, device=dev)
         values = q[x_lengths + y_lengths, x_lengths, batch] * (-gamma)
         # Cells no path may enter: s = +inf, so that log E - s = -inf there.
@@ -181,21 +183,23 @@ class _SoftDTW(torch.autograd.Function):
         seeds: dict[int, list[int]] = {}
         for b, d in enumerate(ends):
             seeds.setdefault(d, []).append(b)
+        ed, hd, qd, sd = log_e.unbind(0), h.unbind(0), q.unbind(0), s.unbind(0)
         for d in range(max(ends), 1, -1):
             lo, hi = max(1, d - T2), min(T1, d - 1)
-            e_d = log_e[d, lo : hi + 1]
-            torch.logaddexp(h[d + 1, lo + 1 : hi + 2], h[d + 1, lo : hi + 1], out=e_d)
-            torch.logaddexp(e_d, h[d + 2, lo + 1 : hi + 2], out=e_d)
-            e_d.add_(q[d, lo : hi + 1])
+            e_d, h1 = ed[d][lo : hi + 1], hd[d + 1]
+            torch.logaddexp(h1[lo + 1 : hi + 2], h1[lo : hi + 1], out=e_d)
+            torch.logaddexp(e_d, hd[d + 2][lo + 1 : hi + 2], out=e_d)
+            e_d.add_(qd[d][lo : hi + 1])
             if d in seeds:  # E[n_b, m_b] = 1 for the pairs ending here
                 bs = torch.tensor(seeds[d], device=dev)
                 log_e[d, x_lengths[bs], bs] = 0.0
-            torch.sub(e_d, s[d, lo : hi + 1], out=h[d, lo : hi + 1])
-        # Unskew: grid cell (i, j) sits at skewed (i + j, i).
+            torch.sub(e_d, sd[d][lo : hi + 1], out=hd[d][lo : hi + 1])
+        # Unskew: grid cell (i, j) sits at skewed (i + j, i). The exponential
+        # runs on the gathered (contiguous) cells, before the permute.
         i = torch.arange(1, T1 + 1, device=dev).view(T1, 1)
         j = torch.arange(1, T2 + 1, device=dev).view(1, T2)
         flat = ((i + j) * (T1 + 2) + i).flatten()
-        grad_cost = log_e.view(-1, B)[flat].view(T1, T2, B).permute(2, 0, 1).exp()
+        grad_cost = log_e.view(-1, B)[flat].exp_().view(T1, T2, B).permute(2, 0, 1)
         return grad_cost * grad_values.view(B, 1, 1), None, None, None, None
 
 

@@ -54,33 +54,47 @@ class ConcatCombinerSM(SummaryMixing):
         )
 
 
-def mixer_specs(windows) -> dict[str, tuple[str | type, dict]]:
-    """Benchmark label -> (registry name or class, mixer kwargs)."""
+def mixer_specs(windows, compiled=()) -> dict[str, tuple[str | type, dict, bool]]:
+    """Benchmark label -> (registry name or class, mixer kwargs, compiled).
+
+    Every label in ``compiled`` gets a ``<label>_compiled`` twin run through
+    ``torch.compile`` (timed in the same interleaved rounds as the eager one).
+    """
     specs = {
-        "sdpa": ("sdpa", {}),
-        "sb_mha": ("mhsa", {}),
-        "sm_concat": (ConcatCombinerSM, {}),
-        "sm": ("sm", {}),
+        "sdpa": ("sdpa", {}, False),
+        "sb_mha": ("mhsa", {}, False),
+        "sm_concat": (ConcatCombinerSM, {}, False),
+        "sm": ("sm", {}, False),
     }
     for w in windows:
-        specs[f"wsm_w{w}"] = ("wsm", {"window_size": w})
+        specs[f"wsm_w{w}"] = ("wsm", {"window_size": w}, False)
+    unknown = sorted(set(compiled) - set(specs))
+    if unknown:
+        raise SystemExit(
+            f"--compile: unknown mixer labels {unknown}; valid: {list(specs)}"
+        )
+    for label in compiled:
+        name, kwargs, _ = specs[label]
+        specs[f"{label}_compiled"] = (name, kwargs, True)
     return specs
 
 
 class LayerStep:
     """Build one mixer and a batch; calling it runs forward + backward once."""
 
-    def __init__(self, name, kwargs, seconds, batch, d_model, nhead, dtype):
-        self.args = (name, kwargs, seconds, batch, d_model, nhead, dtype)
+    def __init__(self, name, kwargs, seconds, batch, d_model, nhead, dtype, compiled):
+        self.args = (name, kwargs, seconds, batch, d_model, nhead, dtype, compiled)
 
     def __call__(self, device: str):
-        name, kwargs, seconds, batch, d_model, nhead, dtype = self.args
+        name, kwargs, seconds, batch, d_model, nhead, dtype, compiled = self.args
         torch.manual_seed(0)
         if isinstance(name, str):
             layer = build_mixer(name, d_model, nhead=nhead, **kwargs)
         else:
             layer = name(d_model, nhead=nhead, **kwargs)
         layer = layer.to(device).train()
+        if compiled:  # compiled at the warm-up step, outside the timed rounds
+            layer = torch.compile(layer)
         T = int(seconds * FRAMES_PER_SECOND)
         x = torch.randn(batch, T, d_model, device=device, requires_grad=True)
         grad = torch.randn(batch, T, d_model, device=device)
@@ -100,16 +114,23 @@ class LayerStep:
 def run(args) -> list[dict]:
     preload("speechbrain_wsm.bench.layers")
     rows = []
-    specs = mixer_specs(args.windows)
+    specs = mixer_specs(args.windows, args.compile)
 
     settings = f"d_model {args.d_model}, {args.nhead} heads, batch {args.batch}"
     for device, dtype in step_devices(args, settings):
         for seconds in args.lengths:
             makers = {
                 label: LayerStep(
-                    name, kwargs, seconds, args.batch, args.d_model, args.nhead, dtype
+                    name,
+                    kwargs,
+                    seconds,
+                    args.batch,
+                    args.d_model,
+                    args.nhead,
+                    dtype,
+                    c,
                 )
-                for label, (name, kwargs) in specs.items()
+                for label, (name, kwargs, c) in specs.items()
             }
             frames = int(seconds * FRAMES_PER_SECOND)
             columns = {
@@ -261,6 +282,14 @@ def parse_args(argv=None):
         help="WSM window sizes (frames)",
     )
     add_options(p, batch=2, d_model=256, nhead=4)
+    p.add_argument(
+        "--compile",
+        nargs="*",
+        default=[],
+        metavar="LABEL",
+        help="mixers (e.g. sdpa sm wsm_w32) also run through torch.compile, "
+        "as <label>_compiled; each length compiles anew",
+    )
     p.add_argument("--no-plot", action="store_true")
     return p.parse_args(argv)
 

@@ -73,3 +73,23 @@ def test_quick_run_writes_table_json_and_plot(tmp_path):
     assert "machine" in data["meta"] and data["meta"]["targets"]
     assert (tmp_path / "layers_cpu.csv").read_text().startswith("device,mixer")
     assert (tmp_path / "layers_cpu.png").stat().st_size > 10_000
+
+
+def test_compile_adds_compiled_twins_of_named_mixers(monkeypatch):
+    specs = layers.mixer_specs([8], compiled=["wsm_w8"])
+    assert specs["wsm_w8_compiled"] == ("wsm", {"window_size": 8}, True)
+    assert specs["wsm_w8"][2] is False and "sm_compiled" not in specs
+    try:
+        layers.mixer_specs([8], compiled=["wsm_w32"])
+    except SystemExit as e:
+        assert "wsm_w32" in str(e)
+    else:
+        raise AssertionError("an unknown --compile label must be refused")
+    # only the twin goes through torch.compile
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda m: compiled.append(m) or m)
+    args = ("wsm", {"window_size": 8}, 0.2, 1, 16, 2, torch.float32)
+    layers.LayerStep(*args, False)("cpu")()
+    assert compiled == []
+    layers.LayerStep(*args, True)("cpu")()
+    assert len(compiled) == 1 and compiled[0].window_size == 8

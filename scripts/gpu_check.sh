@@ -56,11 +56,11 @@ bench() {
     step streaming 60 $b.streaming --device cuda --arch transformer \
         --d-model 768 --nhead 12 --d-ffn 3072 --out "$OUT/streaming"
     step softdtw 40 $b.softdtw --device all --out "$OUT/softdtw"
-    # fused SM / WSM (torch.compile) against eager and flash, last: compiling
-    # takes tens of seconds per mixer and length
+    # fused (torch.compile) and memory-lean (recompute) SM / WSM against
+    # eager and flash, last: compiling takes tens of seconds per mixer and length
     step layers_compiled 240 $b.layers --device cuda --d-model 768 --nhead 8 \
         --batch 4 --lengths 60 120 --windows 32 --compile sm wsm_w32 \
-        --no-plot --out "$OUT/layers_compiled"
+        --recompute wsm_w32 --no-plot --out "$OUT/layers_compiled"
 }
 
 recipes() {

@@ -54,11 +54,15 @@ class ConcatCombinerSM(SummaryMixing):
         )
 
 
-def mixer_specs(windows, compiled=()) -> dict[str, tuple[str | type, dict, bool]]:
+def mixer_specs(
+    windows, compiled=(), recompute=()
+) -> dict[str, tuple[str | type, dict, bool]]:
     """Benchmark label -> (registry name or class, mixer kwargs, compiled).
 
     Every label in ``compiled`` gets a ``<label>_compiled`` twin run through
-    ``torch.compile`` (timed in the same interleaved rounds as the eager one).
+    ``torch.compile``, every SM or WSM label in ``recompute`` a
+    ``<label>_recompute`` twin that recomputes its projections in backward;
+    twins are timed in the same interleaved rounds as the originals.
     """
     specs = {
         "sdpa": ("sdpa", {}, False),
@@ -68,14 +72,22 @@ def mixer_specs(windows, compiled=()) -> dict[str, tuple[str | type, dict, bool]
     }
     for w in windows:
         specs[f"wsm_w{w}"] = ("wsm", {"window_size": w}, False)
-    unknown = sorted(set(compiled) - set(specs))
-    if unknown:
-        raise SystemExit(
-            f"--compile: unknown mixer labels {unknown}; valid: {list(specs)}"
-        )
+    summary_mixers = [label for label in specs if label.startswith(("sm", "wsm"))]
+    for option, labels, valid in (
+        ("--compile", compiled, list(specs)),
+        ("--recompute", recompute, summary_mixers),
+    ):
+        unknown = sorted(set(labels) - set(valid))
+        if unknown:
+            raise SystemExit(
+                f"{option}: unknown mixer labels {unknown}; valid: {valid}"
+            )
     for label in compiled:
         name, kwargs, _ = specs[label]
         specs[f"{label}_compiled"] = (name, kwargs, True)
+    for label in recompute:
+        name, kwargs, _ = specs[label]
+        specs[f"{label}_recompute"] = (name, {**kwargs, "recompute": True}, False)
     return specs
 
 
@@ -114,7 +126,7 @@ class LayerStep:
 def run(args) -> list[dict]:
     preload("speechbrain_wsm.bench.layers")
     rows = []
-    specs = mixer_specs(args.windows, args.compile)
+    specs = mixer_specs(args.windows, args.compile, args.recompute)
 
     settings = f"d_model {args.d_model}, {args.nhead} heads, batch {args.batch}"
     for device, dtype in step_devices(args, settings):
@@ -289,6 +301,14 @@ def parse_args(argv=None):
         metavar="LABEL",
         help="mixers (e.g. sdpa sm wsm_w32) also run through torch.compile, "
         "as <label>_compiled; each length compiles anew",
+    )
+    p.add_argument(
+        "--recompute",
+        nargs="*",
+        default=[],
+        metavar="LABEL",
+        help="SM / WSM mixers (e.g. sm wsm_w32) also run with recompute=True "
+        "(projections recomputed in backward), as <label>_recompute",
     )
     p.add_argument("--no-plot", action="store_true")
     return p.parse_args(argv)

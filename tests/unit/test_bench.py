@@ -79,6 +79,14 @@ def test_compile_adds_compiled_twins_of_named_mixers(monkeypatch):
     specs = layers.mixer_specs([8], compiled=["wsm_w8"])
     assert specs["wsm_w8_compiled"] == ("wsm", {"window_size": 8}, True)
     assert specs["wsm_w8"][2] is False and "sm_compiled" not in specs
+    lean = layers.mixer_specs([8], recompute=["sm"])["sm_recompute"]
+    assert lean == ("sm", {"recompute": True}, False)
+    try:
+        layers.mixer_specs([8], recompute=["sdpa"])  # attention has no projections MLP
+    except SystemExit as e:
+        assert "sdpa" in str(e)
+    else:
+        raise AssertionError("--recompute of an attention must be refused")
     try:
         layers.mixer_specs([8], compiled=["wsm_w32"])
     except SystemExit as e:

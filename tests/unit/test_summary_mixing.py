@@ -255,3 +255,47 @@ def test_blocked_frame_scan_equals_cumsum(T):
 
     u = torch.randn(3, T, 5)
     torch.testing.assert_close(_cumsum_frames(u), u.cumsum(1), atol=1e-4, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind, kw", [("sm", {}), ("sm", {"mode": "lite"}),
+                                      ("wsm", {}), ("wsm", {"mode": "fast"})])  # fmt: skip
+def test_recompute_gives_the_same_outputs_and_gradients(kind, kw):
+    x = torch.randn(2, 12, D)
+    pad = pad_mask([12, 7], 12)
+    results = []
+    for recompute in (False, True):
+        layer = make(kind, recompute=recompute, **kw).train()
+        xi = x.clone().requires_grad_(True)
+        y = layer(xi, src_key_padding_mask=pad)
+        y.square().sum().backward()
+        grads = [p.grad for p in layer.parameters()]
+        results.append((y.detach(), xi.grad, grads))
+    (y0, gx0, gp0), (y1, gx1, gp1) = results
+    torch.testing.assert_close(y1, y0)
+    torch.testing.assert_close(gx1, gx0)
+    for a, b in zip(gp1, gp0, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+class _WSMStep:
+    """One forward + backward of a WSM layer (for peak_memory's child process)."""
+
+    def __init__(self, recompute):
+        self.recompute = recompute
+
+    def __call__(self, device):
+        torch.manual_seed(0)
+        layer = WindowedSummaryMixing(128, nhead=4, recompute=self.recompute)
+        x = torch.randn(2, 4000, 128, requires_grad=True)
+
+        def step():
+            layer(x).sum().backward()
+
+        return step
+
+
+def test_recompute_lowers_the_peak_memory_of_a_training_step():
+    from speechbrain_wsm.bench.common import peak_memory
+
+    kept, recomputed = (peak_memory(_WSMStep(r), "cpu") for r in (False, True))
+    assert recomputed["peak_bytes"] < 0.85 * kept["peak_bytes"], (kept, recomputed)

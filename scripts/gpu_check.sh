@@ -63,31 +63,41 @@ bench() {
         --recompute wsm_w32 --no-plot --out "$OUT/layers_compiled"
 }
 
-recipes() {
-    local data=${GPU_DATA:-$ROOT/.gpu_data/LibriSpeech}
-    local split=(--dev_splits=[dev-synth] --test_splits=[dev-synth] --device=cuda)
-    # from scratch: the three Conformers at the recipe's size, side by side on
-    # the one GPU (equal steps; step times are under shared load)
-    local ctc=recipes/LibriSpeech/ASR/CTC
+DATA=${GPU_DATA:-$ROOT/.gpu_data/LibriSpeech}
+SPLITS=(--dev_splits=[dev-synth] --test_splits=[dev-synth] --device=cuda)
+
+# NAME LIMIT WSM_WINDOW OPTIONS...: the MHSA, SM and WSM Conformers at once
+# (WSM_WINDOW: frames, or - for the recipe's; only the WSM YAML has the key)
+ctc_side_by_side() {
+    local name=$1 limit=$2 window=$3 ctc=recipes/LibriSpeech/ASR/CTC
+    shift 3
     for m in mhsa sm wsm; do
-        timeout 240 $PY $ctc/train.py $ctc/hparams/conformer_$m.yaml \
-            --data_folder="$data" --train_splits=[train-synth] "${split[@]}" \
-            --output_folder="$OUT/ctc_$m" --precision=bf16 --number_of_epochs=15 \
-            --seconds_per_batch=100 --num_workers=4 >"$OUT/ctc_$m.log" 2>&1 &
+        local own=()
+        [ $m = wsm ] && [ "$window" != - ] && own=(--window_size="$window")
+        timeout "$limit" $PY $ctc/train.py $ctc/hparams/conformer_$m.yaml "${own[@]}" \
+            --data_folder="$DATA" --train_splits=[train-synth] "${SPLITS[@]}" \
+            --output_folder="$OUT/${name}_$m" --precision=bf16 --num_workers=4 \
+            "$@" >"$OUT/${name}_$m.log" 2>&1 &
     done
     wait
     for m in mhsa sm wsm; do
-        echo "=== ctc_$m"
-        tail -n 6 "$OUT/ctc_$m.log"
-        cat "$OUT/ctc_$m/train_cost.json" 2>/dev/null
+        echo "=== ${name}_$m"
+        grep "epoch:" "$OUT/${name}_$m/train_log.txt" | sed -n '1p;5p;10p;20p;$p'
+        cat "$OUT/${name}_$m/results.md" "$OUT/${name}_$m/train_cost.json" 2>/dev/null
     done
+}
+
+recipes() {
+    # from scratch: the three Conformers at the recipe's size, side by side on
+    # the one GPU (equal steps; step times are under shared load)
+    ctc_side_by_side ctc 240 - --number_of_epochs=15 --seconds_per_batch=100
     # selective fine-tuning of a wav2vec 2.0 BASE (random weights: cost only)
     $PY -c "from transformers import Wav2Vec2Config as C, Wav2Vec2Model as M; M(C()).save_pretrained('/tmp/w2v_base')"
     local ft=recipes/LibriSpeech/ASR/selective-finetuning
     for mode in full wsm; do
         step "ft_$mode" 150 $PY $ft/train.py $ft/hparams/$mode.yaml \
-            --ssl_source=/tmp/w2v_base --data_folder="$data" --train_set=train-synth \
-            "${split[@]}" --output_folder="$OUT/ft_$mode" --precision=bf16 \
+            --ssl_source=/tmp/w2v_base --data_folder="$DATA" --train_set=train-synth \
+            "${SPLITS[@]}" --output_folder="$OUT/ft_$mode" --precision=bf16 \
             --number_of_epochs=10 --seconds_per_batch=100 --extra_decoders=[] --num_workers=4
         cat "$OUT/ft_$mode/train_cost.json" 2>/dev/null
     done
@@ -99,26 +109,9 @@ learn() {
     # .gpu_data). On the 2-core CPU the WSM one left the CTC blank plateau
     # after about 280 steps and reached dev CER 64 % at 560; the recipe's
     # 12 x 256 default stayed on the plateau after 555 steps of this audio.
-    local data=${GPU_DATA:-$ROOT/.gpu_data/LibriSpeech}
-    local ctc=recipes/LibriSpeech/ASR/CTC
-    for m in mhsa sm wsm; do
-        local window=()
-        [ $m = wsm ] && window=(--window_size=16)
-        timeout 400 $PY $ctc/train.py $ctc/hparams/conformer_$m.yaml "${window[@]}" \
-            --data_folder="$data" --train_splits=[train-synth] \
-            --dev_splits=[dev-synth] --test_splits=[dev-synth] --device=cuda \
-            --output_folder="$OUT/learn_$m" --precision=bf16 --number_of_epochs=20 \
-            --seconds_per_batch=60 --num_workers=4 --d_model=144 --num_layers=4 \
-            --nhead=4 --d_ffn=576 --kernel_size=15 --cnn_channels=[32,32] \
-            --spec_augment=False --lr=0.001 --hold=0.6 \
-            >"$OUT/learn_$m.log" 2>&1 &
-    done
-    wait
-    for m in mhsa sm wsm; do
-        echo "=== learn_$m"
-        grep "epoch:" "$OUT/learn_$m/train_log.txt" | sed -n '1p;10p;20p;30p;$p'
-        cat "$OUT/learn_$m/results.md" 2>/dev/null
-    done
+    ctc_side_by_side learn 400 16 --number_of_epochs=20 --seconds_per_batch=60 \
+        --d_model=144 --num_layers=4 --nhead=4 --d_ffn=576 --kernel_size=15 \
+        --cnn_channels=[32,32] --spec_augment=False --lr=0.001 --hold=0.6
 }
 
 case $phase in

@@ -59,9 +59,11 @@ from speechbrain_wsm.nnet.encoders import MixerEncoder
 from speechbrain_wsm.recipe.dataio import SpanMaskCollate
 
 SAMPLE_RATE = 16000
-MIXERS = ("mhsa", "relpos_mhsa", "sdpa", "sm", "wsm")
-#: the attentions the targets are checked against; ``sdpa`` is reported only
-TARGET_BASELINES = ("mhsa", "relpos_mhsa")
+#: the attentions SM and WSM are compared with; the targets apply to the
+#: first two (SpeechBrain's), ``sdpa`` is reported only
+ATTENTIONS = ("mhsa", "relpos_mhsa", "sdpa")
+TARGET_BASELINES = ATTENTIONS[:2]
+MIXERS = (*ATTENTIONS, "sm", "wsm")
 SIZES = {
     "base": dict(d_model=768, num_layers=12, nhead=8, d_ffn=3072, latent=512),
     "small": dict(d_model=256, num_layers=4, nhead=4, d_ffn=1024, latent=256),
@@ -187,7 +189,7 @@ def check_targets(rows) -> list[dict]:
         cuda = device.startswith("cuda")
         for seconds in sorted({r["seconds"] for r in rows if r["device"] == device}):
             for mixer in ("sm", "wsm"):
-                for base in ("mhsa", "relpos_mhsa", "sdpa"):
+                for base in ATTENTIONS:
                     for key, what in (("time_ms", "time"), ("peak_mib", "peak memory")):
                         at = dict(device=device, seconds=seconds)
                         num = lookup(rows, key, mixer=mixer, **at)

@@ -8,12 +8,10 @@ reconstruction, not from the paper.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from speechbrain_wsm.nnet.encoders import MixerEncoder
 from speechbrain_wsm.nnet.registry import build_mixer
-from speechbrain_wsm.nnet.streaming import StreamingWSM
 from speechbrain_wsm.nnet.summary_mixing import valid_frames
 
 __all__ = ["StreamingEncoder", "STREAMING_MIXERS"]
@@ -152,15 +150,29 @@ class StreamingEncoder(MixerEncoder):
         return out[B:], [h[B:] for h in hidden]
 
     # -- streaming ------------------------------------------------------------
+    def init_stream(self, batch: int = 1, device=None, dtype=torch.float32) -> dict:
+        """An empty stream state for ``batch`` streams (see :meth:`stream`)."""
+        from speechbrain_wsm.nnet.streaming_cache import init_state
+
+        state = init_state(self, batch, device, dtype)
+        state["final"] = False
+        return state
+
     def stream(self, chunk: torch.Tensor | None, state=None, final: bool = False):
-        """Encode the next frames of a stream.
+        """Encode the next frames of a stream, incrementally.
+
+        Each layer keeps fixed-size caches (keys and values, window sums, the
+        convolution's left context, both LLSA streams:
+        :mod:`speechbrain_wsm.nnet.streaming_cache`) and computes only the
+        chunk's new frames, so the cost of a chunk does not depend on the
+        audio before it.
 
         Arguments
         ---------
         chunk : torch.Tensor or None
             ``[batch, frame, d_model]``, the next input frames (any number,
             equal-length streams); None with ``final=True`` flushes.
-        state : list, optional
+        state : dict, optional
             What the previous call returned; None starts a stream.
         final : bool
             The stream ends with this chunk: emit every remaining frame.
@@ -171,93 +183,55 @@ class StreamingEncoder(MixerEncoder):
             ``[batch, emitted, d_model]``: the next frames of the offline
             output (after the final LayerNorm). Until ``final``, the stream
             is ``lookahead`` frames behind its input.
-        state : list
-            One dict per layer: bounded buffers of at most ``layer_reach +
-            right_context + chunk`` frames and, for ``swsm``, a running sum
-            and count.
+        state : dict
+            ``pos`` (frames fed), ``final`` and one dict of caches per layer
+            and stream, of sizes fixed by the model.
         """
+        from speechbrain_wsm.nnet.streaming_cache import encoder_step
+
         if self.training:
             raise ValueError("stream() needs eval mode (dropout would differ)")
-        if state is None:
-            state = [None] * len(self.layers)
-        if chunk is None:
-            if not final:
-                raise ValueError("chunk=None is only allowed with final=True")
-            c = s = None
-        else:
+        if chunk is None and not final:
+            raise ValueError("chunk=None is only allowed with final=True")
+        if state is not None and state.get("final"):
+            raise ValueError("this stream was finished (final=True): start a new one")
+        if chunk is not None:
+            if not isinstance(chunk, torch.Tensor) or not chunk.is_floating_point():
+                raise ValueError(
+                    "chunk must be a float tensor [batch, frame, "
+                    f"{self.d_model}], got {getattr(chunk, 'dtype', type(chunk))}"
+                )
             if chunk.dim() != 3 or chunk.shape[-1] != self.d_model:
                 raise ValueError(
                     f"chunk must be [batch, frame, {self.d_model}], got {tuple(chunk.shape)}"
                 )
-            c = s = chunk
-        new_state = []
-        for layer, st in zip(self.layers, state, strict=True):
-            c, s, st = self._stream_layer(layer, c, s, st, final)
-            new_state.append(st)
-        out = s if self.low_latency else c
-        if out is None:
-            raise ValueError("stream(None, final=True) before any frame was fed")
-        return self.norm(out), new_state
-
-    def _stream_layer(self, layer, c_new, s_new, st, final):
-        """One layer: append the new input frames, recompute on the buffer,
-        emit the frames whose inputs have all arrived, trim the buffer."""
-        two = self.low_latency
-        R = self.right_context
-        if st is None:
-            st = {"start": 0, "c": None, "s": None, "done_c": 0, "done_s": 0}
-            st["prefix"] = None
-
-        def cat(buf, new):
-            if new is None or new.shape[1] == 0:
-                return buf
-            return new if buf is None else torch.cat([buf, new], dim=1)
-
-        st = dict(st)
-        st["c"] = cat(st["c"], c_new)
-        if two:
-            st["s"] = cat(st["s"], s_new)
-        if st["c"] is None:
-            return c_new, s_new, st
-        start = st["start"]
-        avail_c = start + st["c"].shape[1]
-        if two:
-            avail_s = start + (0 if st["s"] is None else st["s"].shape[1])
-            emit_c = avail_c
-            emit_s = avail_s if final else min(avail_s, avail_c - R)
-        else:
-            emit_c = avail_c if final else avail_c - R
-            emit_s = emit_c
-        emit_c, emit_s = max(emit_c, st["done_c"]), max(emit_s, st["done_s"])
-        if emit_c == st["done_c"] and emit_s == st["done_s"]:
-            empty = st["c"][:, :0]
-            return empty, (empty if two else None), st
-        new_start = max(start, min(emit_c, emit_s) - self.layer_reach)
-        mixer = layer.mixer
-        ctx = None
-        if isinstance(mixer, StreamingWSM):
-            ctx = {"prefix": st["prefix"], "commit": new_start - start}
-            mixer.stream_context = ctx
-        try:
-            if two:
-                B = st["c"].shape[0]
-                s_buf = st["s"] if st["s"] is not None else st["c"][:, :0]
-                gap = st["c"].shape[1] - s_buf.shape[1]
-                s_pad = F.pad(s_buf, (0, 0, 0, gap))  # unseen frames: never emitted
-                y = layer(torch.cat([st["c"], s_pad]))
-                c_out = y[:B, st["done_c"] - start : emit_c - start]
-                s_out = y[B:, st["done_s"] - start : emit_s - start]
-            else:
-                y = layer(st["c"])
-                c_out, s_out = y[:, st["done_c"] - start : emit_c - start], None
-        finally:
-            if ctx is not None:
-                mixer.stream_context = None
-        if ctx is not None:
-            st["prefix"] = ctx["new_prefix"]
-        cut = new_start - start
-        st["c"] = st["c"][:, cut:]
-        if two and st["s"] is not None:
-            st["s"] = st["s"][:, cut:]
-        st.update(start=new_start, done_c=emit_c, done_s=emit_s)
-        return c_out, s_out, st
+        if state is None:
+            if chunk is None:
+                raise ValueError("stream(None, final=True) before any frame was fed")
+            state = self.init_stream(chunk.shape[0], chunk.device, chunk.dtype)
+        batch = state["layers"][0]["c"]["h"].shape[0]
+        if chunk is not None and chunk.shape[0] != batch:
+            raise ValueError(
+                f"chunk has batch {chunk.shape[0]}, the stream has {batch} streams"
+            )
+        la, outs = self.lookahead, []
+        if chunk is not None and chunk.shape[1] > 0:
+            y, new = encoder_step(self, chunk, state)
+            drop = max(0, la - state["pos"])
+            outs.append(y[:, min(drop, y.shape[1]) :])
+            state = {**new, "final": False}
+        if final:
+            end = state["pos"]
+            if end == 0:
+                raise ValueError("stream(None, final=True) before any frame was fed")
+            if la > 0:
+                ref = state["layers"][0]["c"]["h"]
+                pad = ref.new_zeros(batch, la, self.d_model)
+                y, new = encoder_step(self, pad, state, end=end)
+                outs.append(y[:, max(0, la - end) :])
+                state = new
+            state = {**state, "final": True}
+        if not outs:
+            ref = state["layers"][0]["c"]["h"]
+            return ref.new_zeros(batch, 0, self.d_model), state
+        return torch.cat(outs, dim=1), state

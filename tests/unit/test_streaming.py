@@ -135,58 +135,120 @@ def test_acausal_attention_is_unbounded():
     assert lookahead_frames(att, D, frames=16, probes=4, max_frames=32) is None
 
 
-def _state_frames(state):
-    return sum(
-        t.shape[1] for st in state for k in ("c", "s") if (t := st[k]) is not None
-    )
+def _state_numel(state):
+    from speechbrain_wsm.nnet.streaming_cache import state_tensors
+
+    return sum(t.numel() for t in state_tensors(state))
 
 
-@pytest.mark.parametrize(
-    ("mixer", "low_latency"),
-    [("sa", False), ("sa", True), ("swsm", False), ("swsm", True), ("maa", False)],
-)
+STREAM_CASES = [
+    ("sa", False),
+    ("sa", True),
+    ("swsm", False),
+    ("swsm", True),
+    ("maa", False),
+]
+
+
+@pytest.mark.parametrize(("mixer", "low_latency"), STREAM_CASES)
 def test_stream_equals_offline(mixer, low_latency):
     enc = _encoder(mixer, low_latency, layers=3, R=2, L=5)
-    T = 40
+    T = 70
     x = torch.randn(2, T, D)
     with torch.no_grad():
         full, _ = enc(x)
-        for chunk in (1, 3, 16):
-            outs, state, fed, sizes = [], None, 0, []
+        empty = _state_numel(enc.init_stream(2))
+        for chunk in (1, 2, 3, 7, 16, 64):
+            outs, state, fed = [], None, 0
             for i in range(0, T, chunk):
                 y, state = enc.stream(x[:, i : i + chunk], state)
                 fed += x[:, i : i + chunk].shape[1]
                 outs.append(y)
                 # delayed by exactly the look-ahead
                 assert sum(o.shape[1] for o in outs) == max(0, fed - enc.lookahead)
-                sizes.append(_state_frames(state))
+                # the caches have one size, whatever the chunk and the past
+                assert _state_numel(state) == empty
             y, state = enc.stream(None, state, final=True)
             outs.append(y)
             torch.testing.assert_close(torch.cat(outs, 1), full, atol=2e-5, rtol=1e-4)
-            # bounded state: never more than reach + look-ahead + chunk per layer
-            per_layer = enc.layer_reach + enc.right_context + chunk
-            streams = 2 if low_latency else 1
-            assert max(sizes) <= len(enc.layers) * streams * per_layer
 
 
-def test_stream_state_does_not_grow():
-    enc = _encoder("swsm", True, layers=2, R=1, L=3)
-    x = torch.randn(1, 200, D)
-    state, sizes = None, []
+@pytest.mark.parametrize("arch", ["transformer", "branchformer"])
+@pytest.mark.parametrize(("mixer", "low_latency"), [("sa", True), ("swsm", False)])
+def test_stream_equals_offline_other_blocks(arch, mixer, low_latency):
+    enc = _encoder(mixer, low_latency, layers=2, R=3, L=4, arch=arch)
+    x = torch.randn(1, 37, D)
     with torch.no_grad():
-        for i in range(0, 200, 5):
-            _, state = enc.stream(x[:, i : i + 5], state)
-            sizes.append(
-                sum(t.numel() for st in state for t in _tensors(st) if t is not None)
-            )
-    assert max(sizes[-10:]) <= max(sizes[5:15])  # 1000 frames later, no bigger
+        full, _ = enc(x)
+        outs, state = [], None
+        for i in range(0, 37, 5):
+            y, state = enc.stream(x[:, i : i + 5], state)
+            outs.append(y)
+        outs.append(enc.stream(None, state, final=True)[0])
+    torch.testing.assert_close(torch.cat(outs, 1), full, atol=2e-5, rtol=1e-4)
 
 
-def _tensors(st):
-    yield st["c"]
-    yield st["s"]
-    if st["prefix"] is not None:
-        yield from st["prefix"]
+@pytest.mark.parametrize(("mixer", "low_latency"), STREAM_CASES)
+def test_stream_equals_padded_batch(mixer, low_latency):
+    """Each utterance of a padded batch, streamed alone (and shorter than the
+    look-ahead), gives its valid frames of the batched offline forward."""
+    enc = _encoder(mixer, low_latency, layers=3, R=2, L=5)
+    lengths = [30, 17, 4]
+    x = torch.randn(3, 30, D)
+    with torch.no_grad():
+        full, _ = enc(x, _pad_mask(lengths, 30))
+        for b, n in enumerate(lengths):
+            y1, state = enc.stream(x[b : b + 1, : n // 2])
+            y2, _ = enc.stream(x[b : b + 1, n // 2 : n], state, final=True)
+            got = torch.cat([y1, y2], 1)[0]
+            torch.testing.assert_close(got, full[b, :n], atol=2e-5, rtol=1e-4)
+
+
+def _chunk_flops(enc, n, warm=60):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.randn(1, warm + n, D)
+    with torch.no_grad():
+        _, state = enc.stream(x[:, :warm])
+        with FlopCounterMode(display=False) as counter:
+            enc.stream(x[:, warm:], state)
+    return counter.get_total_flops(), state
+
+
+@pytest.mark.parametrize(("mixer", "low_latency"), STREAM_CASES)
+def test_chunk_work_is_constant_and_proportional(mixer, low_latency):
+    """FLOPs (torch.utils.flop_counter) of a chunk once the caches are full:
+    the same after 60 or 600 frames of past, and proportional to the chunk's
+    new frames; the state keeps its size."""
+    enc = _encoder(mixer, low_latency, layers=3, R=2, L=5)
+    f4, s_short = _chunk_flops(enc, 4)
+    f4_late, s_long = _chunk_flops(enc, 4, warm=600)
+    f8, _ = _chunk_flops(enc, 8)
+    f32, _ = _chunk_flops(enc, 32)
+    assert f4 > 0 and f4 == f4_late
+    assert f8 == 2 * f4 and f32 == 8 * f4
+    assert _state_numel(s_short) == _state_numel(s_long)
+
+
+def test_stream_refuses_bad_input():
+    enc = _encoder("sa", True, layers=2, R=1, L=3)
+    x = torch.randn(1, 10, D)
+    with torch.no_grad():
+        with pytest.raises(ValueError, match=r"chunk must be \[batch, frame, 16\]"):
+            enc.stream(torch.randn(1, 10, D + 1))
+        with pytest.raises(ValueError, match="float tensor"):
+            enc.stream(torch.ones(1, 10, D, dtype=torch.long))
+        _, state = enc.stream(x)
+        with pytest.raises(ValueError, match="batch 2"):
+            enc.stream(torch.randn(2, 3, D), state)
+        _, state = enc.stream(None, state, final=True)
+        with pytest.raises(ValueError, match="finished"):
+            enc.stream(x, state)
+        with pytest.raises(ValueError, match="before any frame"):
+            enc.stream(None, final=True)
+        enc.train()
+        with pytest.raises(ValueError, match="eval mode"):
+            enc.stream(x)
 
 
 def test_low_latency_padding_and_hidden_states():

@@ -7,11 +7,14 @@ reconstruction, not from the paper.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 from torch import nn
 
 from speechbrain_wsm.nnet.encoders import MixerEncoder
 from speechbrain_wsm.nnet.registry import build_mixer
+from speechbrain_wsm.nnet.streaming import StreamingWSM
 from speechbrain_wsm.nnet.summary_mixing import valid_frames
 
 __all__ = ["StreamingEncoder", "STREAMING_MIXERS"]
@@ -148,6 +151,36 @@ class StreamingEncoder(MixerEncoder):
             mask = torch.cat([mask, mask])
         out, hidden = super().forward(torch.cat([x, x]), mask)
         return out[B:], [h[B:] for h in hidden]
+
+    @contextmanager
+    def left_context_as(self, left_context: int):
+        """Run every mixer with ``left_context`` frames back (training with
+        random left contexts, as dynamic chunk training does); restored after.
+
+        Example
+        -------
+        >>> enc = StreamingEncoder(1, 8, nhead=2, d_ffn=16, left_context=6)
+        >>> with enc.left_context_as(2):
+        ...     enc.layers[0].mixer.left_context
+        2
+        >>> enc.layers[0].mixer.left_context
+        6
+        """
+        if not isinstance(left_context, int) or not 0 <= left_context:
+            raise ValueError(f"left_context must be an int >= 0, got {left_context!r}")
+        mixers = [layer.mixer for layer in self.layers]
+        saved = [(m.left_context, getattr(m, "left", None)) for m in mixers]
+        try:
+            for m in mixers:
+                m.left_context = left_context
+                if isinstance(m, StreamingWSM):
+                    m.left = left_context
+            yield self
+        finally:
+            for m, (lc, left) in zip(mixers, saved, strict=True):
+                m.left_context = lc
+                if left is not None:
+                    m.left = left
 
     # -- streaming ------------------------------------------------------------
     def init_stream(self, batch: int = 1, device=None, dtype=torch.float32) -> dict:

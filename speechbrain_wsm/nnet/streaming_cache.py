@@ -171,6 +171,11 @@ def _valid(pos: torch.Tensor, end) -> torch.Tensor:
     return ok
 
 
+def _append(cache: torch.Tensor, new: torch.Tensor, dim: int) -> torch.Tensor:
+    """``cat([cache, new])``, without the copy when the cache is empty."""
+    return torch.cat([cache, new], dim=dim) if cache.shape[dim] else new
+
+
 def _tail(t: torch.Tensor, keep: int, dim: int) -> torch.Tensor:
     return t.narrow(dim, t.shape[dim] - keep, keep)
 
@@ -181,27 +186,27 @@ def _windows(t: torch.Tensor, start: int, n: int, width: int) -> torch.Tensor:
     return t[:, :, start : start + n + width - 1].unfold(2, width, 1).transpose(-1, -2)
 
 
-def _attention_step(mixer, z, st, sp, a, end, future):
+def _attention_step(mixer, proj, st, sp, a, end, future):
     """Attention of the ``n`` frames leaving the queue; new caches; this
     stream's keys and values (for the look-ahead stream's future)."""
-    n = z.shape[1]
-    q_new, k_new, v_new = mixer.split_heads(z)
-    kf = torch.cat([st["k"], k_new], dim=2)  # positions a - d_in - keep ...
-    vf = torch.cat([st["v"], v_new], dim=2)
-    qf = torch.cat([st["q"], q_new], dim=2)
+    q_new, k_new, v_new = proj
+    n, device = q_new.shape[2], q_new.device
+    kf = _append(st["k"], k_new, 2)  # positions a - d_in - keep ...
+    vf = _append(st["v"], v_new, 2)
+    qf = _append(st["q"], q_new, 2)
     q = qf[:, :, :n]
     L, Rs, P = sp.left, sp.right, sp.pending
     base = sp.keep - P - L
     width = L + Rs + 1
     keys, values = _windows(kf, base, n, width), _windows(vf, base, n, width)
-    qpos = _positions(a - sp.d_out, n, z.device)
-    offsets = torch.arange(-L, Rs + 1, device=z.device)
+    qpos = _positions(a - sp.d_out, n, device)
+    offsets = torch.arange(-L, Rs + 1, device=device)
     if sp.future:
         ck, cv, ckeep = future
         start = ckeep - sp.future + 1  # c frame of offset 1 for query 0
         keys = torch.cat([keys, _windows(ck, start, n, sp.future)], dim=3)
         values = torch.cat([values, _windows(cv, start, n, sp.future)], dim=3)
-        offsets = torch.arange(-L, sp.future + 1, device=z.device)
+        offsets = torch.arange(-L, sp.future + 1, device=device)
     allowed = _valid(qpos[:, None] + offsets[None, :], end) | (offsets == 0)
     scores = torch.einsum("bhnd,bhnwd->bhnw", q * q.shape[-1] ** -0.5, keys)
     p = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)
@@ -225,14 +230,14 @@ def _prefix(t: torch.Tensor) -> torch.Tensor:
     return torch.cat([zero, t.cumsum(1)], dim=1)
 
 
-def _swsm_step(mixer, z, st, sp, a, end, future):
+def _swsm_step(mixer, proj, st, sp, a, end, future):
     """Streaming WSM of the ``n`` frames leaving the queue; new caches; this
     stream's summary features and validity (for the look-ahead stream)."""
-    n = z.shape[1]
-    local, summ = mixer._branches(z)
+    local, summ = proj
+    n, device, dtype = summ.shape[1], summ.device, summ.dtype
     start = a - sp.d_in - sp.keep  # position of cache frame 0
-    nf = _valid(_positions(start, sp.keep + n, z.device), end).to(torch.float32)
-    nf = nf[None].expand(z.shape[0], -1)
+    nf = _valid(_positions(start, sp.keep + n, device), end).to(torch.float32)
+    nf = nf[None].expand(summ.shape[0], -1)
     u_new = summ.float() * nf[:, sp.keep :, None]
     uf = torch.cat([st["u"], u_new], dim=1)
     cu, cn = _prefix(uf), _prefix(nf)
@@ -257,57 +262,94 @@ def _swsm_step(mixer, z, st, sp, a, end, future):
         "acc_n": st["acc_n"] + nf[:, :n].sum(1),
     }
     if local is not None:
-        lf = torch.cat([st["local"], local], dim=1)
+        lf = _append(st["local"], local, 1)
         le, new["local"] = lf[:, :n], lf[:, n:]
-    y = mixer._combine(le, [win.to(z.dtype), run.to(z.dtype)], z.dtype, n)
+    y = mixer._combine(le, [win.to(dtype), run.to(dtype)], dtype, n)
     return y, new, (cu, cn, K)
 
 
 def _conv_step(conv: torch.nn.Conv1d, b, cache, valid):
     """Causal depthwise convolution of ``b`` ``[B, C, n]`` after ``cache``
-    ``[B, C, K - 1]``; frames outside the stream are zeros (its padding)."""
-    b = torch.where(valid[None, None, :], b, b.new_zeros(()))
-    full = torch.cat([cache, b], dim=2)
-    out = F.conv1d(full, conv.weight, conv.bias, groups=conv.groups)
+    ``[B, C, K - 1]``; frames outside the stream (``valid`` ``[B, n]`` False)
+    are zeros, its padding."""
+    b = torch.where(valid[:, None, :], b, b.new_zeros(()))
+    full = _append(cache, b, 2)
+    K = conv.kernel_size[0]
+    if b.shape[2] <= 4:  # a few frames: cheaper than the convolution kernel
+        w = conv.weight[:, 0]
+        out = torch.einsum("bcnk,ck->bcn", full.unfold(2, K, 1), w)
+        if conv.bias is not None:
+            out = out + conv.bias[:, None]
+    else:
+        out = F.conv1d(full, conv.weight, conv.bias, groups=conv.groups)
     return out, _tail(full, cache.shape[2], 2)
 
 
-def _layer_step(layer, x, st, sp, a, end, future, kind):
-    """One stream of one layer: ``x`` ``[B, n, D]`` at positions ``a - d_in
-    ...`` -> the layer's output at positions ``a - d_out ...``."""
-    n = x.shape[1]
+def _split(t: torch.Tensor, parts: int, dim: int = 0):
+    return t.chunk(parts, dim=dim) if parts > 1 else (t,)
+
+
+def _cat(ts, dim: int = 0) -> torch.Tensor:
+    return torch.cat(ts, dim=dim) if len(ts) > 1 else ts[0]
+
+
+def _layer_step(layer, xs, sts, sps, a, end, kind):
+    """The streams of one layer (LLSA: causal then look-ahead), stacked on
+    the batch axis for every per-frame part: ``xs[i]`` ``[B, n, D]`` at
+    positions ``a - d_in ...`` -> outputs at positions ``a - d_out ...``."""
+    S, n = len(xs), xs[0].shape[1]
+    B = xs[0].shape[0]
+    x = _cat(xs)
     arch = type(layer).__name__
-    if arch == "ConformerLayer":
-        h = x + 0.5 * layer.ffn1(x)
-    else:
-        h = x
+    h = x + 0.5 * layer.ffn1(x) if arch == "ConformerLayer" else x
     z = layer.norm_mixer(h)
-    step = _attention_step if kind == "attention" else _swsm_step
-    mix, new, shared = step(layer.mixer, z, st, sp, a, end, future)
-    hf = torch.cat([st["h"], h], dim=1)
-    he, new["h"] = hf[:, :n], hf[:, n:]
-    out_valid = _valid(_positions(a - sp.d_out, n, x.device), end)
+    if kind == "attention":
+        projs = zip(*(_split(t, S) for t in layer.mixer.split_heads(z)), strict=True)
+        step = _attention_step
+    else:
+        local, summ = layer.mixer._branches(z)
+        locals_ = _split(local, S) if local is not None else (None,) * S
+        projs = zip(locals_, _split(summ, S), strict=True)
+        step = _swsm_step
+    mixes, news, hes, valids, shared = [], [], [], [], None
+    for proj, st, sp, hi in zip(projs, sts, sps, _split(h, S), strict=True):
+        mix, new, out = step(
+            layer.mixer, proj, st, sp, a, end, shared if sp.future else None
+        )
+        shared = shared or out
+        hf = _append(st["h"], hi, 1)
+        he, new["h"] = hf[:, :n], hf[:, n:]
+        mixes.append(mix)
+        hes.append(he)
+        news.append(new)
+        valids.append(
+            _valid(_positions(a - sp.d_out, n, x.device), end)[None].expand(B, n)
+        )
+    mix, he, valid = _cat(mixes), _cat(hes), _cat(valids)
     if arch == "ConformerLayer":
         he = he + mix
         cm = layer.conv
         b = cm.bottleneck(cm.layer_norm(he).transpose(1, 2))
-        c, new["conv"] = _conv_step(cm.conv, b, st["conv"], out_valid)
+        cache = _cat([st["conv"] for st in sts])
+        c, conv = _conv_step(cm.conv, b, cache, valid)
         he = he + cm.after_conv(c.transpose(1, 2))
         y = layer.norm_out(he + 0.5 * layer.ffn2(he))
     elif arch == "TransformerLayer":
         he = he + mix
-        y = he + layer.ffn(he)
+        y, conv = he + layer.ffn(he), None
     elif arch == "BranchformerLayer":
         g = layer.cgmlp
         pa, pb = g.activation(g.pre(layer.norm_mlp(he))).chunk(2, dim=-1)
-        c, new["conv"] = _conv_step(
-            g.conv, g.norm(pb).transpose(1, 2), st["conv"], out_valid
-        )
+        cache = _cat([st["conv"] for st in sts])
+        c, conv = _conv_step(g.conv, g.norm(pb).transpose(1, 2), cache, valid)
         cg = g.post(pa * c.transpose(1, 2))
         y = he + layer.merge(torch.cat([mix, cg], dim=-1))
     else:
         raise ValueError(f"incremental streaming does not know layer {arch}")
-    return y, new, shared
+    if conv is not None:
+        for new, part in zip(news, _split(conv, S), strict=True):
+            new["conv"] = part
+    return _split(y, S), news
 
 
 def encoder_step(enc, x: torch.Tensor, state: dict, end=None):
@@ -337,18 +379,19 @@ def encoder_step(enc, x: torch.Tensor, state: dict, end=None):
     a = state["pos"]
     kind = _kind(enc.layers[0].mixer)
     layers = []
-    c = s = x
+    streams = [x, x] if enc.low_latency else [x]
     for layer, st, specs in zip(
         enc.layers, state["layers"], stream_specs(enc), strict=True
     ):
-        new = {}
-        c, new["c"], shared = _layer_step(
-            layer, c, st["c"], specs["c"], a, end, None, kind
+        names = list(specs)
+        streams, news = _layer_step(
+            layer,
+            streams,
+            [st[k] for k in names],
+            [specs[k] for k in names],
+            a,
+            end,
+            kind,
         )
-        if "s" in specs:
-            s, new["s"], _ = _layer_step(
-                layer, s, st["s"], specs["s"], a, end, shared, kind
-            )
-        layers.append(new)
-    out = s if enc.low_latency else c
-    return enc.norm(out), {"pos": a + x.shape[1], "layers": layers}
+        layers.append(dict(zip(names, news, strict=True)))
+    return enc.norm(streams[-1]), {"pos": a + x.shape[1], "layers": layers}

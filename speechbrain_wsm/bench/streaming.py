@@ -12,13 +12,23 @@ of ``--layers`` Conformer layers (default 12) with ``left_context`` /
 2. **training step** (forward + backward of the encoder on one utterance):
    best-of-rounds time and peak memory (:mod:`speechbrain_wsm.bench.common`)
    against utterance length (20 ms frames);
-3. **streaming real-time factor**: compute time of
-   :meth:`~speechbrain_wsm.nnet.streaming_encoder.StreamingEncoder.stream` over
-   ``--stream-seconds`` of frames fed in chunks of each ``--chunks`` size,
-   divided by the audio duration (below 1: faster than real time).
+3. **streaming real-time factor** of the whole recogniser on one torch thread:
+   :class:`~speechbrain_wsm.models.streaming_ctc.StreamingFbankCTC` (streamable
+   fbank front end, this encoder, a CTC head of ``--vocab`` units) fed
+   ``--stream-seconds`` of audio in chunks of each ``--chunks`` size (in
+   20 ms frames) through its incremental ``stream()``; compute time divided
+   by the audio duration (below 1: faster than real time), as wall-clock time
+   and as the thread's CPU time (which a machine shared with other jobs
+   inflates less). Beside it, the look-ahead in ms (encoder look-ahead plus
+   the front end's window past its hop) and the latency from a sample's
+   arrival to its characters' output: chunk + look-ahead + mean compute time
+   of a chunk (wall), in ms.
 
 Targets (ratios of this one run): SA's peak training memory at the longest
-length at most 1/3 of MAA's; LLSA's look-ahead at most 1/10 of MAA's.
+length at most 1/3 of MAA's; LLSA's look-ahead at most 1/10 of MAA's; for
+``maa``, ``sa``, ``llsa`` and ``wsm``, streaming RTF (wall) at most 0.15 with
+8-frame (160 ms) chunks and at most 0.5 with 1-frame chunks, measured on a
+quiet machine.
 
 Run: ``python -m speechbrain_wsm.bench.streaming`` (``--quick`` for a smoke
 run). Writes ``streaming_<device>.csv`` and ``.json`` into ``--out``.
@@ -99,19 +109,50 @@ class EncoderStep:
         return step
 
 
-def stream_rtf(variant: str, cfg: dict, chunk: int, seconds: float) -> float:
-    """Real-time factor of streaming ``seconds`` of frames in chunks of ``chunk``."""
-    enc = build(variant, cfg).eval()
-    T = int(round(seconds / FRAME_S))
-    x = torch.randn(1, T, cfg["d_model"])
-    with torch.no_grad():
-        enc.stream(x[:, :chunk])  # warm-up
-        t0, state = time.perf_counter(), None
-        for i in range(0, T, chunk):
-            _, state = enc.stream(x[:, i : i + chunk], state)
-        enc.stream(None, state, final=True)
-        elapsed = time.perf_counter() - t0
-    return elapsed / seconds
+def build_recogniser(variant: str, cfg: dict):
+    """The streaming CTC recogniser (front end + encoder + head) of ``variant``."""
+    from speechbrain_wsm.models.streaming_ctc import StreamingFbankCTC
+
+    enc = build(variant, cfg)
+    torch.manual_seed(0)
+    return StreamingFbankCTC(
+        enc, cfg.get("vocab", 32), channels=(cfg["d_model"], cfg["d_model"])
+    ).eval()
+
+
+def stream_rtf(variant: str, cfg: dict, chunk: int, seconds: float) -> dict:
+    """Stream ``seconds`` of audio through the recogniser in chunks of ``chunk``
+    frames on one torch thread: RTF (wall and CPU), look-ahead and latency."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        model = build_recogniser(variant, cfg)
+        hop = model.hop
+        samples = chunk * hop
+        wav = torch.randn(
+            1, int(seconds * 16000), generator=torch.Generator().manual_seed(0)
+        )
+        with torch.inference_mode():
+            state = None
+            for i in range(0, min(16000, wav.shape[1]), samples):  # warm-up
+                _, state = model.stream(wav[:, i : i + samples], state)
+            t0, c0, state, calls = time.perf_counter(), time.thread_time(), None, 0
+            for i in range(0, wav.shape[1], samples):
+                _, state = model.stream(wav[:, i : i + samples], state)
+                calls += 1
+            model.stream(None, state, final=True)
+            wall, cpu = time.perf_counter() - t0, time.thread_time() - c0
+    finally:
+        torch.set_num_threads(threads)
+    chunk_ms = 1000.0 * samples / 16000
+    compute_ms = 1000.0 * wall / max(calls, 1)
+    return {
+        "rtf": round(wall / seconds, 4),
+        "rtf_cpu": round(cpu / seconds, 4),
+        "chunk_ms": chunk_ms,
+        "lookahead_ms": round(model.lookahead_ms, 1),
+        "latency_ms": round(chunk_ms + model.lookahead_ms + compute_ms, 1),
+    }
 
 
 def measure_lookahead(variant: str, cfg: dict) -> int | None:
@@ -124,7 +165,7 @@ def measure_lookahead(variant: str, cfg: dict) -> int | None:
 
 def encoder_config(args) -> dict:
     """The encoder's sizes and context of the command line (as :func:`build` reads them)."""
-    keys = "arch layers d_model nhead d_ffn left_context right_context".split()
+    keys = "arch layers d_model nhead d_ffn left_context right_context vocab".split()
     return {k: getattr(args, k) for k in keys}
 
 
@@ -171,17 +212,22 @@ def run(args) -> list[dict]:
         if device == "cpu" and "stream" in args.parts:
             for variant in args.variants:
                 for chunk in args.chunks:
-                    rtf = stream_rtf(variant, cfg, chunk, args.stream_seconds)
+                    res = stream_rtf(variant, cfg, chunk, args.stream_seconds)
                     rows.append(
                         {
                             "device": device,
                             "variant": variant,
                             "kind": "stream",
                             "chunk_frames": chunk,
-                            "rtf": round(rtf, 4),
+                            **res,
                         }
                     )
-                    print(f"  {variant:<5} chunk {chunk:>3}  RTF {rtf:.3f}", flush=True)
+                    print(
+                        f"  {variant:<5} chunk {chunk:>3}  RTF {res['rtf']:.3f} "
+                        f"(CPU {res['rtf_cpu']:.3f})  look-ahead "
+                        f"{res['lookahead_ms']:g} ms  latency {res['latency_ms']:g} ms",
+                        flush=True,
+                    )
     return rows
 
 
@@ -214,10 +260,17 @@ def check_targets(rows, args) -> list[dict]:
             _get(rows, device, "llsa", "lookahead").get("frames"),
             _get(rows, device, "maa", "lookahead").get("frames"),
         )
-        for target, value, limit in (
+        checks = [
             (f"SA / MAA peak training memory at {longest:g} s <= 1/3", mem, 1 / 3),
             (f"LLSA / MAA look-ahead at depth {args.layers} <= 1/10", lat, 0.1),
-        ):
+        ]
+        for variant in ("maa", "sa", "llsa", "wsm"):
+            for chunk, limit in ((8, 0.15), (1, 0.5)):
+                r = _get(rows, device, variant, "stream", chunk_frames=chunk)
+                if r:
+                    name = f"{variant} streaming RTF, {chunk * 20} ms chunks <= {limit}"
+                    checks.append((name, r["rtf"], limit))
+        for target, value, limit in checks:
             ok = None if value is None else value <= limit
             out.append(
                 {"device": device, "target": target, "measured": value, "ok": ok}
@@ -241,7 +294,7 @@ def markdown(rows, device) -> str:
     head = (
         ["variant", "look-ahead"]
         + [f"train {s:g} s (time / peak)" for s in lengths]
-        + [f"stream RTF, chunk {c} ({c * 20} ms)" for c in chunks]
+        + [f"stream, chunk {c} ({c * 20} ms): RTF (CPU) / latency" for c in chunks]
     )
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for v in variants:
@@ -252,6 +305,10 @@ def markdown(rows, device) -> str:
             shown_la = "unbounded"
         else:
             shown_la = f"{la['frames']} frames ({la['ms']:g} ms)"
+        st = [r for r in rows if r["device"] == device and r["variant"] == v]
+        st = [r for r in st if r["kind"] == "stream"]
+        if st:
+            shown_la += f"; {st[0]['lookahead_ms']:g} ms with the front end"
         cells = [v, shown_la]
         for s in lengths:
             r = _get(rows, device, v, "train_step", seconds=s)
@@ -264,7 +321,11 @@ def markdown(rows, device) -> str:
             )
         for c in chunks:
             r = _get(rows, device, v, "stream", chunk_frames=c)
-            cells.append(f"{r['rtf']:.3f}" if r else "")
+            cells.append(
+                f"{r['rtf']:.3f} ({r['rtf_cpu']:.3f}) / {r['latency_ms']:g} ms"
+                if r
+                else ""
+            )
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -308,7 +369,10 @@ def parse_args(argv=None):
     p.add_argument(
         "--lengths", type=float, nargs="+", default=[10, 30, 60], help="seconds"
     )
-    p.add_argument("--chunks", type=int, nargs="+", default=[8, 32], help="frames")
+    p.add_argument(
+        "--chunks", type=int, nargs="+", default=[1, 8, 32], help="20 ms frames"
+    )
+    p.add_argument("--vocab", type=int, default=32, help="CTC units of the head")
     p.add_argument("--stream-seconds", type=float, default=10.0)
     p.add_argument(
         "--parts",

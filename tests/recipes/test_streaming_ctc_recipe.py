@@ -1,0 +1,103 @@
+"""The streaming CTC recipe (conformer_streaming_{wsm,llsa}.yaml), run for real on
+CPU, shrunk by command-line overrides: smoke run, learning test, streaming
+decoding of the trained model equal to its offline decoding."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from recipe_helpers import asr_options, run_in_process
+
+from speechbrain_wsm import evaluate
+from speechbrain_wsm.scoring import read_error_rates
+
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::UserWarning")]
+
+ROOT = Path(__file__).resolve().parents[2]
+RECIPE = ROOT / "recipes" / "LibriSpeech" / "ASR" / "CTC"
+LEARNING = ROOT / "tests" / "samples" / "learning" / "LibriSpeech"
+VARIANTS = ("conformer_streaming_wsm", "conformer_streaming_llsa")
+TINY = {
+    "d_model": 32,
+    "num_layers": 2,
+    "nhead": 2,
+    "d_ffn": 64,
+    "kernel_size": 5,
+    "left_context": 8,
+    "right_context": 2,
+    "frontend_channels": "[16, 16]",
+    "num_workers": 0,
+    "device": "cpu",
+}
+
+
+def run(variant, data, output, split, **overrides):
+    options = {**asr_options(data, output, split, "train_splits"), **TINY, **overrides}
+    return run_in_process(RECIPE, variant, options)
+
+
+def test_variants_differ_only_in_marked_lines():
+    def unmarked(name):
+        lines = (RECIPE / "hparams" / f"{name}.yaml").read_text().splitlines()
+        return [x for x in lines if not re.search(r"# mixer\b", x)]
+
+    assert len({tuple(unmarked(v)) for v in VARIANTS}) == 1
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_each_variant_trains_scores_and_streams(variant, tmp_path, librispeech_samples):
+    out = run(
+        variant,
+        librispeech_samples,
+        tmp_path / variant,
+        "test-clean",
+        number_of_epochs=1,
+        seconds_per_batch=20,
+    )
+    rates = read_error_rates(out)["test-clean"]
+    assert set(rates) == {"CER", "WER"}
+    assert "test-clean CER" in (out / "results.md").read_text()
+    cost = json.loads((out / "train_cost.json").read_text())
+    assert cost["steps"] >= 1
+    scores = evaluate.main(
+        [str(out), "--manifest", str(out / "test-clean.csv"), "--name", "again"]
+    )
+    assert scores["again"]["CER"] == pytest.approx(rates["CER"], abs=0.01)
+    # the trained model streams: chunk by chunk equals its offline forward
+    from speechbrain_wsm.transcribe import Transcriber
+
+    asr = Transcriber.from_run(out)
+    model = asr.asr_model
+    wav = asr.load_audio(next(librispeech_samples.rglob("*.flac"))).unsqueeze(0)
+    with torch.no_grad():
+        full, _ = model(wav)
+        outs, state = [], None
+        for i in range(0, wav.shape[1], 2000):
+            y, state = model.stream(wav[:, i : i + 2000], state)
+            outs.append(y)
+        outs.append(model.stream(None, state, final=True)[0])
+    torch.testing.assert_close(torch.cat(outs, 1), full, atol=1e-4, rtol=1e-4)
+
+
+def test_learning_overfits_sixteen_utterances(tmp_path):
+    """The streaming recogniser learns (random left contexts included)."""
+    out = run(
+        "conformer_streaming_llsa",
+        LEARNING,
+        tmp_path / "learn",
+        "train-learn",
+        d_model=64,
+        d_ffn=128,
+        frontend_channels="[64, 64]",
+        number_of_epochs=40,
+        seconds_per_batch=7,
+        spec_augment=False,
+        dropout=0.0,
+        head_dropout=0.0,
+        lr=0.003,
+    )
+    cost = json.loads((out / "train_cost.json").read_text())
+    assert cost["steps"] <= 260
+    assert read_error_rates(out)["train-learn"]["CER"] < 25.0

@@ -227,6 +227,9 @@ def _parse(argv: Sequence[str]):
         "Prints '<path>\\t<transcript>' per file; exit status 1 when a file failed.",
     )
     parser.add_argument("files", nargs="*", help="audio files (any rate)")
+    from speechbrain_wsm.streaming_asr import add_stream_options
+
+    add_stream_options(parser)  # --stream: partial transcripts (streaming_asr.py)
     args, rest = parser.parse_known_args(list(argv))
     overrides = {}
     for item in rest:
@@ -248,6 +251,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
+    if args.stream:
+        from speechbrain_wsm.streaming_asr import main_stream
+
+        return main_stream(args, overrides)
     asr = Transcriber.from_run(
         args.run,
         checkpoint=args.checkpoint,

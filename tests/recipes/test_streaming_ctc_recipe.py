@@ -81,6 +81,67 @@ def test_each_variant_trains_scores_and_streams(variant, tmp_path, librispeech_s
     torch.testing.assert_close(torch.cat(outs, 1), full, atol=1e-4, rtol=1e-4)
 
 
+@pytest.fixture(scope="module")
+def trained_llsa(tmp_path_factory):
+    from conftest import SAMPLES
+
+    out = tmp_path_factory.mktemp("llsa")
+    return run(
+        "conformer_streaming_llsa",
+        SAMPLES / "LibriSpeech",
+        out,
+        "test-clean",
+        number_of_epochs=1,
+        seconds_per_batch=20,
+    )
+
+
+def test_transcribe_stream_prints_partials_and_the_offline_text(
+    trained_llsa, librispeech_samples, capsys, monkeypatch
+):
+    import io
+    import types
+
+    import numpy as np
+
+    from speechbrain_wsm import transcribe
+    from speechbrain_wsm.data.audio import load_audio
+
+    wav = str(next(librispeech_samples.rglob("*.flac")))
+    assert transcribe.main([str(trained_llsa), wav]) == 0
+    offline = capsys.readouterr().out.strip().split("\t", 1)[1]
+    assert transcribe.main(["--stream", str(trained_llsa), wav, "--no-realtime"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) > 3 and all(line.startswith(wav) for line in lines)
+    assert "[0.16 s]" in lines[0]  # 160 ms chunks
+    assert lines[-1] == f"{wav}\t{offline}"  # final = offline decoding
+    # raw s16le PCM on stdin at 8 kHz, resampled to the model's 16 kHz
+    audio = load_audio(wav, sample_rate=8000).numpy()
+    pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
+    monkeypatch.setattr("sys.stdin", types.SimpleNamespace(buffer=io.BytesIO(pcm)))
+    assert transcribe.main(["--stream", str(trained_llsa), "-", "--rate=8000"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1].startswith("-\t") and len(lines) > 3
+    # bad input: an odd number of bytes is not 16-bit PCM; one error line
+    monkeypatch.setattr("sys.stdin", types.SimpleNamespace(buffer=io.BytesIO(b"abc")))
+    assert transcribe.main(["--stream", str(trained_llsa), "-"]) == 1
+    assert "error: -: stdin ended in the middle" in capsys.readouterr().err
+
+
+def test_streaming_transcriber_refuses_bad_chunks(trained_llsa):
+    from speechbrain_wsm.streaming_asr import StreamingTranscriber
+
+    asr = StreamingTranscriber.from_run(trained_llsa)
+    with pytest.raises(ValueError, match="mono"):
+        asr.feed(torch.zeros(2, 1600))
+    with pytest.raises(ValueError, match="float samples"):
+        asr.feed(torch.zeros(1600, dtype=torch.int16))
+    asr.feed(torch.zeros(8000))
+    asr.finish()
+    with pytest.raises(ValueError, match="finished"):
+        asr.feed(torch.zeros(1600))
+
+
 def test_learning_overfits_sixteen_utterances(tmp_path):
     """The streaming recogniser learns (random left contexts included)."""
     out = run(

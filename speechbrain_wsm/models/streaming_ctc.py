@@ -238,3 +238,69 @@ class StreamingFbankCTC(nn.Module):
         frames, state["encoder"] = self.encoder.stream(x, state["encoder"], final=final)
         state["final"] = final
         return self.head(frames).float().log_softmax(-1), state
+
+
+class ChunkStep(nn.Module):
+    """One fixed-size streaming step of a :class:`StreamingFbankCTC`, every
+    cache an explicit input and output (what ``python -m speechbrain_wsm.export
+    --streaming`` writes to ONNX).
+
+    ``forward(wav, wav_buffer, pos, end, *caches) -> (log_probs, first,
+    wav_buffer, pos, *caches)``:
+
+    * ``wav`` ``[1, chunk_frames * hop]``: the next audio samples;
+    * ``wav_buffer`` ``[1, buffer]``: the samples before them that the front
+      end still reads (zeros at the start);
+    * ``pos``: int64, the position of the chunk's first latent frame
+      (:attr:`start_pos` at the start, then the returned one);
+    * ``end``: int64, the number of latent frames of the whole audio once
+      known (the last chunks), else a large number;
+    * ``log_probs`` ``[1, chunk_frames, unit]``: CTC log-probabilities of the
+      frames at positions ``first ... first + chunk_frames - 1``; those below 0
+      or from ``end`` on are not frames of the audio.
+
+    Arguments
+    ---------
+    model : StreamingFbankCTC
+        In eval mode.
+    chunk_frames : int
+        Encoder frames per step.
+    """
+
+    def __init__(self, model: StreamingFbankCTC, chunk_frames: int):
+        super().__init__()
+        from speechbrain_wsm.nnet.streaming_cache import init_state, state_tensors
+
+        if not isinstance(chunk_frames, int) or chunk_frames < 1:
+            raise ValueError(f"chunk_frames must be an int >= 1, got {chunk_frames!r}")
+        self.model, self.chunk_frames = model, chunk_frames
+        hop, span = model.hop, model.span
+        self.buffer = -(-(span - hop) // hop) * hop
+        self.start_pos = -(self.buffer // hop)
+        self.chunk_samples = chunk_frames * hop
+        self.cache_shapes = [
+            tuple(t.shape) for t in state_tensors(init_state(model.encoder, 1))
+        ]
+
+    def initial_caches(self) -> list[torch.Tensor]:
+        """Zero caches for a new stream."""
+        from speechbrain_wsm.nnet.streaming_cache import init_state, state_tensors
+
+        return state_tensors(init_state(self.model.encoder, 1))
+
+    def forward(self, wav, wav_buffer, pos, end, *caches):
+        from speechbrain_wsm.nnet.streaming_cache import (
+            encoder_step,
+            state_from_tensors,
+            state_tensors,
+        )
+
+        m = self.model
+        w = torch.cat([wav_buffer, wav], dim=1)
+        x = m.projection(m.frontend.latents(w))
+        state = state_from_tensors(m.encoder, caches, pos)
+        y, new = encoder_step(m.encoder, x, state, end=end)
+        log_probs = m.head(y).float().log_softmax(-1)
+        first = pos - m.encoder.lookahead
+        new_buffer = w[:, w.shape[1] - self.buffer :]
+        return (log_probs, first, new_buffer, new["pos"], *state_tensors(new))

@@ -395,3 +395,22 @@ def encoder_step(enc, x: torch.Tensor, state: dict, end=None):
         )
         layers.append(dict(zip(names, news, strict=True)))
     return enc.norm(streams[-1]), {"pos": a + x.shape[1], "layers": layers}
+
+
+def state_from_tensors(enc, tensors, pos) -> dict:
+    """The inverse of :func:`state_tensors`: a state of ``enc`` from its
+    cache tensors (in that order) and ``pos``."""
+    template = init_state(enc, 1)
+    it = iter(tensors)
+    layers = []
+    for per_layer in template["layers"]:
+        layers.append(
+            {
+                name: {k: next(it) for k in sorted(per_layer[name])}
+                for name in sorted(per_layer)
+            }
+        )
+    rest = list(it)
+    if rest:
+        raise ValueError(f"{len(rest)} cache tensors more than the encoder has")
+    return {"pos": pos, "layers": layers}

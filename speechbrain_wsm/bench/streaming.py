@@ -155,6 +155,29 @@ def stream_rtf(variant: str, cfg: dict, chunk: int, seconds: float) -> dict:
     }
 
 
+def onnx_rtf(variant: str, cfg: dict, chunk: int, seconds: float, folder) -> float:
+    """RTF (wall) of the same recogniser exported as a streaming ONNX chunk
+    step (``python -m speechbrain_wsm.export --streaming``) in onnxruntime on
+    one thread, fed chunk by chunk."""
+    from speechbrain_wsm.export import OnnxStreamer, export_streaming
+
+    model = build_recogniser(variant, cfg)
+    path = Path(folder) / f"{variant}_c{chunk}.onnx"
+    export_streaming(model, path, chunk_frames=chunk)
+    runner = OnnxStreamer(path, threads=1)
+    samples = chunk * model.hop
+    gen = torch.Generator().manual_seed(0)
+    wav = torch.randn(int(seconds * 16000), generator=gen).numpy()
+    for i in range(0, min(16000, len(wav)), samples):  # warm-up
+        runner.feed(wav[i : i + samples])
+    runner.reset()
+    t0 = time.perf_counter()
+    for i in range(0, len(wav), samples):
+        runner.feed(wav[i : i + samples])
+    runner.finish()
+    return (time.perf_counter() - t0) / seconds
+
+
 def measure_lookahead(variant: str, cfg: dict) -> int | None:
     enc = build(variant, cfg).eval()
     with torch.no_grad():
@@ -213,6 +236,14 @@ def run(args) -> list[dict]:
             for variant in args.variants:
                 for chunk in args.chunks:
                     res = stream_rtf(variant, cfg, chunk, args.stream_seconds)
+                    if args.onnx:
+                        import tempfile
+
+                        with tempfile.TemporaryDirectory() as tmp:
+                            res["rtf_onnx"] = round(
+                                onnx_rtf(variant, cfg, chunk, args.stream_seconds, tmp),
+                                4,
+                            )
                     rows.append(
                         {
                             "device": device,
@@ -224,7 +255,8 @@ def run(args) -> list[dict]:
                     )
                     print(
                         f"  {variant:<5} chunk {chunk:>3}  RTF {res['rtf']:.3f} "
-                        f"(CPU {res['rtf_cpu']:.3f})  look-ahead "
+                        f"(CPU {res['rtf_cpu']:.3f}, onnxruntime "
+                        f"{res.get('rtf_onnx', '-')})  look-ahead "
                         f"{res['lookahead_ms']:g} ms  latency {res['latency_ms']:g} ms",
                         flush=True,
                     )
@@ -322,7 +354,9 @@ def markdown(rows, device) -> str:
         for c in chunks:
             r = _get(rows, device, v, "stream", chunk_frames=c)
             cells.append(
-                f"{r['rtf']:.3f} ({r['rtf_cpu']:.3f}) / {r['latency_ms']:g} ms"
+                f"{r['rtf']:.3f} ({r['rtf_cpu']:.3f}"
+                + (f"; {r['rtf_onnx']:.3f}" if "rtf_onnx" in r else "")
+                + f") / {r['latency_ms']:g} ms"
                 if r
                 else ""
             )
@@ -373,6 +407,11 @@ def parse_args(argv=None):
         "--chunks", type=int, nargs="+", default=[1, 8, 32], help="20 ms frames"
     )
     p.add_argument("--vocab", type=int, default=32, help="CTC units of the head")
+    p.add_argument(
+        "--onnx",
+        action="store_true",
+        help="also time the streaming ONNX export in onnxruntime (one thread)",
+    )
     p.add_argument("--stream-seconds", type=float, default=10.0)
     p.add_argument(
         "--parts",

@@ -332,3 +332,27 @@ def test_benchmark_quick_run_writes_its_table(tmp_path, capsys):
     assert all(r["peak_mib"] is not None for r in steps)
     out = capsys.readouterr().out
     assert "| llsa | 2 frames (40 ms) |" in out and "LLSA / MAA look-ahead" in out
+
+
+def test_benchmark_streams_the_whole_recogniser(tmp_path):
+    """Streaming part of the benchmark (tiny sizes, no timing asserted): RTF,
+    CPU RTF, onnxruntime RTF, look-ahead and latency rows."""
+    import json
+
+    pytest.importorskip("onnxruntime")
+    from speechbrain_wsm.bench import streaming as bench
+
+    code = bench.main(
+        ["--device", "cpu", "--variants", "llsa", "--parts", "stream",
+         "--layers", "2", "--d-model", "32", "--d-ffn", "64", "--nhead", "2",
+         "--left-context", "8", "--right-context", "2", "--stream-seconds", "1",
+         "--chunks", "1", "4", "--onnx", "--no-plot", "--out", str(tmp_path)]
+    )  # fmt: skip
+    assert code == 0
+    rows = json.loads((tmp_path / "streaming_cpu.json").read_text())["rows"]
+    stream = [r for r in rows if r["kind"] == "stream"]
+    assert [r["chunk_frames"] for r in stream] == [1, 4]
+    for r in stream:
+        assert r["rtf"] > 0 and r["rtf_cpu"] > 0 and r["rtf_onnx"] > 0
+        assert r["lookahead_ms"] == 2 * 20 + 65  # R = 2 frames + front end window
+        assert r["latency_ms"] > r["chunk_ms"] + r["lookahead_ms"]

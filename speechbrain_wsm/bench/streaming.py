@@ -236,7 +236,7 @@ def run(args) -> list[dict]:
             for variant in args.variants:
                 for chunk in args.chunks:
                     res = stream_rtf(variant, cfg, chunk, args.stream_seconds)
-                    if args.onnx:
+                    if args.onnx and chunk in args.onnx_chunks:
                         import tempfile
 
                         with tempfile.TemporaryDirectory() as tmp:
@@ -411,6 +411,13 @@ def parse_args(argv=None):
         "--onnx",
         action="store_true",
         help="also time the streaming ONNX export in onnxruntime (one thread)",
+    )
+    p.add_argument(
+        "--onnx-chunks",
+        type=int,
+        nargs="+",
+        default=[1, 8],
+        help="chunk sizes timed in onnxruntime (each is one export)",
     )
     p.add_argument("--stream-seconds", type=float, default=10.0)
     p.add_argument(

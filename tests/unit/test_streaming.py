@@ -346,7 +346,7 @@ def test_benchmark_streams_the_whole_recogniser(tmp_path):
         ["--device", "cpu", "--variants", "llsa", "--parts", "stream",
          "--layers", "2", "--d-model", "32", "--d-ffn", "64", "--nhead", "2",
          "--left-context", "8", "--right-context", "2", "--stream-seconds", "1",
-         "--chunks", "1", "4", "--onnx", "--no-plot", "--out", str(tmp_path)]
+         "--chunks", "1", "4", "--onnx", "--onnx-chunks", "1", "4", "--no-plot", "--out", str(tmp_path)]
     )  # fmt: skip
     assert code == 0
     rows = json.loads((tmp_path / "streaming_cpu.json").read_text())["rows"]

@@ -141,6 +141,17 @@ def _set_metadata(path, meta: dict) -> None:
 
 def export_offline(model: nn.Module, path, sample_rate: int = 16000) -> Path:
     """Write the offline model (any audio length) to ``path``."""
+    from speechbrain_wsm.nnet.streaming import _BandAttentionBase
+
+    encoder = getattr(model, "encoder", None)
+    if any(
+        isinstance(m, _BandAttentionBase) for m in getattr(encoder, "modules", list)()
+    ):
+        raise ValueError(
+            "the offline ONNX export of band attention (maa, sa, LLSA) with a "
+            "dynamic length is not supported yet: export the chunk step with "
+            "--streaming"
+        )
     graph = OfflineGraph(model)
     wav = torch.randn(1, 2 * sample_rate)
     dims = {"wav": {1: torch.export.Dim.DYNAMIC}}

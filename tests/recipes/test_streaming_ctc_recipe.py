@@ -128,6 +128,22 @@ def test_transcribe_stream_prints_partials_and_the_offline_text(
     assert "error: -: stdin ended in the middle" in capsys.readouterr().err
 
 
+def test_export_cli_streams_in_onnxruntime(trained_llsa, tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    from speechbrain_wsm import export
+
+    step = tmp_path / "step.onnx"
+    argv = [str(trained_llsa), "--onnx", str(step), "--streaming", "--chunk_frames=4"]
+    assert export.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "onnxruntime vs PyTorch" in out and step.is_file()
+    diff = float(out.rsplit("max |diff| ", 1)[1].split()[0])
+    assert diff < 1e-4
+    # the offline export of an LLSA model is refused in one line
+    assert export.main([str(trained_llsa), "--onnx", str(tmp_path / "m.onnx")]) == 1
+    assert capsys.readouterr().err.startswith("error: the offline ONNX export")
+
+
 def test_streaming_transcriber_refuses_bad_chunks(trained_llsa):
     from speechbrain_wsm.streaming_asr import StreamingTranscriber
 

@@ -2,7 +2,9 @@
 
 :class:`~speechbrain_wsm.models.wav2vec2.FbankLatentExtractor` standardises
 each utterance's filterbank with statistics of the *whole* utterance, so the
-first frame depends on the last: it cannot stream. This subclass normalises
+first frame depends on the last: it cannot stream. This front end (the same
+filterbank and convolutions, :class:`~speechbrain_wsm.nnet.frontend.FbankConvFrontEnd`,
+and the same state dict) normalises
 each 10 ms frame on its own (zero mean, unit variance over its mel bins, no
 learned scale): a frame depends on its 25 ms window only. The strided valid
 convolutions after it read a bounded number of frames ahead (two for the
@@ -15,8 +17,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from speechbrain_wsm.models.wav2vec2 import (
-    FbankLatentExtractor,
+from speechbrain_wsm.nnet.frontend import (
+    FbankConvFrontEnd,
     FrameCounter,
     check_waveform,
 )
@@ -24,7 +26,7 @@ from speechbrain_wsm.models.wav2vec2 import (
 __all__ = ["StreamingFbankExtractor", "WaveformStreamer"]
 
 
-class StreamingFbankExtractor(FbankLatentExtractor):
+class StreamingFbankExtractor(FbankConvFrontEnd):
     """Log-mel filterbank, per-frame normalisation, strided convolutions.
 
     Same arguments and outputs as

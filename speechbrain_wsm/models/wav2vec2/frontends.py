@@ -6,70 +6,20 @@ from collections.abc import Sequence
 
 import torch
 from speechbrain.lobes.models.wav2vec import W2VLatentExtractor
-from speechbrain.processing.features import STFT, Filterbank, spectral_magnitude
-from torch import nn
+from speechbrain.processing.features import spectral_magnitude
 
 from speechbrain_wsm.models.lengths import (
     standardize,
 )
+from speechbrain_wsm.nnet.frontend import (  # noqa: F401  (re-exported)
+    ConvBlock,
+    FbankConvFrontEnd,
+    FrameCounter,
+    check_waveform,
+)
 
 
-class FrameCounter:
-    """Number of outputs a stack of ``valid`` strided windows makes of ``n`` inputs.
-
-    A small picklable callable, so that data-loader workers can compute frame
-    counts (for the span masks) without holding the model.
-
-    Arguments
-    ---------
-    kernel_sizes : sequence of int
-        Window (kernel) size of each stage.
-    strides : sequence of int
-        Hop (stride) of each stage.
-
-    Example
-    -------
-    >>> count = FrameCounter([400, 3, 3], [160, 2, 1])  # the fbank front end
-    >>> count(torch.tensor([16000, 32000]))  # 1 s and 2 s at 16 kHz
-    tensor([46, 96])
-    """
-
-    def __init__(self, kernel_sizes: Sequence[int], strides: Sequence[int]):
-        if len(kernel_sizes) != len(strides):
-            raise ValueError(
-                f"kernel_sizes {list(kernel_sizes)} and strides {list(strides)} "
-                "must have the same length"
-            )
-        self.kernel_sizes = [int(k) for k in kernel_sizes]
-        self.strides = [int(s) for s in strides]
-
-    def __call__(self, n) -> torch.Tensor:
-        n = torch.as_tensor(n).long()
-        for k, s in zip(self.kernel_sizes, self.strides, strict=True):
-            n = torch.div(n - k, s, rounding_mode="floor") + 1
-        return n.clamp(min=0)
-
-    def __repr__(self) -> str:
-        return f"FrameCounter(kernel_sizes={self.kernel_sizes}, strides={self.strides})"
-
-
-def check_waveform(
-    wav: torch.Tensor, frame_counter: FrameCounter | None = None
-) -> None:
-    """Raise a ``ValueError`` unless ``wav`` is ``[batch, sample]`` and long enough
-    for ``frame_counter`` to make at least one frame."""
-    if wav.dim() != 2:
-        raise ValueError(
-            f"expected a waveform batch [batch, sample], got shape {tuple(wav.shape)}"
-        )
-    if frame_counter is not None and int(frame_counter(wav.shape[1])) < 1:
-        raise ValueError(
-            f"{wav.shape[1]} samples are too few for the front end "
-            f"({frame_counter}): it makes no frame"
-        )
-
-
-class FbankLatentExtractor(nn.Module):
+class FbankLatentExtractor(FbankConvFrontEnd):
     """Log-mel filterbank + strided convolutions: the paper's 20 ms front end.
 
     80 mel bins from 25 ms windows every 10 ms (no centring, so a frame never
@@ -104,50 +54,6 @@ class FbankLatentExtractor(nn.Module):
     tensor([46, 21])
     """
 
-    def __init__(
-        self,
-        n_mels: int = 80,
-        channels: Sequence[int] = (512, 512),
-        kernel_sizes: Sequence[int] = (3, 3),
-        strides: Sequence[int] = (2, 1),
-        sample_rate: int = 16000,
-        n_fft: int = 400,
-        win_length: float = 25,
-        hop_length: float = 10,
-        dropout: float = 0.0,
-    ):
-        super().__init__()
-        if not len(channels) == len(kernel_sizes) == len(strides):
-            raise ValueError(
-                f"channels {list(channels)}, kernel_sizes {list(kernel_sizes)} and "
-                f"strides {list(strides)} must have the same length"
-            )
-        self.stft = STFT(
-            sample_rate=sample_rate,
-            win_length=win_length,
-            hop_length=hop_length,
-            n_fft=n_fft,
-            center=False,
-        )
-        self.fbank = Filterbank(
-            n_mels=n_mels,
-            log_mel=False,
-            n_fft=n_fft,
-            sample_rate=sample_rate,
-            f_max=sample_rate // 2,
-            freeze=True,
-        )
-        blocks, in_dim = [], n_mels
-        for out_dim, k, s in zip(channels, kernel_sizes, strides, strict=True):
-            blocks.append(_ConvBlock(in_dim, out_dim, k, s, dropout))
-            in_dim = out_dim
-        self.blocks = nn.ModuleList(blocks)
-        self.norm = nn.LayerNorm(in_dim)
-        self.out_dim = in_dim
-        hop = self.stft.hop_length
-        self.output_lengths = FrameCounter([n_fft, *kernel_sizes], [hop, *strides])
-        self._fbank_frames = FrameCounter([n_fft], [hop])
-
     def forward(self, wav: torch.Tensor, lengths: torch.Tensor | None = None):
         """``wav`` ``[batch, sample]``, ``lengths`` ``[batch]`` samples (None:
         no padding) -> latents ``[batch, frame, out_dim]``."""
@@ -161,21 +67,6 @@ class FbankLatentExtractor(nn.Module):
         for block in self.blocks:
             x = block(x)
         return self.norm(x)
-
-
-class _ConvBlock(nn.Module):
-    """``Conv1d (valid) -> LayerNorm (channels) -> GELU -> Dropout`` on [B, T, C]."""
-
-    def __init__(self, in_dim, out_dim, kernel_size, stride, dropout):
-        super().__init__()
-        self.conv = nn.Conv1d(in_dim, out_dim, kernel_size, stride, bias=False)
-        self.norm = nn.LayerNorm(out_dim)
-        self.act = nn.GELU()
-        self.drop = nn.Dropout(dropout)
-
-    def forward(self, x):
-        x = self.conv(x.transpose(1, 2)).transpose(1, 2)
-        return self.drop(self.act(self.norm(x)))
 
 
 class WaveformLatentExtractor(W2VLatentExtractor):

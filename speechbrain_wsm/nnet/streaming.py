@@ -35,12 +35,13 @@ the "latency equal to one layer" of the paper's abstract. The same two-stream
 rule applied to Windowed SummaryMixing (window and running global mean) gives
 a low-latency linear-time encoder, which no published system has.
 
-Streaming inference (``StreamingEncoder.stream``) keeps, per layer, a
-bounded buffer of that layer's input frames (its left reach) and, for
-SummaryMixing, the running sum and count of the frames that left the buffer;
-each new chunk recomputes the layer on that buffer and emits the frames whose
-look-ahead has arrived. The output equals the offline forward, delayed by the
-look-ahead, and the state does not grow with the stream.
+Streaming inference (``StreamingEncoder.stream``) is incremental
+(:mod:`speechbrain_wsm.nnet.streaming_cache`): per layer and stream, fixed-size
+caches of keys and values (or, for SummaryMixing, summary features of the
+window and a running sum and count), the frames waiting for their look-ahead
+and the causal convolution's left context; each chunk computes only its new
+frames. The output equals the offline forward, delayed by the look-ahead, and
+neither the state nor the work of a chunk grows with the stream.
 """
 
 from __future__ import annotations

@@ -192,8 +192,9 @@ def _resampler(rate: int, target: int):
     return lambda x: torchaudio.functional.resample(x, rate, target)
 
 
-def stream_source(asr: StreamingTranscriber, source: str, args, out=sys.stdout) -> str:
+def stream_source(asr: StreamingTranscriber, source: str, args, out=None) -> str:
     """Transcribe one file (or ``-``: stdin PCM), printing partials; the final text."""
+    out = out or sys.stdout
     rate = asr.sample_rate
     chunk_samples = max(1, round(args.chunk_ms * rate / 1000))
     if source == "-":

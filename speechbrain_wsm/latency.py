@@ -174,11 +174,16 @@ def context_network(hparams: dict):
             enc.context.input_proj.in_features,
             frame_ms(enc.latent_extractor),
         )
+    asr = hparams.get("asr_model")
+    if asr is not None and hasattr(asr, "encoder"):  # a CTC recipe: its encoder
+        enc = asr.encoder
+        return enc, enc.d_model, float(getattr(asr, "frame_ms", 40.0))
     encoder = hparams.get("encoder")
     if encoder is not None:
         return encoder, encoder.d_model, 20.0
     raise ValueError(
-        f"found neither 'wav2vec2' nor 'encoder' among the keys: {', '.join(hparams)}"
+        "found neither 'wav2vec2', 'asr_model' nor 'encoder' among the keys: "
+        f"{', '.join(hparams)}"
     )
 
 
@@ -242,6 +247,8 @@ def _front_end_window(hparams) -> str | None:
     """A line on the front end's own window (not part of the count above)."""
     model = hparams.get("wav2vec2")
     counter = getattr(getattr(model, "encoder", None), "latent_extractor", None)
+    if counter is None:  # a streaming CTC recipe's front end
+        counter = getattr(hparams.get("asr_model"), "frontend", None)
     counter = getattr(counter, "output_lengths", None)
     if getattr(counter, "kernel_sizes", None) is None:
         return None

@@ -158,6 +158,17 @@ def test_streaming_transcriber_refuses_bad_chunks(trained_llsa):
         asr.feed(torch.zeros(1600))
 
 
+def test_latency_tool_measures_the_recipe(capsys, tmp_path):
+    from speechbrain_wsm import latency
+
+    yaml = str(RECIPE / "hparams" / "conformer_streaming_llsa.yaml")
+    overrides = [f"--{k}={v}" for k, v in TINY.items() if k not in ("device",)]
+    assert latency.main([yaml, f"--output_folder={tmp_path}", *overrides]) == 0
+    out = capsys.readouterr().out
+    assert "look-ahead: 2 frames (80 ms)" in out  # R = 2 frames of 40 ms
+    assert "front end: each encoder frame reads 85 ms" in out
+
+
 def test_learning_overfits_sixteen_utterances(tmp_path):
     """The streaming recogniser learns (random left contexts included)."""
     out = run(

@@ -27,9 +27,9 @@ from speechbrain_wsm.data.librispeech import (
 from speechbrain_wsm.data.tokenizers import CharTokenizer, load_tokenizer
 from speechbrain_wsm.recipe.ctc import CTCBrain
 from speechbrain_wsm.recipe.dataio import (
+    PackedBatchSampler,
     add_audio_pipeline,
     add_token_pipeline,
-    dynamic_batch_sampler,
     manifest_dataset,
 )
 from speechbrain_wsm.recipe.experiment import load_hparams
@@ -133,12 +133,9 @@ def asr_datasets(hparams: dict, tokenizer):
 
 
 def fit_ctc(brain, hparams: dict, train, valid) -> None:
-    """Train with dynamic batches (``seconds_per_batch`` of audio per process)."""
-    sampler = dynamic_batch_sampler(
-        train,
-        hparams["seconds_per_batch"],
-        hparams["num_buckets"],
-        seed=hparams["seed"],
+    """Train with packed batches (``seconds_per_batch`` of padded audio per process)."""
+    sampler = PackedBatchSampler(
+        train, hparams["seconds_per_batch"], seed=hparams["seed"]
     )
     # Brain then calls sampler.set_epoch(epoch) every epoch: the batches of an
     # epoch depend on its number only, so a resumed run sees what a straight

@@ -5,6 +5,8 @@ all train a module ``asr_model(wavs, wav_lens) -> (log_probs, out_lens)``
 (relative lengths at this edge, SpeechBrain's convention) with CTC over
 units whose blank is 0. :class:`CTCBrain` holds what they have in common:
 
+* waveform augmentation of training batches when the YAML has a
+  ``wav_augment`` (SpeechBrain's ``Augmenter``) with augmentations enabled;
 * the CTC objective, and greedy decoding of the validation set into WER and
   CER (SpeechBrain's ``ErrorRateStats``; CER with spaces counted as ``_``);
 * from :class:`~.brain.RecipeBrain`: one optimiser per parameter group, an
@@ -53,6 +55,9 @@ class CTCBrain(RecipeBrain):
     def compute_forward(self, batch, stage):
         batch = batch.to(self.device)
         wavs, wav_lens = batch.sig
+        augment = getattr(self.hparams, "wav_augment", None)
+        if stage == sb.Stage.TRAIN and augment is not None and augment.augmentations:
+            wavs, wav_lens = augment(wavs, wav_lens)
         return self.modules.asr_model(wavs, wav_lens)
 
     def compute_objectives(self, predictions, batch, stage):

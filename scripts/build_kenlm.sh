@@ -24,7 +24,8 @@ cache=${XDG_CACHE_HOME:-$HOME/.cache}/speechbrain-wsm/kenlm-$version/bin
 py=${PYTHON:-$dest/python}
 [ -x "$py" ] || py=python3
 
-works() { [ -x "$1/lmplz" ] && [ -x "$1/build_binary" ] && "$1/lmplz" --help >/dev/null 2>&1; }
+# (lmplz --help exits 1, after its usage text)
+works() { [ -x "$1/lmplz" ] && [ -x "$1/build_binary" ] && "$1/lmplz" --help 2>&1 | grep -q Kneser; }
 
 if works "$dest"; then
     exit 0

@@ -27,6 +27,7 @@ word_bonus * words`` (natural logarithms), so the two take the same
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import tempfile
@@ -45,6 +46,8 @@ __all__ = [
     "frame_lengths",
     "vocabulary",
 ]
+
+logger = logging.getLogger(__name__)
 
 
 def frame_lengths(
@@ -259,6 +262,12 @@ class CTCLexiconDecoder:
             )
         self.words = len(entries)
         self.left_out = left_out
+        if left_out:
+            logger.info(
+                "lexicon %s: %d word(s) the model's units cannot spell left out",
+                lexicon,
+                left_out,
+            )
         with tempfile.TemporaryDirectory(prefix="sbwsm-lexicon-") as tmp:
             path = os.path.join(tmp, "lexicon.txt")
             with open(path, "w", encoding="utf-8") as f:

@@ -286,3 +286,26 @@ def test_ctc_recipe_yamls_have_the_lm_decoding_keys():
         lines = path.read_text().splitlines()
         for key in keys:
             assert any(line.startswith(f"{key}: ") for line in lines), (path, key)
+
+
+def test_missing_lexicon_is_one_error_line_on_the_command_line(
+    run,  # noqa: F811
+    librivox,  # noqa: F811
+    tiny_lm,
+):
+    manifest, _, _ = librivox
+    lm, _ = tiny_lm
+    for tool, args in (
+        ("evaluate", ["--manifest", manifest]),
+        ("transcribe", ["a.wav"]),
+    ):
+        proc = subprocess.run(
+            [sys.executable, "-m", f"speechbrain_wsm.{tool}", str(run), *args,
+             "--decoder", "lexicon", "--kenlm", lm, "--lexicon", "gone.txt"],
+            capture_output=True, text=True, cwd=ROOT,
+        )  # fmt: skip
+        assert proc.returncode != 0 and "Traceback" not in proc.stderr, tool
+        assert proc.stderr.strip().splitlines()[-1] == (
+            "error: lexicon 'gone.txt' not found (--lexicon); build one with "
+            "python -m speechbrain_wsm.data.lm"
+        ), tool

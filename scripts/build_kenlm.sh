@@ -5,7 +5,7 @@
 #   bash scripts/build_kenlm.sh [BIN_DIR] [--strict]     (BIN_DIR: .venv/bin)
 #
 # Needs cmake, g++ and Debian's boost packages (scripts/install_system_deps.sh
-# installs them). About two minutes on two cores; the programs are kept in
+# installs them). Two to five minutes on two cores; the programs are kept in
 # ~/.cache/speechbrain-wsm/kenlm-<version>/bin, so a new virtual environment
 # copies them instead of compiling again. Without the build tools it prints
 # what is missing and exits 0 (the tests that need lmplz then skip, naming

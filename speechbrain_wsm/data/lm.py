@@ -20,7 +20,7 @@
 
 ``lmplz`` and ``build_binary`` come from the source tree of the ``kenlm``
 package on PyPI: ``bash scripts/build_kenlm.sh`` (``make kenlm``; ``make
-test`` runs it) compiles them into ``.venv/bin`` in about two minutes, with
+test`` runs it) compiles them into ``.venv/bin`` in two to five minutes, with
 Debian's boost packages (``scripts/install_system_deps.sh``). They are
 looked up in ``$KENLM_BIN``, beside the Python interpreter, then on ``PATH``.
 

@@ -53,7 +53,7 @@ fi
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-echo "building KenLM $version lmplz and build_binary (about two minutes) ..."
+echo "building KenLM $version lmplz and build_binary (two to five minutes) ..."
 start=$(date +%s)
 # The sdist only; --no-binary for kenlm alone (its build requirements stay wheels).
 "$py" -m pip download -q --no-deps --no-binary kenlm "kenlm==$version" -d "$work"

@@ -3,8 +3,8 @@
 Usage::
 
     python -m speechbrain_wsm.evaluate RUN --manifest test-other.csv \\
-        [--name test-other] [--decoder greedy|beam] [--beam_size 20] \\
-        [--kenlm 4gram.arpa --lm_weight 0.5 --word_bonus 1.0] \\
+        [--name test-other] [--decoder greedy|beam|lexicon] [--beam_size 20] \\
+        [--kenlm 3gram.arpa [--lexicon lexicon.txt] --lm_weight 0.5 --word_bonus 1.0] \\
         [--checkpoint best|latest|CKPT+...] [--output_folder DIR] \\
         [--batch_size 8] [--device cuda:0] [--data_folder /data] [--KEY=VALUE ...]
 
@@ -37,9 +37,11 @@ the selective fine-tuning recipes do):
   validation ``WER`` in their meta, so ``--checkpoint best`` (default) picks
   the lowest, ``latest`` the most recent. When the run folder moved,
   checkpoints are read from ``RUN/save``;
-* optional keys: ``sample_rate`` (16000), ``decoder`` (``greedy``/``beam``),
-  ``beam_size``, ``kenlm_model_path``, ``lm_weight``, ``word_bonus`` (the
-  defaults of the flags above).
+* optional keys: ``sample_rate`` (16000), ``decoder``
+  (``greedy``/``beam``/``lexicon``), ``beam_size``, ``kenlm_model_path``,
+  ``lexicon``, ``lm_weight``, ``word_bonus`` (the defaults of the flags
+  above; ``lexicon`` decoding needs ``--kenlm`` and ``--lexicon``, which
+  ``python -m speechbrain_wsm.data.lm`` builds).
 
 Manifests are SpeechBrain CSV files with ``ID``, ``wav`` and ``wrd``
 (``start``/``stop`` columns, in seconds, select a segment of ``wav``).
@@ -60,7 +62,7 @@ from pathlib import Path
 
 import torch
 
-from speechbrain_wsm.decoding import DECODERS, build_decoder
+from speechbrain_wsm.decoding import DECODERS, build_decoder, check_decoder_files
 
 __all__ = [
     "DECODING_DEFAULTS",
@@ -203,6 +205,7 @@ def evaluate_manifest(
     sample_rate: int = 16000,
     batch_size: int = 8,
     device: str | torch.device = "cpu",
+    lexicon: str | None = None,
 ) -> dict:
     """Decode a manifest, write ``wer_file`` and the ``cer_`` file beside it.
 
@@ -218,7 +221,7 @@ def evaluate_manifest(
     from speechbrain_wsm.scoring import write_error_rate_files
 
     decode = build_decoder(
-        tokenizer, decoder, beam_size, kenlm_model_path, lm_weight, word_bonus
+        tokenizer, decoder, beam_size, kenlm_model_path, lm_weight, word_bonus, lexicon
     )
     unreadable: list[tuple[str, str]] = []
     ids, refs, hyps = transcribe(
@@ -404,12 +407,13 @@ DECODING_DEFAULTS = {
     "kenlm_model_path": None,
     "lm_weight": 0.5,
     "word_bonus": 1.0,
+    "lexicon": None,
 }
 
 
 def decoding_options(hparams: dict, **given) -> dict:
     """A recipe's decoding options: each ``given`` value that is not ``None``,
-    else the recipe's, else :data:`DECODING_DEFAULTS`.
+    else the recipe's when not ``None``, else :data:`DECODING_DEFAULTS`.
 
     Raises ``TypeError`` naming a ``given`` key that is not a decoding option.
 
@@ -417,7 +421,7 @@ def decoding_options(hparams: dict, **given) -> dict:
     -------
     >>> decoding_options({"beam_size": 8, "lm_weight": 0.3}, decoder="beam",
     ...                  lm_weight=None)
-    {'decoder': 'beam', 'beam_size': 8, 'kenlm_model_path': None, 'lm_weight': 0.3, 'word_bonus': 1.0}
+    {'decoder': 'beam', 'beam_size': 8, 'kenlm_model_path': None, 'lm_weight': 0.3, 'word_bonus': 1.0, 'lexicon': None}
     """
     unknown = sorted(set(given) - set(DECODING_DEFAULTS))
     if unknown:
@@ -425,17 +429,22 @@ def decoding_options(hparams: dict, **given) -> dict:
             f"unknown decoding option {unknown[0]!r}; "
             f"valid: {', '.join(DECODING_DEFAULTS)}"
         )
-    return {
-        key: given[key] if given.get(key) is not None else hparams.get(key, default)
-        for key, default in DECODING_DEFAULTS.items()
-    }
+    options = {}
+    for key, default in DECODING_DEFAULTS.items():
+        value = given.get(key)
+        if value is None:
+            value = hparams.get(key)
+        options[key] = default if value is None else value
+    return options
 
 
 def recipe_parser(prog: str, description: str, epilog: str) -> argparse.ArgumentParser:
     """The command line of a tool that runs a trained recipe.
 
     It takes the recipe (``run``: its output folder or YAML), ``--checkpoint``,
-    ``--device``, ``--decoder``, ``--beam_size`` and ``--batch_size``; other
+    ``--device``, the decoding options (``--decoder``, ``--beam_size``,
+    ``--kenlm``, ``--lexicon``, ``--lm_weight``, ``--word_bonus``) and
+    ``--batch_size``; other
     ``--KEY=VALUE`` arguments override top-level keys of the YAML
     (:func:`parse_override`), as ``epilog`` goes on to say.
     """
@@ -455,6 +464,15 @@ def recipe_parser(prog: str, description: str, epilog: str) -> argparse.Argument
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--decoder", choices=DECODERS)
     parser.add_argument("--beam_size", type=int)
+    parser.add_argument(
+        "--kenlm", dest="kenlm_model_path", help="word n-gram LM (.arpa or .bin)"
+    )
+    parser.add_argument(
+        "--lexicon",
+        help="lexicon of --decoder lexicon (python -m speechbrain_wsm.data.lm)",
+    )
+    parser.add_argument("--lm_weight", type=float)
+    parser.add_argument("--word_bonus", type=float)
     parser.add_argument("--batch_size", type=int, default=8)
     return parser
 
@@ -492,9 +510,6 @@ def _parse(argv: Sequence[str]):
         action="append",
         help="name of each manifest's wer file (default: stem)",
     )
-    parser.add_argument("--kenlm", dest="kenlm_model_path")
-    parser.add_argument("--lm_weight", type=float)
-    parser.add_argument("--word_bonus", type=float)
     parser.add_argument("--output_folder", help="where wer_<name>.txt goes")
     parser.add_argument("--data_folder", help="replaces $data_root in manifests")
     args, rest = parser.parse_known_args(list(argv))
@@ -537,11 +552,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict]:
     hparams, run_folder = load_recipe(args.run, overrides)
     out_folder = Path(args.output_folder or run_folder)
     _check_writable(out_folder)  # before any decoding, not after
-    model, tokenizer = load_trained(hparams, run_folder, args.checkpoint, args.device)
-
     decoding = decoding_options(
         hparams, **{key: getattr(args, key) for key in DECODING_DEFAULTS}
     )
+    check_decoder_files(  # a missing LM or lexicon: one line, before loading
+        decoding["decoder"], decoding["kenlm_model_path"], decoding["lexicon"]
+    )
+    model, tokenizer = load_trained(hparams, run_folder, args.checkpoint, args.device)
     results = {}
     names = args.name or [Path(m).stem for m in args.manifest]
     for manifest, name in zip(args.manifest, names, strict=True):

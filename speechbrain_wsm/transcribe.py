@@ -4,7 +4,9 @@ Usage::
 
     python -m speechbrain_wsm.transcribe RUN a.wav b.flac ... \\
         [--checkpoint best|latest|CKPT+...] [--device cpu] \\
-        [--decoder greedy|beam] [--beam_size 20] [--batch_size 8] [--KEY=VALUE ...]
+        [--decoder greedy|beam|lexicon] [--beam_size 20] \\
+        [--kenlm 3gram.arpa [--lexicon lexicon.txt] --lm_weight 0.5 --word_bonus 1.0] \\
+        [--batch_size 8] [--KEY=VALUE ...]
 
 ``RUN`` is a recipe's output folder (or its ``hyperparams.yaml``), the same as
 for ``python -m speechbrain_wsm.evaluate``, which documents the contract the
@@ -116,11 +118,14 @@ class Transcriber:
             Values replacing the recipe's decoding options (``decoder="beam"``,
             ``beam_size`` ...: :func:`~speechbrain_wsm.evaluate.decoding_options`).
         """
-        from speechbrain_wsm.decoding import build_decoder
+        from speechbrain_wsm.decoding import build_decoder, check_decoder_files
         from speechbrain_wsm.evaluate import decoding_options, load_recipe, load_trained
 
         hparams, folder = load_recipe(str(run_folder), overrides)
         options = decoding_options(hparams, **decoding)
+        check_decoder_files(
+            options["decoder"], options["kenlm_model_path"], options["lexicon"]
+        )
         model, tokenizer = load_trained(hparams, folder, checkpoint, device)
         decode = build_decoder(tokenizer, **options)
         return cls(model, decode, hparams.get("sample_rate", 16000), device)
@@ -244,6 +249,9 @@ def _parse(argv: Sequence[str]):
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line entry point; returns the exit status (1 if a file failed)."""
+    from speechbrain_wsm.recipe.experiment import install_config_error_hook
+
+    install_config_error_hook()  # a missing LM or lexicon: one error: line
     args, overrides = _parse(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(
         level=logging.INFO, format="%(levelname)s %(name)s: %(message)s"
@@ -255,6 +263,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides=overrides,
         decoder=args.decoder,
         beam_size=args.beam_size,
+        kenlm_model_path=args.kenlm_model_path,
+        lexicon=args.lexicon,
+        lm_weight=args.lm_weight,
+        word_bonus=args.word_bonus,
     )
     results = asr.transcribe_files(args.files, args.batch_size)
     failed = []

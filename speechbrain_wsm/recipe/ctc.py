@@ -117,9 +117,9 @@ class CTCBrain(RecipeBrain):
 
         The first decoder writes ``wer_<split>.txt`` / ``cer_<split>.txt``,
         each further one ``wer_<split>_<decoder>.txt`` ... Options of the
-        decoders (``beam_size``, ``kenlm_model_path``, ``lm_weight``,
-        ``word_bonus``, ``sample_rate``, ``test_batch_size``) come from the
-        hyperparameters when they define them. ``note`` (text under the
+        decoders (``beam_size``, ``kenlm_model_path``, ``lexicon``,
+        ``lm_weight``, ``word_bonus``, ``sample_rate``, ``test_batch_size``)
+        come from the hyperparameters when they define them. ``note`` (text under the
         table) may be a function, called once the best checkpoint is loaded.
 
         Returns
@@ -130,11 +130,8 @@ class CTCBrain(RecipeBrain):
         hp = self.hparams
         recover_checkpoint(self.checkpointer, "best")
         folder = hp.output_folder
-        options = {
-            k: getattr(hp, k)
-            for k in ("beam_size", "kenlm_model_path", "lm_weight", "word_bonus")
-            if hasattr(hp, k)
-        }
+        keys = ("beam_size", "kenlm_model_path", "lexicon", "lm_weight", "word_bonus")
+        options = {k: getattr(hp, k) for k in keys if getattr(hp, k, None) is not None}
         results = {}
         for i, decoder in enumerate(decoders):
             suffix = "" if i == 0 else f"_{decoder}"

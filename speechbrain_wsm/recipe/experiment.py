@@ -148,6 +148,17 @@ def _destroy_process_group() -> None:
         torch.distributed.destroy_process_group()
 
 
+def _check_decoders(hparams: dict) -> None:
+    """A test-time decoder's LM or lexicon that is missing fails now, not after training."""
+    from speechbrain_wsm.decoding import check_decoder_files
+
+    decoders = [hparams.get("decoder"), *(hparams.get("extra_decoders") or [])]
+    for decoder in (d for d in decoders if isinstance(d, str)):
+        check_decoder_files(
+            decoder, hparams.get("kenlm_model_path"), hparams.get("lexicon")
+        )
+
+
 def load_hparams(argv: Sequence[str] | None = None):
     """Parse a recipe's command line, start DDP if launched by torchrun, load the YAML.
 
@@ -203,6 +214,7 @@ def load_hparams(argv: Sequence[str] | None = None):
                 f"unknown command-line override for {hparams_file}: {e.args[0]}"
             ) from None
     _check_positive(hparams, hparams_file)
+    _check_decoders(hparams)
     device = run_opts["device"] or infer_device()
     if (
         device.startswith("cpu")

@@ -41,4 +41,5 @@ bench: $(STAMP)
 DEMO_ARGS ?=
 demo: $(STAMP)
 	bash scripts/install_system_deps.sh --strict
+	bash scripts/build_kenlm.sh $(VENV)/bin --strict
 	$(PY) -m speechbrain_wsm.demo $(DEMO_ARGS)

@@ -177,17 +177,29 @@ class Demo:
         }
 
     def language_model(self):
-        """Word n-gram LM and lexicon from the Bible text, less dev and test sentences."""
-        from speechbrain_wsm.data.lm import build_demo_lm
+        """Word n-gram LM and lexicon: the Bible text less the corpus's dev and
+        test chapters and sentences, plus the transcripts of train-real-10min."""
+        from speechbrain_wsm.data.lm import build_word_lm, kjv_sentences
 
         exclude = [self.manifests / f"{n}.csv" for n in ("dev-synth", *TEST_SETS)]
-        info = build_demo_lm(
+        with open(self.manifests / "train-real-10min.csv", newline="") as f:
+            real = [row["wrd"] for row in csv.DictReader(f)]
+        lm, lexicon = build_word_lm(
+            kjv_sentences(exclude, seed=0) + real,
             self.lm_dir,
             order=self.s["lm_order"],
             exclude_manifests=exclude,
-            extra_manifests=[self.manifests / "train-real-10min.csv"],
+            binary=True,
         )
-        return {k: str(v) if isinstance(v, Path) else v for k, v in info.items()}
+        info = json.loads((self.lm_dir / "lm.json").read_text())
+        return {
+            "lm": lm,
+            "lexicon": lexicon,
+            "order": self.s["lm_order"],
+            "sentences": info["sentences"],
+            "excluded": info["dropped_evaluation_sentences"],
+            "words": info["lexicon_words"],
+        }
 
     def _stage_manifests(self, out: Path, names) -> None:
         """Copy the demo's manifests into a recipe's output folder (skip_prep)."""
@@ -425,14 +437,8 @@ class Demo:
         name = min(runs, key=lambda k: _dev_cer(runs[k]))
         folder = runs[name]["folder"]
         greedy = Transcriber.from_run(folder, device=self.args.device)
-        decoding = self._decoding()
-        lm = Transcriber.from_run(
-            folder,
-            device=self.args.device,
-            decoder="lexicon",
-            kenlm=decoding["kenlm_model_path"],
-            lexicon=decoding["lexicon"],
-        )
+        # the run's YAML holds the LM and lexicon the demo gave it
+        lm = Transcriber.from_run(folder, device=self.args.device, decoder="lexicon")
         out = {"model": name, "files": []}
         for split in ("test-real-librivox", "test-real-asterisk"):
             with open(self.manifests / f"{split}.csv", newline="") as f:

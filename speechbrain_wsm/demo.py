@@ -274,9 +274,11 @@ class Demo:
             "kernel_size": self.s["kernel_size"],
             "cnn_channels": [32, 32],
             "spec_augment": False,
+            # the CTC README's small-data settings: a slow warm-up (a fast one
+            # holds CTC on its blank plateau), a long hold, a short decay
             "lr": 0.0015,
-            "warmup": 0.05,
-            "hold": 0.75,
+            "warmup": 0.4,
+            "hold": 0.4,
             "speed_perturb": small_data,
             "add_noise": small_data,
             "seed": seed,

@@ -72,6 +72,8 @@ import speechbrain as sb
 import torch
 from torch.utils.data import IterableDataset, Sampler
 
+from speechbrain_wsm.data.audio import skip_undecodable
+
 __all__ = [
     "DistributedBatchSampler",
     "RecipeBrain",
@@ -263,6 +265,17 @@ class RobustBrain(sb.Brain):
         if folder is not None and os.path.isdir(folder):
             with open(os.path.join(folder, "run_summary.json"), "w") as f:
                 json.dump(summary, f, indent=1)
+
+    def make_dataloader(self, dataset, stage, ckpt_prefix="dataloader-", **kwargs):
+        """SpeechBrain's loader, over a dataset that skips items failing to decode.
+
+        A file whose header reads but whose body does not (a truncated FLAC)
+        is skipped and counted in the run summary
+        (:func:`~speechbrain_wsm.data.audio.skip_undecodable`) instead of
+        ending the epoch.
+        """
+        dataset = skip_undecodable(dataset)
+        return super().make_dataloader(dataset, stage, ckpt_prefix, **kwargs)
 
     def _fit_train(self, train_set, epoch, enable):
         try:

@@ -27,7 +27,6 @@ import json
 import logging
 import os
 import re
-import sys
 from collections.abc import Sequence
 
 import ruamel.yaml
@@ -37,6 +36,7 @@ from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import infer_device, run_on_main
 
 from speechbrain_wsm.data.librispeech import merge_manifests, prepare_librispeech
+from speechbrain_wsm.errors import UserValueError, install_error_hook
 
 __all__ = [
     "ConfigError",
@@ -62,28 +62,18 @@ POSITIVE_KEYS = (
 )
 
 
-class ConfigError(ValueError):
+class ConfigError(UserValueError):
     """A mistake in a recipe's configuration; its message names the key and the fix.
 
-    In a process that called :func:`load_hparams`, an uncaught one is printed
-    as a single ``error: ...`` line, without a traceback.
+    A :class:`~speechbrain_wsm.errors.UserError`: in a process that called
+    :func:`load_hparams`, an uncaught one is printed as a single
+    ``error: ...`` line, without a traceback (``--debug`` shows it).
     """
 
 
 def install_config_error_hook() -> None:
-    """Print an uncaught :class:`ConfigError` as one line (installed once)."""
-    previous = sys.excepthook
-    if getattr(previous, "_config_errors", False):
-        return
-
-    def hook(kind, value, tb):
-        if isinstance(value, ConfigError):
-            print(f"error: {value}", file=sys.stderr)
-        else:
-            previous(kind, value, tb)
-
-    hook._config_errors = True
-    sys.excepthook = hook
+    """Print an uncaught user error as one line (:func:`~speechbrain_wsm.errors.install_error_hook`)."""
+    install_error_hook()
 
 
 def _check_overrides(hparams_file: str, overrides: str) -> None:

@@ -96,8 +96,10 @@ class W2V2Brain(RobustBrain):
             )
 
 
-def main():
-    hparams, run_opts, hparams_file, overrides = load_hparams(sys.argv[1:])
+def main(argv=None):
+    hparams, run_opts, hparams_file, overrides = load_hparams(
+        sys.argv[1:] if argv is None else argv
+    )
     sb.create_experiment_directory(hparams["output_folder"], hparams_file, overrides)
     manifests = prepare_librispeech_manifests(hparams)
 

@@ -13,13 +13,21 @@ rate (the ``lr`` it was built with), so one schedule serves several
 optimisers with different rates (new blocks and pretrained weights).
 
 :class:`StepLimitedWarmCoolDecay` is the wav2vec 2.0 pretraining schedule
-(SpeechBrain's warm-up, slow decay, linear cool-down to 0) whose warm-up and
-cool-down follow ``--optimizer_step_limit``: given as shares of the step
-limit, or as step counts that must fit in it.
+(SpeechBrain's warm-up, slow decay, linear cool-down to 0).
+
+**One rule for every schedule**: a schedule spans the optimizer steps the run
+will take, :func:`planned_steps` (``number_of_epochs`` times the optimizer
+steps of an epoch, or ``optimizer_step_limit``, whichever is smaller), set
+when training starts and logged. Its phases (``warmup``, ``hold``,
+``cooldown``) are shares of that length when below 1 and step counts when 1
+or more (:func:`steps_of`). A run shortened with ``--number_of_epochs=2``
+alone therefore warms up over 10 % of its own steps, not over the 30 000 steps
+of the full-length run.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 
 from speechbrain.nnet.schedulers import WarmCoolDecayLRSchedule
@@ -29,7 +37,36 @@ from speechbrain.utils.checkpoints import (
     register_checkpoint_hooks,
 )
 
-__all__ = ["StepLimitedWarmCoolDecay", "TriStageSchedule", "steps_of"]
+__all__ = ["StepLimitedWarmCoolDecay", "TriStageSchedule", "planned_steps", "steps_of"]
+
+logger = logging.getLogger(__name__)
+
+
+def planned_steps(
+    epochs: int, steps_per_epoch: int | None, step_limit: int | None
+) -> int:
+    """The optimizer steps a run will take: epochs x steps, or the step limit if smaller.
+
+    Arguments
+    ---------
+    epochs : int
+        ``number_of_epochs``.
+    steps_per_epoch : int, optional
+        Optimizer steps of one epoch (batches / accumulation); None: unknown.
+    step_limit : int, optional
+        ``optimizer_step_limit`` (None: no limit).
+
+    Example
+    -------
+    >>> planned_steps(2, 50, 300000), planned_steps(1000, 50, 200), planned_steps(3, None, 90)
+    (100, 200, 90)
+    """
+    by_epochs = None if steps_per_epoch is None else int(epochs) * int(steps_per_epoch)
+    limit = None if step_limit is None else int(step_limit)
+    found = [n for n in (by_epochs, limit) if n is not None]
+    if not found:
+        raise ValueError("a run needs number_of_epochs x batches or a step limit")
+    return max(1, min(found))
 
 
 def steps_of(value: float, total_steps: int, name: str) -> int:
@@ -99,19 +136,45 @@ class StepLimitedWarmCoolDecay(WarmCoolDecayLRSchedule):
         decay_factor: float = 0.75,
         decay_every: int = 100000,
     ):
-        total_steps = int(total_steps)
+        self.given = {"warmup": warmup, "cooldown": cooldown}
+        warm, cool, total_steps = self._phases(int(total_steps))
+        super().__init__(
+            lr, max(warm, 1), max(cool, 1), total_steps, decay_factor, decay_every
+        )
+
+    def _phases(self, total_steps: int) -> tuple[int, int, int]:
         if total_steps < 1:
             raise ValueError(f"optimizer_step_limit must be >= 1, got {total_steps}")
-        warm = steps_of(warmup, total_steps, "warmup")
-        cool = steps_of(cooldown, total_steps, "cooldown")
+        warm = steps_of(self.given["warmup"], total_steps, "warmup")
+        cool = steps_of(self.given["cooldown"], total_steps, "cooldown")
         if warm + cool > total_steps:
             raise ValueError(
                 f"warmup ({warm} steps) + cooldown ({cool} steps) is longer than "
                 f"the run (optimizer_step_limit={total_steps}): give them as "
                 "shares of the run (e.g. --warmup=0.1 --cooldown=0.9)"
             )
-        super().__init__(
-            lr, max(warm, 1), max(cool, 1), total_steps, decay_factor, decay_every
+        return warm, cool, total_steps
+
+    def set_total_steps(self, total: int) -> None:
+        """Span the steps the run will take (:func:`planned_steps`), set at fit start.
+
+        Shares (< 1) follow the new length; step counts (>= 1) must fit in it.
+
+        Example
+        -------
+        >>> s = StepLimitedWarmCoolDecay(lr=1.0, warmup=0.1, cooldown=0.9, total_steps=300000)
+        >>> s.set_total_steps(400)  # two epochs of 200 steps
+        >>> s.warmup, s.cooldown, s.total_steps
+        (40, 360, 400)
+        """
+        warm, cool, total = self._phases(int(total))
+        self.warmup, self.cooldown, self.total_steps = max(warm, 1), max(cool, 1), total
+
+    def describe(self) -> str:
+        """The phases in steps, for the log."""
+        return (
+            f"{self.total_steps} steps: warm-up {self.warmup}, "
+            f"cool-down {self.cooldown} to 0 at the last step"
         )
 
 
@@ -130,9 +193,9 @@ class TriStageSchedule:
     Arguments
     ---------
     warmup : float
-        Share of the steps spent warming up.
+        Share of the steps spent warming up (< 1), or a number of steps (>= 1).
     hold : float
-        Share of the steps at the peak rate.
+        Share of the steps at the peak rate (< 1), or a number of steps (>= 1).
     init_scale : float
         Multiplier at step 0.
     final_scale : float
@@ -153,10 +216,11 @@ class TriStageSchedule:
         init_scale: float = 0.01,
         final_scale: float = 0.05,
     ):
-        if not (0 <= warmup and 0 <= hold and warmup + hold <= 1):
+        shares = warmup < 1 and hold < 1
+        if not (0 <= warmup and 0 <= hold and (warmup + hold <= 1 or not shares)):
             raise ValueError(
                 f"warmup ({warmup}) and hold ({hold}) must be shares of the "
-                "steps, summing to at most 1"
+                "steps summing to at most 1, or step counts (>= 1)"
             )
         if not (0 <= init_scale <= 1 and 0 < final_scale <= 1):
             raise ValueError(
@@ -169,17 +233,37 @@ class TriStageSchedule:
         self.step = 0
 
     def set_total_steps(self, total: int) -> None:
-        """Fix the length of the schedule (optimizer steps of the whole run)."""
+        """Fix the length of the schedule (:func:`planned_steps` of the run).
+
+        Step counts (>= 1) of warm-up plus hold must fit in it.
+        """
         if total < 1:
             raise ValueError(f"a run needs at least one step, got {total}")
+        warm = steps_of(self.warmup, total, "warmup")
+        hold = steps_of(self.hold, total, "hold")
+        if warm + hold > total:
+            raise ValueError(
+                f"warmup ({warm} steps) + hold ({hold} steps) is longer than the "
+                f"run ({total} steps): give them as shares (e.g. --warmup=0.1 "
+                "--hold=0.4)"
+            )
         self.total_steps = int(total)
+        self._warm, self._hold = warm, hold
+
+    def describe(self) -> str:
+        """The phases in steps, for the log."""
+        return (
+            f"{self.total_steps} steps: warm-up {self._warm}, hold {self._hold}, "
+            f"decay to {self.final_scale:g} x the peak over the rest"
+        )
 
     def scale(self, step: int) -> float:
         """The multiplier at ``step``."""
         if self.total_steps is None:
             raise RuntimeError("call set_total_steps before using the schedule")
-        warm = self.warmup * self.total_steps
-        hold_end = warm + self.hold * self.total_steps
+        warm = float(self._warm) if self.warmup >= 1 else self.warmup * self.total_steps
+        hold = float(self._hold) if self.hold >= 1 else self.hold * self.total_steps
+        hold_end = warm + hold
         if step < warm:
             return self.init_scale + (1 - self.init_scale) * step / warm
         if step < hold_end:

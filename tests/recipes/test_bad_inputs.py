@@ -68,4 +68,10 @@ def test_a_flac_cut_short_is_skipped_and_counted_not_fatal(corpus, tmp_path):
     # once in training, once in validation
     assert summary["utterances_left_out"]["train"]["undecodable"] == 1
     assert summary["utterances_left_out"]["valid"]["undecodable"] == 1
-    assert rows[0]["ID"] in (out / "log.txt").read_text()
+    log = (out / "log.txt").read_text()
+    assert rows[0]["ID"] in log
+    # --number_of_epochs=1 alone: the schedule spans this run, not 300 000 steps
+    steps = summary["optimizer_steps"]
+    assert (
+        f"schedule over the {steps} steps: warm-up {max(1, round(0.1 * steps))}," in log
+    )

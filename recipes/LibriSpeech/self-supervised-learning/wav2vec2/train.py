@@ -19,6 +19,7 @@ import speechbrain as sb
 from speechbrain_wsm.recipe import (
     RobustBrain,
     SpanMaskCollate,
+    set_schedule_length,
     add_audio_pipeline,
     dynamic_batch_sampler,
     load_hparams,
@@ -35,6 +36,12 @@ class W2V2Brain(RobustBrain):
     def model(self):
         """The pretrainer, unwrapped from DDP."""
         return getattr(self.modules.wav2vec2, "module", self.modules.wav2vec2)
+
+    def on_fit_start(self):
+        super().on_fit_start()
+        # the schedule spans the steps this run will take (--number_of_epochs
+        # or --optimizer_step_limit, whichever stops it first)
+        set_schedule_length(self, self.hparams.lr_scheduler)
 
     def compute_forward(self, batch, stage):
         wavs, wav_lens, mask = (t.to(self.device) for t in batch)

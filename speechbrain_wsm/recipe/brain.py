@@ -201,7 +201,7 @@ class DistributedBatchSampler(Sampler):
             self.batch_sampler.set_epoch(epoch)
 
 
-def set_schedule_length(brain: "RobustBrain", schedule) -> None:
+def set_schedule_length(brain: RobustBrain, schedule) -> None:
     """Make ``schedule`` span the steps ``brain``'s run will take, and log it.
 
     The one schedule rule of the project

@@ -19,12 +19,12 @@ import speechbrain as sb
 from speechbrain_wsm.recipe import (
     RobustBrain,
     SpanMaskCollate,
-    set_schedule_length,
     add_audio_pipeline,
     dynamic_batch_sampler,
     load_hparams,
     manifest_dataset,
     prepare_librispeech_manifests,
+    set_schedule_length,
 )
 
 

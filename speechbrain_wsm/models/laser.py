@@ -94,12 +94,17 @@ def pitch_shift(wav: torch.Tensor, sample_rate: int, steps: int) -> torch.Tensor
 
 
 class ViewPerturbation(nn.Module):
-    """The perturbed view of an utterance: speed, then pitch, each with probability p.
+    """The perturbed view of an utterance: speed, then pitch, as the published LASER.
 
-    Speed: :func:`torchaudio.functional.speed` (what
-    ``torchaudio.transforms.SpeedPerturbation`` applies) by one of ``speed_factors`` (a factor of 1.0 leaves the audio as it is). Pitch:
-    :func:`pitch_shift` (phase vocoder and resampling, torchaudio) by a
-    number of semitones drawn from ``pitch_steps``.
+    The defaults follow the published code (``LASER_finetuning/dataset.py``):
+    every utterance gets ``SpeedPerturbation`` by a uniform choice among
+    ``speed_factors`` (:func:`torchaudio.functional.speed`, what
+    ``torchaudio.transforms.SpeedPerturbation`` applies; a factor of 1.0
+    leaves the speed as it is), then **always** a pitch shift of +2 or -2
+    semitones, the sign drawn with p 0.5 (:func:`pitch_shift`: phase vocoder
+    and resampling, torchaudio). So no perturbed view equals its clean
+    utterance. ``speed_prob`` / ``pitch_prob`` below 1 skip a perturbation
+    with that probability (an ablation, not the published setting).
 
     Arguments
     ---------
@@ -108,9 +113,9 @@ class ViewPerturbation(nn.Module):
     speed_factors : list of float
         Speed factors drawn from (LASER HuBERT: 0.9, 1.0, 1.1).
     pitch_steps : list of int
-        Semitone shifts drawn from (reconstruction: -2, -1, 1, 2 for "+-2").
+        Semitone shifts drawn from, uniformly (published: -2, 2).
     speed_prob, pitch_prob : float
-        Probability of each perturbation.
+        Probability of each perturbation (published: 1.0 and 1.0).
     seed : int, optional
         Seed of a random stream of its own (default: Python's global
         ``random``, which SpeechBrain seeds and each DataLoader worker
@@ -128,9 +133,9 @@ class ViewPerturbation(nn.Module):
         self,
         sample_rate: int = 16000,
         speed_factors=(0.9, 1.0, 1.1),
-        pitch_steps=(-2, -1, 1, 2),
-        speed_prob: float = 0.5,
-        pitch_prob: float = 0.5,
+        pitch_steps=(-2, 2),
+        speed_prob: float = 1.0,
+        pitch_prob: float = 1.0,
         seed: int | None = None,
     ):
         super().__init__()

@@ -44,6 +44,8 @@ from speechbrain_wsm.models.surgery import (
     skip_frozen_activations,
 )
 from speechbrain_wsm.models.upstream import SSLUpstream, source_kind
+from speechbrain_wsm.models.upstream.hf import load_hf_model
+from speechbrain_wsm.models.upstream.sources import resolve_source
 from speechbrain_wsm.nnet.soft_dtw import contrastive_idm, soft_dtw_divergence
 
 __all__ = [
@@ -373,9 +375,13 @@ def build_laser(
 def save_laser_model(upstream: SSLUpstream, ssl_source, folder) -> Path:
     """Write the fine-tuned upstream as a folder every ``ssl_source`` accepts.
 
-    Hugging Face source: ``save_pretrained`` into ``folder``, with the
-    source's own ``config.json`` and ``preprocessor_config.json`` copied over
-    (so the fine-tuning config overrides do not leak into the probes). This
+    Hugging Face source: the source model as it was saved (every weight,
+    ``masked_spec_embed`` included, which a model loaded with
+    ``mask_time_prob: 0`` does not build) with the fine-tuned weights loaded
+    into it, ``save_pretrained`` into ``folder``, and the source's own
+    ``config.json`` and ``preprocessor_config.json`` copied over (so the
+    fine-tuning config overrides do not leak into the probes):
+    ``AutoModel.from_pretrained(folder)`` finds no missing or unexpected key. This
     project's pretraining output: ``folder/hyperparams.yaml`` copied from the
     source and the whole pretraining model (its encoder as fine-tuned) saved
     by the project's RobustCheckpointer in ``folder/save``. The projection head is
@@ -392,8 +398,18 @@ def save_laser_model(upstream: SSLUpstream, ssl_source, folder) -> Path:
 
     source, folder = Path(ssl_source), Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    source = resolve_source(source)
     if source_kind(source) == "hf":
-        upstream.model.save_pretrained(str(folder))
+        full = load_hf_model(source)  # every weight of the source, as saved
+        missing, unexpected = full.load_state_dict(
+            upstream.model.state_dict(), strict=False
+        )
+        if unexpected:
+            raise RuntimeError(f"fine-tuned weights not in {source}: {unexpected}")
+        kept = [k for k in missing if k not in upstream.model.state_dict()]
+        if kept:
+            logger.info("exported from %s as they were: %s", source, kept)
+        full.save_pretrained(str(folder))
         for name in ("config.json", "preprocessor_config.json"):
             if (source / name).is_file():
                 shutil.copyfile(source / name, folder / name)

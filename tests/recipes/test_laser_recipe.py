@@ -253,3 +253,32 @@ def test_a_clip_too_short_for_the_model_is_left_out_and_counted(
     summary = json.loads((out / "run_summary.json").read_text())
     assert summary["optimizer_steps"] == 1
     assert summary["utterances_left_out"]["train"]["too_short"] == 1
+
+
+def test_the_run_folder_is_an_ssl_source_and_the_export_is_complete(
+    sources, librispeech_samples, tmp_path
+):
+    # issue 24 item 12: the run folder stands for its exported <run>/model,
+    # and Hugging Face loads the export with no missing or unexpected key
+    from transformers import AutoModel
+
+    from speechbrain_wsm.errors import UserError
+
+    out = run(
+        "hubert",
+        sources["hubert"],
+        tmp_path / "run",
+        librispeech_samples,
+        optimizer_step_limit=1,
+        grad_accumulation_factor=1,
+    )
+    _, info = AutoModel.from_pretrained(str(out / "model"), output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"], info
+    by_run = load_upstream(out, frozen=True)
+    by_export = load_upstream(out / "model", frozen=True)
+    for key, value in by_export.model.state_dict().items():
+        assert torch.equal(by_run.model.state_dict()[key], value), key
+    # a run folder that exported nothing (yet) names the folder to use
+    (out / "model").rename(out / "elsewhere")
+    with pytest.raises(UserError, match=r"LASER writes .*run/model"):
+        load_upstream(out)

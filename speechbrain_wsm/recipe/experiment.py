@@ -25,6 +25,7 @@ import atexit
 import dataclasses
 import json
 import logging
+import math
 import os
 import re
 from collections.abc import Sequence
@@ -113,6 +114,50 @@ def _check_overrides(hparams_file: str, overrides: str) -> None:
             )
 
 
+#: Seconds per encoder frame of every front end of the project (20 ms).
+FRAME_SECONDS = 0.02
+#: Per-layer attention contexts (frames) that cannot usefully exceed an utterance.
+CONTEXT_KEYS = ("left_context", "right_context")
+
+
+def _cap_contexts(hparams_file: str, overrides: str) -> str:
+    """Cap ``left_context`` / ``right_context`` to the frames of ``max_duration``.
+
+    A context longer than the longest utterance changes nothing in the
+    output, but the band attention sizes its blocks by it: 10^5-10^6 frames
+    asked for 160 GB. Such a value (in the file or on the command line) is
+    replaced by the frames of ``max_duration`` (20 ms frames), with a log
+    line, before anything is built.
+    """
+    with open(hparams_file, encoding="utf-8") as f:
+        tree = ruamel.yaml.YAML().load(f) or {}
+    values = {k: v for k, v in tree.items() if not _tagged(v)}
+    given = ruamel.yaml.YAML(typ="safe").load(overrides or "") or {}
+    values.update(given)
+    max_duration = values.get("max_duration")
+    if not isinstance(max_duration, (int, float)) or isinstance(max_duration, bool):
+        return overrides
+    frames = math.ceil(max_duration / FRAME_SECONDS)
+    extra = []
+    for key in CONTEXT_KEYS:
+        value = values.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > frames:
+            logger.info(
+                "%s=%d frames is longer than max_duration (%g s = %d frames of "
+                "20 ms): capped to %d",
+                key,
+                value,
+                max_duration,
+                frames,
+                frames,
+            )
+            given[key] = frames
+            extra.append(key)
+    if not extra:
+        return overrides
+    return "\n".join(f"{k}: {json.dumps(v)}" for k, v in given.items())
+
+
 def _tagged(node) -> bool:
     """Whether a YAML node carries a tag (``!ref``, ``!new:`` ...): any type goes."""
     if isinstance(node, ruamel.yaml.comments.TaggedScalar):
@@ -178,6 +223,7 @@ def load_hparams(argv: Sequence[str] | None = None):
     hparams_file, run_opts, overrides = sb.parse_arguments(list(argv or []))
     _check_overrides(hparams_file, overrides)
     run_opts, overrides = _sync_run_options(hparams_file, run_opts, overrides)
+    overrides = _cap_contexts(hparams_file, overrides)
     sb.utils.distributed.ddp_init_group(run_opts)
     if torch.distributed.is_initialized():
         # A process group left to interpreter shutdown can abort the process

@@ -61,6 +61,10 @@ from pathlib import Path
 import torch
 
 from speechbrain_wsm.decoding import DECODERS, build_decoder
+from speechbrain_wsm.errors import (
+    UserFileNotFoundError,
+    UserValueError,
+)
 
 __all__ = [
     "DECODING_DEFAULTS",
@@ -84,9 +88,9 @@ def _loader(manifest: str, data_folder, sample_rate: int, batch_size: int):
     from speechbrain.dataio.dataset import DynamicItemDataset
 
     from speechbrain_wsm.data.audio import add_audio_pipeline, drop_unreadable
+    from speechbrain_wsm.data.manifests import check_manifest
 
-    if not os.path.isfile(manifest):
-        raise FileNotFoundError(f"manifest '{manifest}' not found")
+    check_manifest(manifest)  # missing, not UTF-8, no rows, an ID twice
     replacements = {"data_root": data_folder} if data_folder else {}
     dataset = DynamicItemDataset.from_csv(manifest, replacements=replacements)
     first = next(iter(dataset.data.values()), None)
@@ -94,7 +98,7 @@ def _loader(manifest: str, data_folder, sample_rate: int, batch_size: int):
         raise ValueError(f"manifest '{manifest}' has no utterance")
     missing = [k for k in ("wav", "wrd") if k not in first]
     if missing:
-        raise ValueError(f"manifest '{manifest}' lacks the column(s) {missing}")
+        raise UserValueError(f"manifest '{manifest}' lacks the column(s) {missing}")
     if "duration" in first:
         dataset = dataset.filtered_sorted(sort_key="duration", reverse=True)
     # score what can be read; the rows that cannot are listed, not fatal
@@ -263,6 +267,14 @@ def load_recipe(run: str, overrides: dict | None = None) -> tuple[dict, Path]:
         The loaded hyperparameters (objects built).
     folder : Path
         The run folder (the YAML's folder).
+
+    Notes
+    -----
+    The folder given is the folder used: ``hyperparams.yaml`` records the
+    run's absolute ``output_folder``, so a copied or moved run folder would
+    load the original run's checkpoints and files. Unless ``output_folder``
+    is overridden, it becomes the folder given, and every top-level path
+    under the recorded folder (``tokenizer_file`` ...) moves with it.
     """
     from hyperpyyaml import load_hyperpyyaml
 
@@ -270,17 +282,18 @@ def load_recipe(run: str, overrides: dict | None = None) -> tuple[dict, Path]:
     if path.is_dir():
         path = path / "hyperparams.yaml"
     if not path.is_file():
-        raise FileNotFoundError(
+        raise UserFileNotFoundError(
             f"{path} not found: pass a recipe output folder (holding the "
             "hyperparams.yaml the recipe wrote) or a YAML file"
         )
+    overrides = {**_moved_paths(path), **(overrides or {})}
     with open(path, encoding="utf-8") as f:
         try:
             hparams = load_hyperpyyaml(f, overrides or {}, overrides_must_match=True)
         except KeyError as e:
             if "not found in" not in str(e):
                 raise
-            raise ValueError(f"unknown override for {path}: {e.args[0]}") from None
+            raise UserValueError(f"unknown override for {path}: {e.args[0]}") from None
     missing = [k for k in ("asr_model", "checkpointer") if k not in hparams]
     if "tokenizer_file" not in hparams and "tokenizer" not in hparams:
         missing.append("tokenizer_file")
@@ -290,6 +303,41 @@ def load_recipe(run: str, overrides: dict | None = None) -> tuple[dict, Path]:
             "--help` for the keys a recipe must define"
         )
     return hparams, path.parent
+
+
+def _moved_paths(path: Path) -> dict:
+    """Overrides making a run folder's ``hyperparams.yaml`` point at that folder.
+
+    ``{"output_folder": <the folder>, ...}`` when the recorded
+    ``output_folder`` is another folder (a copy or a moved run); top-level
+    paths under the recorded folder follow it. Empty for a YAML that is not
+    a run's record, or a run that did not move.
+    """
+    import ruamel.yaml
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            tree = ruamel.yaml.YAML().load(f) or {}
+    except (ruamel.yaml.YAMLError, UnicodeDecodeError):
+        return {}  # load_hyperpyyaml says what is wrong
+    recorded = tree.get("output_folder") if hasattr(tree, "get") else None
+    if path.name != "hyperparams.yaml" or not isinstance(recorded, str):
+        return {}
+    here = path.parent.resolve()
+    try:
+        if Path(recorded).resolve() == here:
+            return {}
+    except OSError:
+        pass
+    moved = {"output_folder": str(here)}
+    old = recorded.rstrip("/") + "/"
+    for key, value in tree.items():
+        if key != "output_folder" and isinstance(value, str) and value.startswith(old):
+            moved[key] = str(here / value[len(old) :])
+    logger.info(
+        "%s records output_folder %s; using the folder given, %s", path, recorded, here
+    )
+    return moved
 
 
 def recover_checkpoint(
@@ -425,10 +473,17 @@ def decoding_options(hparams: dict, **given) -> dict:
             f"unknown decoding option {unknown[0]!r}; "
             f"valid: {', '.join(DECODING_DEFAULTS)}"
         )
-    return {
+    options = {
         key: given[key] if given.get(key) is not None else hparams.get(key, default)
         for key, default in DECODING_DEFAULTS.items()
     }
+    beam = options.get("beam_size")
+    if beam is not None and (isinstance(beam, bool) or not beam >= 1):
+        raise UserValueError(
+            f"--beam_size={beam}: the beam must keep at least 1 prefix "
+            "(e.g. --beam_size=20)"
+        )
+    return options
 
 
 def recipe_parser(prog: str, description: str, epilog: str) -> argparse.ArgumentParser:

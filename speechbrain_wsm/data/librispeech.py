@@ -52,6 +52,8 @@ __all__ = [
     "scan_split",
 ]
 
+from speechbrain_wsm.errors import UserValueError
+
 logger = logging.getLogger(__name__)
 
 #: Kinds of bad input that are skipped and reported, in report order.
@@ -64,7 +66,22 @@ SKIP_KINDS = (
     "empty_transcript",
     "unusable_transcript",
     "duplicate_id",
+    "non_utf8_name",
 )
+
+
+def _printable(text: str) -> str:
+    """``text`` with the bytes of a non-UTF-8 file name escaped (``\\xff``)."""
+    return os.fsencode(text).decode("utf-8", "backslashreplace")
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
 
 #: Version of the transcript normalisation; part of a manifest's options, so
 #: that a change of the rules prepares the manifests again.
@@ -180,6 +197,14 @@ def _collect(
             if name.endswith(".trans.txt"):
                 _read_transcripts(os.path.join(root, name), transcripts, result)
             elif name.endswith(audio_ext):
+                if not _is_utf8(name):  # a manifest (UTF-8) cannot name it
+                    result.skip(
+                        "non_utf8_name",
+                        _printable(name[: -len(audio_ext)]),
+                        _printable(os.path.join(root, name)),
+                        "the file name is not UTF-8: rename the file",
+                    )
+                    continue
                 audio[name[: -len(audio_ext)]] = os.path.join(root, name)
         for uid, (raw, tpath) in transcripts.items():
             path = audio.pop(uid, None)
@@ -410,6 +435,13 @@ def prepare_librispeech(
     for split in splits:
         if not os.path.isdir(os.path.join(data_folder, split)):
             raise _missing_split_error(data_folder, split, audio_ext)
+    for name, folder in (("data_folder", data_folder), ("save_folder", save_folder)):
+        if not _is_utf8(os.path.abspath(folder)):
+            raise UserValueError(
+                f"{name} '{_printable(os.path.abspath(folder))}' holds a byte that "
+                "is not UTF-8, which manifests cannot record: rename the folder "
+                "or give a link to it with a UTF-8 name (ln -s)"
+            )
     os.makedirs(save_folder, exist_ok=True)
 
     outputs = {}

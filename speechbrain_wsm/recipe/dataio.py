@@ -39,6 +39,7 @@ from speechbrain_wsm.data.audio import (
     drop_unreadable,
     load_audio,
 )
+from speechbrain_wsm.data.manifests import check_manifest
 
 __all__ = [
     "SpanMaskCollate",
@@ -102,11 +103,7 @@ def manifest_dataset(
     >>> ds.data_ids
     ['b']
     """
-    if not os.path.isfile(csv_path):
-        raise FileNotFoundError(
-            f"manifest {csv_path} not found (run the data preparation, or pass "
-            "the path of an existing manifest)"
-        )
+    check_manifest(csv_path)  # missing, not UTF-8, no rows, an ID twice
     if sort not in (None, "ascending", "descending"):
         raise ValueError(
             f"sort must be None, 'ascending' or 'descending', got {sort!r}"

@@ -84,6 +84,15 @@ def _check_overrides(hparams_file: str, overrides: str) -> None:
     number, a boolean a boolean, a list a list (a value referring to other
     keys, or null in the file, takes anything).
     """
+    for line in (overrides or "").splitlines():
+        if not _is_utf8(line):  # a byte of a file name that is not UTF-8
+            key, _, value = line.partition(":")
+            shown = os.fsencode(value.strip()).decode("utf-8", "backslashreplace")
+            raise ConfigError(
+                f"--{key.strip()}={shown}: the value holds a byte that is not "
+                "UTF-8, which the run's records cannot hold: rename the file or "
+                "folder, or give a link to it with a UTF-8 name (ln -s)"
+            )
     try:
         given = ruamel.yaml.YAML(typ="safe").load(overrides or "") or {}
     except ruamel.yaml.constructor.DuplicateKeyError as e:
@@ -156,6 +165,14 @@ def _cap_contexts(hparams_file: str, overrides: str) -> str:
     if not extra:
         return overrides
     return "\n".join(f"{k}: {json.dumps(v)}" for k, v in given.items())
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _tagged(node) -> bool:

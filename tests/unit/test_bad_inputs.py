@@ -3,8 +3,12 @@ the right result. Unit-level cases; the runs of ``train.py`` are in
 ``tests/recipes/test_bad_inputs.py``."""
 
 import logging
+import os
+import shutil
 
-from recipe_helpers import load_tiny_pretraining
+import pytest
+import torch
+from recipe_helpers import SAMPLES, load_tiny_pretraining
 
 
 def _streaming_encoder(hp):
@@ -24,3 +28,93 @@ def test_contexts_longer_than_max_duration_are_capped(tmp_path, caplog):
     assert f"capped to {frames}" in caplog.text
     hp, *_ = load_tiny_pretraining(tmp_path, "streaming_sa", "--left_context=16")
     assert _streaming_encoder(hp).left_context == 16  # a usual value is kept
+
+
+# -- item 7: evaluate options, manifests, non-UTF-8 names, duplicate IDs -------
+def test_beam_size_zero_names_the_option():
+    from speechbrain_wsm.errors import UserError
+    from speechbrain_wsm.evaluate import decoding_options
+
+    with pytest.raises(UserError, match=r"--beam_size=0: the beam must keep"):
+        decoding_options({}, decoder="beam", beam_size=0)
+
+
+def _write(path, text: bytes):
+    path.write_bytes(text)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        (b"ID,duration,wav,wrd\n", r"has a header \(ID,duration,wav,wrd\) but no rows"),
+        (b"ID,duration,wav,wrd\na,1.0,x.wav,A\nb,1.0,y\xff.wav,B\n", r"line 3: byte"),
+        (
+            b"ID,duration,wav,wrd\na,1.0,x.wav,A\na,2.0,y.wav,B\n",
+            "'a' is on lines 2 and 3",
+        ),
+    ],
+    ids=["header-only", "not-utf8", "duplicate-id"],
+)
+def test_bad_manifests_name_the_file_and_row(tmp_path, content, expected):
+    from speechbrain_wsm.errors import UserError
+    from speechbrain_wsm.evaluate import transcribe
+    from speechbrain_wsm.recipe.dataio import manifest_dataset
+
+    manifest = _write(tmp_path / "m.csv", content)
+    with pytest.raises(UserError, match=expected) as info:
+        manifest_dataset(manifest)
+    assert manifest in str(info.value)
+    with pytest.raises(UserError, match=expected):  # evaluate reads it alike
+        transcribe(torch.nn.Identity(), None, manifest)
+
+
+def test_an_id_in_two_merged_splits_is_kept_once(tmp_path, caplog):
+    from speechbrain_wsm.data.manifests import (
+        merge_manifests,
+        read_manifest,
+        write_manifest,
+    )
+
+    row = dict(ID="1-2-0003", duration=1.5, wav="/a.flac", spk_id="1", wrd="HI")
+    a = str(tmp_path / "a.csv")
+    b = str(tmp_path / "b.csv")
+    write_manifest(a, [row])
+    write_manifest(b, [row, dict(row, ID="1-2-0004")])
+    with caplog.at_level(logging.WARNING):
+        merged = merge_manifests([a, b], str(tmp_path / "ab.csv"))
+    assert [r["ID"] for r in read_manifest(merged)] == ["1-2-0003", "1-2-0004"]
+    assert "1 utterance ID(s) in more than one manifest kept once" in caplog.text
+
+
+def test_non_utf8_names_are_skipped_or_refused(tmp_path):
+    from speechbrain_wsm.data.librispeech import prepare_librispeech
+    from speechbrain_wsm.errors import UserError
+
+    data = tmp_path / "LibriSpeech"
+    shutil.copytree(SAMPLES / "LibriSpeech", data)
+    flac = sorted(data.glob("test-clean/*/*/*.flac"))[0]
+    bad = os.fsdecode(os.fsencode(str(flac))[: -len(".flac")] + b"\xff.flac")
+    os.rename(flac, bad)
+    out = prepare_librispeech(data, tmp_path / "p", te_splits=["test-clean"])
+    report = (tmp_path / "p" / "test-clean_skipped.txt").read_text()
+    assert "# non_utf8_name: 1" in report and "\\xff" in report
+    assert len(read_rows(out["test-clean"])) == 4
+    odd = os.fsdecode(os.fsencode(str(tmp_path)) + b"/Libri\xff")
+    shutil.copytree(SAMPLES / "LibriSpeech", odd)
+    with pytest.raises(UserError, match=r"data_folder '.*Libri\\xff' holds a byte"):
+        prepare_librispeech(odd, tmp_path / "q", te_splits=["test-clean"])
+
+
+def test_a_non_utf8_option_value_is_refused(tmp_path):
+    from speechbrain_wsm.recipe.experiment import ConfigError
+
+    odd = os.fsdecode(b"/data/Libri\xff")
+    with pytest.raises(ConfigError, match=r"--data_folder=/data/Libri\\xff: the value"):
+        load_tiny_pretraining(tmp_path, "sm", f"--data_folder={odd}")
+
+
+def read_rows(path):
+    from speechbrain_wsm.data.manifests import read_manifest
+
+    return read_manifest(path)

@@ -85,7 +85,7 @@ def _is_utf8(text: str) -> bool:
 
 #: Version of the transcript normalisation; part of a manifest's options, so
 #: that a change of the rules prepares the manifests again.
-TRANSCRIPT_RULES = "normalize_text-1"
+TRANSCRIPT_RULES = "normalize_text-2"  # 2: letters outside A-Z transliterated
 
 #: Libri-light limited folds, relative to the ``librispeech_finetuning`` folder.
 LIBRILIGHT_FOLDS = ("1h/0", "1h/1", "1h/2", "1h/3", "1h/4", "1h/5", "9h")
@@ -133,6 +133,8 @@ class ScanResult(SkippedInput):
     """
 
     utterances: list[Utterance] = field(default_factory=list)
+    #: ID -> the letters of its transcript that have no A-Z form (dropped)
+    lost_letters: dict[str, str] = field(default_factory=dict)
 
     def hours(self) -> float:
         """Total duration of the usable utterances, in hours."""
@@ -210,7 +212,10 @@ def _collect(
             path = audio.pop(uid, None)
             # upper case, digits spelt, punctuation and accents removed, as the
             # tokenizers' units expect (data/README.md)
-            text = normalize_text(raw) if raw else ""
+            lost: list[str] = []
+            text = normalize_text(raw, lost) if raw else ""
+            if lost:
+                result.lost_letters[uid] = "".join(lost)
             if not raw:
                 result.skip(
                     "empty_transcript", uid, path or tpath, "no words after the ID"
@@ -286,6 +291,19 @@ def scan_split(
     """
     result = ScanResult()
     candidates = _collect(folder, audio_ext, result)
+    if result.lost_letters:
+        listed = ", ".join(
+            f"{uid} ({letters})"
+            for uid, letters in list(result.lost_letters.items())[:10]
+        )
+        logger.warning(
+            "%s: %d transcript(s) hold letters with no A-Z form, left out of "
+            "their words: %s%s",
+            folder,
+            len(result.lost_letters),
+            listed,
+            " ..." if len(result.lost_letters) > 10 else "",
+        )
     opts = PrepOptions(sample_rate, audio_check, num_workers, progress)
     for (uid, path, text), seconds in opts.probe(
         candidates,

@@ -118,3 +118,23 @@ def read_rows(path):
     from speechbrain_wsm.data.manifests import read_manifest
 
     return read_manifest(path)
+
+
+# -- item 8: letters outside A-Z ----------------------------------------------------
+def test_letters_outside_a_z_are_transliterated_and_the_rest_counted(
+    make_librispeech_split, tmp_path, caplog
+):
+    from speechbrain_wsm.data.librispeech import prepare_librispeech
+
+    make_librispeech_split(
+        tmp_path / "LibriSpeech" / "dev-clean",
+        [("1-2-0", "Ærøskøbing and Łódź"), ("1-2-1", "Tōkyō 東京 Straße")],
+    )
+    with caplog.at_level(logging.WARNING):
+        out = prepare_librispeech(
+            tmp_path / "LibriSpeech", tmp_path / "p", dev_splits=["dev-clean"]
+        )
+    words = {r["ID"]: r["wrd"] for r in read_rows(out["dev-clean"])}
+    assert words == {"1-2-0": "AEROSKOBING AND LODZ", "1-2-1": "TOKYO STRASSE"}
+    assert "1 transcript(s) hold letters with no A-Z form" in caplog.text
+    assert "1-2-1 (東京)" in caplog.text

@@ -48,6 +48,11 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+#: Top-level keys whose value may be a number or a list of numbers, whatever
+#: the file's value is (feature fusion's ``taps``: every k-th layer, or the
+#: layers themselves, ``--taps=[4,8,12]``).
+NUMBER_OR_LIST_KEYS = ("taps",)
+
 #: Top-level keys that must be positive numbers when a recipe has them.
 POSITIVE_KEYS = (
     "seconds_per_batch",
@@ -109,8 +114,13 @@ def _check_overrides(hparams_file: str, overrides: str) -> None:
             continue
         if isinstance(default, bool):
             ok, kind = isinstance(value, bool), "true or false"
+        elif isinstance(default, (int, float)) and key in NUMBER_OR_LIST_KEYS:
+            ok = _number(value) or (
+                isinstance(value, list) and all(_number(v) for v in value)
+            )
+            kind = f"a number or a list of numbers, e.g. --{key}=[2,4]"
         elif isinstance(default, (int, float)):
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            ok = _number(value)
             kind = "a number"
         elif isinstance(default, list):
             ok, kind = isinstance(value, list), f"a list, e.g. --{key}=[{value}]"
@@ -165,6 +175,10 @@ def _cap_contexts(hparams_file: str, overrides: str) -> str:
     if not extra:
         return overrides
     return "\n".join(f"{k}: {json.dumps(v)}" for k, v in given.items())
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _is_utf8(text: str) -> bool:

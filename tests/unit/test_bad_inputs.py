@@ -138,3 +138,23 @@ def test_letters_outside_a_z_are_transliterated_and_the_rest_counted(
     assert words == {"1-2-0": "AEROSKOBING AND LODZ", "1-2-1": "TOKYO STRASSE"}
     assert "1 transcript(s) hold letters with no A-Z form" in caplog.text
     assert "1-2-1 (東京)" in caplog.text
+
+
+# -- item 9: --taps=[2,4], the README's list form ----------------------------------
+def test_taps_take_the_list_form_of_the_readme(tiny_ssl_sources, tmp_path):
+    from recipe_helpers import RECIPES
+
+    from speechbrain_wsm.recipe import load_hparams
+    from speechbrain_wsm.recipe.experiment import ConfigError
+
+    yaml = RECIPES / "LibriSpeech" / "ASR" / "feature-fusion" / "hparams" / "hff.yaml"
+    argv = [
+        str(yaml),
+        f"--ssl_source={tiny_ssl_sources['hf']}",
+        "--data_folder=unused",
+        f"--output_folder={tmp_path}",
+    ]
+    hp, *_ = load_hparams([*argv, "--taps=[2,4]"])
+    assert hp["taps"] == [2, 4]
+    with pytest.raises(ConfigError, match=r"taps must be a number or a list"):
+        load_hparams([*argv, "--taps=abc"])

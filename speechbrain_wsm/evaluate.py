@@ -379,7 +379,7 @@ def recover_checkpoint(
         robust.checkpoints_dir = path.parent
         match = [c for c in robust.list_checkpoints() if Path(c.path).resolve() == path]
         if not match:
-            raise FileNotFoundError(
+            raise UserFileNotFoundError(
                 f"'{which}' is not a complete checkpoint folder (CKPT+...)"
             )
         robust.load_checkpoint(match[0])
@@ -394,7 +394,7 @@ def recover_checkpoint(
     if not ranked:
         ranked = robust.find_checkpoints()
     if not ranked:
-        raise FileNotFoundError(
+        raise UserFileNotFoundError(
             f"no checkpoint in {robust.checkpoints_dir}: has the recipe run?"
         )
     ckpt = robust.load_first_loadable(ranked)
@@ -511,6 +511,12 @@ def recipe_parser(prog: str, description: str, epilog: str) -> argparse.Argument
     parser.add_argument("--decoder", choices=DECODERS)
     parser.add_argument("--beam_size", type=int)
     parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the Python traceback of an error in what was given "
+        "(by default one 'error:' line)",
+    )
     return parser
 
 

@@ -52,7 +52,7 @@ __all__ = [
     "scan_split",
 ]
 
-from speechbrain_wsm.errors import UserValueError
+from speechbrain_wsm.errors import UserFileNotFoundError, UserValueError
 
 logger = logging.getLogger(__name__)
 
@@ -443,9 +443,9 @@ def prepare_librispeech(
         dict.fromkeys(_as_list(tr_splits) + _as_list(dev_splits) + _as_list(te_splits))
     )
     if not splits and not merge_lst:
-        raise ValueError("prepare_librispeech: no split given (tr/dev/te_splits)")
+        raise UserValueError("prepare_librispeech: no split given (tr/dev/te_splits)")
     if not os.path.isdir(data_folder):
-        raise FileNotFoundError(
+        raise UserFileNotFoundError(
             f"LibriSpeech data_folder '{data_folder}' not found: expected the "
             f"extracted 'LibriSpeech' folder holding <split>/"
             f"{_LAYOUT.format(ext=audio_ext)}"
@@ -471,7 +471,7 @@ def prepare_librispeech(
             continue
         result = _scan(folder, audio_ext, opts, split)
         if not result.utterances and not result.skipped:
-            raise FileNotFoundError(
+            raise UserFileNotFoundError(
                 f"LibriSpeech split '{folder}' holds no {audio_ext} audio and no "
                 f"transcript: expected {_LAYOUT.format(ext=audio_ext)}"
             )
@@ -532,7 +532,7 @@ def prepare_librilight_limited(
         + _LAYOUT.format(ext=audio_ext)
     )
     if not os.path.isdir(data_folder):
-        raise FileNotFoundError(
+        raise UserFileNotFoundError(
             f"Libri-light data_folder '{data_folder}' not found: expected the "
             f"extracted 'librispeech_finetuning' folder with {expected}"
         )
@@ -543,7 +543,7 @@ def prepare_librilight_limited(
             nested = os.path.join(data_folder, "librispeech_finetuning")
             if os.path.isdir(nested):
                 hint = f" (did you mean data_folder='{nested}'?)"
-            raise FileNotFoundError(
+            raise UserFileNotFoundError(
                 f"Libri-light fold '{fold}' not found: expected the folder "
                 f"'{path}' in '{data_folder}', which should hold {expected}{hint}"
             )
@@ -559,7 +559,7 @@ def prepare_librilight_limited(
     for fold in LIBRILIGHT_FOLDS:
         result = _scan(os.path.join(root, fold), audio_ext, opts, f"librilight {fold}")
         if not result.utterances and not result.skipped:
-            raise FileNotFoundError(
+            raise UserFileNotFoundError(
                 f"Libri-light fold '{os.path.join(root, fold)}' holds no "
                 f"{audio_ext} audio and no transcript: expected {expected}"
             )

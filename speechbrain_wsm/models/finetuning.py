@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from speechbrain_wsm.errors import UserFileNotFoundError
 from speechbrain_wsm.models.lengths import (
     lengths_to_padding_mask,
     relative_to_absolute,
@@ -336,7 +337,9 @@ def load_finetuned(folder, device="cpu", ssl_source=None) -> CTCFineTuner:
     folder = Path(folder)
     meta_path = folder / _META
     if not meta_path.is_file():
-        raise FileNotFoundError(f"{meta_path} not found: not a save_finetuned folder")
+        raise UserFileNotFoundError(
+            f"{meta_path} not found: not a save_finetuned folder"
+        )
     meta = json.loads(meta_path.read_text())
     config = meta.pop("hf_config", None)
     if ssl_source is not None:

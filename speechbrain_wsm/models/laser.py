@@ -37,6 +37,7 @@ import torch.nn.functional as F
 import torchaudio
 from torch import nn
 
+from speechbrain_wsm.errors import UserValueError
 from speechbrain_wsm.models.surgery import (
     find_layer_stack,
     resolve_layers,
@@ -142,14 +143,14 @@ class ViewPerturbation(nn.Module):
     ):
         super().__init__()
         if not speed_factors or any(f <= 0 for f in speed_factors):
-            raise ValueError(
+            raise UserValueError(
                 f"speed_factors must be positive numbers, got {speed_factors}"
             )
         if not pitch_steps:
-            raise ValueError("pitch_steps must name at least one semitone shift")
+            raise UserValueError("pitch_steps must name at least one semitone shift")
         for name, p in (("speed_prob", speed_prob), ("pitch_prob", pitch_prob)):
             if not 0.0 <= p <= 1.0:
-                raise ValueError(f"{name} must lie in [0, 1], got {p}")
+                raise UserValueError(f"{name} must lie in [0, 1], got {p}")
         self.sample_rate = int(sample_rate)
         self.speed_factors = [float(f) for f in speed_factors]
         self.pitch_steps = [int(s) for s in pitch_steps]
@@ -189,7 +190,7 @@ def laser_trainable_modules(
     """
     stack = find_layer_stack(model)
     if top_layers < 1 or top_layers > len(stack.layers):
-        raise ValueError(
+        raise UserValueError(
             f"top_layers must lie in [1, {len(stack.layers)}] for this encoder, "
             f"got {top_layers}"
         )
@@ -230,7 +231,7 @@ def set_laser_trainable(
         The trainable submodules' names.
     """
     if no_grad_frozen and train_layer_norm and upstream.is_hf:
-        raise ValueError(
+        raise UserValueError(
             "no_grad_frozen=True needs train_layer_norm=False on Hugging Face "
             "models: their encoder LayerNorm feeds the first layer, so training "
             "it needs autograd through every layer"

@@ -45,6 +45,7 @@ import torch
 from speechbrain.utils.callchains import lengths_arg_name
 from torch import nn
 
+from speechbrain_wsm.errors import UserValueError
 from speechbrain_wsm.models.lengths import relative_to_absolute
 from speechbrain_wsm.models.upstream import SSLUpstream, load_upstream, source_kind
 from speechbrain_wsm.nnet.fusion import WeightedLayerSum
@@ -460,7 +461,7 @@ class SSLProbe(nn.Module):
         if weighted_sum is None:
             weighted_sum = WeightedLayerSum(ssl_encoder.num_hidden_states, layer_norm)
         if weighted_sum.num_layers != ssl_encoder.num_hidden_states:
-            raise ValueError(
+            raise UserValueError(
                 f"weighted_sum combines {weighted_sum.num_layers} states but the "
                 f"encoder gives {ssl_encoder.num_hidden_states}"
             )

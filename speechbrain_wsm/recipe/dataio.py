@@ -40,6 +40,7 @@ from speechbrain_wsm.data.audio import (
     load_audio,
 )
 from speechbrain_wsm.data.manifests import check_manifest
+from speechbrain_wsm.errors import UserValueError
 
 __all__ = [
     "SpanMaskCollate",
@@ -105,7 +106,7 @@ def manifest_dataset(
     """
     check_manifest(csv_path)  # missing, not UTF-8, no rows, an ID twice
     if sort not in (None, "ascending", "descending"):
-        raise ValueError(
+        raise UserValueError(
             f"sort must be None, 'ascending' or 'descending', got {sort!r}"
         )
     replacements = {"data_root": data_folder} if data_folder else {}
@@ -121,7 +122,7 @@ def manifest_dataset(
             reverse=sort == "descending",
         )
     if len(dataset) == 0:
-        raise ValueError(
+        raise UserValueError(
             f"no utterance of {csv_path} lasts between {min_duration} and "
             f"{max_duration} s"
         )
@@ -215,7 +216,7 @@ def dynamic_batch_sampler(
     [0, 1, 2, 3, 4, 5]
     """
     if not max_batch_length > 0:  # 0 or NaN: SpeechBrain fails on NaN batch counts
-        raise ValueError(
+        raise UserValueError(
             f"max_batch_length (the recipe's seconds_per_batch) must be positive, "
             f"got {max_batch_length}"
         )
@@ -337,7 +338,7 @@ class SpanMaskCollate:
         frames = [int(self.frame_counter(torch.tensor(s.shape[-1]))) for s in sigs]
         if min(frames) <= self.mask_length:
             ids = [item["id"] for item in items]
-            raise ValueError(
+            raise UserValueError(
                 f"an utterance of batch {ids} has {min(frames)} frames, too short "
                 f"for masked spans of {self.mask_length}: raise the minimum duration"
             )

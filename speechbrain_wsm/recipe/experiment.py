@@ -28,6 +28,7 @@ import logging
 import math
 import os
 import re
+import sys
 from collections.abc import Sequence
 
 import ruamel.yaml
@@ -37,7 +38,12 @@ from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import infer_device, run_on_main
 
 from speechbrain_wsm.data.librispeech import merge_manifests, prepare_librispeech
-from speechbrain_wsm.errors import UserValueError, install_error_hook
+from speechbrain_wsm.errors import (
+    UserError,
+    UserValueError,
+    install_error_hook,
+    traceback_wanted,
+)
 
 __all__ = [
     "ConfigError",
@@ -78,8 +84,27 @@ class ConfigError(UserValueError):
 
 
 def install_config_error_hook() -> None:
-    """Print an uncaught user error as one line (:func:`~speechbrain_wsm.errors.install_error_hook`)."""
+    """Print an uncaught user error as one line (:func:`~speechbrain_wsm.errors.install_error_hook`).
+
+    SpeechBrain's ``create_experiment_directory`` replaces ``sys.excepthook``
+    by its own, which logs every exception with its traceback; that one is
+    wrapped too, so a user error stays one ``error:`` line after it.
+    """
     install_error_hook()
+    import speechbrain.core as core
+
+    logging_hook = core._logging_excepthook
+    if getattr(logging_hook, "_user_errors", False):
+        return
+
+    def hook(kind, value, tb):
+        if isinstance(value, UserError) and not traceback_wanted():
+            print(f"error: {value}", file=sys.stderr)
+        else:
+            logging_hook(kind, value, tb)
+
+    hook._user_errors = True
+    core._logging_excepthook = hook
 
 
 def _check_overrides(hparams_file: str, overrides: str) -> None:

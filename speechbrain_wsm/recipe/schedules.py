@@ -37,6 +37,8 @@ from speechbrain.utils.checkpoints import (
     register_checkpoint_hooks,
 )
 
+from speechbrain_wsm.errors import UserValueError
+
 __all__ = ["StepLimitedWarmCoolDecay", "TriStageSchedule", "planned_steps", "steps_of"]
 
 logger = logging.getLogger(__name__)
@@ -83,11 +85,11 @@ def steps_of(value: float, total_steps: int, name: str) -> int:
     (30000, 20, 25)
     """
     if value < 0:
-        raise ValueError(f"{name} must be >= 0, got {value}")
+        raise UserValueError(f"{name} must be >= 0, got {value}")
     if value < 1:
         return int(round(value * total_steps))
     if value > total_steps:
-        raise ValueError(
+        raise UserValueError(
             f"{name}={value:g} steps is longer than the run "
             f"(optimizer_step_limit={total_steps}): give {name} as a share of the "
             f"run (e.g. --{name}=0.1) or raise --optimizer_step_limit"
@@ -124,7 +126,7 @@ class StepLimitedWarmCoolDecay(WarmCoolDecayLRSchedule):
     >>> StepLimitedWarmCoolDecay(lr=1.0, warmup=150, cooldown=100, total_steps=200)
     Traceback (most recent call last):
     ...
-    ValueError: warmup (150 steps) + cooldown (100 steps) is longer than the run (optimizer_step_limit=200): ...
+    speechbrain_wsm.errors.UserValueError: warmup (150 steps) + cooldown (100 steps) is longer than the run (optimizer_step_limit=200): ...
     """
 
     def __init__(
@@ -144,11 +146,13 @@ class StepLimitedWarmCoolDecay(WarmCoolDecayLRSchedule):
 
     def _phases(self, total_steps: int) -> tuple[int, int, int]:
         if total_steps < 1:
-            raise ValueError(f"optimizer_step_limit must be >= 1, got {total_steps}")
+            raise UserValueError(
+                f"optimizer_step_limit must be >= 1, got {total_steps}"
+            )
         warm = steps_of(self.given["warmup"], total_steps, "warmup")
         cool = steps_of(self.given["cooldown"], total_steps, "cooldown")
         if warm + cool > total_steps:
-            raise ValueError(
+            raise UserValueError(
                 f"warmup ({warm} steps) + cooldown ({cool} steps) is longer than "
                 f"the run (optimizer_step_limit={total_steps}): give them as "
                 "shares of the run (e.g. --warmup=0.1 --cooldown=0.9)"
@@ -218,12 +222,12 @@ class TriStageSchedule:
     ):
         shares = warmup < 1 and hold < 1
         if not (0 <= warmup and 0 <= hold and (warmup + hold <= 1 or not shares)):
-            raise ValueError(
+            raise UserValueError(
                 f"warmup ({warmup}) and hold ({hold}) must be shares of the "
                 "steps summing to at most 1, or step counts (>= 1)"
             )
         if not (0 <= init_scale <= 1 and 0 < final_scale <= 1):
-            raise ValueError(
+            raise UserValueError(
                 f"init_scale ({init_scale}) must be in [0, 1] and final_scale "
                 f"({final_scale}) in (0, 1]"
             )
@@ -242,7 +246,7 @@ class TriStageSchedule:
         warm = steps_of(self.warmup, total, "warmup")
         hold = steps_of(self.hold, total, "hold")
         if warm + hold > total:
-            raise ValueError(
+            raise UserValueError(
                 f"warmup ({warm} steps) + hold ({hold} steps) is longer than the "
                 f"run ({total} steps): give them as shares (e.g. --warmup=0.1 "
                 "--hold=0.4)"

@@ -5,10 +5,12 @@ corpus, shrunk by flags."""
 import csv
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from recipe_helpers import PRETRAINING, SAMPLES, run_in_process
+from recipe_helpers import PRETRAINING, RECIPES, SAMPLES, child_env, run_in_process
 
 from speechbrain_wsm.data.librispeech import prepare_librispeech
 
@@ -75,3 +77,52 @@ def test_a_flac_cut_short_is_skipped_and_counted_not_fatal(corpus, tmp_path):
     assert (
         f"schedule over the {steps} steps: warm-up {max(1, round(0.1 * steps))}," in log
     )
+
+
+# -- item 10: a mistake in what the user gave is one error: line --------------------
+LASER = RECIPES / "LibriSpeech" / "self-supervised-finetuning" / "LASER"
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (
+            [PRETRAINING / "train.py", PRETRAINING / "hparams" / "wav2vec2_sm.yaml",
+             "--data_folder=/no/such/LibriSpeech"],
+            "error: LibriSpeech data_folder '/no/such/LibriSpeech' not found",
+        ),
+        (
+            [LASER / "train.py", LASER / "hparams" / "laser_hubert.yaml",
+             "--ssl_source=/no/such/model", "--data_folder=/x"],
+            "error: ssl_source '/no/such/model' is not a folder",
+        ),
+        (
+            ["-m", "speechbrain_wsm.evaluate", "/no/such/run", "--manifest", "x.csv"],
+            "error: /no/such/run not found: pass a recipe output folder",
+        ),
+        (
+            ["-m", "speechbrain_wsm.transcribe", "/no/such/run", "a.wav"],
+            "error: /no/such/run not found: pass a recipe output folder",
+        ),
+    ],
+    ids=["pretraining-data-folder", "laser-ssl-source", "evaluate-run", "transcribe-run"],
+)  # fmt: skip
+def test_user_mistakes_end_in_one_error_line(argv, expected, tmp_path):
+    argv = [str(a) for a in argv]
+    if argv[0].endswith("train.py"):
+        argv.append(f"--output_folder={tmp_path / 'out'}")
+    proc = subprocess.run(
+        [sys.executable, *argv], env=child_env(), capture_output=True, text=True
+    )
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines()[-1].startswith(expected), proc.stderr
+    # --debug shows the traceback of the same mistake
+    if "-m" in argv:
+        proc = subprocess.run(
+            [sys.executable, *argv, "--debug"],
+            env=child_env(),
+            capture_output=True,
+            text=True,
+        )
+        assert proc.returncode == 1 and "Traceback" in proc.stderr

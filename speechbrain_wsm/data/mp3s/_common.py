@@ -17,6 +17,8 @@ import os
 import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 
+from speechbrain_wsm.errors import UserFileNotFoundError
+
 # The bookkeeping lived here; these names stay importable from this module.
 from .._prep import Prepared, PrepOptions, is_finished, write_outputs, write_report
 from .._probe import probe_files
@@ -38,13 +40,13 @@ __all__ = [
 def require_folder(path: str, what: str, expected: str) -> None:
     """Raise ``FileNotFoundError`` naming ``path`` and the expected layout."""
     if not os.path.isdir(path):
-        raise FileNotFoundError(f"{what} '{path}' not found: expected {expected}")
+        raise UserFileNotFoundError(f"{what} '{path}' not found: expected {expected}")
 
 
 def require_file(path: str, what: str, expected: str) -> None:
     """Raise ``FileNotFoundError`` naming ``path`` and what it should be."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{what} '{path}' not found: expected {expected}")
+        raise UserFileNotFoundError(f"{what} '{path}' not found: expected {expected}")
 
 
 _APOSTROPHES = str.maketrans({"’": "'", "‘": "'", "`": "'", "´": "'"})

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from speechbrain_wsm.errors import UserValueError
 from speechbrain_wsm.models.upstream.hf import HF_MODEL_TYPES, is_hf_ssl
 
 __all__ = ["LayerStack", "find_layer_stack", "resolve_indices", "resolve_layers"]
@@ -172,23 +173,23 @@ def resolve_indices(
     >>> resolve_indices([13], 13, "hidden state")
     Traceback (most recent call last):
     ...
-    ValueError: hidden state index 13 out of range: the encoder has 13 hidden states (-13 to 12)
+    speechbrain_wsm.errors.UserValueError: hidden state index 13 out of range: the encoder has 13 hidden states (-13 to 12)
     """
     indices = list(indices)
     out = []
     for i in indices:
         if isinstance(i, bool) or not isinstance(i, int):
-            raise ValueError(f"{what} indices must be ints, got {i!r}")
+            raise UserValueError(f"{what} indices must be ints, got {i!r}")
         if not -count <= i < count:
-            raise ValueError(
+            raise UserValueError(
                 f"{what} index {i} out of range: the encoder has {count} {what}s "
                 f"({-count} to {count - 1})"
             )
         out.append(i % count)
     if not out:
-        raise ValueError(f"no {what} to operate on: pass at least one index")
+        raise UserValueError(f"no {what} to operate on: pass at least one index")
     if len(set(out)) != len(out):
-        raise ValueError(f"{what} indices {indices} name a {what} twice")
+        raise UserValueError(f"{what} indices {indices} name a {what} twice")
     return sorted(out)
 
 
@@ -213,7 +214,7 @@ def resolve_layers(layers: int | Iterable[int], num_layers: int) -> list[int]:
     >>> resolve_layers([0, 12], 12)
     Traceback (most recent call last):
     ...
-    ValueError: layer index 12 out of range: the encoder has 12 layers (-12 to 11)
+    speechbrain_wsm.errors.UserValueError: layer index 12 out of range: the encoder has 12 layers (-12 to 11)
     """
     if isinstance(layers, int):
         layers = [layers]

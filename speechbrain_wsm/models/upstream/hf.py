@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from speechbrain_wsm.errors import UserValueError
 from speechbrain_wsm.models.lengths import lengths_to_padding_mask, standardize
 
 __all__ = [
@@ -135,7 +136,7 @@ def read_json(path) -> dict:
     >>> read_json(path)
     Traceback (most recent call last):
     ...
-    ValueError: ...config.json is not valid JSON (line 1, column ...): ...
+    speechbrain_wsm.errors.UserValueError: ...config.json is not valid JSON (line 1, column ...): ...
     """
     path = Path(path)
     try:
@@ -146,19 +147,21 @@ def read_json(path) -> dict:
             if isinstance(e, json.JSONDecodeError)
             else str(e)
         )
-        raise ValueError(
+        raise UserValueError(
             f"{path} is not valid JSON ({where}): the model folder is damaged "
             "(an interrupted copy or download?); copy it again, or save the "
             "model again with save_pretrained"
         ) from None
     if not isinstance(value, dict):
-        raise ValueError(f"{path} must hold a JSON object, not {type(value).__name__}")
+        raise UserValueError(
+            f"{path} must hold a JSON object, not {type(value).__name__}"
+        )
     return value
 
 
 def _check_speech_config(config, folder) -> None:
     if not hasattr(config, "conv_stride"):
-        raise ValueError(
+        raise UserValueError(
             f"ssl_source '{folder}' is a {config.model_type!r} model; expected a "
             "speech encoder with a convolutional front end (wav2vec2, hubert, "
             "wavlm, data2vec-audio)"

@@ -52,7 +52,6 @@ __all__ = [
     "load_finetuned",
     "load_trainable_ssl",
     "save_finetuned",
-    "ssl_source_kind",
 ]
 
 logger = logging.getLogger(__name__)
@@ -60,9 +59,6 @@ logger = logging.getLogger(__name__)
 _WEIGHTS = "model.ckpt"
 _META = "finetuned.json"
 _HF_CONFIG = "ssl_config"
-
-#: ``"hf"`` or ``"project"``: :func:`speechbrain_wsm.models.upstream.source_kind`.
-ssl_source_kind = source_kind
 
 
 def load_trainable_ssl(source, hf_config_overrides: dict | None = None) -> nn.Module:

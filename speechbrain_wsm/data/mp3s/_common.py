@@ -19,21 +19,14 @@ from collections.abc import Callable, Iterable, Sequence
 
 from speechbrain_wsm.errors import UserFileNotFoundError
 
-# The bookkeeping lived here; these names stay importable from this module.
-from .._prep import Prepared, PrepOptions, is_finished, write_outputs, write_report
-from .._probe import probe_files
+from .._prep import Prepared, PrepOptions
 
 __all__ = [
-    "Prepared",
+    "add_splits",
     "hash_fraction",
-    "is_finished",
     "normalize_words",
-    "probe_files",
     "require_file",
     "require_folder",
-    "add_splits",
-    "write_outputs",
-    "write_report",
 ]
 
 

@@ -29,6 +29,7 @@ from torch import nn
 
 from speechbrain_wsm.errors import UserValueError
 from speechbrain_wsm.models.lengths import lengths_to_padding_mask, standardize
+from speechbrain_wsm.nnet.layer_stack import HF_MODEL_TYPES, is_hf_ssl
 
 __all__ = [
     "HF_LATE_PARAMETERS",
@@ -44,9 +45,6 @@ __all__ = [
     "sync_hf_front_end_flags",
 ]
 
-#: ``config.model_type`` of the Hugging Face models the surgery operates on.
-HF_MODEL_TYPES = ("wav2vec2", "hubert", "wavlm")
-
 #: Parameters a Hugging Face SSL model owns but uses only after one of its
 #: children ran, with that child: ``masked_spec_embed`` is applied to the
 #: output of ``feature_projection`` (what the no-grad prefix of the surgery
@@ -55,26 +53,6 @@ HF_LATE_PARAMETERS = {"masked_spec_embed": "feature_projection"}
 
 #: Variance floor of Hugging Face's waveform standardisation (``do_normalize``).
 HF_NORMALIZE_EPS = 1e-7
-
-
-def is_hf_ssl(module: nn.Module) -> bool:
-    """Whether ``module`` is a Hugging Face wav2vec 2.0 / HuBERT / WavLM model.
-
-    Base models and their wrappers (``...ForCTC``) alike: anything with a
-    ``config`` of one of :data:`HF_MODEL_TYPES` and a ``base_model`` that has
-    an ``encoder``.
-
-    Example
-    -------
-    >>> is_hf_ssl(nn.Linear(2, 2))
-    False
-    """
-    config = getattr(module, "config", None)
-    return (
-        getattr(config, "model_type", None) in HF_MODEL_TYPES
-        and hasattr(module, "base_model")
-        and hasattr(module.base_model, "encoder")
-    )
 
 
 def hf_input_options(folder) -> tuple[bool, bool]:

@@ -175,3 +175,27 @@ def test_learning_overfits_sixteen_utterances(
         extra_decoders="[]",
     )
     assert read_error_rates(out)["train-learn"]["CER"] < 15.0
+
+
+def test_the_run_folder_is_an_ssl_source(
+    tiny_ssl_sources, librispeech_samples, tmp_path
+):
+    # issue 24 item 12: a selective fine-tuning run folder stands for its
+    # exported <run>/finetuned; its fine-tuned encoder is the upstream
+    from speechbrain_wsm.models.upstream import load_upstream
+
+    out = run(
+        "wsm",
+        tiny_ssl_sources["project"],
+        tmp_path / "run",
+        librispeech_samples,
+        number_of_epochs=1,
+    )
+    upstream = load_upstream(out, frozen=True)
+    encoder = load_finetuned(out / "finetuned").encoder
+    for key, value in encoder.model.state_dict().items():
+        assert torch.equal(upstream.model.state_dict()[key], value), key
+    wav = torch.randn(1, 16000)
+    with torch.no_grad():
+        states, frames = upstream(wav, torch.tensor([16000]))
+    assert len(states) == upstream.num_hidden_states and int(frames[0]) > 0

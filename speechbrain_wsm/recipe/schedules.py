@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 import math
 
-from speechbrain.nnet.schedulers import WarmCoolDecayLRSchedule
+from speechbrain.nnet.schedulers import LinearWarmupScheduler, WarmCoolDecayLRSchedule
 from speechbrain.utils.checkpoints import (
     mark_as_loader,
     mark_as_saver,
@@ -39,7 +39,13 @@ from speechbrain.utils.checkpoints import (
 
 from speechbrain_wsm.errors import UserValueError
 
-__all__ = ["StepLimitedWarmCoolDecay", "TriStageSchedule", "planned_steps", "steps_of"]
+__all__ = [
+    "LinearWarmupDecay",
+    "StepLimitedWarmCoolDecay",
+    "TriStageSchedule",
+    "planned_steps",
+    "steps_of",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -90,9 +96,9 @@ def steps_of(value: float, total_steps: int, name: str) -> int:
         return int(round(value * total_steps))
     if value > total_steps:
         raise UserValueError(
-            f"{name}={value:g} steps is longer than the run "
-            f"(optimizer_step_limit={total_steps}): give {name} as a share of the "
-            f"run (e.g. --{name}=0.1) or raise --optimizer_step_limit"
+            f"{name}={value:g} steps is longer than the run ({total_steps} "
+            f"steps: number_of_epochs x updates, or optimizer_step_limit): give "
+            f"{name} as a share of the run (e.g. --{name}=0.1) or make the run longer"
         )
     return int(value)
 
@@ -179,6 +185,43 @@ class StepLimitedWarmCoolDecay(WarmCoolDecayLRSchedule):
         return (
             f"{self.total_steps} steps: warm-up {self.warmup}, "
             f"cool-down {self.cooldown} to 0 at the last step"
+        )
+
+
+class LinearWarmupDecay(LinearWarmupScheduler):
+    """Linear warm-up then linear decay to 0 at the run's last step (LASER's).
+
+    SpeechBrain's :class:`~speechbrain.nnet.schedulers.LinearWarmupScheduler`
+    under the project's one rule: its length is set at fit start to the
+    steps the run will take (:func:`planned_steps`), and ``warmup`` is a
+    share of it (< 1) or a step count (>= 1) that must fit in it.
+
+    Example
+    -------
+    >>> s = LinearWarmupDecay(initial_value=1.0, warmup=1000, total_steps=3600)
+    >>> s.set_total_steps(2000)
+    >>> s.calculate_lr(500), s.calculate_lr(1500), s.calculate_lr(2000)
+    (0.5, 0.5, 0.0)
+    """
+
+    def __init__(self, initial_value: float, warmup: float, total_steps: int):
+        self.warmup = warmup
+        super().__init__(
+            initial_value,
+            steps_of(warmup, int(total_steps), "warmup_steps"),
+            total_steps,
+        )
+
+    def set_total_steps(self, total: int) -> None:
+        """Span ``total`` steps (the run's); the warm-up share follows it."""
+        self.num_warmup_steps = steps_of(self.warmup, int(total), "warmup_steps")
+        self.num_training_steps = int(total)
+
+    def describe(self) -> str:
+        """The phases in steps, for the log."""
+        return (
+            f"{self.num_training_steps} steps: warm-up {self.num_warmup_steps}, "
+            "linear decay to 0 at the last step"
         )
 
 

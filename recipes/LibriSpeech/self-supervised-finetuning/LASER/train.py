@@ -37,6 +37,7 @@ from speechbrain_wsm.recipe import (
     load_hparams,
     manifest_dataset,
     prepare_librispeech_manifests,
+    set_schedule_length,
 )
 
 logger = logging.getLogger(__name__)
@@ -68,6 +69,11 @@ class LASERBrain(RecipeBrain):
     def compute_objectives(self, outputs, batch, stage):
         self.last = {k: float(v) for k, v in outputs.items()}
         return outputs["loss"]
+
+    def on_fit_start(self):
+        super().on_fit_start()
+        # the schedule spans the steps this run will take (logged)
+        set_schedule_length(self, self.hparams.lr_warmup_decay)
 
     def on_fit_batch_start(self, batch, should_step):
         if should_step:  # the learning rate of this update

@@ -158,3 +158,30 @@ def test_taps_take_the_list_form_of_the_readme(tiny_ssl_sources, tmp_path):
     assert hp["taps"] == [2, 4]
     with pytest.raises(ConfigError, match=r"taps must be a number or a list"):
         load_hparams([*argv, "--taps=abc"])
+
+
+# -- item 1: a file that fails to decode mid-epoch -----------------------------------
+def test_undecodable_items_are_skipped_and_counted_across_workers(tmp_path):
+    import numpy as np
+    import soundfile as sf
+    from speechbrain.dataio.batch import PaddedBatch
+    from speechbrain.dataio.dataset import DynamicItemDataset
+
+    from speechbrain_wsm.data.audio import add_audio_pipeline, skip_undecodable
+
+    rows = {}
+    for name in "abcd":
+        path = tmp_path / f"{name}.flac"
+        sf.write(path, 0.1 * np.random.randn(8000).astype("float32"), 16000)
+        rows[name] = {"wav": str(path)}
+    body = (tmp_path / "b.flac").read_bytes()
+    (tmp_path / "b.flac").write_bytes(body[: len(body) // 2])  # header reads
+    dataset = DynamicItemDataset(rows)
+    add_audio_pipeline([dataset])
+    dataset = skip_undecodable(dataset)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=2, num_workers=2, collate_fn=PaddedBatch
+    )
+    ids = [uid for batch in loader for uid in batch.id]
+    assert ids == ["a", "c", "d"]
+    assert dataset.left_out == {"undecodable": 1}  # counted in the workers

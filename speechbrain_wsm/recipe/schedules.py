@@ -41,6 +41,7 @@ from speechbrain_wsm.errors import UserValueError
 
 __all__ = [
     "LinearWarmupDecay",
+    "fit_phases",
     "StepLimitedWarmCoolDecay",
     "TriStageSchedule",
     "planned_steps",
@@ -101,6 +102,44 @@ def steps_of(value: float, total_steps: int, name: str) -> int:
             f"{name} as a share of the run (e.g. --{name}=0.1) or make the run longer"
         )
     return int(value)
+
+
+def fit_phases(total: int, **phases: float) -> dict[str, int]:
+    """The phases of a schedule in steps of a run of ``total`` steps.
+
+    A share (< 1) is a share of ``total``; a step count (>= 1) is kept when
+    the phases fit in the run. When step counts add up to more than the run
+    (a run shortened with ``--number_of_epochs``), the last phases are
+    shortened to fit, with a warning that suggests shares.
+
+    Example
+    -------
+    >>> fit_phases(200, warmup=0.1, cooldown=0.9)
+    {'warmup': 20, 'cooldown': 180}
+    >>> fit_phases(120, warmup=20, cooldown=1000)
+    {'warmup': 20, 'cooldown': 100}
+    """
+    steps = {}
+    for name, value in phases.items():
+        if value < 0:
+            raise UserValueError(f"{name} must be >= 0, got {value}")
+        steps[name] = int(round(value * total)) if value < 1 else int(value)
+    if sum(steps.values()) <= total:
+        return steps
+    given = ", ".join(f"{k} {v}" for k, v in steps.items())
+    left = total
+    for name in steps:
+        steps[name] = min(steps[name], left)
+        left -= steps[name]
+    logger.warning(
+        "schedule phases of %s steps are longer than this run's %d steps: "
+        "shortened to %s (give them as shares of the run, e.g. --warmup=0.1, "
+        "to keep their shape)",
+        given,
+        total,
+        ", ".join(f"{k} {v}" for k, v in steps.items()),
+    )
+    return steps
 
 
 class StepLimitedWarmCoolDecay(WarmCoolDecayLRSchedule):
@@ -168,7 +207,8 @@ class StepLimitedWarmCoolDecay(WarmCoolDecayLRSchedule):
     def set_total_steps(self, total: int) -> None:
         """Span the steps the run will take (:func:`planned_steps`), set at fit start.
 
-        Shares (< 1) follow the new length; step counts (>= 1) must fit in it.
+        Shares (< 1) follow the new length; step counts (>= 1) that do not
+        fit are shortened (:func:`fit_phases`).
 
         Example
         -------
@@ -177,8 +217,12 @@ class StepLimitedWarmCoolDecay(WarmCoolDecayLRSchedule):
         >>> s.warmup, s.cooldown, s.total_steps
         (40, 360, 400)
         """
-        warm, cool, total = self._phases(int(total))
-        self.warmup, self.cooldown, self.total_steps = max(warm, 1), max(cool, 1), total
+        total = int(total)
+        if total < 1:
+            raise ValueError(f"a run needs at least one step, got {total}")
+        steps = fit_phases(total, **self.given)
+        self.warmup, self.cooldown = max(steps["warmup"], 1), max(steps["cooldown"], 1)
+        self.total_steps = total
 
     def describe(self) -> str:
         """The phases in steps, for the log."""
@@ -214,7 +258,8 @@ class LinearWarmupDecay(LinearWarmupScheduler):
 
     def set_total_steps(self, total: int) -> None:
         """Span ``total`` steps (the run's); the warm-up share follows it."""
-        self.num_warmup_steps = steps_of(self.warmup, int(total), "warmup_steps")
+        steps = fit_phases(int(total), warmup_steps=self.warmup)
+        self.num_warmup_steps = steps["warmup_steps"]
         self.num_training_steps = int(total)
 
     def describe(self) -> str:
@@ -282,20 +327,14 @@ class TriStageSchedule:
     def set_total_steps(self, total: int) -> None:
         """Fix the length of the schedule (:func:`planned_steps` of the run).
 
-        Step counts (>= 1) of warm-up plus hold must fit in it.
+        Step counts (>= 1) of warm-up and hold that do not fit are shortened
+        (:func:`fit_phases`).
         """
         if total < 1:
             raise ValueError(f"a run needs at least one step, got {total}")
-        warm = steps_of(self.warmup, total, "warmup")
-        hold = steps_of(self.hold, total, "hold")
-        if warm + hold > total:
-            raise UserValueError(
-                f"warmup ({warm} steps) + hold ({hold} steps) is longer than the "
-                f"run ({total} steps): give them as shares (e.g. --warmup=0.1 "
-                "--hold=0.4)"
-            )
+        steps = fit_phases(int(total), warmup=self.warmup, hold=self.hold)
         self.total_steps = int(total)
-        self._warm, self._hold = warm, hold
+        self._warm, self._hold = steps["warmup"], steps["hold"]
 
     def describe(self) -> str:
         """The phases in steps, for the log."""

@@ -300,17 +300,17 @@ class Transcriber:
             padded, wav_lens = batch_pad_right(wavs)
             try:
                 texts = self.transcribe_batch(padded, wav_lens)
-            except Exception:  # noqa: BLE001 - retried one by one below
+            except Exception as exc:  # noqa: BLE001 - this batch fails, not the others
+                _free_memory()
                 if len(batch) == 1:
-                    texts = [self._alone(self.transcribe_batch, padded)]
-                else:
-                    _free_memory()
+                    texts = [FileFailure(_one_line(exc))]
+                else:  # one by one: only the files the model cannot take fail
                     texts = [
                         self._alone(lambda w: self.transcribe_batch(w[None])[0], w)
                         for w in wavs
                     ]
             for i, text in zip(batch, texts, strict=True):
-                results[i] = text[0] if isinstance(text, list) else text
+                results[i] = text
         return results
 
     def _alone(self, transcribe: Callable, wav: torch.Tensor) -> str | Exception:

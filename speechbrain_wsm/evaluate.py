@@ -87,7 +87,11 @@ def _loader(manifest: str, data_folder, sample_rate: int, batch_size: int):
     from speechbrain.dataio.dataloader import make_dataloader
     from speechbrain.dataio.dataset import DynamicItemDataset
 
-    from speechbrain_wsm.data.audio import add_audio_pipeline, drop_unreadable
+    from speechbrain_wsm.data.audio import (
+        add_audio_pipeline,
+        drop_unreadable,
+        skip_undecodable,
+    )
     from speechbrain_wsm.data.manifests import check_manifest
 
     check_manifest(manifest)  # missing, not UTF-8, no rows, an ID twice
@@ -104,6 +108,8 @@ def _loader(manifest: str, data_folder, sample_rate: int, batch_size: int):
     # score what can be read; the rows that cannot are listed, not fatal
     dataset, bad = drop_unreadable(dataset, manifest, "skip")
     add_audio_pipeline([dataset], ["id", "sig", "wrd"], sample_rate)
+    # a file whose body fails to decode is listed, not fatal
+    dataset = skip_undecodable(dataset)
     loader = make_dataloader(dataset, batch_size=batch_size, collate_fn=PaddedBatch)
     return loader, bad
 
@@ -190,6 +196,9 @@ def transcribe(
                 refs.append(words[i])
     finally:
         asr_model.train(was_training)
+    if unreadable is not None:
+        undecodable = getattr(loader.dataset, "undecodable", [])
+        unreadable.extend((uid, f"not scored: {why}") for uid, why in undecodable)
     return ids, refs, hyps
 
 

@@ -373,7 +373,9 @@ class _SkipUndecodable:
             uid = self.data_ids[index]
             with self.decode_failures.get_lock():
                 self.decode_failures.value += 1
-            logger.warning("skipping utterance %s: %s", uid, exc)
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            self.undecodable.append((uid, reason))  # this process's (no workers)
+            logger.warning("skipping utterance %s: %s", uid, reason)
             return None
 
     @property
@@ -415,7 +417,8 @@ def skip_undecodable(dataset):
     :func:`drop_unreadable` reads headers only: a file whose header reads but
     whose body is damaged (a truncated FLAC) passes it and fails when the
     loader decodes it, mid-epoch. A dataset given here skips such an item
-    (logging its ID and the reason), counts it in
+    (logging its ID and the reason; ``(ID, reason)`` in its ``undecodable``
+    list when the loader has no workers), counts it in
     ``left_out["undecodable"]`` (which the run summary lists; counted across
     data-loader workers), and the epoch goes on with the rest of the batch; a
     batch left empty gets the next readable item instead. Only
@@ -448,5 +451,6 @@ def skip_undecodable(dataset):
     left_out = dict(getattr(dataset, "left_out", {}) or {})
     dataset.__class__ = cls
     dataset.decode_failures = multiprocessing.Value("i", 0)  # shared with workers
+    dataset.undecodable = []
     dataset.left_out = left_out
     return dataset

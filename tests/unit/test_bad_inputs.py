@@ -185,3 +185,34 @@ def test_undecodable_items_are_skipped_and_counted_across_workers(tmp_path):
     ids = [uid for batch in loader for uid in batch.id]
     assert ids == ["a", "c", "d"]
     assert dataset.left_out == {"undecodable": 1}  # counted in the workers
+
+
+def test_evaluate_lists_a_file_that_fails_to_decode(tmp_path):
+    import numpy as np
+    import soundfile as sf
+
+    from speechbrain_wsm.data.tokenizers import CharTokenizer
+    from speechbrain_wsm.evaluate import evaluate_manifest
+
+    class Blank(torch.nn.Module):
+        def forward(self, wavs, wav_lens):
+            lp = torch.full((len(wavs), 4, 3), -9.0)
+            lp[..., 0] = 0.0
+            return lp, wav_lens
+
+    lines = ["ID,duration,wav,wrd"]
+    for name in "abc":
+        path = tmp_path / f"{name}.flac"
+        sf.write(path, 0.1 * np.random.randn(16000).astype("float32"), 16000)
+        lines.append(f"{name},1.0,{path},A")
+    body = (tmp_path / "b.flac").read_bytes()
+    (tmp_path / "b.flac").write_bytes(body[: len(body) // 2])
+    (tmp_path / "m.csv").write_text("\n".join(lines) + "\n")
+    summary = evaluate_manifest(
+        Blank(),
+        CharTokenizer.from_texts(["A"]),
+        str(tmp_path / "m.csv"),
+        str(tmp_path / "wer_m.txt"),
+    )
+    assert summary["num_scored_sents"] == 2
+    assert [uid for uid, _ in summary["unreadable"]] == ["b"]

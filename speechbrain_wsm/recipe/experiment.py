@@ -186,7 +186,7 @@ def _cap_contexts(hparams_file: str, overrides: str) -> str:
     for key in CONTEXT_KEYS:
         value = values.get(key)
         if isinstance(value, int) and not isinstance(value, bool) and value > frames:
-            logger.info(
+            logger.warning(  # before the run's log exists: WARNING reaches stderr
                 "%s=%d frames is longer than max_duration (%g s = %d frames of "
                 "20 ms): capped to %d",
                 key,

@@ -205,3 +205,14 @@ def test_a_copied_run_folder_loads_its_own_checkpoints(run, tmp_path):
     assert Path(hparams["checkpointer"].checkpoints_dir).parent == copy.resolve()
     recover_checkpoint(hparams["checkpointer"], "latest")
     assert _bias(hparams) == 1.0  # the original's latest has bias 2.0
+
+
+def test_beam_size_zero_is_a_user_error_naming_the_option(run, librivox):
+    # issue 24 item 7: ZeroDivisionError deep in the beam search before
+    from speechbrain_wsm.errors import UserError
+
+    manifest, _, _ = librivox
+    with pytest.raises(UserError, match=r"^--beam_size=0: the beam must keep"):
+        main(
+            [str(run), "--manifest", manifest, "--decoder", "beam", "--beam_size", "0"]
+        )

@@ -278,7 +278,7 @@ class TriStageSchedule:
     ``warmup`` share of the steps, stays at 1 for the next ``hold`` share, then
     decays exponentially to ``final_scale`` at the last step (and stays there).
     The number of steps is set when training starts
-    (:meth:`set_total_steps`: epochs times optimizer steps per epoch), so the
+    (:meth:`set_total_steps`: the steps the run will take, :func:`planned_steps`), so the
     same YAML fits any data size. The step count is saved in checkpoints: a
     resumed run continues the schedule where it stopped.
 

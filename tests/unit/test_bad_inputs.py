@@ -1,6 +1,6 @@
 """Bad inputs end well (issue 24): a clear ``error:`` line, a counted skip, or
 the right result. Unit-level cases; the runs of ``train.py`` are in
-``tests/recipes/test_bad_inputs.py``."""
+``tests/recipes/test_bad_input_runs.py``."""
 
 import logging
 import os

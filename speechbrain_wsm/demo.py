@@ -339,8 +339,8 @@ class Demo:
                 "final_dim": self.s["final_dim"],
                 "seconds_per_batch": 60,
                 "grad_accumulation_factor": 1,
-                "warmup": 20,
-                "cooldown": 1000,
+                "warmup": 0.1,  # shares of the run's steps
+                "cooldown": 0.5,
                 "num_negatives": 20,
                 "layerdrop": 0.0,
                 **self._encoder(),

@@ -72,12 +72,6 @@ def _marker(workdir: Path, stage: Stage) -> Path:
     return workdir / ".stages" / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', stage.name)}.json"
 
 
-def stage_info(workdir: Path, name: str) -> dict | None:
-    """The facts a finished stage recorded, or None."""
-    path = _marker(workdir, Stage(name, lambda: None))
-    return json.loads(path.read_text()) if path.exists() else None
-
-
 def run_stages(
     stages: Sequence[Stage], workdir: Path, redo: Sequence[str] = ()
 ) -> dict[str, dict]:

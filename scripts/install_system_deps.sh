@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Debian packages the data builders and their tests use: real speech (Asterisk
 # prompts, pocketsphinx LibriVox test data), synthetic speech (flite, espeak-ng),
-# public-domain text (bible-kjv) and ffmpeg/sox for decoding.  Installs them when
+# public-domain text (bible-kjv), ffmpeg/sox for decoding, and the boost and
+# zlib headers that scripts/build_kenlm.sh compiles KenLM's lmplz with (the
+# n-gram LM builder of speechbrain_wsm.data.lm).  Installs them when
 # run as root with apt-get; otherwise prints the exact command and carries on
 # (the tests that need a package then skip, naming it). With --strict (the
 # demo needs them) it stops with that command instead.
@@ -9,6 +11,7 @@ set -u
 strict=0
 [ "${1:-}" = "--strict" ] && strict=1
 PKGS="ffmpeg sox flite espeak-ng bible-kjv asterisk-core-sounds-en asterisk-core-sounds-en-g722 pocketsphinx-testdata"
+PKGS="$PKGS cmake g++ zlib1g-dev libboost-program-options-dev libboost-system-dev libboost-thread-dev libboost-test-dev"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

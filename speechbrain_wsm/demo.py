@@ -1,27 +1,33 @@
 """End-to-end demo on corpora built offline: models that learn to recognise speech.
 
-``python -m speechbrain_wsm.demo`` (or ``make demo``) runs, with a line per
-stage:
+``python -m speechbrain_wsm.demo`` (or ``make demo``; about 30 minutes on two
+CPU cores) runs, with a line per stage:
 
-1. builds the synthetic multi-voice corpus and the real-speech corpus from
-   Debian packages (:mod:`speechbrain_wsm.data`) and prepares their manifests;
-2. benchmarks one mixer layer (time and memory against length);
+1. builds the synthetic multi-voice corpus (3 h, read by flite and espeak-ng
+   voices; dev and test voices never heard in training) and the real-speech
+   corpus from Debian packages (:mod:`speechbrain_wsm.data`), and prepares
+   their manifests; the real test set is also split by source (the Asterisk
+   prompt speaker, whom ``train-real-10min`` contains, and the LibriVox
+   reader, a voice never heard);
+2. builds a word 3-gram language model and a lexicon from public-domain text
+   that holds no dev or test sentence;
 3. trains the from-scratch CTC recipe with MHSA (relative positions), SM and
-   WSM Conformers on the labeled synthetic training set, at equal steps;
-4. pretrains wav2vec 2.0 with MHSA, SM and WSM context encoders on all the
-   (unlabeled) synthetic training audio;
-5. probes each frozen encoder with the MP3S BiLSTM + CTC probe;
-6. on the Libri-light style ``10min`` and ``1h`` folds: selective fine-tuning
-   of the MHSA-pretrained model (WSM blocks in place of its top 2 attention
-   layers), top-2 MHSA and full fine-tuning, next to the from-scratch recipe
-   trained on the same fold;
-7. sweeps the WSM window of selective fine-tuning on ``10min`` with
-   ``python -m speechbrain_wsm.sweep``;
-8. transcribes a real-speech file with the best model;
-9. writes ``results.md`` (CER and WER on the synthetic test set, unseen
-   voices, and on the real-speech test set; step time, peak memory and
-   trainable parameters; whether each target of the demo was met) and PNG
-   plots.
+   WSM Conformers side by side, at equal steps, with the recipe's settings
+   for small data: packed batches, a short warm-up and a long hold,
+   SpeechBrain's speed perturbation and noise, and ``train-real-10min``
+   mixed into training;
+4. decodes every test set greedily and with the language model and lexicon;
+5. transcribes a LibriVox sentence and an Asterisk prompt with the model that
+   did best on dev;
+6. writes ``results.md``: CER and WER per test set, step times, the minutes of
+   every stage, and each target and paper claim, met, missed or undecided.
+
+``--all`` (about 90 minutes) adds what does not fit: the layer benchmark,
+wav2vec 2.0 pretraining with the three context encoders and the MP3S probes
+of the frozen encoders, the ``10min`` fold (selective WSM fine-tuning of the
+pretrained model against full fine-tuning and from scratch), a from-scratch
+window sweep, the small-data settings' ablation (no augmentation, no real
+speech) and second seeds of the three from-scratch runs.
 
 Every recipe runs as a user runs it (``python train.py hparams/X.yaml
 --key=value``, from its folder); the runs of one stage run side by side, one
@@ -36,6 +42,8 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -56,38 +64,43 @@ PROBE = ROOT / "recipes/MP3S/LibriSpeech/LSTM"
 FINETUNE = ROOT / "recipes/LibriSpeech/ASR/selective-finetuning"
 MIXERS = ("mhsa", "sm", "wsm")
 FT_MODES = ("wsm", "mhsa_top", "full")
-FOLDS = ("10min", "1h")
-TEST_SETS = ("test-synth", "test-real")
+#: test sets every CTC run is scored on: synthetic voices never heard, the
+#: real test set, and its two sources
+TEST_SETS = ("test-synth", "test-real", "test-real-asterisk", "test-real-librivox")
+#: the real-speech sources of ``test-real``, by speaker (see data.debian_corpus)
+REAL_SOURCES = {"test-real-asterisk": "10001", "test-real-librivox": "10002"}
 
-# Sizes: (quick, default). Epoch counts are multiplied by --scale.
+# Sizes: (quick, default). Step and epoch counts are multiplied by --scale.
 SIZES = {
-    "synthetic_hours": (0.15, 1.0),
-    "eval_minutes": (1.5, 4.0),
+    "synthetic_hours": (0.15, 3.0),
+    "train_speakers": (12, 120),
+    "dev_minutes": (1.5, 4.0),
+    "test_minutes": (1.5, 8.0),
     "d_model": (32, 144),
     "num_layers": (2, 4),
     "nhead": (2, 4),
     "d_ffn": (64, 576),
     "kernel_size": (7, 15),
     "window_size": (8, 16),
-    "scratch_epochs": (2, 10),
-    "scratch_batch": (40, 120),  # seconds of audio per batch
+    "scratch_steps": (24, 600),  # optimizer steps of every from-scratch run
+    "scratch_batch": (40, 120),  # seconds of (padded) audio per batch
+    "lm_order": (2, 3),
+    # --all only
     "extractor_dim": (32, 96),
     "final_dim": (32, 64),
     "pretrain_epochs": (1, 2),
     "probe_epochs": (2, 15),
     "probe_lstm": (32, 128),
-    # about 3 h of audio per fine-tuning run on either fold
     "finetune_epochs_10min": (3, 40),
-    "finetune_epochs_1h": (2, 8),
     "sweep_windows": ([4, 16], [4, 16, 64]),
-    "sweep_epochs": (2, 10),  # each window on the 10min fold, one after the other
+    "sweep_steps": (16, 400),
     "bench_lengths": ([2, 5], [5, 10, 20, 40, 60]),
 }
 
 
 def sizes(quick: bool, scale: float) -> dict:
     s = {k: v[0] if quick else v[1] for k, v in SIZES.items()}
-    for k in [k for k in s if "epochs" in k]:
+    for k in [k for k in s if "epochs" in k or "steps" in k]:
         s[k] = max(1, round(s[k] * scale))
     return s
 
@@ -102,6 +115,7 @@ class Demo:
         self.corpora = self.work / "corpora"
         self.manifests = self.work / "manifests"
         self.logs = self.work / "logs"
+        self.lm_dir = self.work / "lm"
         self.run_opts = [f"--device={args.device}"]
 
     # -- data -----------------------------------------------------------------
@@ -111,8 +125,9 @@ class Demo:
         build_synthetic_corpus(
             str(self.corpora / "synthetic"),
             hours=self.s["synthetic_hours"],
-            dev_minutes=self.s["eval_minutes"],
-            test_minutes=self.s["eval_minutes"],
+            dev_minutes=self.s["dev_minutes"],
+            test_minutes=self.s["test_minutes"],
+            train_speakers=self.s["train_speakers"],
             workers=self.args.workers,
             seed=0,
         )
@@ -142,18 +157,48 @@ class Demo:
             str(syn / "librispeech_finetuning"), m, progress=False
         )
         prepare_librispeech(
-            str(real / "LibriSpeech"), m, te_splits=["test-real"], progress=False
+            str(real / "LibriSpeech"),
+            m,
+            tr_splits=["train-real-10min"],
+            te_splits=["test-real"],
+            progress=False,
         )
+        split_by_speaker(self.manifests / "test-real.csv", REAL_SOURCES)
         return {
             name: _hours(self.manifests / f"{name}.csv")
             for name in (
                 "train-synth",
+                "train-real-10min",
                 "librilight-10min",
-                "librilight-1h",
                 "dev-synth",
                 "test-synth",
-                "test-real",
+                *TEST_SETS[1:],
             )
+        }
+
+    def language_model(self):
+        """Word n-gram LM and lexicon: the Bible text less the corpus's dev and
+        test chapters and sentences, plus the transcripts of train-real-10min."""
+        from speechbrain_wsm.data.lm import build_word_lm, kjv_sentences
+
+        exclude = [self.manifests / f"{n}.csv" for n in ("dev-synth", *TEST_SETS)]
+        with open(self.manifests / "train-real-10min.csv", newline="") as f:
+            real = [row["wrd"] for row in csv.DictReader(f)]
+        lm, lexicon = build_word_lm(
+            kjv_sentences(exclude, seed=0) + real,
+            self.lm_dir,
+            order=self.s["lm_order"],
+            exclude_manifests=exclude,
+            binary=True,
+        )
+        info = json.loads((self.lm_dir / "lm.json").read_text())
+        return {
+            "lm": lm,
+            "lexicon": lexicon,
+            "order": self.s["lm_order"],
+            "sentences": info["sentences"],
+            "excluded": info["dropped_evaluation_sentences"],
+            "words": info["lexicon_words"],
         }
 
     def _stage_manifests(self, out: Path, names) -> None:
@@ -188,34 +233,98 @@ class Demo:
     def _encoder(self) -> dict:
         return {k: self.s[k] for k in ("d_model", "num_layers", "nhead", "d_ffn")}
 
-    def scratch_job(self, mixer: str, train: str, out: Path):
-        """The from-scratch CTC recipe on ``train`` (a split or fold name)."""
+    def _decoding(self) -> dict:
+        """The recipe keys that add LM + lexicon decoding to greedy decoding."""
+        lm = json.loads((self.work / ".stages" / "language_model.json").read_text())
+        return {
+            "extra_decoders": ["lexicon"],
+            "kenlm_model_path": lm["lm"],
+            "lexicon": lm["lexicon"],
+        }
+
+    def scratch_job(
+        self,
+        mixer: str,
+        train: list[str],
+        out: Path,
+        steps: int | None = None,
+        small_data: bool = True,
+        seed: int = 1986,
+        **extra,
+    ):
+        """The from-scratch CTC recipe on the ``train`` splits, for about ``steps`` steps.
+
+        ``small_data``: the recipe's settings for small data (README of the
+        recipe): speed perturbation and noise; the schedule and batches are
+        the same either way.
+        """
+        steps = steps or self.s["scratch_steps"]
+        per_epoch = batches_per_epoch(
+            [self.manifests / f"{t}.csv" for t in train], self.s["scratch_batch"]
+        )
         overrides = {
             "data_folder": self.corpora / "synthetic" / "LibriSpeech",
             "skip_prep": True,
             "manifest_folder": self.manifests,
-            "train_splits": [train],
+            "train_splits": train,
             "dev_splits": ["dev-synth"],
             "test_splits": list(TEST_SETS),
-            "number_of_epochs": self.s["scratch_epochs"],
+            "number_of_epochs": max(1, round(steps / per_epoch)),
             "seconds_per_batch": self.s["scratch_batch"],
             "kernel_size": self.s["kernel_size"],
             "cnn_channels": [32, 32],
             "spec_augment": False,
-            "lr": 0.001,
-            "hold": 0.6,
+            # the CTC README's small-data settings: a slow warm-up (a fast one
+            # holds CTC on its blank plateau), a long hold, a short decay
+            "lr": 0.0015,
+            "warmup": 0.4,
+            "hold": 0.4,
+            "speed_perturb": small_data,
+            "add_noise": small_data,
+            "seed": seed,
+            **self._decoding(),
             **self._encoder(),
+            **extra,
         }
         if mixer == "wsm":
-            overrides["window_size"] = self.s["window_size"]
+            overrides.setdefault("window_size", self.s["window_size"])
         return self._job(
             SCRATCH, f"conformer_{mixer}.yaml", out, overrides, f"scratch_{out.name}"
         )
 
-    def scratch(self):
-        out = self.work / "scratch"
-        self._run([self.scratch_job(m, "train-synth", out / m) for m in MIXERS])
+    def train_sets(self, fold: str = "train-synth") -> list[str]:
+        return [fold, "train-real-10min"]
+
+    def scratch(self, seed: int = 1986, folder: str = "scratch"):
+        out = self.work / folder
+        jobs = [
+            self.scratch_job(m, self.train_sets(), out / m, seed=seed) for m in MIXERS
+        ]
+        self._run(jobs)
         return {m: _run_facts(out / m) for m in MIXERS}
+
+    def ablation(self):
+        """WSM without the small-data additions: synthetic speech only, no augmentation."""
+        out = self.work / "ablation" / "wsm_synth_only"
+        self._run([self.scratch_job("wsm", ["train-synth"], out, small_data=False)])
+        return {"wsm_synth_only": _run_facts(out)}
+
+    def window_sweep(self):
+        """From-scratch WSM at several windows, long enough to leave the plateau."""
+        out = self.work / "sweep"
+        windows = self.s["sweep_windows"]
+        jobs = [
+            self.scratch_job(
+                "wsm",
+                self.train_sets(),
+                out / f"window_{w}",
+                steps=self.s["sweep_steps"],
+                window_size=w,
+            )
+            for w in windows
+        ]
+        self._run(jobs)
+        return {f"window_{w}": _run_facts(out / f"window_{w}") for w in windows}
 
     def pretrain(self):
         jobs = []
@@ -230,8 +339,8 @@ class Demo:
                 "final_dim": self.s["final_dim"],
                 "seconds_per_batch": 60,
                 "grad_accumulation_factor": 1,
-                "warmup": 20,
-                "cooldown": 1000,
+                "warmup": 0.1,  # shares of the run's steps
+                "cooldown": 0.5,
                 "num_negatives": 20,
                 "layerdrop": 0.0,
                 **self._encoder(),
@@ -295,10 +404,10 @@ class Demo:
             "lr": 0.002,
             "lr_pretrained": 0.0005,  # full fine-tuning; mhsa_top uses lr
             "hold": 0.6,
-            "extra_decoders": [],  # greedy only: the Python beam search is slow
+            "extra_decoders": [],
         }
 
-    def low_resource(self, fold: str):
+    def low_resource(self, fold: str = "10min"):
         """Selective / top-2 MHSA / full fine-tuning and from scratch, on one fold."""
         jobs, outs = [], {}
         for mode in FT_MODES:
@@ -313,58 +422,40 @@ class Demo:
                 )
             )
         out = outs["scratch"] = self.work / "finetune" / f"scratch_{fold}"
-        jobs.append(self.scratch_job("wsm", fold, out))
+        per_epoch = batches_per_epoch(
+            [self.manifests / f"librilight-{fold}.csv"], self.s["scratch_batch"]
+        )
+        steps = self.s[f"finetune_epochs_{fold}"] * per_epoch
+        jobs.append(self.scratch_job("wsm", [fold], out, steps=steps, small_data=False))
         self._run(jobs)
         return {name: _run_facts(path) for name, path in outs.items()}
 
-    def sweep(self):
-        from speechbrain_wsm.sweep import run_sweep
-
-        folder = self.work / "sweep"
-        overrides = self.finetune_overrides("10min")
-        del overrides["window_size"]
-        overrides["number_of_epochs"] = self.s["sweep_epochs"]
-        result = run_sweep(
-            FINETUNE,
-            "hparams/wsm.yaml",
-            "window_size",
-            self.s["sweep_windows"],
-            overrides={**overrides, "num_workers": 0},
-            sweep_folder=folder,
-            run_opts=self.run_opts,
-        )
-        if result["failed"]:
-            raise StageFailed(f"sweep runs failed: {result['failed']}")
-        return {"sweep_md": str(folder / "sweep.md")}
-
     def transcribe(self, facts: dict):
-        """The best model on test-synth transcribes one real-speech file."""
+        """The model best on dev transcribes a LibriVox sentence and an Asterisk prompt."""
         from speechbrain_wsm.transcribe import Transcriber
 
-        runs = _all_runs(facts)
-        name, run = min(
-            runs.items(),
-            key=lambda kv: kv[1]["rates"].get("test-synth", {}).get("CER", 1e9),
-        )
-        with open(self.manifests / "test-real.csv", newline="") as f:
-            rows = sorted(csv.DictReader(f), key=lambda r: -len(r["wrd"].split()))
-        row = rows[len(rows) // 4]  # a sentence, not a single word
-        model = Transcriber.from_run(run["folder"], device=self.args.device)
-        return {
-            "model": name,
-            "file": row["wav"],
-            "reference": row["wrd"],
-            "hypothesis": model.transcribe_file(row["wav"]),
-        }
-
-    def finetune_costs(self):
-        from speechbrain_wsm.bench import finetune
-
-        out = self.work / "bench"
-        argv = ["--device", "cpu", "--out", str(out)]
-        argv += ["--quick"] if self.args.quick else ["--lengths", "8", "--rounds", "2"]
-        finetune.main(argv)
-        return json.loads((out / "finetune_cpu.json").read_text())
+        runs = facts.get("from scratch: mhsa, sm, wsm", {})
+        runs = {k: v for k, v in runs.items() if isinstance(v, dict) and "dev" in v}
+        name = min(runs, key=lambda k: _dev_cer(runs[k]))
+        folder = runs[name]["folder"]
+        greedy = Transcriber.from_run(folder, device=self.args.device)
+        # the run's YAML holds the LM and lexicon the demo gave it
+        lm = Transcriber.from_run(folder, device=self.args.device, decoder="lexicon")
+        out = {"model": name, "files": []}
+        for split in ("test-real-librivox", "test-real-asterisk"):
+            with open(self.manifests / f"{split}.csv", newline="") as f:
+                rows = sorted(csv.DictReader(f), key=lambda r: -len(r["wrd"].split()))
+            row = rows[len(rows) // 4]  # a sentence, not a single word
+            out["files"].append(
+                {
+                    "split": split,
+                    "file": row["wav"],
+                    "reference": row["wrd"],
+                    "greedy": greedy.transcribe_file(row["wav"]),
+                    "lm": lm.transcribe_file(row["wav"]),
+                }
+            )
+        return out
 
     # -- the whole run ----------------------------------------------------------
     def stages(self) -> list[Stage]:
@@ -380,13 +471,38 @@ class Demo:
                 self.build_real,
                 [self.corpora / "real" / "LibriSpeech"],
             ),
-            Stage("manifests", self.prepare, [self.manifests / "test-real.csv"]),
-            Stage("benchmark: layers", self.bench, [w / "bench" / "layers_cpu.png"]),
+            Stage(
+                "manifests", self.prepare, [self.manifests / "test-real-librivox.csv"]
+            ),
+            Stage("language model", self.language_model, [self.lm_dir]),
             Stage(
                 "from scratch: mhsa, sm, wsm",
                 self.scratch,
                 [w / "scratch" / m / "results.md" for m in MIXERS],
             ),
+        ]
+        if not self.args.all:
+            return st
+        st += [
+            Stage(
+                "from scratch, second seed",
+                lambda: self.scratch(seed=2, folder="scratch_seed2"),
+                [w / "scratch_seed2" / m / "results.md" for m in MIXERS],
+            ),
+            Stage(
+                "ablation: no augmentation, synthetic only",
+                self.ablation,
+                [w / "ablation" / "wsm_synth_only" / "results.md"],
+            ),
+            Stage(
+                "sweep: wsm window",
+                self.window_sweep,
+                [
+                    w / "sweep" / f"window_{x}" / "results.md"
+                    for x in self.s["sweep_windows"]
+                ],
+            ),
+            Stage("benchmark: layers", self.bench, [w / "bench" / "layers_cpu.png"]),
             Stage(
                 "pretrain: mhsa, sm, wsm",
                 self.pretrain,
@@ -397,25 +513,47 @@ class Demo:
                 self.probe,
                 [w / "probe" / m / "results.md" for m in MIXERS],
             ),
-        ]
-        for fold in FOLDS:
-            names = [f"{m}_{fold}" for m in (*FT_MODES, "scratch")]
-            st.append(
-                Stage(
-                    f"low-resource: {fold}",
-                    lambda f=fold: self.low_resource(f),
-                    [w / "finetune" / n / "results.md" for n in names],
-                )
-            )
-        st += [
-            Stage("sweep: wsm window", self.sweep, [w / "sweep" / "sweep.md"]),
             Stage(
-                "benchmark: fine-tuning costs",
-                self.finetune_costs,
-                [w / "bench" / "finetune_cpu.json"],
+                "low-resource: 10min",
+                self.low_resource,
+                [
+                    w / "finetune" / f"{n}_10min" / "results.md"
+                    for n in (*FT_MODES, "scratch")
+                ],
             ),
         ]
         return st
+
+
+def split_by_speaker(manifest: Path, parts: dict[str, str]) -> None:
+    """Write ``<name>.csv`` beside ``manifest`` for each ``{name: spk_id}``: its rows."""
+    with open(manifest, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        fields, rows = reader.fieldnames, list(reader)
+    for name, speaker in parts.items():
+        with open(
+            manifest.parent / f"{name}.csv", "w", newline="", encoding="utf-8"
+        ) as f:
+            writer = csv.DictWriter(f, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(r for r in rows if r["spk_id"] == speaker)
+
+
+def batches_per_epoch(manifests, seconds: float, max_duration: float = 25.0) -> int:
+    """Batches an epoch of the CTC recipe takes over ``manifests`` (packed batches)."""
+    from speechbrain.dataio.dataset import DynamicItemDataset
+
+    from speechbrain_wsm.recipe.dataio import PackedBatchSampler
+
+    data = {}
+    for path in manifests:
+        with open(path, newline="", encoding="utf-8") as f:
+            for row in csv.DictReader(f):
+                if float(row["duration"]) <= max_duration:
+                    data[f"{Path(path).stem}/{row['ID']}"] = {
+                        "duration": float(row["duration"])
+                    }
+    return max(1, len(PackedBatchSampler(DynamicItemDataset(data), seconds)))
 
 
 def _hours(csv_path: Path) -> float:
@@ -423,26 +561,29 @@ def _hours(csv_path: Path) -> float:
         return round(sum(float(r["duration"]) for r in csv.DictReader(f)) / 3600, 3)
 
 
+_VALID = re.compile(r"valid CER: ([0-9.eE+-]+), valid WER: ([0-9.eE+-]+)")
+
+
 def _run_facts(out: Path) -> dict:
-    """What the report needs of one CTC run: rates, cost, losses, parameters."""
+    """What the report needs of one CTC run: rates, cost, losses, dev CER, parameters."""
     cost_file = out / "train_cost.json"
+    log = out / "train_log.txt"
+    dev = [
+        (float(c), float(w))
+        for c, w in _VALID.findall(log.read_text() if log.exists() else "")
+    ]
     return {
         "folder": str(out),
         "rates": read_error_rates(out),
         "cost": json.loads(cost_file.read_text()) if cost_file.exists() else {},
-        "losses": read_train_log(out / "train_log.txt"),
+        "losses": read_train_log(log),
+        "dev": {"CER": [c for c, _ in dev], "WER": [w for _, w in dev]},
     }
 
 
-def _all_runs(facts: dict) -> dict[str, dict]:
-    """``{label: run facts}`` of every CTC run the demo made."""
-    return {
-        f"{stage.split(':')[0]}: {name}": run
-        for stage, info in facts.items()
-        if isinstance(info, dict)
-        for name, run in info.items()
-        if isinstance(run, dict) and "rates" in run
-    }
+def _dev_cer(run: dict) -> float:
+    """The best validation CER of a run (how the recipe chose its checkpoint)."""
+    return min(run.get("dev", {}).get("CER") or [math.inf])
 
 
 def parse_args(argv=None):
@@ -451,9 +592,14 @@ def parse_args(argv=None):
         "--workdir", default="results/demo", help="everything the demo writes"
     )
     p.add_argument("--quick", action="store_true", help="CI-sized run (a few minutes)")
+    p.add_argument(
+        "--all",
+        action="store_true",
+        help="add pretraining, probes, fine-tuning, the sweep, ablation and seeds",
+    )
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument(
-        "--scale", type=float, default=1.0, help="multiply every epoch count"
+        "--scale", type=float, default=1.0, help="multiply every step and epoch count"
     )
     p.add_argument(
         "--workers", type=int, default=2, help="processes for corpus building"

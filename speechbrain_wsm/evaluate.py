@@ -3,8 +3,8 @@
 Usage::
 
     python -m speechbrain_wsm.evaluate RUN --manifest test-other.csv \\
-        [--name test-other] [--decoder greedy|beam] [--beam_size 20] \\
-        [--kenlm 4gram.arpa --lm_weight 0.5 --word_bonus 1.0] \\
+        [--name test-other] [--decoder greedy|beam|lexicon] [--beam_size 20] \\
+        [--kenlm 3gram.arpa [--lexicon lexicon.txt] --lm_weight 0.5 --word_bonus 1.0] \\
         [--checkpoint best|latest|CKPT+...] [--output_folder DIR] \\
         [--batch_size 8] [--device cuda:0] [--data_folder /data] [--KEY=VALUE ...]
 
@@ -37,9 +37,11 @@ the selective fine-tuning recipes do):
   validation ``WER`` in their meta, so ``--checkpoint best`` (default) picks
   the lowest, ``latest`` the most recent. When the run folder moved,
   checkpoints are read from ``RUN/save``;
-* optional keys: ``sample_rate`` (16000), ``decoder`` (``greedy``/``beam``),
-  ``beam_size``, ``kenlm_model_path``, ``lm_weight``, ``word_bonus`` (the
-  defaults of the flags above).
+* optional keys: ``sample_rate`` (16000), ``decoder``
+  (``greedy``/``beam``/``lexicon``), ``beam_size``, ``kenlm_model_path``,
+  ``lexicon``, ``lm_weight``, ``word_bonus`` (the defaults of the flags
+  above; ``lexicon`` decoding needs ``--kenlm`` and ``--lexicon``, which
+  ``python -m speechbrain_wsm.data.lm`` builds).
 
 Manifests are SpeechBrain CSV files with ``ID``, ``wav`` and ``wrd``
 (``start``/``stop`` columns, in seconds, select a segment of ``wav``).
@@ -60,7 +62,12 @@ from pathlib import Path
 
 import torch
 
-from speechbrain_wsm.decoding import DECODERS, build_decoder
+from speechbrain_wsm.decoding import DECODERS, build_decoder, check_decoder_files
+from speechbrain_wsm.errors import (
+    UserFileNotFoundError,
+    UserValueError,
+    install_error_hook,
+)
 
 __all__ = [
     "DECODING_DEFAULTS",
@@ -83,10 +90,14 @@ def _loader(manifest: str, data_folder, sample_rate: int, batch_size: int):
     from speechbrain.dataio.dataloader import make_dataloader
     from speechbrain.dataio.dataset import DynamicItemDataset
 
-    from speechbrain_wsm.data.audio import add_audio_pipeline, drop_unreadable
+    from speechbrain_wsm.data.audio import (
+        add_audio_pipeline,
+        drop_unreadable,
+        skip_undecodable,
+    )
+    from speechbrain_wsm.data.manifests import check_manifest
 
-    if not os.path.isfile(manifest):
-        raise FileNotFoundError(f"manifest '{manifest}' not found")
+    check_manifest(manifest)  # missing, not UTF-8, no rows, an ID twice
     replacements = {"data_root": data_folder} if data_folder else {}
     dataset = DynamicItemDataset.from_csv(manifest, replacements=replacements)
     first = next(iter(dataset.data.values()), None)
@@ -94,12 +105,14 @@ def _loader(manifest: str, data_folder, sample_rate: int, batch_size: int):
         raise ValueError(f"manifest '{manifest}' has no utterance")
     missing = [k for k in ("wav", "wrd") if k not in first]
     if missing:
-        raise ValueError(f"manifest '{manifest}' lacks the column(s) {missing}")
+        raise UserValueError(f"manifest '{manifest}' lacks the column(s) {missing}")
     if "duration" in first:
         dataset = dataset.filtered_sorted(sort_key="duration", reverse=True)
     # score what can be read; the rows that cannot are listed, not fatal
     dataset, bad = drop_unreadable(dataset, manifest, "skip")
     add_audio_pipeline([dataset], ["id", "sig", "wrd"], sample_rate)
+    # a file whose body fails to decode is listed, not fatal
+    dataset = skip_undecodable(dataset)
     loader = make_dataloader(dataset, batch_size=batch_size, collate_fn=PaddedBatch)
     return loader, bad
 
@@ -186,6 +199,9 @@ def transcribe(
                 refs.append(words[i])
     finally:
         asr_model.train(was_training)
+    if unreadable is not None:
+        undecodable = getattr(loader.dataset, "undecodable", [])
+        unreadable.extend((uid, f"not scored: {why}") for uid, why in undecodable)
     return ids, refs, hyps
 
 
@@ -203,6 +219,7 @@ def evaluate_manifest(
     sample_rate: int = 16000,
     batch_size: int = 8,
     device: str | torch.device = "cpu",
+    lexicon: str | None = None,
 ) -> dict:
     """Decode a manifest, write ``wer_file`` and the ``cer_`` file beside it.
 
@@ -218,7 +235,7 @@ def evaluate_manifest(
     from speechbrain_wsm.scoring import write_error_rate_files
 
     decode = build_decoder(
-        tokenizer, decoder, beam_size, kenlm_model_path, lm_weight, word_bonus
+        tokenizer, decoder, beam_size, kenlm_model_path, lm_weight, word_bonus, lexicon
     )
     unreadable: list[tuple[str, str]] = []
     ids, refs, hyps = transcribe(
@@ -263,6 +280,14 @@ def load_recipe(run: str, overrides: dict | None = None) -> tuple[dict, Path]:
         The loaded hyperparameters (objects built).
     folder : Path
         The run folder (the YAML's folder).
+
+    Notes
+    -----
+    The folder given is the folder used: ``hyperparams.yaml`` records the
+    run's absolute ``output_folder``, so a copied or moved run folder would
+    load the original run's checkpoints and files. Unless ``output_folder``
+    is overridden, it becomes the folder given, and every top-level path
+    under the recorded folder (``tokenizer_file`` ...) moves with it.
     """
     from hyperpyyaml import load_hyperpyyaml
 
@@ -270,17 +295,18 @@ def load_recipe(run: str, overrides: dict | None = None) -> tuple[dict, Path]:
     if path.is_dir():
         path = path / "hyperparams.yaml"
     if not path.is_file():
-        raise FileNotFoundError(
+        raise UserFileNotFoundError(
             f"{path} not found: pass a recipe output folder (holding the "
             "hyperparams.yaml the recipe wrote) or a YAML file"
         )
+    overrides = {**_moved_paths(path), **(overrides or {})}
     with open(path, encoding="utf-8") as f:
         try:
             hparams = load_hyperpyyaml(f, overrides or {}, overrides_must_match=True)
         except KeyError as e:
             if "not found in" not in str(e):
                 raise
-            raise ValueError(f"unknown override for {path}: {e.args[0]}") from None
+            raise UserValueError(f"unknown override for {path}: {e.args[0]}") from None
     missing = [k for k in ("asr_model", "checkpointer") if k not in hparams]
     if "tokenizer_file" not in hparams and "tokenizer" not in hparams:
         missing.append("tokenizer_file")
@@ -290,6 +316,41 @@ def load_recipe(run: str, overrides: dict | None = None) -> tuple[dict, Path]:
             "--help` for the keys a recipe must define"
         )
     return hparams, path.parent
+
+
+def _moved_paths(path: Path) -> dict:
+    """Overrides making a run folder's ``hyperparams.yaml`` point at that folder.
+
+    ``{"output_folder": <the folder>, ...}`` when the recorded
+    ``output_folder`` is another folder (a copy or a moved run); top-level
+    paths under the recorded folder follow it. Empty for a YAML that is not
+    a run's record, or a run that did not move.
+    """
+    import ruamel.yaml
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            tree = ruamel.yaml.YAML().load(f) or {}
+    except (ruamel.yaml.YAMLError, UnicodeDecodeError):
+        return {}  # load_hyperpyyaml says what is wrong
+    recorded = tree.get("output_folder") if hasattr(tree, "get") else None
+    if path.name != "hyperparams.yaml" or not isinstance(recorded, str):
+        return {}
+    here = path.parent.resolve()
+    try:
+        if Path(recorded).resolve() == here:
+            return {}
+    except OSError:
+        pass
+    moved = {"output_folder": str(here)}
+    old = recorded.rstrip("/") + "/"
+    for key, value in tree.items():
+        if key != "output_folder" and isinstance(value, str) and value.startswith(old):
+            moved[key] = str(here / value[len(old) :])
+    logger.info(
+        "%s records output_folder %s; using the folder given, %s", path, recorded, here
+    )
+    return moved
 
 
 def recover_checkpoint(
@@ -331,7 +392,7 @@ def recover_checkpoint(
         robust.checkpoints_dir = path.parent
         match = [c for c in robust.list_checkpoints() if Path(c.path).resolve() == path]
         if not match:
-            raise FileNotFoundError(
+            raise UserFileNotFoundError(
                 f"'{which}' is not a complete checkpoint folder (CKPT+...)"
             )
         robust.load_checkpoint(match[0])
@@ -346,7 +407,7 @@ def recover_checkpoint(
     if not ranked:
         ranked = robust.find_checkpoints()
     if not ranked:
-        raise FileNotFoundError(
+        raise UserFileNotFoundError(
             f"no checkpoint in {robust.checkpoints_dir}: has the recipe run?"
         )
     ckpt = robust.load_first_loadable(ranked)
@@ -404,12 +465,13 @@ DECODING_DEFAULTS = {
     "kenlm_model_path": None,
     "lm_weight": 0.5,
     "word_bonus": 1.0,
+    "lexicon": None,
 }
 
 
 def decoding_options(hparams: dict, **given) -> dict:
     """A recipe's decoding options: each ``given`` value that is not ``None``,
-    else the recipe's, else :data:`DECODING_DEFAULTS`.
+    else the recipe's when not ``None``, else :data:`DECODING_DEFAULTS`.
 
     Raises ``TypeError`` naming a ``given`` key that is not a decoding option.
 
@@ -417,7 +479,7 @@ def decoding_options(hparams: dict, **given) -> dict:
     -------
     >>> decoding_options({"beam_size": 8, "lm_weight": 0.3}, decoder="beam",
     ...                  lm_weight=None)
-    {'decoder': 'beam', 'beam_size': 8, 'kenlm_model_path': None, 'lm_weight': 0.3, 'word_bonus': 1.0}
+    {'decoder': 'beam', 'beam_size': 8, 'kenlm_model_path': None, 'lm_weight': 0.3, 'word_bonus': 1.0, 'lexicon': None}
     """
     unknown = sorted(set(given) - set(DECODING_DEFAULTS))
     if unknown:
@@ -425,17 +487,28 @@ def decoding_options(hparams: dict, **given) -> dict:
             f"unknown decoding option {unknown[0]!r}; "
             f"valid: {', '.join(DECODING_DEFAULTS)}"
         )
-    return {
-        key: given[key] if given.get(key) is not None else hparams.get(key, default)
-        for key, default in DECODING_DEFAULTS.items()
-    }
+    options = {}
+    for key, default in DECODING_DEFAULTS.items():
+        value = given.get(key)
+        if value is None:
+            value = hparams.get(key)
+        options[key] = default if value is None else value
+    beam = options.get("beam_size")
+    if beam is not None and (isinstance(beam, bool) or not beam >= 1):
+        raise UserValueError(
+            f"--beam_size={beam}: the beam must keep at least 1 prefix "
+            "(e.g. --beam_size=20)"
+        )
+    return options
 
 
 def recipe_parser(prog: str, description: str, epilog: str) -> argparse.ArgumentParser:
     """The command line of a tool that runs a trained recipe.
 
     It takes the recipe (``run``: its output folder or YAML), ``--checkpoint``,
-    ``--device``, ``--decoder``, ``--beam_size`` and ``--batch_size``; other
+    ``--device``, the decoding options (``--decoder``, ``--beam_size``,
+    ``--kenlm``, ``--lexicon``, ``--lm_weight``, ``--word_bonus``) and
+    ``--batch_size``; other
     ``--KEY=VALUE`` arguments override top-level keys of the YAML
     (:func:`parse_override`), as ``epilog`` goes on to say.
     """
@@ -455,7 +528,22 @@ def recipe_parser(prog: str, description: str, epilog: str) -> argparse.Argument
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--decoder", choices=DECODERS)
     parser.add_argument("--beam_size", type=int)
+    parser.add_argument(
+        "--kenlm", dest="kenlm_model_path", help="word n-gram LM (.arpa or .bin)"
+    )
+    parser.add_argument(
+        "--lexicon",
+        help="lexicon of --decoder lexicon (python -m speechbrain_wsm.data.lm)",
+    )
+    parser.add_argument("--lm_weight", type=float)
+    parser.add_argument("--word_bonus", type=float)
     parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the Python traceback of an error in what was given "
+        "(by default one 'error:' line)",
+    )
     return parser
 
 
@@ -492,9 +580,6 @@ def _parse(argv: Sequence[str]):
         action="append",
         help="name of each manifest's wer file (default: stem)",
     )
-    parser.add_argument("--kenlm", dest="kenlm_model_path")
-    parser.add_argument("--lm_weight", type=float)
-    parser.add_argument("--word_bonus", type=float)
     parser.add_argument("--output_folder", help="where wer_<name>.txt goes")
     parser.add_argument("--data_folder", help="replaces $data_root in manifests")
     args, rest = parser.parse_known_args(list(argv))
@@ -527,9 +612,7 @@ def _check_writable(folder: Path) -> None:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, dict]:
     """Command line entry point; returns ``{name: WER summary}``."""
-    from speechbrain_wsm.recipe.experiment import install_config_error_hook
-
-    install_config_error_hook()
+    install_error_hook()
     args, overrides = _parse(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(
         level=logging.INFO, format="%(levelname)s %(name)s: %(message)s"
@@ -537,11 +620,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict]:
     hparams, run_folder = load_recipe(args.run, overrides)
     out_folder = Path(args.output_folder or run_folder)
     _check_writable(out_folder)  # before any decoding, not after
-    model, tokenizer = load_trained(hparams, run_folder, args.checkpoint, args.device)
-
     decoding = decoding_options(
         hparams, **{key: getattr(args, key) for key in DECODING_DEFAULTS}
     )
+    check_decoder_files(  # a missing LM or lexicon: one line, before loading
+        decoding["decoder"], decoding["kenlm_model_path"], decoding["lexicon"]
+    )
+    model, tokenizer = load_trained(hparams, run_folder, args.checkpoint, args.device)
     results = {}
     names = args.name or [Path(m).stem for m in args.manifest]
     for manifest, name in zip(args.manifest, names, strict=True):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
 import subprocess
 import sys
 import time
@@ -56,14 +57,19 @@ class Stage:
     outputs: Sequence[Path] = field(default_factory=list)
 
 
+def cpu_seconds() -> float:
+    """CPU time (user + system) of this process and of its finished children, in s.
+
+    Beside a stage's wall time, this tells what the stage would take on a
+    quiet machine when others share it (CPU seconds / cores busy).
+    """
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def _marker(workdir: Path, stage: Stage) -> Path:
     return workdir / ".stages" / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', stage.name)}.json"
-
-
-def stage_info(workdir: Path, name: str) -> dict | None:
-    """The facts a finished stage recorded, or None."""
-    path = _marker(workdir, Stage(name, lambda: None))
-    return json.loads(path.read_text()) if path.exists() else None
 
 
 def run_stages(
@@ -100,14 +106,18 @@ def run_stages(
             tqdm.write(f"{head}: done earlier, skipped")
         else:
             tqdm.write(f"{head} ...")
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), cpu_seconds()
             info = stage.run() or {}
             missing = [str(p) for p in stage.outputs if not Path(p).exists()]
             if missing:
                 raise StageFailed(
                     f"stage {stage.name!r} finished without its outputs: {missing}"
                 )
-            info = {**info, "seconds": round(time.perf_counter() - start, 1)}
+            info = {
+                **info,
+                "seconds": round(time.perf_counter() - start, 1),
+                "cpu_seconds": round(cpu_seconds() - cpu, 1),
+            }
             marker.write_text(json.dumps(info, indent=1))
             facts[stage.name] = info
             tqdm.write(f"{head}: done in {info['seconds']:.0f} s")

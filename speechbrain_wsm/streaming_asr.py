@@ -149,11 +149,18 @@ class StreamingTranscriber:
     @classmethod
     def from_run(cls, run, checkpoint="best", device="cpu", overrides=None, **decoding):
         """Load a trained streaming recipe as :class:`~speechbrain_wsm.transcribe.Transcriber` does."""
-        from speechbrain_wsm.decoding import build_decoder
+        from speechbrain_wsm import decoding as dec
         from speechbrain_wsm.evaluate import decoding_options, load_recipe, load_trained
 
+        build_decoder = dec.build_decoder
         hparams, folder = load_recipe(str(run), overrides)
         options = decoding_options(hparams, **decoding)
+        if hasattr(dec, "check_decoder_files"):  # a missing LM / lexicon: one line
+            dec.check_decoder_files(
+                options["decoder"],
+                options.get("kenlm_model_path"),
+                options.get("lexicon"),
+            )
         model, tokenizer = load_trained(hparams, folder, checkpoint, device)
         return cls(
             model,
@@ -234,6 +241,11 @@ def main_stream(args, overrides: dict) -> int:
         overrides=overrides,
         decoder=args.decoder,
         beam_size=args.beam_size,
+        **{  # the LM options of the offline command, where it has them
+            k: getattr(args, k)
+            for k in ("kenlm_model_path", "lexicon", "lm_weight", "word_bonus")
+            if hasattr(args, k)
+        },
     )
     failed = []
     for source in args.files:

@@ -40,6 +40,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from speechbrain_wsm.errors import UserFileNotFoundError, UserValueError
 from speechbrain_wsm.pipeline import StageFailed, run_recipe
 from speechbrain_wsm.scoring import read_error_rates
 
@@ -159,7 +160,9 @@ def parse_sweep_args(argv: Sequence[str]) -> SweepArgs:
     """
     argv = list(argv)
     if len(argv) < 2 or argv[0].startswith("-") or argv[1].startswith("-"):
-        raise ValueError("the recipe folder and its hparams YAML come first\n" + USAGE)
+        raise UserValueError(
+            "the recipe folder and its hparams YAML come first\n" + USAGE
+        )
     recipe_dir, hparams, rest = argv[0], argv[1], argv[2:]
     own: dict[str, str] = {}
     passed: list[str] = []
@@ -174,7 +177,7 @@ def parse_sweep_args(argv: Sequence[str]) -> SweepArgs:
                 own[name] = rest[i + 1]
                 i += 1
             else:
-                raise ValueError(f"{name} needs a value\n{USAGE}")
+                raise UserValueError(f"{name} needs a value\n{USAGE}")
         else:
             passed.append(token)
         i += 1
@@ -185,7 +188,7 @@ def parse_sweep_args(argv: Sequence[str]) -> SweepArgs:
     ]
     if len(swept) != 1:
         found = ", ".join(passed[j] for j in swept)
-        raise ValueError(
+        raise UserValueError(
             "exactly one option must hold a comma-separated list of values "
             f"(e.g. --window_size=8,16,32); found {len(swept)}"
             + (f": {found}" if found else "")
@@ -194,7 +197,7 @@ def parse_sweep_args(argv: Sequence[str]) -> SweepArgs:
     key, text = passed[swept[0]][2:].split("=", 1)
     values = [v.strip() for v in text.split(",")]
     if not key or any(not v for v in values):
-        raise ValueError(f"empty key or value in {passed[swept[0]]!r}")
+        raise UserValueError(f"empty key or value in {passed[swept[0]]!r}")
     return SweepArgs(
         recipe_dir=recipe_dir,
         hparams=hparams,
@@ -235,18 +238,20 @@ def _resolve(recipe_dir: str | Path, hparams: str | Path) -> tuple[Path, Path]:
     recipe = Path(recipe_dir).resolve()
     script = recipe / "train.py"
     if not script.is_file():
-        raise FileNotFoundError(f"no train.py in the recipe folder {recipe}")
+        raise UserFileNotFoundError(f"no train.py in the recipe folder {recipe}")
     hp = Path(hparams)
     if not hp.is_absolute():
         hp = recipe / hp if (recipe / hp).exists() else hp.resolve()
     hp = hp.resolve()
     if not hp.is_file():
-        raise FileNotFoundError(
+        raise UserFileNotFoundError(
             f"hparams file {hparams} not found (looked in {recipe} and in the "
             "current directory)"
         )
     if not hp.is_relative_to(recipe):
-        raise ValueError(f"hparams file {hp} is not inside the recipe folder {recipe}")
+        raise UserValueError(
+            f"hparams file {hp} is not inside the recipe folder {recipe}"
+        )
     return script, hp
 
 
@@ -317,25 +322,25 @@ def run_sweep(
     run_opts = list(run_opts)
     script, hp = _resolve(recipe_dir, hparams)
     if not values:
-        raise ValueError(f"no values to sweep for {key!r}")
+        raise UserValueError(f"no values to sweep for {key!r}")
     labels = [_label(v) for v in values]
     repeated = sorted({x for x in labels if labels.count(x) > 1})
     if repeated:
-        raise ValueError(f"values repeated in the sweep of {key!r}: {repeated}")
+        raise UserValueError(f"values repeated in the sweep of {key!r}: {repeated}")
     folders = [_folder_name(key, v) for v in values]
     if len(set(folders)) != len(folders):
-        raise ValueError(f"values {labels} give clashing folder names {folders}")
+        raise UserValueError(f"values {labels} give clashing folder names {folders}")
     known = _top_level_keys(hp)
     if key not in known:
         close = difflib.get_close_matches(key, known, n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(f"{hp.name} has no top-level key {key!r}{hint}")
+        raise UserValueError(f"{hp.name} has no top-level key {key!r}{hint}")
     given = set(overrides) | {
         t[2:].split("=", 1)[0] for t in run_opts if t.startswith("--")
     }
     for clash in ("output_folder", key):
         if clash in given:
-            raise ValueError(
+            raise UserValueError(
                 f"--{clash} is set by the sweep for each run; do not pass it"
                 + (" (use --sweep_folder)" if clash == "output_folder" else "")
             )

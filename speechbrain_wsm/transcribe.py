@@ -4,7 +4,9 @@ Usage::
 
     python -m speechbrain_wsm.transcribe RUN a.wav b.flac ... \\
         [--checkpoint best|latest|CKPT+...] [--device cpu] \\
-        [--decoder greedy|beam] [--beam_size 20] [--batch_size 8] [--KEY=VALUE ...]
+        [--decoder greedy|beam|lexicon] [--beam_size 20] \\
+        [--kenlm 3gram.arpa [--lexicon lexicon.txt] --lm_weight 0.5 --word_bonus 1.0] \\
+        [--batch_size 8] [--KEY=VALUE ...]
 
 ``RUN`` is a recipe's output folder (or its ``hyperparams.yaml``), the same as
 for ``python -m speechbrain_wsm.evaluate``, which documents the contract the
@@ -16,9 +18,17 @@ on stdout, in the order given::
 
     <path>\\t<transcript>
 
-Files are decoded in batches of similar length. A file that cannot be read is
-reported on stderr and the others are still transcribed; the exit status is 1
-when any file failed, with the list of those files.
+Files are decoded in batches of similar length. Each file fails alone: one
+that cannot be read, or that the model cannot take (a 0.05 s clip too short
+for its front end, a batch that runs out of memory: its files are retried
+one by one), is reported on stderr in one line (``error: <path>: <reason>``)
+and the others are still transcribed; the exit status is 1 when any file
+failed, with the list of those files. A file longer than ``--window_seconds``
+(default: the recipe's ``max_duration``, else 30 s; 0: never) is decoded in
+overlapping windows (``--overlap_seconds`` on each side, 2 s): each window's
+frame posteriors are kept for its central part only, and the whole file is
+decoded once from them, so a 10-minute file needs the memory of one window,
+not of a full-attention pass over 30 000 frames.
 
 From Python, following SpeechBrain's ``EncoderASR``::
 
@@ -35,6 +45,8 @@ from collections.abc import Callable, Sequence
 
 import soundfile as sf
 import torch
+
+from speechbrain_wsm.errors import UserValueError, install_error_hook
 
 __all__ = ["Transcriber", "main"]
 
@@ -56,6 +68,11 @@ class Transcriber:
         Rate the model takes; files are resampled to it.
     device : str or torch.device
         Where ``asr_model`` runs.
+    window_seconds : float, optional
+        Files longer than this are decoded in overlapping windows
+        (None or 0: always whole).
+    overlap_seconds : float
+        Context on each side of a window's kept part.
 
     Example
     -------
@@ -84,11 +101,20 @@ class Transcriber:
         decode: Callable,
         sample_rate: int = 16000,
         device: str | torch.device = "cpu",
+        window_seconds: float | None = None,
+        overlap_seconds: float = 2.0,
     ):
         self.asr_model = asr_model.to(device).eval()
         self.decode = decode
         self.sample_rate = int(sample_rate)
         self.device = device
+        if window_seconds and window_seconds <= 2 * overlap_seconds:
+            raise UserValueError(
+                f"window_seconds ({window_seconds}) must be longer than twice "
+                f"overlap_seconds ({overlap_seconds})"
+            )
+        self.window_seconds = window_seconds or None
+        self.overlap_seconds = float(overlap_seconds)
 
     @classmethod
     def from_run(
@@ -97,6 +123,8 @@ class Transcriber:
         checkpoint: str = "best",
         device: str | torch.device = "cpu",
         overrides: dict | None = None,
+        window_seconds: float | None = None,
+        overlap_seconds: float = 2.0,
         **decoding,
     ) -> Transcriber:
         """Load a trained recipe as ``python -m speechbrain_wsm.evaluate`` does.
@@ -112,18 +140,36 @@ class Transcriber:
             Where the model runs.
         overrides : dict, optional
             Values replacing top-level keys of the YAML.
+        window_seconds : float, optional
+            Longer files are decoded in overlapping windows (default: the
+            recipe's ``max_duration``, else 30 s; 0: never).
+        overlap_seconds : float
+            Context on each side of a window.
         **decoding
             Values replacing the recipe's decoding options (``decoder="beam"``,
             ``beam_size`` ...: :func:`~speechbrain_wsm.evaluate.decoding_options`).
         """
-        from speechbrain_wsm.decoding import build_decoder
+        from speechbrain_wsm.decoding import build_decoder, check_decoder_files
         from speechbrain_wsm.evaluate import decoding_options, load_recipe, load_trained
 
         hparams, folder = load_recipe(str(run_folder), overrides)
         options = decoding_options(hparams, **decoding)
+        check_decoder_files(
+            options["decoder"], options["kenlm_model_path"], options["lexicon"]
+        )
         model, tokenizer = load_trained(hparams, folder, checkpoint, device)
         decode = build_decoder(tokenizer, **options)
-        return cls(model, decode, hparams.get("sample_rate", 16000), device)
+        if window_seconds is None:
+            window_seconds = hparams.get("max_duration") or 30.0
+            window_seconds = max(float(window_seconds), 4 * overlap_seconds)
+        return cls(
+            model,
+            decode,
+            hparams.get("sample_rate", 16000),
+            device,
+            window_seconds,
+            overlap_seconds,
+        )
 
     def load_audio(self, path: str | os.PathLike) -> torch.Tensor:
         """``path`` as the model's input: mono, at ``sample_rate``, ``[sample]``.
@@ -163,9 +209,46 @@ class Transcriber:
         )
         return self.decode(log_probs.float().cpu(), out_lens.float().cpu())
 
+    def _too_long(self, wav: torch.Tensor) -> bool:
+        return bool(
+            self.window_seconds and len(wav) > self.window_seconds * self.sample_rate
+        )
+
+    @torch.no_grad()
+    def transcribe_long(self, wav: torch.Tensor) -> str:
+        """Transcribe one long waveform ``[sample]`` in overlapping windows.
+
+        Windows of ``window_seconds`` overlap by ``overlap_seconds`` on each
+        side; each keeps the frames of its central part, and the
+        concatenated frame posteriors are decoded once.
+        """
+        n = len(wav)
+        size = int(self.window_seconds * self.sample_rate)
+        overlap = int(self.overlap_seconds * self.sample_rate)
+        step = size - 2 * overlap
+        pieces = []
+        for start in range(0, n, step):
+            end = min(start + step, n)  # the part this window keeps
+            first = max(0, min(start - overlap, n - size))
+            last = min(n, first + size)
+            log_probs, out_lens = self.asr_model(
+                wav[first:last].float().unsqueeze(0).to(self.device),
+                torch.ones(1, device=self.device),
+            )
+            frames = int(round(float(out_lens[0]) * log_probs.shape[1]))
+            rate = frames / (last - first)
+            a = int(round((start - first) * rate))
+            b = frames if end == n else int(round((end - first) * rate))
+            pieces.append(log_probs[0, a:b].float().cpu())
+        log_probs = torch.cat(pieces).unsqueeze(0)
+        return self.decode(log_probs, torch.ones(1))[0]
+
     def transcribe_file(self, path: str | os.PathLike) -> str:
-        """The transcript of one audio file (any rate; resampled)."""
-        return self.transcribe_batch(self.load_audio(path).unsqueeze(0))[0]
+        """The transcript of one audio file (any rate; resampled; long files in windows)."""
+        wav = self.load_audio(path)
+        if self._too_long(wav):
+            return self.transcribe_long(wav)
+        return self.transcribe_batch(wav.unsqueeze(0))[0]
 
     def transcribe_files(
         self, paths: Sequence[str | os.PathLike], batch_size: int = 8
@@ -183,7 +266,9 @@ class Transcriber:
         -------
         list
             One entry per path, in order: its transcript, or the exception
-            that stopped reading it (the other files are still transcribed).
+            that stopped reading or decoding it (the other files are still
+            transcribed). A batch that fails is retried file by file, so a
+            file the model cannot take fails alone.
         """
         from speechbrain.utils.data_utils import batch_pad_right
 
@@ -206,16 +291,57 @@ class Transcriber:
             batch, wavs = [], []
             for i in order[first : first + batch_size]:
                 try:
-                    wavs.append(self.load_audio(paths[i]))
-                    batch.append(i)
+                    wav = self.load_audio(paths[i])
                 except (OSError, ValueError) as exc:
                     results[i] = exc
+                    continue
+                if self._too_long(wav):
+                    results[i] = self._alone(self.transcribe_long, wav)
+                else:
+                    wavs.append(wav)
+                    batch.append(i)
             if not batch:
                 continue
             padded, wav_lens = batch_pad_right(wavs)
-            for i, text in zip(batch, self.transcribe_batch(padded, wav_lens)):
+            try:
+                texts = self.transcribe_batch(padded, wav_lens)
+            except Exception as exc:  # noqa: BLE001 - this batch fails, not the others
+                _free_memory()
+                if len(batch) == 1:
+                    texts = [FileFailure(_one_line(exc))]
+                else:  # one by one: only the files the model cannot take fail
+                    texts = [
+                        self._alone(lambda w: self.transcribe_batch(w[None])[0], w)
+                        for w in wavs
+                    ]
+            for i, text in zip(batch, texts, strict=True):
                 results[i] = text
         return results
+
+    def _alone(self, transcribe: Callable, wav: torch.Tensor) -> str | Exception:
+        """``transcribe(wav)``, or the exception that stopped it (one line)."""
+        try:
+            return transcribe(wav)
+        except Exception as exc:  # noqa: BLE001 - this file fails, not the others
+            _free_memory()
+            return FileFailure(_one_line(exc))
+
+
+class FileFailure(Exception):
+    """Why one file could not be transcribed (the model could not take it)."""
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    reason = text[0] if text else ""
+    if isinstance(exc, torch.OutOfMemoryError):
+        reason = "out of memory (lower --window_seconds or use --device cpu)"
+    return f"{type(exc).__name__}: {reason}" if reason else type(exc).__name__
+
+
+def _free_memory() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _parse(argv: Sequence[str]):
@@ -227,6 +353,18 @@ def _parse(argv: Sequence[str]):
         "Prints '<path>\\t<transcript>' per file; exit status 1 when a file failed.",
     )
     parser.add_argument("files", nargs="*", help="audio files (any rate)")
+    parser.add_argument(
+        "--window_seconds",
+        type=float,
+        help="decode longer files in overlapping windows of this length "
+        "(default: the recipe's max_duration, else 30; 0: never)",
+    )
+    parser.add_argument(
+        "--overlap_seconds",
+        type=float,
+        default=2.0,
+        help="context on each side of a window (default 2)",
+    )
     from speechbrain_wsm.streaming_asr import add_stream_options
 
     add_stream_options(parser)  # --stream: partial transcripts (streaming_asr.py)
@@ -247,6 +385,7 @@ def _parse(argv: Sequence[str]):
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line entry point; returns the exit status (1 if a file failed)."""
+    install_error_hook()  # a user's mistake (a missing LM or lexicon...): one line
     args, overrides = _parse(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(
         level=logging.INFO, format="%(levelname)s %(name)s: %(message)s"
@@ -262,6 +401,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides=overrides,
         decoder=args.decoder,
         beam_size=args.beam_size,
+        kenlm_model_path=args.kenlm_model_path,
+        lexicon=args.lexicon,
+        lm_weight=args.lm_weight,
+        word_bonus=args.word_bonus,
+        window_seconds=args.window_seconds,
+        overlap_seconds=args.overlap_seconds,
     )
     results = asr.transcribe_files(args.files, args.batch_size)
     failed = []

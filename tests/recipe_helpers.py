@@ -129,3 +129,27 @@ def run_python(argv, cwd=None, launcher=(sys.executable,), timeout=300) -> str:
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-6000:]
     return log
+
+
+class Killed(Exception):
+    """What :func:`kill_after_epoch` raises in place of a kill."""
+
+
+def kill_after_epoch(monkeypatch, epoch: int) -> None:
+    """Make the next in-process run stop as a kill after epoch ``epoch``'s
+    checkpoint would: :class:`Killed` when epoch ``epoch + 1`` starts.
+
+    A stop that leaves the run's plan alone (``--optimizer_step_limit``
+    shortens the schedule: it spans the steps the run will take)."""
+    from speechbrain_wsm.recipe.brain import RobustBrain
+
+    fit_train = RobustBrain._fit_train
+
+    def killed(self, train_set, epoch_now=None, enable=True, **kwargs):
+        epoch_now = kwargs.get("epoch", epoch_now)
+        if epoch_now > epoch:
+            monkeypatch.setattr(RobustBrain, "_fit_train", fit_train)
+            raise Killed(f"killed before epoch {epoch_now}")
+        return fit_train(self, train_set, epoch_now, enable)
+
+    monkeypatch.setattr(RobustBrain, "_fit_train", killed)

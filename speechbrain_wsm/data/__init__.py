@@ -5,6 +5,7 @@
 - :mod:`.synthetic`: a synthetic LibriSpeech-layout training corpus
 - :mod:`.text`: LibriSpeech-style transcript normalisation
 - :mod:`.tokenizers`: character and sentencepiece units with the CTC blank at 0
+- :mod:`.lm`: word n-gram LMs (KenLM ``lmplz``) and lexicons for CTC decoding
 
 See ``README.md`` in this folder.
 """

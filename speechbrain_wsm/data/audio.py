@@ -22,20 +22,40 @@ functions; they live here, in ``data/``, because ``recipe/`` imports ``data/``
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 from collections.abc import Sequence
 
 import soundfile as sf
 import torch
-from speechbrain.dataio.dataset import DynamicItemDataset
+from speechbrain.dataio.dataset import (
+    DynamicItemDataset,
+    FilteredSortedDynamicItemDataset,
+)
 from speechbrain.utils.data_pipeline import provides, takes
 
-__all__ = ["add_audio_pipeline", "audio_problem", "drop_unreadable", "load_audio"]
+__all__ = [
+    "AudioDecodeError",
+    "add_audio_pipeline",
+    "audio_problem",
+    "drop_unreadable",
+    "load_audio",
+    "skip_undecodable",
+]
 
 logger = logging.getLogger(__name__)
 
 #: Bad rows named in a log line or an error message (the rest are counted).
 MAX_LISTED = 20
+
+
+class AudioDecodeError(ValueError):
+    """An audio file that cannot be decoded, or holds no sample (names the file).
+
+    :func:`load_audio` raises it for a damaged file (a FLAC whose header reads
+    but whose body is cut short: "flac decoder lost sync"); a dataset given to
+    :func:`skip_undecodable` skips the row and counts it instead.
+    """
 
 
 def load_audio(
@@ -119,10 +139,10 @@ def load_audio(
                     snd.seek(first)
                 data = snd.read(last - first, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, OSError) as exc:
-        raise ValueError(f"cannot read audio file '{path}': {exc}") from exc
+        raise AudioDecodeError(f"cannot read audio file '{path}': {exc}") from exc
     if data is None or data.shape[0] == 0:
         where = "" if start is None and stop is None else f" in [{start}, {stop}] s"
-        raise ValueError(f"audio file '{path}' has no sample{where}")
+        raise AudioDecodeError(f"audio file '{path}' has no sample{where}")
     wav = torch.from_numpy(data).mean(1)
     if rate != sample_rate:
         import torchaudio.functional as AF
@@ -321,3 +341,116 @@ def drop_unreadable(
     dropped = {uid for uid, _ in bad}
     kept = dataset.filtered_sorted(key_test={"id": lambda uid: uid not in dropped})
     return kept, bad
+
+
+class _SkipUndecodable:
+    """What :func:`skip_undecodable` adds to a dataset class (copied into each:
+    a mixin base would change the object layout that ``__class__`` assignment
+    needs unchanged)."""
+
+    def __getitems__(self, indices):
+        items = [item for i in indices if (item := self._read_or_skip(i)) is not None]
+        if items:
+            return items
+        # every item of the batch failed: the next readable item stands in,
+        # so that the batch is not empty (a collate function needs one)
+        n = len(self)
+        for step in range(1, n):
+            item = self._read_or_skip((indices[0] + step) % n)
+            if item is not None:
+                return [item]
+        from speechbrain_wsm.errors import UserValueError
+
+        raise UserValueError(
+            f"no audio file of the {n} rows of this dataset can be decoded "
+            "(see the warnings above)"
+        )
+
+    def _read_or_skip(self, index):
+        try:
+            return self[index]
+        except (AudioDecodeError, FileNotFoundError) as exc:
+            uid = self.data_ids[index]
+            with self.decode_failures.get_lock():
+                self.decode_failures.value += 1
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            self.undecodable.append((uid, reason))  # this process's (no workers)
+            logger.warning("skipping utterance %s: %s", uid, reason)
+            return None
+
+    @property
+    def left_out(self) -> dict:
+        counts = dict(self.__dict__.get("_left_out", {}))
+        failed = self.decode_failures.value
+        if failed:
+            counts["undecodable"] = failed
+        return counts
+
+    @left_out.setter
+    def left_out(self, value: dict) -> None:
+        self._left_out = dict(value)
+
+
+_ADDED = {
+    name: _SkipUndecodable.__dict__[name]
+    for name in ("__getitems__", "_read_or_skip", "left_out")
+}
+
+
+class _SkippingDynamicItemDataset(DynamicItemDataset):
+    locals().update(_ADDED)
+
+
+class _SkippingFilteredDataset(FilteredSortedDynamicItemDataset):
+    locals().update(_ADDED)
+
+
+_SKIPPING = {
+    DynamicItemDataset: _SkippingDynamicItemDataset,
+    FilteredSortedDynamicItemDataset: _SkippingFilteredDataset,
+}
+
+
+def skip_undecodable(dataset):
+    """Make a dataset's loader skip (and count) items whose audio fails to decode.
+
+    :func:`drop_unreadable` reads headers only: a file whose header reads but
+    whose body is damaged (a truncated FLAC) passes it and fails when the
+    loader decodes it, mid-epoch. A dataset given here skips such an item
+    (logging its ID and the reason; ``(ID, reason)`` in its ``undecodable``
+    list when the loader has no workers), counts it in
+    ``left_out["undecodable"]`` (which the run summary lists; counted across
+    data-loader workers), and the epoch goes on with the rest of the batch; a
+    batch left empty gets the next readable item instead. Only
+    :class:`AudioDecodeError` and ``FileNotFoundError`` are skipped: any other
+    error of the pipeline still stops the run. The recipes' Brains
+    (:class:`~speechbrain_wsm.recipe.brain.RobustBrain`) apply it to every
+    dataset they load; a dataset of another class is returned unchanged.
+
+    Arguments
+    ---------
+    dataset : DynamicItemDataset
+        Changed in place (its class), and returned.
+
+    Example
+    -------
+    >>> import tempfile, os, numpy as np, soundfile as sf
+    >>> d = tempfile.mkdtemp()
+    >>> sf.write(os.path.join(d, "a.flac"), np.zeros(8000, dtype="float32"), 16000)
+    >>> data = open(os.path.join(d, "a.flac"), "rb").read()
+    >>> _ = open(os.path.join(d, "b.flac"), "wb").write(data[:60])  # cut short
+    >>> ds = DynamicItemDataset({u: {"wav": os.path.join(d, f"{u}.flac")} for u in "ab"})
+    >>> add_audio_pipeline([ds])
+    >>> ds = skip_undecodable(ds)
+    >>> [item["id"] for item in ds.__getitems__([0, 1])], ds.left_out
+    (['a'], {'undecodable': 1})
+    """
+    cls = _SKIPPING.get(type(dataset))
+    if cls is None:
+        return dataset
+    left_out = dict(getattr(dataset, "left_out", {}) or {})
+    dataset.__class__ = cls
+    dataset.decode_failures = multiprocessing.Value("i", 0)  # shared with workers
+    dataset.undecodable = []
+    dataset.left_out = left_out
+    return dataset

@@ -52,6 +52,8 @@ __all__ = [
     "scan_split",
 ]
 
+from speechbrain_wsm.errors import UserFileNotFoundError, UserValueError
+
 logger = logging.getLogger(__name__)
 
 #: Kinds of bad input that are skipped and reported, in report order.
@@ -64,11 +66,26 @@ SKIP_KINDS = (
     "empty_transcript",
     "unusable_transcript",
     "duplicate_id",
+    "non_utf8_name",
 )
+
+
+def _printable(text: str) -> str:
+    """``text`` with the bytes of a non-UTF-8 file name escaped (``\\xff``)."""
+    return os.fsencode(text).decode("utf-8", "backslashreplace")
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
 
 #: Version of the transcript normalisation; part of a manifest's options, so
 #: that a change of the rules prepares the manifests again.
-TRANSCRIPT_RULES = "normalize_text-1"
+TRANSCRIPT_RULES = "normalize_text-2"  # 2: letters outside A-Z transliterated
 
 #: Libri-light limited folds, relative to the ``librispeech_finetuning`` folder.
 LIBRILIGHT_FOLDS = ("1h/0", "1h/1", "1h/2", "1h/3", "1h/4", "1h/5", "9h")
@@ -116,6 +133,8 @@ class ScanResult(SkippedInput):
     """
 
     utterances: list[Utterance] = field(default_factory=list)
+    #: ID -> the letters of its transcript that have no A-Z form (dropped)
+    lost_letters: dict[str, str] = field(default_factory=dict)
 
     def hours(self) -> float:
         """Total duration of the usable utterances, in hours."""
@@ -180,12 +199,23 @@ def _collect(
             if name.endswith(".trans.txt"):
                 _read_transcripts(os.path.join(root, name), transcripts, result)
             elif name.endswith(audio_ext):
+                if not _is_utf8(name):  # a manifest (UTF-8) cannot name it
+                    result.skip(
+                        "non_utf8_name",
+                        _printable(name[: -len(audio_ext)]),
+                        _printable(os.path.join(root, name)),
+                        "the file name is not UTF-8: rename the file",
+                    )
+                    continue
                 audio[name[: -len(audio_ext)]] = os.path.join(root, name)
         for uid, (raw, tpath) in transcripts.items():
             path = audio.pop(uid, None)
             # upper case, digits spelt, punctuation and accents removed, as the
             # tokenizers' units expect (data/README.md)
-            text = normalize_text(raw) if raw else ""
+            lost: list[str] = []
+            text = normalize_text(raw, lost) if raw else ""
+            if lost:
+                result.lost_letters[uid] = "".join(lost)
             if not raw:
                 result.skip(
                     "empty_transcript", uid, path or tpath, "no words after the ID"
@@ -261,6 +291,19 @@ def scan_split(
     """
     result = ScanResult()
     candidates = _collect(folder, audio_ext, result)
+    if result.lost_letters:
+        listed = ", ".join(
+            f"{uid} ({letters})"
+            for uid, letters in list(result.lost_letters.items())[:10]
+        )
+        logger.warning(
+            "%s: %d transcript(s) hold letters with no A-Z form, left out of "
+            "their words: %s%s",
+            folder,
+            len(result.lost_letters),
+            listed,
+            " ..." if len(result.lost_letters) > 10 else "",
+        )
     opts = PrepOptions(sample_rate, audio_check, num_workers, progress)
     for (uid, path, text), seconds in opts.probe(
         candidates,
@@ -400,9 +443,9 @@ def prepare_librispeech(
         dict.fromkeys(_as_list(tr_splits) + _as_list(dev_splits) + _as_list(te_splits))
     )
     if not splits and not merge_lst:
-        raise ValueError("prepare_librispeech: no split given (tr/dev/te_splits)")
+        raise UserValueError("prepare_librispeech: no split given (tr/dev/te_splits)")
     if not os.path.isdir(data_folder):
-        raise FileNotFoundError(
+        raise UserFileNotFoundError(
             f"LibriSpeech data_folder '{data_folder}' not found: expected the "
             f"extracted 'LibriSpeech' folder holding <split>/"
             f"{_LAYOUT.format(ext=audio_ext)}"
@@ -410,6 +453,13 @@ def prepare_librispeech(
     for split in splits:
         if not os.path.isdir(os.path.join(data_folder, split)):
             raise _missing_split_error(data_folder, split, audio_ext)
+    for name, folder in (("data_folder", data_folder), ("save_folder", save_folder)):
+        if not _is_utf8(os.path.abspath(folder)):
+            raise UserValueError(
+                f"{name} '{_printable(os.path.abspath(folder))}' holds a byte that "
+                "is not UTF-8, which manifests cannot record: rename the folder "
+                "or give a link to it with a UTF-8 name (ln -s)"
+            )
     os.makedirs(save_folder, exist_ok=True)
 
     outputs = {}
@@ -421,7 +471,7 @@ def prepare_librispeech(
             continue
         result = _scan(folder, audio_ext, opts, split)
         if not result.utterances and not result.skipped:
-            raise FileNotFoundError(
+            raise UserFileNotFoundError(
                 f"LibriSpeech split '{folder}' holds no {audio_ext} audio and no "
                 f"transcript: expected {_LAYOUT.format(ext=audio_ext)}"
             )
@@ -482,7 +532,7 @@ def prepare_librilight_limited(
         + _LAYOUT.format(ext=audio_ext)
     )
     if not os.path.isdir(data_folder):
-        raise FileNotFoundError(
+        raise UserFileNotFoundError(
             f"Libri-light data_folder '{data_folder}' not found: expected the "
             f"extracted 'librispeech_finetuning' folder with {expected}"
         )
@@ -493,7 +543,7 @@ def prepare_librilight_limited(
             nested = os.path.join(data_folder, "librispeech_finetuning")
             if os.path.isdir(nested):
                 hint = f" (did you mean data_folder='{nested}'?)"
-            raise FileNotFoundError(
+            raise UserFileNotFoundError(
                 f"Libri-light fold '{fold}' not found: expected the folder "
                 f"'{path}' in '{data_folder}', which should hold {expected}{hint}"
             )
@@ -509,7 +559,7 @@ def prepare_librilight_limited(
     for fold in LIBRILIGHT_FOLDS:
         result = _scan(os.path.join(root, fold), audio_ext, opts, f"librilight {fold}")
         if not result.utterances and not result.skipped:
-            raise FileNotFoundError(
+            raise UserFileNotFoundError(
                 f"Libri-light fold '{os.path.join(root, fold)}' holds no "
                 f"{audio_ext} audio and no transcript: expected {expected}"
             )

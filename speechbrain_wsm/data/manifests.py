@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import csv
+import logging
 import os
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TextIO
+
+from speechbrain_wsm.errors import UserFileNotFoundError, UserValueError
+
+logger = logging.getLogger(__name__)
 
 #: Columns every manifest written by this package starts with.
 MANIFEST_FIELDS = ("ID", "duration", "wav", "spk_id", "wrd")
@@ -133,8 +138,83 @@ def read_manifest(path: str) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+def check_manifest(path: str) -> int:
+    """Refuse a manifest that cannot be loaded, naming the file and the row.
+
+    Checks what would otherwise end in a traceback deep in SpeechBrain: a
+    missing file, a byte that is not UTF-8 (the line and the byte), a header
+    without rows, a row with an empty ``ID``, and an ``ID`` given twice (both
+    lines).
+
+    Returns
+    -------
+    int
+        The number of rows.
+
+    Raises
+    ------
+    UserFileNotFoundError, UserValueError
+        One line naming the file, the row and the fix.
+
+    Example
+    -------
+    >>> import tempfile, os
+    >>> p = os.path.join(tempfile.mkdtemp(), "x.csv")
+    >>> _ = open(p, "w").write("ID,duration,wav\\na,1.0,a.wav\\na,2.0,b.wav\\n")
+    >>> check_manifest(p)
+    Traceback (most recent call last):
+    ...
+    speechbrain_wsm.errors.UserValueError: manifest ...x.csv: ID 'a' is on lines 2 and 3: IDs must be unique (remove or rename one)
+    """
+    if not os.path.isfile(path):
+        raise UserFileNotFoundError(
+            f"manifest {path} not found (run the data preparation, or pass the "
+            "path of an existing manifest)"
+        )
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise UserValueError(
+            f"manifest {path}, line {line}: byte {data[e.start : e.start + 1]!r} "
+            "is not UTF-8: save the manifest as UTF-8 (e.g. iconv -t UTF-8)"
+        ) from None
+    rows = list(csv.reader(text.splitlines()))
+    if not rows or not any(cell.strip() for cell in rows[0]):
+        raise UserValueError(f"manifest {path} is empty: no header, no row")
+    header = [cell.strip() for cell in rows[0]]
+    body = [
+        (n, r) for n, r in enumerate(rows[1:], start=2) if any(c.strip() for c in r)
+    ]
+    if not body:
+        raise UserValueError(
+            f"manifest {path} has a header ({','.join(header)}) but no rows"
+        )
+    if "ID" not in header:
+        raise UserValueError(f"manifest {path} has no ID column (header: {header})")
+    col = header.index("ID")
+    seen: dict[str, int] = {}
+    for n, row in body:
+        uid = row[col].strip() if col < len(row) else ""
+        if not uid:
+            raise UserValueError(f"manifest {path}, line {n}: the ID is empty")
+        if uid in seen:
+            raise UserValueError(
+                f"manifest {path}: ID '{uid}' is on lines {seen[uid]} and {n}: "
+                "IDs must be unique (remove or rename one)"
+            )
+        seen[uid] = n
+    return len(body)
+
+
 def merge_manifests(paths: Sequence[str], out_path: str) -> str:
     """Concatenate manifests with the same columns into ``out_path``.
+
+    An utterance ID already in an earlier manifest (the same recording in two
+    training splits) is left out, with a warning that counts and names them,
+    instead of ending the run in SpeechBrain's "Duplicate id".
 
     Arguments
     ---------
@@ -162,16 +242,32 @@ def merge_manifests(paths: Sequence[str], out_path: str) -> str:
     """
     rows = []
     fields = None
+    seen: dict[str, str] = {}
+    duplicates: list[str] = []
     for path in paths:
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"manifest to merge '{path}' not found")
+            raise UserFileNotFoundError(f"manifest to merge '{path}' not found")
         part = read_manifest(path)
         with open(path, encoding="utf-8") as f:
             header = f.readline().strip().split(",")
         if fields is None:
             fields = header
         elif header != fields:
-            raise ValueError(f"'{path}' has columns {header}, expected {fields}")
-        rows.extend(part)
+            raise UserValueError(f"'{path}' has columns {header}, expected {fields}")
+        for row in part:
+            uid = row.get("ID")
+            if uid in seen:
+                duplicates.append(f"{uid} ({seen[uid]} and {path})")
+                continue
+            seen[uid] = path
+            rows.append(row)
+    if duplicates:
+        logger.warning(
+            "%s: %d utterance ID(s) in more than one manifest kept once: %s%s",
+            out_path,
+            len(duplicates),
+            ", ".join(duplicates[:10]),
+            " ..." if len(duplicates) > 10 else "",
+        )
     write_manifest(out_path, rows, fields or MANIFEST_FIELDS)
     return out_path

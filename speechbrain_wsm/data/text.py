@@ -216,10 +216,44 @@ _NOT_WORD = re.compile(r"[^A-Z' ]+")
 _LOOSE_APOSTROPHE = re.compile(r"(?<![A-Z])'|'(?![A-Z])")
 
 
-def normalize_text(text: str) -> str:
+def transliterate(text: str, lost: list | None = None) -> str:
+    """Latin letters outside ASCII written in ASCII letters (anyascii).
+
+    Only the letters of the Latin script are transliterated ("Ærøskøbing" ->
+    "Aeroskobing", "ß" -> "ss", "Łódź" -> "Lodz"); symbols and punctuation
+    are left to :func:`normalize_text`'s own rules. A letter of another
+    script (a LibriSpeech transcript spells English), or one without an
+    ASCII form, is dropped and, when ``lost`` is a list, appended to it.
+
+    Example
+    -------
+    >>> lost = []
+    >>> transliterate("Ærøskøbing \u65e5", lost), lost
+    ('Aeroskobing ', ['日'])
+    """
+    from anyascii import anyascii
+
+    out = []
+    for c in text:
+        if c.isascii() or not unicodedata.category(c).startswith("L"):
+            out.append(c)
+            continue
+        latin = unicodedata.name(c, "").startswith("LATIN ")
+        ascii_form = anyascii(c) if latin else ""
+        if ascii_form:
+            out.append(ascii_form)
+        elif lost is not None:
+            lost.append(c)
+    return "".join(out)
+
+
+def normalize_text(text: str, lost: list | None = None) -> str:
     """Normalise written English into a LibriSpeech-style transcript.
 
-    Upper case; numbers, ordinals, decimals, amounts of money and the symbols of
+    Letters outside A-Z are transliterated (:func:`transliterate`:
+    "Ærøskøbing" -> "AEROSKOBING", not "R SK BING"); a letter without an
+    ASCII form is dropped and, when ``lost`` is a list, appended to it so
+    that the caller can count it. Upper case; numbers, ordinals, decimals, amounts of money and the symbols of
     :data:`SYMBOL_WORDS` spelled out; dotted acronyms as letters ("A.M." -> "A
     M"); hyphenated words split; apostrophes kept inside words ("DON'T",
     "PARTY'S") and dropped elsewhere; every other character removed; single
@@ -243,8 +277,11 @@ def normalize_text(text: str) -> str:
     'HE PAID NINE DOLLARS AND NINETY NINE CENTS FOR THE TWENTY FIRST COPY ONE HUNDRED PERCENT SURE'
     >>> normalize_text("I'm sorry, it's 3D audio at 7 A.M. (re-record)")
     "I'M SORRY IT'S THREE D AUDIO AT SEVEN A M RE RECORD"
+    >>> normalize_text("Ærøskøbing, Łódź")
+    'AEROSKOBING LODZ'
     """
     text = unicodedata.normalize("NFKC", text).translate(_QUOTES)
+    text = transliterate(text, lost)
     text = "".join(
         c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c)
     )

@@ -29,6 +29,8 @@ import tempfile
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
+from speechbrain_wsm.errors import UserFileNotFoundError, UserValueError
+
 from .manifests import atomic_write_text, read_manifest
 
 __all__ = [
@@ -51,11 +53,11 @@ SPACE = "<space>"
 
 def _manifest_texts(manifest: str, column: str) -> list[str]:
     if not os.path.isfile(manifest):
-        raise FileNotFoundError(f"training manifest '{manifest}' not found")
+        raise UserFileNotFoundError(f"training manifest '{manifest}' not found")
     with open(manifest, encoding="utf-8", newline="") as f:
         reader = csv.DictReader(f)
         if column not in (reader.fieldnames or []):
-            raise ValueError(
+            raise UserValueError(
                 f"manifest '{manifest}' has no column {column!r}; "
                 f"columns: {reader.fieldnames}"
             )
@@ -358,7 +360,9 @@ def train_bpe_tokenizer(
     import sentencepiece as spm
 
     if model_type not in ("bpe", "unigram"):
-        raise ValueError(f"model_type must be 'bpe' or 'unigram', got {model_type!r}")
+        raise UserValueError(
+            f"model_type must be 'bpe' or 'unigram', got {model_type!r}"
+        )
     path = _beside(manifest, save_folder, f"_{model_type}{vocab_size}.model")
     if os.path.isfile(path) and not redo:
         return SentencePieceTokenizer(path)
@@ -415,7 +419,7 @@ def load_tokenizer(path: str) -> CharTokenizer | SentencePieceTokenizer:
     4
     """
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"tokenizer file '{path}' not found")
+        raise UserFileNotFoundError(f"tokenizer file '{path}' not found")
     if path.endswith(".model"):
         return SentencePieceTokenizer(path)
     if path.endswith(".phones"):
@@ -458,9 +462,9 @@ def prepare_tokenizer(
     CharTokenizer or SentencePieceTokenizer
     """
     if unit not in ("char", "bpe", "phone"):
-        raise ValueError(f"unit must be 'char', 'bpe' or 'phone', got {unit!r}")
+        raise UserValueError(f"unit must be 'char', 'bpe' or 'phone', got {unit!r}")
     if unit == "phone" and not tokenizer_file.endswith(".phones"):
-        raise ValueError(
+        raise UserValueError(
             "phone units are saved as a .phones file, got tokenizer_file "
             f"{tokenizer_file!r}"
         )
@@ -485,7 +489,9 @@ def prepare_tokenizer(
         os.makedirs(folder, exist_ok=True)
         if unit in ("char", "phone"):
             if not os.path.isfile(train_csv):
-                raise FileNotFoundError(f"training manifest '{train_csv}' not found")
+                raise UserFileNotFoundError(
+                    f"training manifest '{train_csv}' not found"
+                )
             texts = [r["wrd"] for r in read_manifest(train_csv) if r["wrd"].strip()]
             kind = PhoneTokenizer if unit == "phone" else CharTokenizer
             kind.from_texts(texts).save(tokenizer_file)
@@ -503,7 +509,7 @@ def prepare_tokenizer(
             f.write(stamp + "\n")
     tok = load_tokenizer(tokenizer_file)
     if max_units is not None and len(tok) > max_units:
-        raise ValueError(
+        raise UserValueError(
             f"{tokenizer_file} has {len(tok)} units but the model outputs "
             f"{max_units}: raise output_neurons to at least {len(tok)}"
         )

@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from speechbrain_wsm.errors import UserFileNotFoundError
 from speechbrain_wsm.models.lengths import (
     lengths_to_padding_mask,
     relative_to_absolute,
@@ -51,7 +52,6 @@ __all__ = [
     "load_finetuned",
     "load_trainable_ssl",
     "save_finetuned",
-    "ssl_source_kind",
 ]
 
 logger = logging.getLogger(__name__)
@@ -59,9 +59,6 @@ logger = logging.getLogger(__name__)
 _WEIGHTS = "model.ckpt"
 _META = "finetuned.json"
 _HF_CONFIG = "ssl_config"
-
-#: ``"hf"`` or ``"project"``: :func:`speechbrain_wsm.models.upstream.source_kind`.
-ssl_source_kind = source_kind
 
 
 def load_trainable_ssl(source, hf_config_overrides: dict | None = None) -> nn.Module:
@@ -336,7 +333,9 @@ def load_finetuned(folder, device="cpu", ssl_source=None) -> CTCFineTuner:
     folder = Path(folder)
     meta_path = folder / _META
     if not meta_path.is_file():
-        raise FileNotFoundError(f"{meta_path} not found: not a save_finetuned folder")
+        raise UserFileNotFoundError(
+            f"{meta_path} not found: not a save_finetuned folder"
+        )
     meta = json.loads(meta_path.read_text())
     config = meta.pop("hf_config", None)
     if ssl_source is not None:

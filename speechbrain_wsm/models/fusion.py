@@ -41,6 +41,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from speechbrain_wsm.errors import UserValueError
 from speechbrain_wsm.models.finetuning import SSLCTCModel
 from speechbrain_wsm.models.lengths import lengths_to_padding_mask
 from speechbrain_wsm.models.surgery import resolve_indices, skip_frozen_activations
@@ -92,13 +93,13 @@ def resolve_taps(taps: int | Sequence[int], num_layers: int) -> list[int]:
     >>> resolve_taps([13], 12)
     Traceback (most recent call last):
     ...
-    ValueError: hidden state index 13 out of range: the encoder has 13 hidden states (-13 to 12)
+    speechbrain_wsm.errors.UserValueError: hidden state index 13 out of range: the encoder has 13 hidden states (-13 to 12)
     """
     if isinstance(taps, bool):
-        raise ValueError(f"taps must be an int or a list of ints, got {taps!r}")
+        raise UserValueError(f"taps must be an int or a list of ints, got {taps!r}")
     if isinstance(taps, int):
         if not 1 <= taps <= num_layers:
-            raise ValueError(
+            raise UserValueError(
                 f"taps = {taps}: tap every k-th layer with 1 <= k <= {num_layers} "
                 "(the encoder's layers), or give a list of hidden-state indices"
             )
@@ -206,7 +207,9 @@ class HierarchicalFeatureFusion(nn.Module):
         super().__init__()
         self.taps = [int(t) for t in taps]
         if not self.taps or sorted(set(self.taps)) != self.taps:
-            raise ValueError(f"taps must be distinct and ascending, got {list(taps)}")
+            raise UserValueError(
+                f"taps must be distinct and ascending, got {list(taps)}"
+            )
         self.norms = nn.ModuleList(nn.LayerNorm(d_in) for _ in self.taps)
         self.projections = nn.ModuleList(nn.Linear(d_in, d_model) for _ in self.taps)
         self.blocks = nn.ModuleList(
@@ -312,7 +315,7 @@ class FeatureFusionCTC(SSLCTCModel):
                 f"options are FusionBlock's: {', '.join(options)}"
             )
         if int(num_blocks) < 0:
-            raise ValueError(f"num_blocks must be >= 0, got {num_blocks}")
+            raise UserValueError(f"num_blocks must be >= 0, got {num_blocks}")
         self.upstream = upstream
         self.method = method
         num_layers = upstream.num_hidden_states - 1

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 import torchaudio
 from torch import nn
 
+from speechbrain_wsm.errors import UserValueError
 from speechbrain_wsm.models.surgery import (
     find_layer_stack,
     resolve_layers,
@@ -44,6 +45,8 @@ from speechbrain_wsm.models.surgery import (
     skip_frozen_activations,
 )
 from speechbrain_wsm.models.upstream import SSLUpstream, source_kind
+from speechbrain_wsm.models.upstream.hf import load_hf_model
+from speechbrain_wsm.models.upstream.sources import resolve_source
 from speechbrain_wsm.nnet.soft_dtw import contrastive_idm, soft_dtw_divergence
 
 __all__ = [
@@ -94,12 +97,17 @@ def pitch_shift(wav: torch.Tensor, sample_rate: int, steps: int) -> torch.Tensor
 
 
 class ViewPerturbation(nn.Module):
-    """The perturbed view of an utterance: speed, then pitch, each with probability p.
+    """The perturbed view of an utterance: speed, then pitch, as the published LASER.
 
-    Speed: :func:`torchaudio.functional.speed` (what
-    ``torchaudio.transforms.SpeedPerturbation`` applies) by one of ``speed_factors`` (a factor of 1.0 leaves the audio as it is). Pitch:
-    :func:`pitch_shift` (phase vocoder and resampling, torchaudio) by a
-    number of semitones drawn from ``pitch_steps``.
+    The defaults follow the published code (``LASER_finetuning/dataset.py``):
+    every utterance gets ``SpeedPerturbation`` by a uniform choice among
+    ``speed_factors`` (:func:`torchaudio.functional.speed`, what
+    ``torchaudio.transforms.SpeedPerturbation`` applies; a factor of 1.0
+    leaves the speed as it is), then **always** a pitch shift of +2 or -2
+    semitones, the sign drawn with p 0.5 (:func:`pitch_shift`: phase vocoder
+    and resampling, torchaudio). So no perturbed view equals its clean
+    utterance. ``speed_prob`` / ``pitch_prob`` below 1 skip a perturbation
+    with that probability (an ablation, not the published setting).
 
     Arguments
     ---------
@@ -108,9 +116,9 @@ class ViewPerturbation(nn.Module):
     speed_factors : list of float
         Speed factors drawn from (LASER HuBERT: 0.9, 1.0, 1.1).
     pitch_steps : list of int
-        Semitone shifts drawn from (reconstruction: -2, -1, 1, 2 for "+-2").
+        Semitone shifts drawn from, uniformly (published: -2, 2).
     speed_prob, pitch_prob : float
-        Probability of each perturbation.
+        Probability of each perturbation (published: 1.0 and 1.0).
     seed : int, optional
         Seed of a random stream of its own (default: Python's global
         ``random``, which SpeechBrain seeds and each DataLoader worker
@@ -128,21 +136,21 @@ class ViewPerturbation(nn.Module):
         self,
         sample_rate: int = 16000,
         speed_factors=(0.9, 1.0, 1.1),
-        pitch_steps=(-2, -1, 1, 2),
-        speed_prob: float = 0.5,
-        pitch_prob: float = 0.5,
+        pitch_steps=(-2, 2),
+        speed_prob: float = 1.0,
+        pitch_prob: float = 1.0,
         seed: int | None = None,
     ):
         super().__init__()
         if not speed_factors or any(f <= 0 for f in speed_factors):
-            raise ValueError(
+            raise UserValueError(
                 f"speed_factors must be positive numbers, got {speed_factors}"
             )
         if not pitch_steps:
-            raise ValueError("pitch_steps must name at least one semitone shift")
+            raise UserValueError("pitch_steps must name at least one semitone shift")
         for name, p in (("speed_prob", speed_prob), ("pitch_prob", pitch_prob)):
             if not 0.0 <= p <= 1.0:
-                raise ValueError(f"{name} must lie in [0, 1], got {p}")
+                raise UserValueError(f"{name} must lie in [0, 1], got {p}")
         self.sample_rate = int(sample_rate)
         self.speed_factors = [float(f) for f in speed_factors]
         self.pitch_steps = [int(s) for s in pitch_steps]
@@ -182,7 +190,7 @@ def laser_trainable_modules(
     """
     stack = find_layer_stack(model)
     if top_layers < 1 or top_layers > len(stack.layers):
-        raise ValueError(
+        raise UserValueError(
             f"top_layers must lie in [1, {len(stack.layers)}] for this encoder, "
             f"got {top_layers}"
         )
@@ -223,7 +231,7 @@ def set_laser_trainable(
         The trainable submodules' names.
     """
     if no_grad_frozen and train_layer_norm and upstream.is_hf:
-        raise ValueError(
+        raise UserValueError(
             "no_grad_frozen=True needs train_layer_norm=False on Hugging Face "
             "models: their encoder LayerNorm feeds the first layer, so training "
             "it needs autograd through every layer"
@@ -368,9 +376,13 @@ def build_laser(
 def save_laser_model(upstream: SSLUpstream, ssl_source, folder) -> Path:
     """Write the fine-tuned upstream as a folder every ``ssl_source`` accepts.
 
-    Hugging Face source: ``save_pretrained`` into ``folder``, with the
-    source's own ``config.json`` and ``preprocessor_config.json`` copied over
-    (so the fine-tuning config overrides do not leak into the probes). This
+    Hugging Face source: the source model as it was saved (every weight,
+    ``masked_spec_embed`` included, which a model loaded with
+    ``mask_time_prob: 0`` does not build) with the fine-tuned weights loaded
+    into it, ``save_pretrained`` into ``folder``, and the source's own
+    ``config.json`` and ``preprocessor_config.json`` copied over (so the
+    fine-tuning config overrides do not leak into the probes):
+    ``AutoModel.from_pretrained(folder)`` finds no missing or unexpected key. This
     project's pretraining output: ``folder/hyperparams.yaml`` copied from the
     source and the whole pretraining model (its encoder as fine-tuned) saved
     by the project's RobustCheckpointer in ``folder/save``. The projection head is
@@ -387,8 +399,18 @@ def save_laser_model(upstream: SSLUpstream, ssl_source, folder) -> Path:
 
     source, folder = Path(ssl_source), Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    source = resolve_source(source)
     if source_kind(source) == "hf":
-        upstream.model.save_pretrained(str(folder))
+        full = load_hf_model(source)  # every weight of the source, as saved
+        missing, unexpected = full.load_state_dict(
+            upstream.model.state_dict(), strict=False
+        )
+        if unexpected:
+            raise RuntimeError(f"fine-tuned weights not in {source}: {unexpected}")
+        kept = [k for k in missing if k not in upstream.model.state_dict()]
+        if kept:
+            logger.info("exported from %s as they were: %s", source, kept)
+        full.save_pretrained(str(folder))
         for name in ("config.json", "preprocessor_config.json"):
             if (source / name).is_file():
                 shutil.copyfile(source / name, folder / name)

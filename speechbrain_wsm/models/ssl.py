@@ -45,14 +45,13 @@ import torch
 from speechbrain.utils.callchains import lengths_arg_name
 from torch import nn
 
+from speechbrain_wsm.errors import UserValueError
 from speechbrain_wsm.models.lengths import relative_to_absolute
 from speechbrain_wsm.models.upstream import SSLUpstream, load_upstream, source_kind
 from speechbrain_wsm.nnet.fusion import WeightedLayerSum
 
 __all__ = [
     "FeatureCache",
-    "HFBackend",
-    "ProjectBackend",
     "SSLEncoder",
     "SSLProbe",
     "load_ssl_encoder",
@@ -60,51 +59,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-
-# --------------------------------------------------------------------------- #
-# Backends: the upstream of one kind of model (names kept for saved code)
-# --------------------------------------------------------------------------- #
-
-
-class ProjectBackend(SSLUpstream):
-    """An :class:`~speechbrain_wsm.models.upstream.SSLUpstream` of this project's encoder.
-
-    Arguments
-    ---------
-    encoder : nn.Module
-        A :class:`~speechbrain_wsm.models.wav2vec2.Wav2Vec2Encoder`.
-    fingerprint : dict, optional
-        What identifies the weights (for the feature cache).
-    """
-
-    def __init__(self, encoder: nn.Module, fingerprint: dict | None = None):
-        super().__init__(encoder, fingerprint=fingerprint)
-
-
-class HFBackend(SSLUpstream):
-    """An :class:`~speechbrain_wsm.models.upstream.SSLUpstream` of a Hugging Face model.
-
-    Arguments
-    ---------
-    model : transformers.PreTrainedModel
-        A wav2vec 2.0 / HuBERT / WavLM model.
-    normalize_wav : bool
-        Standardise every utterance (zero mean, unit variance).
-    attention_mask : bool
-        Pass the attention mask built from the lengths.
-    fingerprint : dict, optional
-        What identifies the weights (for the feature cache).
-    """
-
-    def __init__(
-        self,
-        model: nn.Module,
-        normalize_wav: bool = False,
-        attention_mask: bool = True,
-        fingerprint: dict | None = None,
-    ):
-        super().__init__(model, normalize_wav, attention_mask, fingerprint=fingerprint)
 
 
 # --------------------------------------------------------------------------- #
@@ -460,7 +414,7 @@ class SSLProbe(nn.Module):
         if weighted_sum is None:
             weighted_sum = WeightedLayerSum(ssl_encoder.num_hidden_states, layer_norm)
         if weighted_sum.num_layers != ssl_encoder.num_hidden_states:
-            raise ValueError(
+            raise UserValueError(
                 f"weighted_sum combines {weighted_sum.num_layers} states but the "
                 f"encoder gives {ssl_encoder.num_hidden_states}"
             )

@@ -38,10 +38,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from speechbrain_wsm.models.surgery.layers import find_layer_stack
+from speechbrain_wsm.nnet.layer_stack import find_layer_stack
 from speechbrain_wsm.nnet.registry import check_choice
 
-__all__ = ["BottleneckAdapter", "add_layer_adapters", "adapter_parameter_names"]
+__all__ = ["BottleneckAdapter", "add_layer_adapters"]
 
 _ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "swish": nn.SiLU}
 _HOOK_ATTR = "_wsm_adapter_hook"
@@ -121,7 +121,7 @@ def add_layer_adapters(
     model : torch.nn.Module
         A Hugging Face wav2vec 2.0 / HuBERT / WavLM model, this project's
         wav2vec 2.0 encoder, or a module holding one of them (see
-        :func:`~speechbrain_wsm.models.surgery.find_layer_stack`).
+        :func:`~speechbrain_wsm.nnet.layer_stack.find_layer_stack`).
     bottleneck, activation, dropout
         See :class:`BottleneckAdapter`.
     freeze : bool
@@ -164,8 +164,3 @@ def add_layer_adapters(
         object.__setattr__(layer, _HOOK_ATTR, handle)
         names.append(f"{stack.name}.{i}.adapter" if stack.name else f"{i}.adapter")
     return names
-
-
-def adapter_parameter_names(model: nn.Module) -> list[str]:
-    """Names of the parameters of ``model`` that belong to layer adapters."""
-    return [n for n, _ in model.named_parameters() if ".adapter." in f".{n}"]

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from speechbrain.nnet.attention import MultiheadAttention, RelPosEncXL, RelPosMHAXL
 from torch import nn
 
+from speechbrain_wsm.errors import UserValueError
 from speechbrain_wsm.nnet.summary_mixing import valid_frames
 
 __all__ = ["MHSA", "RelPosMHSA", "SDPAttention"]
@@ -110,7 +111,9 @@ class RelPosMHSA(MHSA):
         self, d_model: int, nhead: int = 1, dropout: float = 0.0, causal=False
     ):
         if d_model % nhead:
-            raise ValueError(f"d_model={d_model} must be divisible by nhead={nhead}")
+            raise UserValueError(
+                f"d_model={d_model} must be divisible by nhead={nhead}"
+            )
         nn.Module.__init__(self)
         self.causal = causal
         self.pos_enc = RelPosEncXL(d_model)
@@ -148,7 +151,9 @@ class SDPAttention(nn.Module):
     ):
         super().__init__()
         if d_model % nhead:
-            raise ValueError(f"d_model={d_model} must be divisible by nhead={nhead}")
+            raise UserValueError(
+                f"d_model={d_model} must be divisible by nhead={nhead}"
+            )
         self.nhead, self.dropout, self.causal = nhead, dropout, causal
         self.in_proj = nn.Linear(d_model, 3 * d_model)
         self.out_proj = nn.Linear(d_model, d_model)

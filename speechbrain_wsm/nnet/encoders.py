@@ -19,6 +19,7 @@ from speechbrain.lobes.models.transformer.Conformer import ConvolutionModule
 from speechbrain.nnet.attention import PositionalwiseFeedForward
 from torch import nn
 
+from speechbrain_wsm.errors import UserValueError
 from speechbrain_wsm.nnet.registry import build_mixer, check_choice
 from speechbrain_wsm.nnet.summary_mixing import activation_class, valid_frames
 
@@ -37,7 +38,7 @@ __all__ = [
 
 def _depthwise_conv(channels: int, kernel_size: int, causal: bool) -> nn.Conv1d:
     if not causal and kernel_size % 2 == 0:
-        raise ValueError(
+        raise UserValueError(
             f"a non-causal convolution needs an odd kernel_size, got {kernel_size}"
         )
     padding = kernel_size - 1 if causal else (kernel_size - 1) // 2
@@ -94,7 +95,7 @@ class ConvGatingMLP(nn.Module):
     ):
         super().__init__()
         if d_ffn % 2:
-            raise ValueError(f"Branchformer d_ffn must be even, got {d_ffn}")
+            raise UserValueError(f"Branchformer d_ffn must be even, got {d_ffn}")
         self.pre = nn.Linear(d_model, d_ffn)
         self.activation = activation_class(activation)()
         self.norm = nn.LayerNorm(d_ffn // 2)
@@ -159,7 +160,7 @@ class ConformerLayer(nn.Module):
         self.ffn2 = _ffn(d_model, d_ffn, dropout, activation)
         self.norm_mixer = nn.LayerNorm(d_model)
         if not causal and kernel_size % 2 == 0:
-            raise ValueError(
+            raise UserValueError(
                 f"a non-causal convolution needs an odd kernel_size, got {kernel_size}"
             )
         self.conv = MaskedConvolutionModule(

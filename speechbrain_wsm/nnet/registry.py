@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from speechbrain_wsm.errors import UserValueError
 from speechbrain_wsm.nnet.attention import MHSA, RelPosMHSA, SDPAttention
 from speechbrain_wsm.nnet.streaming import (
     ChunkedAttention,
@@ -55,11 +56,13 @@ def check_choice(value, choices, what: str) -> None:
     >>> check_choice("gru", ("conformer", "transformer"), "encoder arch")
     Traceback (most recent call last):
     ...
-    ValueError: unknown encoder arch 'gru'; valid names: conformer, transformer
+    speechbrain_wsm.errors.UserValueError: unknown encoder arch 'gru'; valid names: conformer, transformer
     """
     choices = list(choices)
     if value not in choices:
-        raise ValueError(f"unknown {what} {value!r}; valid names: {', '.join(choices)}")
+        raise UserValueError(
+            f"unknown {what} {value!r}; valid names: {', '.join(choices)}"
+        )
 
 
 def build_mixer(
@@ -93,7 +96,7 @@ def build_mixer(
     >>> build_mixer("attention", 16)
     Traceback (most recent call last):
     ...
-    ValueError: unknown mixer 'attention'; valid names: relpos_mhsa, mhsa, sdpa, sm, wsm, maa, sa, chunked, swsm
+    speechbrain_wsm.errors.UserValueError: unknown mixer 'attention'; valid names: relpos_mhsa, mhsa, sdpa, sm, wsm, maa, sa, chunked, swsm
     """
     check_choice(name, MIXERS, "mixer")
     try:

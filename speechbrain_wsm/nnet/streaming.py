@@ -7,20 +7,25 @@ streaming Windowed SummaryMixing the paper does not have. With ``L`` frames of
 left context, ``R`` frames of right context (look-ahead) per layer and ``N``
 layers:
 
-==========================  ==========================  =========  ===============
-module                      keys of query ``i``         scores     look-ahead
-==========================  ==========================  =========  ===============
-:class:`MaskedAttention`    ``i - L <= j <= i + R``     ``T * T``  ``N * R``
+==========================  ==========================  =================  ===============
+module                      keys of query ``i``         scores             look-ahead
+==========================  ==========================  =================  ===============
+:class:`MaskedAttention`    ``i - L <= j <= i + R``     ``T * T``          ``N * R``
 (``maa``)                   (a band mask on ``T x T``)
-:class:`StreamingAttention` the same band, computed     ``T * W``  ``N * R``
+:class:`StreamingAttention` the same band, computed     ``T * (2W - 1)``   ``N * R``
 (``sa``)                    blockwise (``W = L+R+1``)
-:class:`ChunkedAttention`   own chunk and ``C`` chunks  ``T * T``  ``chunk - 1``
+:class:`ChunkedAttention`   own chunk and ``C`` chunks  ``T * T``          ``chunk - 1``
 (``chunked``)               to the left (SpeechBrain)
-:class:`StreamingWSM`       WSM window ``[i-L, i+R]``,  ``T``      ``N * R``
+:class:`StreamingWSM`       WSM window ``[i-L, i+R]``,  ``T``              ``N * R``
 (``swsm``)                  running mean to ``i+R``
-:class:`StreamingEncoder`   two streams per layer       ``2 T W``  ``R``
+:class:`StreamingEncoder`   two streams per layer       ``2 T (L + W)``    ``R``
 ``low_latency=True``        (LLSA, see below)
-==========================  ==========================  =========  ===============
+==========================  ==========================  =================  ===============
+
+Scores of SA and LLSA with the default ``block`` (``W`` queries per block):
+each block scores its queries against the ``block + L + R`` keys its band
+can reach, so ``T * (2W - 1)`` entries per head for SA, and
+``T * (2L + 1) + T * (2W - 1)`` for LLSA's causal and look-ahead streams.
 
 **Reconstruction, not from the paper.** The paper's method text was not
 available; only its abstracts, a results table and a patent were read. SA is

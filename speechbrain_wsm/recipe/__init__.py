@@ -19,7 +19,12 @@
 Relative lengths become padding masks in :mod:`speechbrain_wsm.models.lengths`.
 """
 
-from .brain import DistributedBatchSampler, RecipeBrain, RobustBrain
+from .brain import (
+    DistributedBatchSampler,
+    RecipeBrain,
+    RobustBrain,
+    set_schedule_length,
+)
 from .checkpoints import RobustCheckpointer
 from .ctc import CTCBrain
 from .dataio import (
@@ -46,4 +51,5 @@ __all__ = [
     "load_hparams",
     "manifest_dataset",
     "prepare_librispeech_manifests",
+    "set_schedule_length",
 ]

@@ -25,11 +25,12 @@ from speechbrain_wsm.data.librispeech import (
     prepare_librispeech,
 )
 from speechbrain_wsm.data.tokenizers import CharTokenizer, load_tokenizer
+from speechbrain_wsm.errors import UserValueError
 from speechbrain_wsm.recipe.ctc import CTCBrain
 from speechbrain_wsm.recipe.dataio import (
+    PackedBatchSampler,
     add_audio_pipeline,
     add_token_pipeline,
-    dynamic_batch_sampler,
     manifest_dataset,
 )
 from speechbrain_wsm.recipe.experiment import load_hparams
@@ -90,7 +91,7 @@ def prepare_asr_data(hparams: dict) -> None:
     if not hparams["skip_prep"]:
         if folds:
             if not hparams.get("librilight_folder"):
-                raise ValueError(
+                raise UserValueError(
                     f"train_splits {folds} are Libri-light folds: pass "
                     "--librilight_folder=<the extracted librispeech_finetuning folder>"
                 )
@@ -106,7 +107,7 @@ def prepare_asr_data(hparams: dict) -> None:
         merge_manifests([split_csv(hparams, s) for s in splits], hparams[key])
     units = CharTokenizer(LIBRISPEECH_UNITS)
     if len(units) != hparams["output_neurons"]:
-        raise ValueError(
+        raise UserValueError(
             f"output_neurons is {hparams['output_neurons']}, the units are {len(units)}"
         )
     units.save(hparams["tokenizer_file"])
@@ -133,12 +134,9 @@ def asr_datasets(hparams: dict, tokenizer):
 
 
 def fit_ctc(brain, hparams: dict, train, valid) -> None:
-    """Train with dynamic batches (``seconds_per_batch`` of audio per process)."""
-    sampler = dynamic_batch_sampler(
-        train,
-        hparams["seconds_per_batch"],
-        hparams["num_buckets"],
-        seed=hparams["seed"],
+    """Train with packed batches (``seconds_per_batch`` of padded audio per process)."""
+    sampler = PackedBatchSampler(
+        train, hparams["seconds_per_batch"], seed=hparams["seed"]
     )
     # Brain then calls sampler.set_epoch(epoch) every epoch: the batches of an
     # epoch depend on its number only, so a resumed run sees what a straight

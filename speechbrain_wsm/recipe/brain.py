@@ -72,6 +72,9 @@ import speechbrain as sb
 import torch
 from torch.utils.data import IterableDataset, Sampler
 
+from speechbrain_wsm.data.audio import skip_undecodable
+from speechbrain_wsm.recipe.schedules import planned_steps
+
 __all__ = [
     "DistributedBatchSampler",
     "RecipeBrain",
@@ -198,6 +201,34 @@ class DistributedBatchSampler(Sampler):
             self.batch_sampler.set_epoch(epoch)
 
 
+def set_schedule_length(brain: RobustBrain, schedule) -> None:
+    """Make ``schedule`` span the steps ``brain``'s run will take, and log it.
+
+    The one schedule rule of the project
+    (:mod:`~speechbrain_wsm.recipe.schedules`): the pretraining schedule and
+    the CTC recipes' :class:`~speechbrain_wsm.recipe.schedules.TriStageSchedule`
+    alike follow ``number_of_epochs`` x the epoch's optimizer steps, or
+    ``optimizer_step_limit`` if smaller.
+    """
+    from speechbrain_wsm.errors import UserValueError
+
+    total = brain.planned_steps()
+    try:
+        schedule.set_total_steps(total)
+    except ValueError as e:
+        raise UserValueError(str(e)) from None
+    epochs = brain.hparams.epoch_counter.limit
+    per_epoch = getattr(brain, "_steps_per_epoch", None)
+    logger.info(
+        "learning-rate schedule over the %s (%d epochs x %s optimizer steps, "
+        "step limit %s)",
+        schedule.describe(),
+        epochs,
+        per_epoch,
+        brain.optimizer_step_limit,
+    )
+
+
 class RobustBrain(sb.Brain):
     """``speechbrain.Brain`` whose epochs never end with unapplied gradients,
     and whose DDP processes all get whole batches (see the module docstring)."""
@@ -263,6 +294,35 @@ class RobustBrain(sb.Brain):
         if folder is not None and os.path.isdir(folder):
             with open(os.path.join(folder, "run_summary.json"), "w") as f:
                 json.dump(summary, f, indent=1)
+
+    def make_dataloader(self, dataset, stage, ckpt_prefix="dataloader-", **kwargs):
+        """SpeechBrain's loader, over a dataset that skips items failing to decode.
+
+        A file whose header reads but whose body does not (a truncated FLAC)
+        is skipped and counted in the run summary
+        (:func:`~speechbrain_wsm.data.audio.skip_undecodable`) instead of
+        ending the epoch.
+        """
+        dataset = skip_undecodable(dataset)
+        loader = super().make_dataloader(dataset, stage, ckpt_prefix, **kwargs)
+        if stage == sb.Stage.TRAIN:
+            try:
+                self._steps_per_epoch = math.ceil(
+                    len(loader) / self.grad_accumulation_factor
+                )
+            except TypeError:  # an iterable without a length
+                self._steps_per_epoch = None
+        return loader
+
+    def planned_steps(self) -> int:
+        """Optimizer steps the run will take: epochs x steps per epoch, or the
+        step limit if smaller (:func:`~speechbrain_wsm.recipe.schedules.planned_steps`)."""
+        epochs = self.hparams.epoch_counter.limit
+        if self.debug:
+            epochs = min(epochs, self.debug_epochs)
+        return planned_steps(
+            epochs, getattr(self, "_steps_per_epoch", None), self.optimizer_step_limit
+        )
 
     def _fit_train(self, train_set, epoch, enable):
         try:
@@ -381,35 +441,11 @@ class RecipeBrain(RobustBrain):
             for key, opt in self.optimizers_dict.items():
                 self.checkpointer.add_recoverable(key, opt)
 
-    def make_dataloader(self, dataset, stage, ckpt_prefix="dataloader-", **kwargs):
-        loader = super().make_dataloader(dataset, stage, ckpt_prefix, **kwargs)
-        if stage == sb.Stage.TRAIN:
-            self._steps_per_epoch = math.ceil(
-                len(loader) / self.grad_accumulation_factor
-            )
-        return loader
-
     def on_fit_start(self):
         super().on_fit_start()  # optimisers built, last checkpoint recovered
         schedule = getattr(self.hparams, "lr_schedule", None)
         if schedule is not None:
-            # The schedule spans number_of_epochs; --optimizer_step_limit is a
-            # stop (a rerun without it continues the same schedule), and says so.
-            epochs = self.hparams.epoch_counter.limit
-            total = epochs * getattr(self, "_steps_per_epoch", 1)
-            limit = self.optimizer_step_limit
-            if limit is not None and int(limit) < total:
-                logger.warning(
-                    "lr_schedule spans %d steps (%d epochs) but "
-                    "--optimizer_step_limit=%d stops the run at %.0f%% of it: the "
-                    "rate will not have decayed; lower --number_of_epochs for a "
-                    "shorter schedule",
-                    total,
-                    epochs,
-                    int(limit),
-                    100 * int(limit) / total,
-                )
-            schedule.set_total_steps(total)
+            set_schedule_length(self, schedule)
             schedule.apply(self.optimizers_dict.values())
 
     def fit_batch(self, batch):

@@ -5,6 +5,8 @@ all train a module ``asr_model(wavs, wav_lens) -> (log_probs, out_lens)``
 (relative lengths at this edge, SpeechBrain's convention) with CTC over
 units whose blank is 0. :class:`CTCBrain` holds what they have in common:
 
+* waveform augmentation of training batches when the YAML has a
+  ``wav_augment`` (SpeechBrain's ``Augmenter``) with augmentations enabled;
 * the CTC objective, and greedy decoding of the validation set into WER and
   CER (SpeechBrain's ``ErrorRateStats``; CER with spaces counted as ``_``);
 * from :class:`~.brain.RecipeBrain`: one optimiser per parameter group, an
@@ -53,6 +55,9 @@ class CTCBrain(RecipeBrain):
     def compute_forward(self, batch, stage):
         batch = batch.to(self.device)
         wavs, wav_lens = batch.sig
+        augment = getattr(self.hparams, "wav_augment", None)
+        if stage == sb.Stage.TRAIN and augment is not None and augment.augmentations:
+            wavs, wav_lens = augment(wavs, wav_lens)
         return self.modules.asr_model(wavs, wav_lens)
 
     def compute_objectives(self, predictions, batch, stage):
@@ -112,9 +117,9 @@ class CTCBrain(RecipeBrain):
 
         The first decoder writes ``wer_<split>.txt`` / ``cer_<split>.txt``,
         each further one ``wer_<split>_<decoder>.txt`` ... Options of the
-        decoders (``beam_size``, ``kenlm_model_path``, ``lm_weight``,
-        ``word_bonus``, ``sample_rate``, ``test_batch_size``) come from the
-        hyperparameters when they define them. ``note`` (text under the
+        decoders (``beam_size``, ``kenlm_model_path``, ``lexicon``,
+        ``lm_weight``, ``word_bonus``, ``sample_rate``, ``test_batch_size``)
+        come from the hyperparameters when they define them. ``note`` (text under the
         table) may be a function, called once the best checkpoint is loaded.
 
         Returns
@@ -125,11 +130,8 @@ class CTCBrain(RecipeBrain):
         hp = self.hparams
         recover_checkpoint(self.checkpointer, "best")
         folder = hp.output_folder
-        options = {
-            k: getattr(hp, k)
-            for k in ("beam_size", "kenlm_model_path", "lm_weight", "word_bonus")
-            if hasattr(hp, k)
-        }
+        keys = ("beam_size", "kenlm_model_path", "lexicon", "lm_weight", "word_bonus")
+        options = {k: getattr(hp, k) for k in keys if getattr(hp, k, None) is not None}
         results = {}
         for i, decoder in enumerate(decoders):
             suffix = "" if i == 0 else f"_{decoder}"

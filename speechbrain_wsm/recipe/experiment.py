@@ -25,6 +25,7 @@ import atexit
 import dataclasses
 import json
 import logging
+import math
 import os
 import re
 import sys
@@ -37,6 +38,12 @@ from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import infer_device, run_on_main
 
 from speechbrain_wsm.data.librispeech import merge_manifests, prepare_librispeech
+from speechbrain_wsm.errors import (
+    UserError,
+    UserValueError,
+    install_error_hook,
+    traceback_wanted,
+)
 
 __all__ = [
     "ConfigError",
@@ -46,6 +53,11 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+#: Top-level keys whose value may be a number or a list of numbers, whatever
+#: the file's value is (feature fusion's ``taps``: every k-th layer, or the
+#: layers themselves, ``--taps=[4,8,12]``).
+NUMBER_OR_LIST_KEYS = ("taps",)
 
 #: Top-level keys that must be positive numbers when a recipe has them.
 POSITIVE_KEYS = (
@@ -62,28 +74,37 @@ POSITIVE_KEYS = (
 )
 
 
-class ConfigError(ValueError):
+class ConfigError(UserValueError):
     """A mistake in a recipe's configuration; its message names the key and the fix.
 
-    In a process that called :func:`load_hparams`, an uncaught one is printed
-    as a single ``error: ...`` line, without a traceback.
+    A :class:`~speechbrain_wsm.errors.UserError`: in a process that called
+    :func:`load_hparams`, an uncaught one is printed as a single
+    ``error: ...`` line, without a traceback (``--debug`` shows it).
     """
 
 
 def install_config_error_hook() -> None:
-    """Print an uncaught :class:`ConfigError` as one line (installed once)."""
-    previous = sys.excepthook
-    if getattr(previous, "_config_errors", False):
+    """Print an uncaught user error as one line (:func:`~speechbrain_wsm.errors.install_error_hook`).
+
+    SpeechBrain's ``create_experiment_directory`` replaces ``sys.excepthook``
+    by its own, which logs every exception with its traceback; that one is
+    wrapped too, so a user error stays one ``error:`` line after it.
+    """
+    install_error_hook()
+    import speechbrain.core as core
+
+    logging_hook = core._logging_excepthook
+    if getattr(logging_hook, "_user_errors", False):
         return
 
     def hook(kind, value, tb):
-        if isinstance(value, ConfigError):
+        if isinstance(value, UserError) and not traceback_wanted():
             print(f"error: {value}", file=sys.stderr)
         else:
-            previous(kind, value, tb)
+            logging_hook(kind, value, tb)
 
-    hook._config_errors = True
-    sys.excepthook = hook
+    hook._user_errors = True
+    core._logging_excepthook = hook
 
 
 def _check_overrides(hparams_file: str, overrides: str) -> None:
@@ -93,6 +114,15 @@ def _check_overrides(hparams_file: str, overrides: str) -> None:
     number, a boolean a boolean, a list a list (a value referring to other
     keys, or null in the file, takes anything).
     """
+    for line in (overrides or "").splitlines():
+        if not _is_utf8(line):  # a byte of a file name that is not UTF-8
+            key, _, value = line.partition(":")
+            shown = os.fsencode(value.strip()).decode("utf-8", "backslashreplace")
+            raise ConfigError(
+                f"--{key.strip()}={shown}: the value holds a byte that is not "
+                "UTF-8, which the run's records cannot hold: rename the file or "
+                "folder, or give a link to it with a UTF-8 name (ln -s)"
+            )
     try:
         given = ruamel.yaml.YAML(typ="safe").load(overrides or "") or {}
     except ruamel.yaml.constructor.DuplicateKeyError as e:
@@ -109,8 +139,13 @@ def _check_overrides(hparams_file: str, overrides: str) -> None:
             continue
         if isinstance(default, bool):
             ok, kind = isinstance(value, bool), "true or false"
+        elif isinstance(default, (int, float)) and key in NUMBER_OR_LIST_KEYS:
+            ok = _number(value) or (
+                isinstance(value, list) and all(_number(v) for v in value)
+            )
+            kind = f"a number or a list of numbers, e.g. --{key}=[2,4]"
         elif isinstance(default, (int, float)):
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            ok = _number(value)
             kind = "a number"
         elif isinstance(default, list):
             ok, kind = isinstance(value, list), f"a list, e.g. --{key}=[{value}]"
@@ -121,6 +156,62 @@ def _check_overrides(hparams_file: str, overrides: str) -> None:
                 f"--{key}={value!r}: {key} must be {kind} (the file has "
                 f"{key}: {default})"
             )
+
+
+#: Seconds per encoder frame of every front end of the project (20 ms).
+FRAME_SECONDS = 0.02
+#: Per-layer attention contexts (frames) that cannot usefully exceed an utterance.
+CONTEXT_KEYS = ("left_context", "right_context")
+
+
+def _cap_contexts(hparams_file: str, overrides: str) -> str:
+    """Cap ``left_context`` / ``right_context`` to the frames of ``max_duration``.
+
+    A context longer than the longest utterance changes nothing in the
+    output, but the band attention sizes its blocks by it: 10^5-10^6 frames
+    asked for 160 GB. Such a value (in the file or on the command line) is
+    replaced by the frames of ``max_duration`` (20 ms frames), with a log
+    line, before anything is built.
+    """
+    with open(hparams_file, encoding="utf-8") as f:
+        tree = ruamel.yaml.YAML().load(f) or {}
+    values = {k: v for k, v in tree.items() if not _tagged(v)}
+    given = ruamel.yaml.YAML(typ="safe").load(overrides or "") or {}
+    values.update(given)
+    max_duration = values.get("max_duration")
+    if not isinstance(max_duration, (int, float)) or isinstance(max_duration, bool):
+        return overrides
+    frames = math.ceil(max_duration / FRAME_SECONDS)
+    extra = []
+    for key in CONTEXT_KEYS:
+        value = values.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > frames:
+            logger.warning(  # before the run's log exists: WARNING reaches stderr
+                "%s=%d frames is longer than max_duration (%g s = %d frames of "
+                "20 ms): capped to %d",
+                key,
+                value,
+                max_duration,
+                frames,
+                frames,
+            )
+            given[key] = frames
+            extra.append(key)
+    if not extra:
+        return overrides
+    return "\n".join(f"{k}: {json.dumps(v)}" for k, v in given.items())
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _tagged(node) -> bool:
@@ -146,6 +237,17 @@ def _destroy_process_group() -> None:
     if torch.distributed.is_initialized():
         torch.distributed.barrier()  # no process tears down while a peer still talks
         torch.distributed.destroy_process_group()
+
+
+def _check_decoders(hparams: dict) -> None:
+    """A test-time decoder's LM or lexicon that is missing fails now, not after training."""
+    from speechbrain_wsm.decoding import check_decoder_files
+
+    decoders = [hparams.get("decoder"), *(hparams.get("extra_decoders") or [])]
+    for decoder in (d for d in decoders if isinstance(d, str)):
+        check_decoder_files(
+            decoder, hparams.get("kenlm_model_path"), hparams.get("lexicon")
+        )
 
 
 def load_hparams(argv: Sequence[str] | None = None):
@@ -188,6 +290,7 @@ def load_hparams(argv: Sequence[str] | None = None):
     hparams_file, run_opts, overrides = sb.parse_arguments(list(argv or []))
     _check_overrides(hparams_file, overrides)
     run_opts, overrides = _sync_run_options(hparams_file, run_opts, overrides)
+    overrides = _cap_contexts(hparams_file, overrides)
     sb.utils.distributed.ddp_init_group(run_opts)
     if torch.distributed.is_initialized():
         # A process group left to interpreter shutdown can abort the process
@@ -203,6 +306,7 @@ def load_hparams(argv: Sequence[str] | None = None):
                 f"unknown command-line override for {hparams_file}: {e.args[0]}"
             ) from None
     _check_positive(hparams, hparams_file)
+    _check_decoders(hparams)
     device = run_opts["device"] or infer_device()
     if (
         device.startswith("cpu")

@@ -31,6 +31,7 @@ from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from speechbrain_wsm.data.manifests import merge_manifests
 from speechbrain_wsm.data.tokenizers import prepare_tokenizer
+from speechbrain_wsm.errors import UserValueError
 from speechbrain_wsm.evaluate import recover_checkpoint
 from speechbrain_wsm.recipe.asr import split_csv
 from speechbrain_wsm.recipe.brain import RecipeBrain
@@ -302,7 +303,7 @@ def label_dataset(hparams: dict, csv: str, sort=None, **durations):
     @sb.utils.data_pipeline.provides("label")
     def label(value):
         if value not in index:
-            raise ValueError(
+            raise UserValueError(
                 f"{csv}: label {value!r} is not in labels {hparams['labels']}"
             )
         return index[value]

@@ -13,23 +13,69 @@ rate (the ``lr`` it was built with), so one schedule serves several
 optimisers with different rates (new blocks and pretrained weights).
 
 :class:`StepLimitedWarmCoolDecay` is the wav2vec 2.0 pretraining schedule
-(SpeechBrain's warm-up, slow decay, linear cool-down to 0) whose warm-up and
-cool-down follow ``--optimizer_step_limit``: given as shares of the step
-limit, or as step counts that must fit in it.
+(SpeechBrain's warm-up, slow decay, linear cool-down to 0).
+
+**One rule for every schedule**: a schedule spans the optimizer steps the run
+will take, :func:`planned_steps` (``number_of_epochs`` times the optimizer
+steps of an epoch, or ``optimizer_step_limit``, whichever is smaller), set
+when training starts and logged. Its phases (``warmup``, ``hold``,
+``cooldown``) are shares of that length when below 1 and step counts when 1
+or more (:func:`steps_of`). A run shortened with ``--number_of_epochs=2``
+alone therefore warms up over 10 % of its own steps, not over the 30 000 steps
+of the full-length run.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 
-from speechbrain.nnet.schedulers import WarmCoolDecayLRSchedule
+from speechbrain.nnet.schedulers import LinearWarmupScheduler, WarmCoolDecayLRSchedule
 from speechbrain.utils.checkpoints import (
     mark_as_loader,
     mark_as_saver,
     register_checkpoint_hooks,
 )
 
-__all__ = ["StepLimitedWarmCoolDecay", "TriStageSchedule", "steps_of"]
+from speechbrain_wsm.errors import UserValueError
+
+__all__ = [
+    "LinearWarmupDecay",
+    "fit_phases",
+    "StepLimitedWarmCoolDecay",
+    "TriStageSchedule",
+    "planned_steps",
+    "steps_of",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def planned_steps(
+    epochs: int, steps_per_epoch: int | None, step_limit: int | None
+) -> int:
+    """The optimizer steps a run will take: epochs x steps, or the step limit if smaller.
+
+    Arguments
+    ---------
+    epochs : int
+        ``number_of_epochs``.
+    steps_per_epoch : int, optional
+        Optimizer steps of one epoch (batches / accumulation); None: unknown.
+    step_limit : int, optional
+        ``optimizer_step_limit`` (None: no limit).
+
+    Example
+    -------
+    >>> planned_steps(2, 50, 300000), planned_steps(1000, 50, 200), planned_steps(3, None, 90)
+    (100, 200, 90)
+    """
+    by_epochs = None if steps_per_epoch is None else int(epochs) * int(steps_per_epoch)
+    limit = None if step_limit is None else int(step_limit)
+    found = [n for n in (by_epochs, limit) if n is not None]
+    if not found:
+        raise ValueError("a run needs number_of_epochs x batches or a step limit")
+    return max(1, min(found))
 
 
 def steps_of(value: float, total_steps: int, name: str) -> int:
@@ -46,16 +92,54 @@ def steps_of(value: float, total_steps: int, name: str) -> int:
     (30000, 20, 25)
     """
     if value < 0:
-        raise ValueError(f"{name} must be >= 0, got {value}")
+        raise UserValueError(f"{name} must be >= 0, got {value}")
     if value < 1:
         return int(round(value * total_steps))
     if value > total_steps:
-        raise ValueError(
-            f"{name}={value:g} steps is longer than the run "
-            f"(optimizer_step_limit={total_steps}): give {name} as a share of the "
-            f"run (e.g. --{name}=0.1) or raise --optimizer_step_limit"
+        raise UserValueError(
+            f"{name}={value:g} steps is longer than the run ({total_steps} "
+            f"steps: number_of_epochs x updates, or optimizer_step_limit): give "
+            f"{name} as a share of the run (e.g. --{name}=0.1) or make the run longer"
         )
     return int(value)
+
+
+def fit_phases(total: int, **phases: float) -> dict[str, int]:
+    """The phases of a schedule in steps of a run of ``total`` steps.
+
+    A share (< 1) is a share of ``total``; a step count (>= 1) is kept when
+    the phases fit in the run. When step counts add up to more than the run
+    (a run shortened with ``--number_of_epochs``), the last phases are
+    shortened to fit, with a warning that suggests shares.
+
+    Example
+    -------
+    >>> fit_phases(200, warmup=0.1, cooldown=0.9)
+    {'warmup': 20, 'cooldown': 180}
+    >>> fit_phases(120, warmup=20, cooldown=1000)
+    {'warmup': 20, 'cooldown': 100}
+    """
+    steps = {}
+    for name, value in phases.items():
+        if value < 0:
+            raise UserValueError(f"{name} must be >= 0, got {value}")
+        steps[name] = int(round(value * total)) if value < 1 else int(value)
+    if sum(steps.values()) <= total:
+        return steps
+    given = ", ".join(f"{k} {v}" for k, v in steps.items())
+    left = total
+    for name in steps:
+        steps[name] = min(steps[name], left)
+        left -= steps[name]
+    logger.warning(
+        "schedule phases of %s steps are longer than this run's %d steps: "
+        "shortened to %s (give them as shares of the run, e.g. --warmup=0.1, "
+        "to keep their shape)",
+        given,
+        total,
+        ", ".join(f"{k} {v}" for k, v in steps.items()),
+    )
+    return steps
 
 
 class StepLimitedWarmCoolDecay(WarmCoolDecayLRSchedule):
@@ -87,7 +171,7 @@ class StepLimitedWarmCoolDecay(WarmCoolDecayLRSchedule):
     >>> StepLimitedWarmCoolDecay(lr=1.0, warmup=150, cooldown=100, total_steps=200)
     Traceback (most recent call last):
     ...
-    ValueError: warmup (150 steps) + cooldown (100 steps) is longer than the run (optimizer_step_limit=200): ...
+    speechbrain_wsm.errors.UserValueError: warmup (150 steps) + cooldown (100 steps) is longer than the run (optimizer_step_limit=200): ...
     """
 
     def __init__(
@@ -99,19 +183,90 @@ class StepLimitedWarmCoolDecay(WarmCoolDecayLRSchedule):
         decay_factor: float = 0.75,
         decay_every: int = 100000,
     ):
-        total_steps = int(total_steps)
+        self.given = {"warmup": warmup, "cooldown": cooldown}
+        warm, cool, total_steps = self._phases(int(total_steps))
+        super().__init__(
+            lr, max(warm, 1), max(cool, 1), total_steps, decay_factor, decay_every
+        )
+
+    def _phases(self, total_steps: int) -> tuple[int, int, int]:
         if total_steps < 1:
-            raise ValueError(f"optimizer_step_limit must be >= 1, got {total_steps}")
-        warm = steps_of(warmup, total_steps, "warmup")
-        cool = steps_of(cooldown, total_steps, "cooldown")
+            raise UserValueError(
+                f"optimizer_step_limit must be >= 1, got {total_steps}"
+            )
+        warm = steps_of(self.given["warmup"], total_steps, "warmup")
+        cool = steps_of(self.given["cooldown"], total_steps, "cooldown")
         if warm + cool > total_steps:
-            raise ValueError(
+            raise UserValueError(
                 f"warmup ({warm} steps) + cooldown ({cool} steps) is longer than "
                 f"the run (optimizer_step_limit={total_steps}): give them as "
                 "shares of the run (e.g. --warmup=0.1 --cooldown=0.9)"
             )
+        return warm, cool, total_steps
+
+    def set_total_steps(self, total: int) -> None:
+        """Span the steps the run will take (:func:`planned_steps`), set at fit start.
+
+        Shares (< 1) follow the new length; step counts (>= 1) that do not
+        fit are shortened (:func:`fit_phases`).
+
+        Example
+        -------
+        >>> s = StepLimitedWarmCoolDecay(lr=1.0, warmup=0.1, cooldown=0.9, total_steps=300000)
+        >>> s.set_total_steps(400)  # two epochs of 200 steps
+        >>> s.warmup, s.cooldown, s.total_steps
+        (40, 360, 400)
+        """
+        total = int(total)
+        if total < 1:
+            raise ValueError(f"a run needs at least one step, got {total}")
+        steps = fit_phases(total, **self.given)
+        self.warmup, self.cooldown = max(steps["warmup"], 1), max(steps["cooldown"], 1)
+        self.total_steps = total
+
+    def describe(self) -> str:
+        """The phases in steps, for the log."""
+        return (
+            f"{self.total_steps} steps: warm-up {self.warmup}, "
+            f"cool-down {self.cooldown} to 0 at the last step"
+        )
+
+
+class LinearWarmupDecay(LinearWarmupScheduler):
+    """Linear warm-up then linear decay to 0 at the run's last step (LASER's).
+
+    SpeechBrain's :class:`~speechbrain.nnet.schedulers.LinearWarmupScheduler`
+    under the project's one rule: its length is set at fit start to the
+    steps the run will take (:func:`planned_steps`), and ``warmup`` is a
+    share of it (< 1) or a step count (>= 1) that must fit in it.
+
+    Example
+    -------
+    >>> s = LinearWarmupDecay(initial_value=1.0, warmup=1000, total_steps=3600)
+    >>> s.set_total_steps(2000)
+    >>> s.calculate_lr(500), s.calculate_lr(1500), s.calculate_lr(2000)
+    (0.5, 0.5, 0.0)
+    """
+
+    def __init__(self, initial_value: float, warmup: float, total_steps: int):
+        self.warmup = warmup
         super().__init__(
-            lr, max(warm, 1), max(cool, 1), total_steps, decay_factor, decay_every
+            initial_value,
+            steps_of(warmup, int(total_steps), "warmup_steps"),
+            total_steps,
+        )
+
+    def set_total_steps(self, total: int) -> None:
+        """Span ``total`` steps (the run's); the warm-up share follows it."""
+        steps = fit_phases(int(total), warmup_steps=self.warmup)
+        self.num_warmup_steps = steps["warmup_steps"]
+        self.num_training_steps = int(total)
+
+    def describe(self) -> str:
+        """The phases in steps, for the log."""
+        return (
+            f"{self.num_training_steps} steps: warm-up {self.num_warmup_steps}, "
+            "linear decay to 0 at the last step"
         )
 
 
@@ -123,16 +278,16 @@ class TriStageSchedule:
     ``warmup`` share of the steps, stays at 1 for the next ``hold`` share, then
     decays exponentially to ``final_scale`` at the last step (and stays there).
     The number of steps is set when training starts
-    (:meth:`set_total_steps`: epochs times optimizer steps per epoch), so the
+    (:meth:`set_total_steps`: the steps the run will take, :func:`planned_steps`), so the
     same YAML fits any data size. The step count is saved in checkpoints: a
     resumed run continues the schedule where it stopped.
 
     Arguments
     ---------
     warmup : float
-        Share of the steps spent warming up.
+        Share of the steps spent warming up (< 1), or a number of steps (>= 1).
     hold : float
-        Share of the steps at the peak rate.
+        Share of the steps at the peak rate (< 1), or a number of steps (>= 1).
     init_scale : float
         Multiplier at step 0.
     final_scale : float
@@ -153,13 +308,14 @@ class TriStageSchedule:
         init_scale: float = 0.01,
         final_scale: float = 0.05,
     ):
-        if not (0 <= warmup and 0 <= hold and warmup + hold <= 1):
-            raise ValueError(
+        shares = warmup < 1 and hold < 1
+        if not (0 <= warmup and 0 <= hold and (warmup + hold <= 1 or not shares)):
+            raise UserValueError(
                 f"warmup ({warmup}) and hold ({hold}) must be shares of the "
-                "steps, summing to at most 1"
+                "steps summing to at most 1, or step counts (>= 1)"
             )
         if not (0 <= init_scale <= 1 and 0 < final_scale <= 1):
-            raise ValueError(
+            raise UserValueError(
                 f"init_scale ({init_scale}) must be in [0, 1] and final_scale "
                 f"({final_scale}) in (0, 1]"
             )
@@ -169,17 +325,31 @@ class TriStageSchedule:
         self.step = 0
 
     def set_total_steps(self, total: int) -> None:
-        """Fix the length of the schedule (optimizer steps of the whole run)."""
+        """Fix the length of the schedule (:func:`planned_steps` of the run).
+
+        Step counts (>= 1) of warm-up and hold that do not fit are shortened
+        (:func:`fit_phases`).
+        """
         if total < 1:
             raise ValueError(f"a run needs at least one step, got {total}")
+        steps = fit_phases(int(total), warmup=self.warmup, hold=self.hold)
         self.total_steps = int(total)
+        self._warm, self._hold = steps["warmup"], steps["hold"]
+
+    def describe(self) -> str:
+        """The phases in steps, for the log."""
+        return (
+            f"{self.total_steps} steps: warm-up {self._warm}, hold {self._hold}, "
+            f"decay to {self.final_scale:g} x the peak over the rest"
+        )
 
     def scale(self, step: int) -> float:
         """The multiplier at ``step``."""
         if self.total_steps is None:
             raise RuntimeError("call set_total_steps before using the schedule")
-        warm = self.warmup * self.total_steps
-        hold_end = warm + self.hold * self.total_steps
+        warm = float(self._warm) if self.warmup >= 1 else self.warmup * self.total_steps
+        hold = float(self._hold) if self.hold >= 1 else self.hold * self.total_steps
+        hold_end = warm + hold
         if step < warm:
             return self.init_scale + (1 - self.init_scale) * step / warm
         if step < hold_end:

@@ -13,7 +13,14 @@ import shutil
 
 import pytest
 import torch
-from recipe_helpers import LEARNING_OPTIONS, RECIPES, run_finetuning, variant_lines
+from recipe_helpers import (
+    LEARNING_OPTIONS,
+    RECIPES,
+    Killed,
+    kill_after_epoch,
+    run_finetuning,
+    variant_lines,
+)
 
 from speechbrain_wsm import evaluate
 from speechbrain_wsm.scoring import read_error_rates
@@ -77,21 +84,16 @@ def test_recipe_trains_decodes_and_scores(
 
 
 def test_resume_after_a_stop_equals_a_straight_run(
-    tiny_ssl_sources, librispeech_samples, tmp_path
+    tiny_ssl_sources, librispeech_samples, tmp_path, monkeypatch
 ):
     """Two epochs in one go, or one epoch then a restart: the same model."""
     opts = {"number_of_epochs": 2, "head_dropout": 0.0, "fusion_dropout": 0.0}
     src = tiny_ssl_sources["project"]
     straight = run("hff_adapters", src, tmp_path / "a", librispeech_samples, **opts)
     resumed = tmp_path / "b"
-    run(
-        "hff_adapters",
-        src,
-        resumed,
-        librispeech_samples,
-        **opts,
-        optimizer_step_limit=4,
-    )
+    kill_after_epoch(monkeypatch, 1)  # a kill after epoch 1's checkpoint
+    with pytest.raises(Killed):
+        run("hff_adapters", src, resumed, librispeech_samples, **opts)
     run("hff_adapters", src, resumed, librispeech_samples, **opts)
     log = (resumed / "train_log.txt").read_text()
     assert len(re.findall(r"epoch: 2\b", log)) == 1, log

@@ -188,3 +188,97 @@ def test_perturbation_changes_length_and_pitch_and_rejects_bad_options():
         ViewPerturbation(16000, [0.0])
     with pytest.raises(ValueError, match="pitch_prob"):
         ViewPerturbation(16000, pitch_prob=2.0)
+
+
+def test_published_perturbation_never_returns_the_clean_view(monkeypatch):
+    # issue 24 item 11: every utterance is sped up or slowed down by a uniform
+    # choice among the factors (1.0 included), then ALWAYS pitch-shifted by
+    # +2 or -2 semitones, as LASER_finetuning/dataset.py does
+    import speechbrain_wsm.models.laser as laser
+
+    for variant in ("hubert", "wavlm", "project"):
+        text = (RECIPE / "hparams" / f"laser_{variant}.yaml").read_text()
+        assert "pitch_steps: [-2, 2]" in text
+        assert "speed_prob: 1.0" in text and "pitch_prob: 1.0" in text
+    steps = []
+    shift = laser.pitch_shift
+    monkeypatch.setattr(
+        laser, "pitch_shift", lambda w, sr, n: steps.append(n) or shift(w, sr, n)
+    )
+    perturb = ViewPerturbation(16000, seed=0)  # the defaults are the published
+    torch.manual_seed(0)
+    wav = 0.1 * torch.randn(4000)
+    for _ in range(40):
+        view = perturb(wav)
+        assert view.shape != wav.shape or not torch.allclose(view, wav, atol=1e-3)
+    assert len(steps) == 40 and set(steps) == {-2, 2}
+
+
+def test_a_clip_too_short_for_the_model_is_left_out_and_counted(
+    sources, librispeech_samples, tmp_path
+):
+    # issue 24 item 3: a 0.05 s clip stopped the run mid-epoch ("Kernel size
+    # can't be greater than input size"); it is now left out at load, counted
+    import csv
+
+    import numpy as np
+    import soundfile as sf
+
+    from speechbrain_wsm.data.librispeech import prepare_librispeech
+
+    prep = prepare_librispeech(
+        librispeech_samples, tmp_path / "prep", te_splits=["test-clean"], progress=False
+    )["test-clean"]
+    with open(prep, encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    clip = tmp_path / "click.wav"
+    sf.write(clip, 0.1 * np.random.randn(800).astype("float32"), 16000)
+    rows.append({**rows[0], "ID": "click", "duration": "0.05", "wav": str(clip)})
+    manifest = tmp_path / "train.csv"
+    with open(manifest, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    out = run(
+        "hubert",
+        sources["hubert"],
+        tmp_path / "run",
+        librispeech_samples,
+        skip_prep=True,
+        train_csv=manifest,
+        min_duration=0.0,
+        optimizer_step_limit=1,
+        grad_accumulation_factor=1,
+    )
+    summary = json.loads((out / "run_summary.json").read_text())
+    assert summary["optimizer_steps"] == 1
+    assert summary["utterances_left_out"]["train"]["too_short"] == 1
+
+
+def test_the_run_folder_is_an_ssl_source_and_the_export_is_complete(
+    sources, librispeech_samples, tmp_path
+):
+    # issue 24 item 12: the run folder stands for its exported <run>/model,
+    # and Hugging Face loads the export with no missing or unexpected key
+    from transformers import AutoModel
+
+    from speechbrain_wsm.errors import UserError
+
+    out = run(
+        "hubert",
+        sources["hubert"],
+        tmp_path / "run",
+        librispeech_samples,
+        optimizer_step_limit=1,
+        grad_accumulation_factor=1,
+    )
+    _, info = AutoModel.from_pretrained(str(out / "model"), output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"], info
+    by_run = load_upstream(out, frozen=True)
+    by_export = load_upstream(out / "model", frozen=True)
+    for key, value in by_export.model.state_dict().items():
+        assert torch.equal(by_run.model.state_dict()[key], value), key
+    # a run folder that exported nothing (yet) names the folder to use
+    (out / "model").rename(out / "elsewhere")
+    with pytest.raises(UserError, match=r"LASER writes .*run/model"):
+        load_upstream(out)

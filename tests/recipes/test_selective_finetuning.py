@@ -13,7 +13,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from recipe_helpers import LEARNING_OPTIONS, RECIPES, run_finetuning, variant_lines
+from recipe_helpers import (
+    LEARNING_OPTIONS,
+    RECIPES,
+    Killed,
+    kill_after_epoch,
+    run_finetuning,
+    variant_lines,
+)
 from speechbrain.utils.checkpoints import Checkpointer
 
 from speechbrain_wsm import evaluate
@@ -89,7 +96,7 @@ def test_recipe_trains_decodes_and_exports(
 
 
 def test_resume_after_a_stop_equals_a_straight_run(
-    tiny_ssl_sources, librispeech_samples, tmp_path
+    tiny_ssl_sources, librispeech_samples, tmp_path, monkeypatch
 ):
     """Two epochs in one go, or one epoch then a restart: the same model.
 
@@ -105,11 +112,12 @@ def test_resume_after_a_stop_equals_a_straight_run(
         **no_dropout,
     )
     resumed = tmp_path / "b"
-    # stopped after the first epoch's 4 steps (as a kill after its checkpoint
-    # would), with the run's own epoch count: the step schedule spans the run
-    run("wsm", tiny_ssl_sources["project"], resumed, librispeech_samples, **no_dropout,
-        optimizer_step_limit=4)  # fmt: skip
-    shutil.rmtree(resumed / "finetuned")  # what a killed run would not have
+    # killed after the first epoch's checkpoint, with the run's own plan: the
+    # step schedule spans the run (a --optimizer_step_limit would shorten it)
+    kill_after_epoch(monkeypatch, 1)
+    with pytest.raises(Killed):
+        run("wsm", tiny_ssl_sources["project"], resumed, librispeech_samples,
+            **no_dropout)  # fmt: skip
     run("wsm", tiny_ssl_sources["project"], resumed, librispeech_samples, **no_dropout)
     log = (resumed / "train_log.txt").read_text()
     assert len(re.findall(r"epoch: 1\b", log)) == 1, log
@@ -167,3 +175,27 @@ def test_learning_overfits_sixteen_utterances(
         extra_decoders="[]",
     )
     assert read_error_rates(out)["train-learn"]["CER"] < 15.0
+
+
+def test_the_run_folder_is_an_ssl_source(
+    tiny_ssl_sources, librispeech_samples, tmp_path
+):
+    # issue 24 item 12: a selective fine-tuning run folder stands for its
+    # exported <run>/finetuned; its fine-tuned encoder is the upstream
+    from speechbrain_wsm.models.upstream import load_upstream
+
+    out = run(
+        "wsm",
+        tiny_ssl_sources["project"],
+        tmp_path / "run",
+        librispeech_samples,
+        number_of_epochs=1,
+    )
+    upstream = load_upstream(out, frozen=True)
+    encoder = load_finetuned(out / "finetuned").encoder
+    for key, value in encoder.model.state_dict().items():
+        assert torch.equal(upstream.model.state_dict()[key], value), key
+    wav = torch.randn(1, 16000)
+    with torch.no_grad():
+        states, frames = upstream(wav, torch.tensor([16000]))
+    assert len(states) == upstream.num_hidden_states and int(frames[0]) > 0

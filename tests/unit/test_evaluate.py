@@ -174,7 +174,7 @@ def test_command_line_scores_a_run_folder(run, librivox, tmp_path, capsys):
     shutil.rmtree(moved / "save")
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         main([str(moved), "--manifest", manifest])
-    shutil.copytree(run / "save", moved / "save")
+    shutil.copytree(run / "save", moved / "save", dirs_exist_ok=True)
     again = main(
         [str(moved), "--manifest", manifest, "--decoder", "beam", "--beam_size", "3",
          "--head_size=31"]
@@ -191,3 +191,28 @@ def test_contract_keys_are_checked(tmp_path):
         load_recipe(tmp_path)
     with pytest.raises(FileNotFoundError, match="hyperparams.yaml"):
         load_recipe(tmp_path / "nothing")
+
+
+def test_a_copied_run_folder_loads_its_own_checkpoints(run, tmp_path):
+    # issue 24 item 6: hyperparams.yaml records the run's absolute
+    # output_folder, and a copy loaded the original run's checkpoints
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    newest = sorted((copy / "save").glob("CKPT+*"))[-1]
+    shutil.rmtree(newest)  # the copy differs: its latest is the second
+    hparams, folder = load_recipe(copy)
+    assert folder == copy and hparams["output_folder"] == str(copy.resolve())
+    assert Path(hparams["checkpointer"].checkpoints_dir).parent == copy.resolve()
+    recover_checkpoint(hparams["checkpointer"], "latest")
+    assert _bias(hparams) == 1.0  # the original's latest has bias 2.0
+
+
+def test_beam_size_zero_is_a_user_error_naming_the_option(run, librivox):
+    # issue 24 item 7: ZeroDivisionError deep in the beam search before
+    from speechbrain_wsm.errors import UserError
+
+    manifest, _, _ = librivox
+    with pytest.raises(UserError, match=r"^--beam_size=0: the beam must keep"):
+        main(
+            [str(run), "--manifest", manifest, "--decoder", "beam", "--beam_size", "0"]
+        )

@@ -147,14 +147,15 @@ def test_a_schedule_longer_than_the_run_is_refused(tmp_path):
         _pretrain_hparams(tmp_path, "--optimizer_step_limit=200", "--warmup=30000")
 
 
-def test_ctc_schedule_cut_short_by_the_step_limit_says_so(caplog):
-    # the CTC schedule spans number_of_epochs (a step limit is a stop that a
-    # rerun continues from), and a limit cutting it short is reported
+@pytest.mark.parametrize("limit, total", [(50, 50), (None, 1000), (5000, 1000)])
+def test_ctc_schedule_spans_the_steps_the_run_will_take(caplog, limit, total):
+    # one rule for every schedule: epochs x steps per epoch, or the step
+    # limit if smaller, logged at start (issue 24 item 2)
     import logging
 
     from speechbrain_wsm.recipe import TriStageSchedule
 
-    schedule = TriStageSchedule()
+    schedule = TriStageSchedule(warmup=0.1, hold=0.4)
     brain = CTCBrain(
         modules={"asr_model": torch.nn.Linear(2, 2)},
         hparams={
@@ -162,13 +163,37 @@ def test_ctc_schedule_cut_short_by_the_step_limit_says_so(caplog):
             "lr_schedule": schedule,
             "epoch_counter": EpochCounter(10),
         },
-        run_opts={"optimizer_step_limit": 50},
+        run_opts={"optimizer_step_limit": limit} if limit else {},
     )
-    brain._steps_per_epoch = 100  # 1000 steps by epochs; the limit says 50
-    with caplog.at_level(logging.WARNING):
+    brain._steps_per_epoch = 100  # 1000 steps by epochs
+    with caplog.at_level(logging.INFO):
         brain.on_fit_start()
-    assert schedule.total_steps == 1000
-    assert "--optimizer_step_limit=50 stops the run at 5%" in caplog.text
+    assert schedule.total_steps == total
+    assert f"schedule over the {total} steps: warm-up {total // 10}," in caplog.text
+
+
+def test_pretraining_schedule_follows_number_of_epochs(tmp_path):
+    from speechbrain_wsm.recipe.schedules import planned_steps
+
+    hp = _pretrain_hparams(tmp_path, "--number_of_epochs=2")
+    schedule = hp["lr_scheduler"]
+    assert schedule.warmup == 30000  # the YAML's run: 10 % of 300 000 steps
+    schedule.set_total_steps(planned_steps(2, 40, hp["optimizer_step_limit"]))
+    assert (schedule.total_steps, schedule.warmup, schedule.cooldown) == (80, 8, 72)
+    opt = torch.optim.SGD(torch.nn.Linear(1, 1).parameters(), lr=hp["lr"])
+    schedule(opt, 8)
+    assert opt.param_groups[0]["lr"] == pytest.approx(hp["lr"], rel=1e-3)
+
+
+def test_tri_stage_takes_step_counts_too():
+    from speechbrain_wsm.recipe import TriStageSchedule
+
+    schedule = TriStageSchedule(warmup=10, hold=20, init_scale=0.0)
+    schedule.set_total_steps(100)
+    assert schedule.scale(5) == pytest.approx(0.5) and schedule.scale(29) == 1.0
+    assert schedule.scale(31) < 1.0
+    schedule.set_total_steps(25)  # a shorter run: the hold is shortened
+    assert (schedule._warm, schedule._hold) == (10, 15)
 
 
 # -- non-finite losses and the run summary ------------------------------------------

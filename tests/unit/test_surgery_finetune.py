@@ -16,9 +16,9 @@ from speechbrain_wsm.models.finetuning import (
     load_finetuned,
     load_trainable_ssl,
     save_finetuned,
-    ssl_source_kind,
 )
 from speechbrain_wsm.models.surgery import count_parameters
+from speechbrain_wsm.models.upstream import source_kind
 
 pytestmark = pytest.mark.filterwarnings("ignore:Support for mismatched key_padding")
 
@@ -120,7 +120,7 @@ def test_modes_train_the_head_and_what_they_say(sources):
 
 def test_loading_rejects_unknown_folders(tmp_path):
     with pytest.raises(FileNotFoundError, match="neither a Hugging Face"):
-        ssl_source_kind(tmp_path)
+        source_kind(tmp_path)
     with pytest.raises(FileNotFoundError, match="not a save_finetuned folder"):
         load_finetuned(tmp_path)
 

@@ -77,3 +77,71 @@ def test_command_line_reports_missing_files_and_goes_on(run, files, capsys):  # 
     with pytest.raises(FileNotFoundError, match="no-such-file.flac"):
         asr.transcribe_file(missing)
     assert main([str(run), files[0], "--decoder=beam", "--beam_size", "3"]) == 0
+
+
+def test_a_clip_the_model_cannot_take_fails_alone(tmp_path, capsys, monkeypatch):
+    # issue 24 item 5: a clip too short for the model raised and lost the
+    # other files of the command
+    import speechbrain_wsm.transcribe as transcribe_module
+    from speechbrain_wsm.data.tokenizers import CharTokenizer
+
+    tok = CharTokenizer.from_texts(["A"])
+    asr = Transcriber(_LocalModel(tok), build_decoder(tok))
+    monkeypatch.setattr(
+        transcribe_module.Transcriber, "from_run", classmethod(lambda *a, **k: asr)
+    )
+    paths = []
+    for name, samples in (("a", 16000), ("click", 800), ("b", 24000)):
+        paths.append(str(tmp_path / f"{name}.wav"))
+        sf.write(paths[-1], 0.5 * np.ones(samples, dtype="float32"), 16000)
+    status = main(["run", *paths, "--batch_size", "1"])
+    out, err = capsys.readouterr()
+    assert status == 1
+    assert out.splitlines() == [f"{paths[0]}\tA", f"{paths[2]}\tA"]
+    (line,) = [e for e in err.splitlines() if e.startswith("error: ")]
+    assert line == (
+        f"error: {paths[1]}: ValueError: 800 samples are too few for the front end"
+    )
+    assert "Traceback" not in err and "1 of 3 file(s) failed" in err
+
+
+class _LocalModel(torch.nn.Module):
+    """One frame per 320 samples, 'A' where the frame is loud, else blank;
+    too few samples raise, as a front end does; remembers the longest input."""
+
+    def __init__(self, tokenizer):
+        super().__init__()
+        self.unit = tokenizer.encode("A")[0]
+        self.longest = 0
+
+    def forward(self, wavs, wav_lens):
+        if wavs.shape[1] < 1600:
+            raise ValueError(f"{wavs.shape[1]} samples are too few for the front end")
+        self.longest = max(self.longest, wavs.shape[1])
+        frames = wavs[:, : wavs.shape[1] // 320 * 320].reshape(len(wavs), -1, 320)
+        loud = frames.abs().mean(-1) > 0.05
+        lp = torch.full((*loud.shape, self.unit + 1), -9.0)
+        lp[..., 0] = torch.where(loud, -9.0, 0.0)
+        lp[..., self.unit] = torch.where(loud, 0.0, -9.0)
+        return lp, wav_lens
+
+
+def test_long_files_are_decoded_in_overlapping_windows():
+    from speechbrain_wsm.data.tokenizers import CharTokenizer
+
+    tok = CharTokenizer.from_texts(["A"])
+    model = _LocalModel(tok)
+    torch.manual_seed(0)
+    # 10 minutes: bursts of 0.1-1 s of sound between silences
+    wav = torch.zeros(600 * 16000)
+    start = 0
+    while start < len(wav):
+        burst = int(torch.randint(1600, 16000, ()))
+        wav[start : start + burst] = 0.5
+        start += burst + int(torch.randint(1600, 16000, ()))
+    windowed = Transcriber(model, build_decoder(tok), window_seconds=30)
+    assert windowed.transcribe_batch(wav[None])[0] == windowed.transcribe_long(wav)
+    model.longest = 0
+    text = windowed.transcribe_long(wav)
+    assert model.longest == 30 * 16000  # never more than one window at once
+    assert text.count("A") > 100

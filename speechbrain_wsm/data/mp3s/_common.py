@@ -17,34 +17,29 @@ import os
 import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 
-# The bookkeeping lived here; these names stay importable from this module.
-from .._prep import Prepared, PrepOptions, is_finished, write_outputs, write_report
-from .._probe import probe_files
+from speechbrain_wsm.errors import UserFileNotFoundError
+
+from .._prep import Prepared, PrepOptions
 
 __all__ = [
-    "Prepared",
+    "add_splits",
     "hash_fraction",
-    "is_finished",
     "normalize_words",
-    "probe_files",
     "require_file",
     "require_folder",
-    "add_splits",
-    "write_outputs",
-    "write_report",
 ]
 
 
 def require_folder(path: str, what: str, expected: str) -> None:
     """Raise ``FileNotFoundError`` naming ``path`` and the expected layout."""
     if not os.path.isdir(path):
-        raise FileNotFoundError(f"{what} '{path}' not found: expected {expected}")
+        raise UserFileNotFoundError(f"{what} '{path}' not found: expected {expected}")
 
 
 def require_file(path: str, what: str, expected: str) -> None:
     """Raise ``FileNotFoundError`` naming ``path`` and what it should be."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{what} '{path}' not found: expected {expected}")
+        raise UserFileNotFoundError(f"{what} '{path}' not found: expected {expected}")
 
 
 _APOSTROPHES = str.maketrans({"’": "'", "‘": "'", "`": "'", "´": "'"})

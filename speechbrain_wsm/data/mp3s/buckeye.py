@@ -37,6 +37,8 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 
+from speechbrain_wsm.errors import UserFileNotFoundError
+
 from .._prep import Outputs, Prepared, PrepOptions
 from ._common import normalize_words, require_folder
 
@@ -189,7 +191,7 @@ def prepare_buckeye(
     >>> prepare_buckeye("/no/buckeye", "/tmp/out")
     Traceback (most recent call last):
     ...
-    FileNotFoundError: Buckeye data_folder '/no/buckeye' not found: expected the Buckeye folder ...
+    speechbrain_wsm.errors.UserFileNotFoundError: Buckeye data_folder '/no/buckeye' not found: expected the Buckeye folder ...
     """
     opts = PrepOptions.from_kwargs("prepare_buckeye", options)
     if opts.skip_prep:
@@ -234,7 +236,7 @@ def prepare_buckeye(
             if zips
             else ""
         )
-        raise FileNotFoundError(
+        raise UserFileNotFoundError(
             f"Buckeye data_folder '{root}' holds no .words or .wav file: expected "
             f"{_LAYOUT}{extra}"
         )

@@ -25,6 +25,8 @@ import logging
 import os
 from collections.abc import Iterator, Sequence
 
+from speechbrain_wsm.errors import UserFileNotFoundError, UserValueError
+
 from .._prep import Outputs, Prepared, PrepOptions, split_list
 from ._common import add_splits, normalize_words, require_folder
 
@@ -58,7 +60,7 @@ def _read_tsv(path: str, clips: str, prepared: Prepared) -> Iterator[dict]:
         reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
         header = next(reader, None)
         if header is None or "path" not in header or "sentence" not in header:
-            raise ValueError(
+            raise UserValueError(
                 f"'{path}' has no header with 'path' and 'sentence' columns "
                 f"(header: {header})"
             )
@@ -142,7 +144,7 @@ def prepare_commonvoice(
             if os.path.isdir(os.path.join(data_folder, d, "clips"))
         )
         hint = f" (language folders found: {languages})" if languages else ""
-        raise FileNotFoundError(
+        raise UserFileNotFoundError(
             f"Common Voice clips folder '{clips}' not found: data_folder must be "
             f"{_LAYOUT}{hint}"
         )
@@ -150,7 +152,7 @@ def prepare_commonvoice(
         tsv = os.path.join(data_folder, f"{split}.tsv")
         if not os.path.isfile(tsv):
             found = sorted(f for f in os.listdir(data_folder) if f.endswith(".tsv"))
-            raise FileNotFoundError(
+            raise UserFileNotFoundError(
                 f"Common Voice split file '{tsv}' not found; TSV files in "
                 f"'{data_folder}': {found}"
             )

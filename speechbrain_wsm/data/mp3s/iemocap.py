@@ -32,6 +32,8 @@ import os
 import re
 from collections import Counter
 
+from speechbrain_wsm.errors import UserValueError
+
 from .._prep import Outputs, Prepared, PrepOptions
 from .._probe import AUDIO_KINDS
 from ._common import hash_fraction, require_folder
@@ -122,15 +124,15 @@ def prepare_iemocap(
     >>> prepare_iemocap("/data/IEMOCAP_full_release", "/tmp/out", test_session=6)
     Traceback (most recent call last):
     ...
-    ValueError: test_session must be 1 to 5, got 6
+    speechbrain_wsm.errors.UserValueError: test_session must be 1 to 5, got 6
     """
     opts = PrepOptions.from_kwargs("prepare_iemocap", options)
     if opts.skip_prep:
         return {}
     if int(test_session) not in range(1, 6):
-        raise ValueError(f"test_session must be 1 to 5, got {test_session}")
+        raise UserValueError(f"test_session must be 1 to 5, got {test_session}")
     if not 0.0 <= valid_ratio < 1.0:
-        raise ValueError(f"valid_ratio must be in [0, 1), got {valid_ratio}")
+        raise UserValueError(f"valid_ratio must be in [0, 1), got {valid_ratio}")
     nested = os.path.join(data_folder, "IEMOCAP_full_release")
     hint = f" (did you mean data_folder='{nested}'?)" if os.path.isdir(nested) else ""
     require_folder(data_folder, "IEMOCAP data_folder", _LAYOUT + hint)

@@ -26,6 +26,8 @@ from __future__ import annotations
 import logging
 import os
 
+from speechbrain_wsm.errors import UserFileNotFoundError, UserValueError
+
 from .._prep import Outputs, Prepared, PrepOptions
 from .._probe import AUDIO_KINDS
 from ..manifests import atomic_write_text
@@ -104,13 +106,13 @@ def prepare_voxceleb1(
     >>> prepare_voxceleb1("/data/VoxCeleb1", "/tmp/out", dev_ratio=1.0)
     Traceback (most recent call last):
     ...
-    ValueError: dev_ratio must be in [0, 1), got 1.0
+    speechbrain_wsm.errors.UserValueError: dev_ratio must be in [0, 1), got 1.0
     """
     opts = PrepOptions.from_kwargs("prepare_voxceleb1", options)
     if opts.skip_prep:
         return {}
     if not 0.0 <= dev_ratio < 1.0:
-        raise ValueError(f"dev_ratio must be in [0, 1), got {dev_ratio}")
+        raise UserValueError(f"dev_ratio must be in [0, 1), got {dev_ratio}")
     require_folder(data_folder, "VoxCeleb1 data_folder", _LAYOUT)
     wav_root = os.path.join(data_folder, "wav")
     if not os.path.isdir(wav_root):
@@ -118,7 +120,7 @@ def prepare_voxceleb1(
         nested = os.path.join(data_folder, "vox1_dev_wav", "wav")
         if os.path.isdir(nested):
             hint = f" (did you mean data_folder='{os.path.dirname(nested)}'?)"
-        raise FileNotFoundError(
+        raise UserFileNotFoundError(
             f"VoxCeleb1 wav folder '{wav_root}' not found: expected {_LAYOUT}{hint}"
         )
     verification_file = verification_file or os.path.join(data_folder, "veri_test2.txt")

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from speechbrain_wsm.errors import UserValueError
 from speechbrain_wsm.models.surgery.freezing import (
     set_trainable,
     train_only_attention,
@@ -196,12 +197,12 @@ def apply_finetuning_mode(
     ['layers.2.mixer']
     """
     if mode not in FINETUNING_MODES:
-        raise ValueError(
+        raise UserValueError(
             f"unknown fine-tuning mode {mode!r}; valid modes: {', '.join(FINETUNING_MODES)}"
         )
     stack = find_layer_stack(model)
     if not 1 <= num_layers <= len(stack.layers) and mode != "full":
-        raise ValueError(
+        raise UserValueError(
             f"num_layers must be between 1 and {len(stack.layers)}, got {num_layers}"
         )
     top = list(range(-num_layers, 0))

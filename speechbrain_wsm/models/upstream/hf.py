@@ -27,7 +27,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from speechbrain_wsm.errors import UserValueError
 from speechbrain_wsm.models.lengths import lengths_to_padding_mask, standardize
+from speechbrain_wsm.nnet.layer_stack import HF_MODEL_TYPES, is_hf_ssl
 
 __all__ = [
     "HF_LATE_PARAMETERS",
@@ -43,9 +45,6 @@ __all__ = [
     "sync_hf_front_end_flags",
 ]
 
-#: ``config.model_type`` of the Hugging Face models the surgery operates on.
-HF_MODEL_TYPES = ("wav2vec2", "hubert", "wavlm")
-
 #: Parameters a Hugging Face SSL model owns but uses only after one of its
 #: children ran, with that child: ``masked_spec_embed`` is applied to the
 #: output of ``feature_projection`` (what the no-grad prefix of the surgery
@@ -54,26 +53,6 @@ HF_LATE_PARAMETERS = {"masked_spec_embed": "feature_projection"}
 
 #: Variance floor of Hugging Face's waveform standardisation (``do_normalize``).
 HF_NORMALIZE_EPS = 1e-7
-
-
-def is_hf_ssl(module: nn.Module) -> bool:
-    """Whether ``module`` is a Hugging Face wav2vec 2.0 / HuBERT / WavLM model.
-
-    Base models and their wrappers (``...ForCTC``) alike: anything with a
-    ``config`` of one of :data:`HF_MODEL_TYPES` and a ``base_model`` that has
-    an ``encoder``.
-
-    Example
-    -------
-    >>> is_hf_ssl(nn.Linear(2, 2))
-    False
-    """
-    config = getattr(module, "config", None)
-    return (
-        getattr(config, "model_type", None) in HF_MODEL_TYPES
-        and hasattr(module, "base_model")
-        and hasattr(module.base_model, "encoder")
-    )
 
 
 def hf_input_options(folder) -> tuple[bool, bool]:
@@ -135,7 +114,7 @@ def read_json(path) -> dict:
     >>> read_json(path)
     Traceback (most recent call last):
     ...
-    ValueError: ...config.json is not valid JSON (line 1, column ...): ...
+    speechbrain_wsm.errors.UserValueError: ...config.json is not valid JSON (line 1, column ...): ...
     """
     path = Path(path)
     try:
@@ -146,19 +125,21 @@ def read_json(path) -> dict:
             if isinstance(e, json.JSONDecodeError)
             else str(e)
         )
-        raise ValueError(
+        raise UserValueError(
             f"{path} is not valid JSON ({where}): the model folder is damaged "
             "(an interrupted copy or download?); copy it again, or save the "
             "model again with save_pretrained"
         ) from None
     if not isinstance(value, dict):
-        raise ValueError(f"{path} must hold a JSON object, not {type(value).__name__}")
+        raise UserValueError(
+            f"{path} must hold a JSON object, not {type(value).__name__}"
+        )
     return value
 
 
 def _check_speech_config(config, folder) -> None:
     if not hasattr(config, "conv_stride"):
-        raise ValueError(
+        raise UserValueError(
             f"ssl_source '{folder}' is a {config.model_type!r} model; expected a "
             "speech encoder with a convolutional front end (wav2vec2, hubert, "
             "wavlm, data2vec-audio)"

@@ -9,23 +9,76 @@ from pathlib import Path
 
 from torch import nn
 
+from speechbrain_wsm.errors import UserFileNotFoundError
 from speechbrain_wsm.models.upstream.encoder import SSLUpstream
 from speechbrain_wsm.models.upstream.hf import hf_input_options, load_hf_model
 from speechbrain_wsm.models.wav2vec2 import find_checkpoint, load_pretrained_encoder
 
-__all__ = ["load_ssl_model", "load_upstream", "source_fingerprint", "source_kind"]
+__all__ = [
+    "load_ssl_model",
+    "load_upstream",
+    "resolve_source",
+    "source_fingerprint",
+    "source_kind",
+]
 
 logger = logging.getLogger(__name__)
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".ckpt", ".pth")
 
+#: Where a recipe's run folder exports its encoder: LASER's ``<run>/model``
+#: (a Hugging Face or pretraining-layout folder), selective fine-tuning's
+#: ``<run>/finetuned`` (:func:`~speechbrain_wsm.models.finetuning.save_finetuned`).
+EXPORT_FOLDERS = ("model", "finetuned")
+
+
+def _has_pretraining_checkpoint(folder: Path) -> bool:
+    return any((folder / "save").glob("CKPT+*/wav2vec2.ckpt"))
+
+
+def resolve_source(ssl_source) -> Path:
+    """The folder to load for ``ssl_source``: itself, or the encoder a run exported.
+
+    A recipe's run folder (``hyperparams.yaml`` but no pretraining checkpoint
+    ``save/CKPT+*/wav2vec2.ckpt``) stands for the encoder it exported:
+    LASER's ``<run>/model`` or selective fine-tuning's ``<run>/finetuned``.
+
+    Raises
+    ------
+    UserFileNotFoundError
+        A run folder that exported no encoder (yet): the message names the
+        folders looked for.
+    """
+    folder = Path(ssl_source)
+    if not (folder / "hyperparams.yaml").is_file() or _has_pretraining_checkpoint(
+        folder
+    ):
+        return folder
+    for name in EXPORT_FOLDERS:
+        sub = folder / name
+        if (
+            any((sub / f).is_file() for f in ("config.json", "hyperparams.yaml"))
+            or (sub / "finetuned.json").is_file()
+        ):
+            logger.info("ssl_source %s: the encoder its run exported, %s", folder, sub)
+            return sub
+    raise UserFileNotFoundError(
+        f"ssl_source '{ssl_source}' is a run folder without a pretraining "
+        "checkpoint (save/CKPT+*/wav2vec2.ckpt) and without an exported encoder: "
+        f"LASER writes {folder / 'model'} and selective fine-tuning "
+        f"{folder / 'finetuned'} when training ends; pass that folder once the "
+        "run has finished"
+    )
+
 
 def source_kind(ssl_source) -> str:
-    """``"project"`` (pretraining output folder) or ``"hf"`` (Hugging Face folder).
+    """``"project"``, ``"hf"`` or ``"finetuned"``: what kind of folder ``ssl_source`` is.
 
     A folder holding ``hyperparams.yaml`` is an output folder of this
     project's wav2vec 2.0 pretraining recipe (with ``save/CKPT+*``); one
-    holding ``config.json`` is a local Hugging Face model folder.
+    holding ``config.json`` is a local Hugging Face model folder; one holding
+    ``finetuned.json`` is selective fine-tuning's export (its encoder is
+    used). Pass a run folder through :func:`resolve_source` first.
 
     Raises
     ------
@@ -42,7 +95,7 @@ def source_kind(ssl_source) -> str:
     """
     folder = Path(ssl_source)
     if not folder.is_dir():
-        raise FileNotFoundError(
+        raise UserFileNotFoundError(
             f"ssl_source '{ssl_source}' is not a folder: give a pretraining output "
             "folder (with hyperparams.yaml and save/CKPT+*) or a local Hugging "
             "Face model folder (with config.json); hub names are not supported"
@@ -51,7 +104,9 @@ def source_kind(ssl_source) -> str:
         return "project"
     if (folder / "config.json").is_file():
         return "hf"
-    raise FileNotFoundError(
+    if (folder / "finetuned.json").is_file():
+        return "finetuned"
+    raise UserFileNotFoundError(
         f"ssl_source '{ssl_source}' is neither a Hugging Face model folder nor a "
         "wav2vec 2.0 pretraining output folder of this project: it holds neither "
         "hyperparams.yaml (pretraining output, with save/CKPT+*) nor config.json "
@@ -71,7 +126,14 @@ def source_fingerprint(ssl_source, checkpoint=None) -> dict:
     weight files (the chosen checkpoint of a pretraining folder; a Hugging
     Face folder's weights and a hash of its ``config.json``).
     """
-    folder = Path(ssl_source)
+    folder = resolve_source(ssl_source)
+    if source_kind(folder) == "finetuned":
+        weights = folder / "model.ckpt"
+        return {
+            "kind": "finetuned",
+            "source": str(folder.resolve()),
+            "stamp": _file_stamp(weights),
+        }
     if source_kind(folder) == "project":
         weights = Path(find_checkpoint(folder, checkpoint))
         return {
@@ -112,11 +174,22 @@ def load_ssl_model(
         The Hugging Face base model (``Wav2Vec2Model`` ...), or this project's
         :class:`~speechbrain_wsm.models.wav2vec2.Wav2Vec2Encoder`.
     """
-    if source_kind(ssl_source) == "hf":
+    ssl_source = resolve_source(ssl_source)
+    kind = source_kind(ssl_source)
+    if kind == "hf":
         return load_hf_model(ssl_source, hf_config_overrides)
+    if kind == "finetuned":
+        return _finetuned_encoder(ssl_source).model
     if hf_config_overrides:
         logger.info("hf_config_overrides apply to Hugging Face models only")
     return load_pretrained_encoder(ssl_source, checkpoint)
+
+
+def _finetuned_encoder(folder: Path):
+    """The fine-tuned encoder (an :class:`SSLUpstream`) of a ``save_finetuned`` folder."""
+    from speechbrain_wsm.models.finetuning import load_finetuned
+
+    return load_finetuned(folder).encoder
 
 
 def load_upstream(
@@ -141,7 +214,10 @@ def load_upstream(
         An output folder of this project's pretraining recipe (the resolved
         ``hyperparams.yaml`` and ``save/CKPT+*``), or a local Hugging Face
         wav2vec 2.0 / HuBERT / WavLM folder (``config.json`` and weights, as
-        ``save_pretrained`` writes them).
+        ``save_pretrained`` writes them), or the run folder of a recipe that
+        exports an encoder (LASER: ``<run>/model``; selective fine-tuning:
+        ``<run>/finetuned``, whose fine-tuned encoder is used), see
+        :func:`resolve_source`.
     frozen : bool
         Frozen (constant, eval mode, no autograd) or trainable (train mode).
     checkpoint : str, optional
@@ -174,9 +250,17 @@ def load_upstream(
     >>> upstream = load_upstream("results/wav2vec2_wsm_w32/1986", frozen=True)  # doctest: +SKIP
     >>> hidden_states, frame_lengths = upstream(wavs, samples)  # doctest: +SKIP
     """
-    folder = Path(ssl_source)
+    folder = resolve_source(ssl_source)
     kind = source_kind(folder)
-    if kind == "hf":
+    if kind == "finetuned":  # the encoder of selective fine-tuning's export
+        encoder = _finetuned_encoder(folder)
+        normalize_wav = (
+            encoder.normalize_wav if normalize_wav is None else normalize_wav
+        )
+        attention_mask = (
+            encoder.attention_mask if attention_mask is None else attention_mask
+        )
+    elif kind == "hf":
         defaults = hf_input_options(folder)
         normalize_wav = defaults[0] if normalize_wav is None else normalize_wav
         attention_mask = defaults[1] if attention_mask is None else attention_mask

@@ -12,6 +12,7 @@ import ruamel.yaml
 import torch
 from hyperpyyaml import load_hyperpyyaml
 
+from speechbrain_wsm.errors import UserFileNotFoundError
 from speechbrain_wsm.models.wav2vec2.model import Wav2Vec2Encoder, Wav2Vec2Pretrainer
 
 logger = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ def find_checkpoint(folder, checkpoint=None, key: str = "wav2vec2") -> Path:
         path = Path(checkpoint)
         path = path / f"{key}.ckpt" if path.is_dir() else path
         if not path.is_file():
-            raise FileNotFoundError(f"no checkpoint file {path}")
+            raise UserFileNotFoundError(f"no checkpoint file {path}")
         return path
     save = Path(folder) / "save"
     found = None
@@ -63,7 +64,7 @@ def find_checkpoint(folder, checkpoint=None, key: str = "wav2vec2") -> Path:
 
         found = newest_complete_checkpoint(save, lambda c: key in c.paramfiles)
     if found is None:
-        raise FileNotFoundError(
+        raise UserFileNotFoundError(
             f"no checkpoint with {key}.ckpt under {save}: has the recipe run "
             "(and saved at an epoch end or at --ckpt_interval_minutes)?"
         )
@@ -93,7 +94,7 @@ def load_pretrained_model(
     folder = Path(folder)
     hparams_path = folder / hparams_file
     if not hparams_path.is_file():
-        raise FileNotFoundError(
+        raise UserFileNotFoundError(
             f"{hparams_path} not found: pass the recipe's output folder "
             "(results/wav2vec2_<mixer>/<seed>)"
         )

@@ -5,7 +5,7 @@
 
     python train.py hparams/conformer_wsm.yaml --data_folder=/data/LibriSpeech
     python train.py hparams/conformer_mhsa.yaml --data_folder=/data/LibriSpeech \\
-        --librilight_folder=/data/librispeech_finetuning --train_set=1h
+        --librilight_folder=/data/librispeech_finetuning --train_splits=[1h]
     torchrun --nproc_per_node=8 train.py hparams/conformer_sm.yaml ...
 
 The YAML builds ``asr_model``

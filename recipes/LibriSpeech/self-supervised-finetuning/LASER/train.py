@@ -19,6 +19,7 @@ selective fine-tuning). Restarting the same command resumes from the last
 checkpoint. See README.md.
 """
 
+import logging
 import random
 import sys
 from pathlib import Path
@@ -36,7 +37,10 @@ from speechbrain_wsm.recipe import (
     load_hparams,
     manifest_dataset,
     prepare_librispeech_manifests,
+    set_schedule_length,
 )
+
+logger = logging.getLogger(__name__)
 
 
 class LASERBrain(RecipeBrain):
@@ -65,6 +69,11 @@ class LASERBrain(RecipeBrain):
     def compute_objectives(self, outputs, batch, stage):
         self.last = {k: float(v) for k, v in outputs.items()}
         return outputs["loss"]
+
+    def on_fit_start(self):
+        super().on_fit_start()
+        # the schedule spans the steps this run will take (logged)
+        set_schedule_length(self, self.hparams.lr_warmup_decay)
 
     def on_fit_batch_start(self, batch, should_step):
         if should_step:  # the learning rate of this update
@@ -106,14 +115,36 @@ def perturbed_pipeline(perturb):
     return pipeline
 
 
+#: Seconds of the shortest perturbed view every upstream takes (a HuBERT
+#: front end needs 400 samples, the project's fbank front end more than 800).
+SHORTEST_VIEW = 0.3
+
+
+def shortest_clip(hparams) -> float:
+    """``min_duration``, raised so that the fastest view still lasts ``SHORTEST_VIEW`` s."""
+    floor = SHORTEST_VIEW * max(hparams["perturbation"].speed_factors)
+    if hparams["min_duration"] < floor:
+        logger.info(
+            "min_duration %.2f s raised to %.2f s: a shorter clip sped up by %g "
+            "is too short for the model",
+            hparams["min_duration"],
+            floor,
+            max(hparams["perturbation"].speed_factors),
+        )
+        return floor
+    return hparams["min_duration"]
+
+
 def main(argv):
     hparams, run_opts, hparams_file, overrides = load_hparams(argv)
     sb.create_experiment_directory(hparams["output_folder"], hparams_file, overrides)
     prepare_librispeech_manifests(hparams)
+    # too short and too long clips are left out here and counted (log, run
+    # summary), not found mid-epoch by the model
     train = manifest_dataset(
         hparams["train_csv"],
         hparams["data_folder"],
-        hparams["min_duration"],
+        shortest_clip(hparams),
         hparams["max_duration"],
     )
     add_audio_pipeline([train], output_keys=("id", "sig"))

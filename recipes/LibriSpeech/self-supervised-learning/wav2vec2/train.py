@@ -24,6 +24,7 @@ from speechbrain_wsm.recipe import (
     load_hparams,
     manifest_dataset,
     prepare_librispeech_manifests,
+    set_schedule_length,
 )
 
 
@@ -35,6 +36,12 @@ class W2V2Brain(RobustBrain):
     def model(self):
         """The pretrainer, unwrapped from DDP."""
         return getattr(self.modules.wav2vec2, "module", self.modules.wav2vec2)
+
+    def on_fit_start(self):
+        super().on_fit_start()
+        # the schedule spans the steps this run will take (--number_of_epochs
+        # or --optimizer_step_limit, whichever stops it first)
+        set_schedule_length(self, self.hparams.lr_scheduler)
 
     def compute_forward(self, batch, stage):
         wavs, wav_lens, mask = (t.to(self.device) for t in batch)
@@ -96,8 +103,10 @@ class W2V2Brain(RobustBrain):
             )
 
 
-def main():
-    hparams, run_opts, hparams_file, overrides = load_hparams(sys.argv[1:])
+def main(argv=None):
+    hparams, run_opts, hparams_file, overrides = load_hparams(
+        sys.argv[1:] if argv is None else argv
+    )
     sb.create_experiment_directory(hparams["output_folder"], hparams_file, overrides)
     manifests = prepare_librispeech_manifests(hparams)
 

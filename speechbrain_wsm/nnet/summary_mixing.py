@@ -323,6 +323,15 @@ class SummaryMixing(nn.Module):
         of the projections (``python -m speechbrain_wsm.bench.layers
         --recompute wsm_w32`` measures both: for one WSM layer at 120 s on CPU,
         25 % less peak memory for 17 % more time). Same outputs and gradients.
+    lean : bool
+        In training (gradients on), run the layer as one autograd function
+        with a hand-written backward (:mod:`speechbrain_wsm.nnet.lean_mixing`)
+        that keeps the layer input, the projections' hidden pre-activations
+        and the combiner's pre-activation, and recomputes the rest (activations,
+        last block-diagonal projection layer, LayerNorms, means, window sums):
+        four ``[frame, d_model]`` tensors per frame instead of ten (SM) or
+        twelve (WSM), fewer than PyTorch's SDPA attention block keeps. Same
+        outputs and gradients. Default on; ``recompute=True`` takes precedence.
 
     Example
     -------
@@ -352,9 +361,10 @@ class SummaryMixing(nn.Module):
         layernorm: bool = True,
         causal: bool = False,
         recompute: bool = False,
+        lean: bool = True,
     ):
         super().__init__()
-        self.recompute = recompute
+        self.recompute, self.lean = recompute, lean
         if mode not in MODES:
             raise ValueError(
                 f"unknown SummaryMixing mode {mode!r}; choose from {MODES}"
@@ -471,6 +481,10 @@ class SummaryMixing(nn.Module):
             raise ValueError(
                 f"expected feature size {self.d_model}, got {tuple(x.shape)}"
             )
+        if self.lean and not self.recompute and torch.is_grad_enabled():
+            y = lean_forward(self, x, valid)
+            if y is not None:
+                return y
         local, summ = self._branches(x)
         u, n = _masked_fp32(summ, valid)
         return self._combine(local, self._summaries(u, n), x.dtype, x.shape[1])
@@ -603,3 +617,6 @@ class WindowedSummaryMixing(SummaryMixing):
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, window_size={self.window_size}"
+
+
+from speechbrain_wsm.nnet.lean_mixing import lean_forward  # noqa: E402 (cycle)

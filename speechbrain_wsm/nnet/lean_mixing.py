@@ -158,13 +158,12 @@ def _counts(spec, n, T: int, device, dtype=torch.float32):
 
 def _summaries(spec, u, counts):
     """Window mean (WSM) and global / running mean of ``u`` (fp32, padding zeroed)."""
-    T = u.shape[1]
     out = []
     if spec.window is not None:
         left, right = spec.window
         out.append(_sm._box_sums(u, left, right) / counts[0])
     if spec.causal:
-        out.append(_sm._box_sums(u, T, 0) / counts[1])
+        out.append(_sm._box_sums(u, None, 0) / counts[1])
     else:
         out.append(u.sum(1, keepdim=True) / counts[1])
     return out
@@ -178,7 +177,7 @@ def _summaries_backward(spec, grads, counts, T: int):
         g_u = _sm._box_sums(grads[0] / counts[0], right, left)
     g = grads[-1] / counts[1]
     if spec.causal:
-        g = _sm._box_sums(g, 0, T)
+        g = _sm._box_sums(g, 0, None)
     return g if g_u is None else g_u + g  # [B, 1, S] broadcasts over frames
 
 

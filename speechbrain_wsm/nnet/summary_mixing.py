@@ -217,7 +217,7 @@ def _cumsum_frames(u: torch.Tensor) -> torch.Tensor:
     K = _SCAN_BLOCK
     if u.is_cuda:
         return u.transpose(1, 2).cumsum(-1).transpose(1, 2).contiguous()
-    if T < 2 * K:
+    if torch.compiler.is_compiling() or T < 2 * K:  # compiled: the compiler's scan
         return u.cumsum(1)
     pad = (-T) % K
     blocks = F.pad(u, (0, 0, 0, pad)).view(B, -1, K, S)
@@ -227,21 +227,34 @@ def _cumsum_frames(u: torch.Tensor) -> torch.Tensor:
     return out.view(B, -1, S)[:, :T]
 
 
-def _box_sums(u: torch.Tensor, left: int, right: int) -> torch.Tensor:
+def _frame_cumsum(u: torch.Tensor, before: int = 0, after: int = 0) -> torch.Tensor:
+    """Cumulative sum along frames of ``u`` ``[B, T, ...]`` with ``before`` and
+    ``after`` zero frames added at the ends."""
+    if before or after:
+        u = F.pad(u, (0, 0) * (u.dim() - 2) + (before, after))
+    return _cumsum_frames(u) if u.dim() == 3 else u.cumsum(1)
+
+
+def _box_sums(u: torch.Tensor, left: int | None, right: int | None) -> torch.Tensor:
     """Sums of ``u`` over frames ``[t - left, t + right]`` clipped to the sequence.
 
-    One cumulative sum, then each window is the difference of two of its
-    entries, written by slices into one output tensor (no gather).
+    ``None`` is an unbounded side (``left=None``: running sums from the first
+    frame; ``right=None``: to the last). One cumulative sum of ``u`` with
+    ``left + 1`` zero frames before and ``right`` after, so that every window,
+    clipped or not, is the difference of two of its entries at fixed offsets:
+    no branch or slice depends on the number of frames, and a compiled graph
+    serves every length.
     """
     T = u.shape[1]
-    c = _cumsum_frames(u) if u.dim() == 3 else u.cumsum(1)  # c[:, t]: frames <= t
-    out = torch.empty_like(c)
-    r = min(right, T - 1)
-    out[:, : T - r] = c[:, r:]  # window end: t + right ...
-    out[:, T - r :] = c[:, T - 1 :]  # ... or the last frame
-    if left + 1 < T:
-        out[:, left + 1 :] -= c[:, : T - left - 1]  # minus frames < t - left
-    return out
+    if left is None:
+        if right is None:
+            return _frame_cumsum(u)[:, T - 1 :].expand_as(u)
+        return _frame_cumsum(u, 0, right)[:, right:]
+    if right is None:
+        c = _frame_cumsum(u, left + 1)  # c[:, t + left + 1]: frames <= t
+        return c[:, c.shape[1] - 1 :] - c[:, :T]
+    c = _frame_cumsum(u, left + 1, right)
+    return c[:, left + 1 + right :] - c[:, :T]
 
 
 class _WindowSum(torch.autograd.Function):
@@ -436,7 +449,7 @@ class SummaryMixing(nn.Module):
                 count = torch.arange(1, T + 1, device=u.device, dtype=u.dtype)[:, None]
             else:
                 count = n.cumsum(1).clamp(min=1.0).unsqueeze(-1)
-            return [_WindowSum.apply(u, T, 0) / count]  # running sums
+            return [_WindowSum.apply(u, None, 0) / count]  # running sums
         count = T if n is None else n.sum(1).clamp(min=1.0)[:, None, None]
         return [u.sum(1, keepdim=True) / count]
 

@@ -237,8 +237,8 @@ def load_hparams(argv: Sequence[str] | None = None):
     if _compile_wanted(compile_choice, device):
         compiled = compile_encoders(hparams)
         logger.info(
-            "%s: %d MixerEncoder(s) compiled with torch.compile(fullgraph=True, "
-            "dynamic=True) (--%s=False turns it off)",
+            "%s: the layers of %d MixerEncoder(s) compiled with torch.compile("
+            "fullgraph=True, dynamic=True) (--%s=False turns it off)",
             COMPILE_KEY,
             compiled,
             COMPILE_KEY,
@@ -277,14 +277,13 @@ def _compile_wanted(choice, device: str) -> bool:
 
 
 def compile_encoders(hparams: dict) -> int:
-    """Compile, in place, every ``MixerEncoder`` among the recipe's modules.
+    """Compile, in place, the layers of every ``MixerEncoder`` among the modules.
 
-    ``torch.compile(fullgraph=True, dynamic=True)`` through
-    :meth:`torch.nn.Module.compile`: parameter names, checkpoints and DDP
-    wrapping are unchanged, and one compilation serves every length of a
-    bucketed run. An encoder with layer drop (a random number of layers per
-    step) is compiled without ``fullgraph``. Streaming encoders, whose state
-    changes between chunks, stay eager.
+    :meth:`~speechbrain_wsm.nnet.encoders.MixerEncoder.compile_layers`:
+    ``torch.compile(fullgraph=True, dynamic=True)`` per layer, one graph for
+    every layer, length and batch size; parameter names, checkpoints and DDP
+    wrapping are unchanged. Streaming encoders, whose state changes between
+    chunks, stay eager.
 
     Arguments
     ---------
@@ -308,7 +307,7 @@ def compile_encoders(hparams: dict) -> int:
         for sub in root.modules():
             if type(sub) is MixerEncoder and id(sub) not in done:
                 done.add(id(sub))
-                sub.compile(fullgraph=not sub.layerdrop > 0, dynamic=True)
+                sub.compile_layers()
     return len(done)
 
 

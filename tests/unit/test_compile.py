@@ -99,7 +99,7 @@ def test_compile_encoder_option_needs_no_yaml_key(tmp_path, option, compiled):
         argv.append(f"--compile_encoder={option}")
     hparams = load_hparams(argv)[0]
     enc = hparams["modules"]["encoder"]
-    assert (enc._compiled_call_impl is not None) is compiled
+    assert (enc.layers[0]._compiled_call_impl is not None) is compiled
     assert list(dict(enc.named_parameters())) == list(
         dict(hparams["enc"].named_parameters())
     )  # compiled in place: the same names, the same checkpoints

@@ -191,7 +191,7 @@ def _fill_row(
     row = _row(device, size, mixer, seconds, "fill", fill, args, res)
     t = res.get("time_s")
     row["bytes_per_utterance"] = None if per is None else int(per)
-    row["step_tflop"] = round(flops1 * (fill or 0) / 1e12, 3)
+    row["step_flop"] = int(flops1 * (fill or 0))
     row["audio_s_per_s"] = None if not t else round(fill * seconds / t, 1)
     row["mfu"] = None if not t else round(flops1 * fill / t / rate, 4)
     row["matmul_tflops"] = round(rate / 1e12, 1)

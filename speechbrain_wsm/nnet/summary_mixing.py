@@ -198,8 +198,9 @@ def _prefix(x: torch.Tensor) -> torch.Tensor:
 _SCAN_BLOCK = 16
 
 
-def _cumsum_frames(u: torch.Tensor) -> torch.Tensor:
-    """Cumulative sum of ``u`` ``[B, T, S]`` along frames.
+def _cumsum_frames(u: torch.Tensor, before: int = 0, after: int = 0) -> torch.Tensor:
+    """Cumulative sum of ``u`` ``[B, T, S]`` along frames, with ``before`` and
+    ``after`` zero frames added at the ends (one padded copy at most).
 
     On CPU ``torch.cumsum`` over a non-innermost dimension runs a slow strided
     loop (about 50 times an elementwise add); here prefix sums inside blocks of
@@ -215,24 +216,29 @@ def _cumsum_frames(u: torch.Tensor) -> torch.Tensor:
     """
     B, T, S = u.shape
     K = _SCAN_BLOCK
-    if u.is_cuda:
-        return u.transpose(1, 2).cumsum(-1).transpose(1, 2).contiguous()
-    if torch.compiler.is_compiling() or T < 2 * K:  # compiled: the compiler's scan
+    n = T + before + after
+    if u.is_cuda or torch.compiler.is_compiling() or n < 2 * K:
+        # compiled graphs use the compiler's scan (and no branch on T)
+        if before or after:
+            u = F.pad(u, (0, 0, before, after))
+        if u.is_cuda:
+            return u.transpose(1, 2).cumsum(-1).transpose(1, 2).contiguous()
         return u.cumsum(1)
-    pad = (-T) % K
-    blocks = F.pad(u, (0, 0, 0, pad)).view(B, -1, K, S)
+    blocks = F.pad(u, (0, 0, before, after + (-n) % K)).view(B, -1, K, S)
     tri = torch.ones(K, K, dtype=u.dtype, device=u.device).tril()
     out = torch.matmul(tri, blocks)  # prefix sums inside each block
     out[:, 1:] += out[:, :-1, -1].cumsum(1).unsqueeze(2)  # plus earlier blocks
-    return out.view(B, -1, S)[:, :T]
+    return out.view(B, -1, S)[:, :n]
 
 
 def _frame_cumsum(u: torch.Tensor, before: int = 0, after: int = 0) -> torch.Tensor:
     """Cumulative sum along frames of ``u`` ``[B, T, ...]`` with ``before`` and
     ``after`` zero frames added at the ends."""
+    if u.dim() == 3:
+        return _cumsum_frames(u, before, after)
     if before or after:
-        u = F.pad(u, (0, 0) * (u.dim() - 2) + (before, after))
-    return _cumsum_frames(u) if u.dim() == 3 else u.cumsum(1)
+        u = F.pad(u, (before, after))
+    return u.cumsum(1)
 
 
 def _box_sums(u: torch.Tensor, left: int | None, right: int | None) -> torch.Tensor:

@@ -367,8 +367,12 @@ def _backward(ctx, gy):
     local, s = _local_and_summary(spec, local_z, summary_z)
     n = None if valid is None else valid.float()
     counts = _counts(spec, n, T, xd.device)
-    if spec.window is not None or spec.causal:
+    if spec.causal:
         summaries = _summaries(spec, _masked(s, valid)[0], counts)
+    elif spec.window is not None:  # the window again; the global summary is kept
+        left, right = spec.window
+        u = _masked(s, valid)[0]
+        summaries = [_sm._box_sums(u, left, right) / counts[0], glob]
     else:
         summaries = [glob]
     parts = ([] if local is None else [local]) + summaries

@@ -2,6 +2,9 @@
 # The project's GPU measurements in one script: every benchmark on CUDA, then
 # real recipe runs, with their logs and result files packed for the caller.
 #
+#   bash scripts/gpu_check.sh efficiency [OUT] # issue 22: fill batches, MFU, batch-16 layer,
+#                                               # profile, all compiled (one 8-min call)
+#   DRY=1 bash scripts/gpu_check.sh efficiency [OUT]  # the same steps, tiny, on CPU
 #   bash scripts/gpu_check.sh bench    [OUT]  # the benchmarks (about 5 min on an H200)
 #   bash scripts/gpu_check.sh recipes  [OUT]  # recipe runs on a corpus in LibriSpeech layout
 #   bash scripts/gpu_check.sh learn    [OUT]  # from scratch at the demo's size, long enough to learn
@@ -63,6 +66,38 @@ bench() {
         --recompute wsm_w32 --no-plot --out "$OUT/layers_compiled"
 }
 
+efficiency() {
+    # Issue 22 (items 3, 4): bf16, every mixer's encoder layers compiled with
+    # torch.compile(fullgraph=True, dynamic=True) on both sides (compilation
+    # included in the limits: about 20-40 s per mixer on an H200 host).
+    # DRY=1 runs the same commands tiny on CPU (--quick, not compiled: the
+    # unit tests cover compilation) to check the script.
+    local b="$PY -m speechbrain_wsm.bench" dev=(--device cuda) quick=() win=32
+    local layer=(--d-model 768 --nhead 12 --batch 16) comp=(--compile)
+    local twins=(--compile sdpa sm wsm_w32)
+    if [ -n "${DRY:-}" ]; then  # CPU compilation in forked children takes minutes
+        dev=(--device cpu) quick=(--quick) win=4 layer=(--nhead 4) comp=() twins=()
+    else
+        nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv
+    fi
+    $PY -c "import torch, speechbrain, speechbrain_wsm; print(torch.__version__, torch.version.cuda, torch.cuda.is_available() and torch.cuda.get_device_name())"
+    # BASE pretraining at 16 s and 40 s: the largest batch within 80 GB for
+    # mhsa, sm and wsm (estimated from two small batches, verified once), its
+    # audio-s/s and MFU; every mixer at the largest batch all four fit
+    step pretrain_fill 250 $b.pretrain "${dev[@]}" "${quick[@]}" --check "${comp[@]}" \
+        --fill --memory-gb 80 --mixers mhsa relpos_mhsa sm wsm --fill-mixers mhsa sm wsm \
+        --lengths 16 40 --rounds 2 --budget 15 --out "$OUT/pretrain_fill"
+    # one layer, d_model 768, 12 heads, batch 16, 60 s: SM / WSM against flash
+    # SDPA, each eager and compiled
+    step layers_b16 110 $b.layers "${dev[@]}" "${quick[@]}" --check "${layer[@]}" \
+        --lengths 60 --windows $win "${twins[@]}" \
+        --rounds 3 --budget 10 --no-plot --out "$OUT/layers_b16"
+    # where one BASE step's time goes (SM, compiled, 8 x 16 s)
+    step profile 60 $b.pretrain "${dev[@]}" "${quick[@]}" "${comp[@]}" --profile sm \
+        --lengths 16 --profile-batch 8 --out "$OUT/profile"
+    grep -h "| yes |\|| NO |" "$OUT"/pretrain_fill.log "$OUT"/layers_b16.log 2>/dev/null
+}
+
 DATA=${GPU_DATA:-$ROOT/.gpu_data/LibriSpeech}
 SPLITS=(--dev_splits=[dev-synth] --test_splits=[dev-synth] --device=cuda)
 
@@ -115,11 +150,12 @@ learn() {
 }
 
 case $phase in
+efficiency) efficiency ;;
 bench) bench ;;
 recipes) recipes ;;
 learn) learn ;;
 all) bench && recipes ;;
-*) echo "usage: $0 bench|recipes|learn|all [OUT]" && exit 2 ;;
+*) echo "usage: $0 efficiency|bench|recipes|learn|all [OUT]" && exit 2 ;;
 esac
 # checkpoints stay behind: the archive holds logs, tables, plots and scores
 tar czf "/tmp/gpu_$phase.tgz" -C "$OUT" --exclude='save' --exclude='*.ckpt' \

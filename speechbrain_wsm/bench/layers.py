@@ -235,6 +235,14 @@ def check_targets(rows, windows) -> list[dict]:
                     need,
                     True,
                 )
+            # issue 22: compiled on both sides, at the run's batch
+            for m in ["sm", *wsm]:
+                for key, limit, what in (("time_ms", 0.5, "time"),
+                                         ("peak_mib", 1.0, "peak memory")):  # fmt: skip
+                    value = ratio(device, f"{m}_compiled", "sdpa_compiled", 60, key=key)
+                    if value is not None:
+                        add(device, f"{m} / sdpa {what} at 60 s, both compiled "
+                            f"<= {limit}", [value], max, limit)  # fmt: skip
     return out
 
 

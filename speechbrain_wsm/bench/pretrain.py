@@ -100,23 +100,39 @@ def build_model(size: str, mixer: str, window_size: int) -> Wav2Vec2Pretrainer:
     )
 
 
+def compile_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The fused path: every ``MixerEncoder`` layer compiled in place
+    (``fullgraph=True, dynamic=True``), for every mixer alike."""
+    for sub in model.modules():
+        if isinstance(sub, MixerEncoder):
+            sub.compile_layers()
+    return model
+
+
 class PretrainStep:
     """Build a model, optimiser and masked batch; calling it returns ``step()``."""
 
-    def __init__(self, size, mixer, window_size, seconds, batch, dtype):
-        self.args = (size, mixer, window_size, seconds, batch, dtype)
+    def __init__(self, size, mixer, window_size, seconds, batch, dtype, compiled=False):
+        self.args = (size, mixer, window_size, seconds, batch, dtype, compiled)
 
-    def __call__(self, device: str):
-        size, mixer, window_size, seconds, batch, dtype = self.args
+    def build(self, device: str):
+        """The model (compiled or not) and the masked batch."""
+        size, mixer, window_size, seconds, batch, dtype, compiled = self.args
         torch.manual_seed(0)
         np.random.seed(0)
         model = build_model(size, mixer, window_size).to(device).train()
-        loss_fn = Wav2Vec2Loss(num_negatives=100)
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05)
+        if compiled:
+            compile_model(model)
         n = int(seconds * SAMPLE_RATE)
         items = [{"id": str(i), "sig": 0.1 * torch.randn(n)} for i in range(batch)]
         wavs, lens, mask = SpanMaskCollate(model.output_lengths, 0.65, 10)(items)
-        wavs, lens, mask = wavs.to(device), lens.to(device), mask.to(device)
+        return model, (wavs.to(device), lens.to(device), mask.to(device))
+
+    def __call__(self, device: str):
+        dtype = self.args[5]
+        model, (wavs, lens, mask) = self.build(device)
+        loss_fn = Wav2Vec2Loss(num_negatives=100)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05)
         amp = autocast(device, dtype)
 
         def step():
@@ -157,7 +173,9 @@ def run(args) -> list[dict]:
         params = _params(size, args.window_size, args.mixers)
         for seconds in args.lengths:
             makers = {
-                m: PretrainStep(size, m, args.window_size, seconds, batch, dtype)
+                m: PretrainStep(
+                    size, m, args.window_size, seconds, batch, dtype, args.compile
+                )
                 for m in args.mixers
             }
             columns = {
@@ -240,11 +258,79 @@ def parse_args(argv=None):
     p.add_argument(
         "--mixers", nargs="+", choices=MIXERS, default=list(MIXERS), metavar="M"
     )
-    return p.parse_args(argv)
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="every mixer's encoder layers through torch.compile(fullgraph=True, "
+        "dynamic=True)",
+    )
+    p.add_argument(
+        "--fill",
+        action="store_true",
+        help="largest batch per length within --memory-gb, its throughput and MFU, "
+        "and every mixer at the largest batch that all fit (pretrain_fill)",
+    )
+    p.add_argument("--memory-gb", type=float, default=80.0)
+    p.add_argument("--max-batch", type=int, default=512)
+    p.add_argument(
+        "--probe-batches",
+        type=int,
+        nargs=2,
+        default=[2, 4],
+        help="the two batches whose peaks give the bytes per utterance",
+    )
+    p.add_argument(
+        "--fill-mixers",
+        nargs="+",
+        choices=MIXERS,
+        default=["mhsa", "sm", "wsm"],
+        metavar="M",
+        help="mixers timed at their own fill batch",
+    )
+    p.add_argument(
+        "--profile",
+        choices=MIXERS,
+        default=None,
+        metavar="M",
+        help="print and save a profiler table of one step of this mixer",
+    )
+    p.add_argument("--profile-batch", type=int, default=8)
+    p.add_argument("--profile-rows", type=int, default=30)
+    args = p.parse_args(argv)
+    if args.quick:
+        args.probe_batches, args.max_batch, args.profile_batch = [1, 2], 4, 2
+        args.memory_gb = min(args.memory_gb, 4.0)
+    return args
+
+
+def fill_main(args) -> int:
+    """``--fill`` / ``--profile``: see :mod:`speechbrain_wsm.bench.pretrain_fill`."""
+    from speechbrain_wsm.bench import pretrain_fill as fill
+
+    rows, code = [], 0
+
+    def settings(device):
+        size, _ = size_and_batch(args, device)
+        return f"{size} size, compiled={args.compile}, WSM window {args.window_size}"
+
+    for device, dtype in step_devices(args, settings):
+        size, _ = size_and_batch(args, device)
+        if args.profile:
+            fill.profile_step(PretrainStep, args, device, dtype, size, args.out)
+        if args.fill:
+            rows += fill.run_fill(PretrainStep, args, device, dtype, size)
+    if rows:
+        meta = {"window_size": args.window_size, "memory_gb": args.memory_gb,
+                "compiled": args.compile}  # fmt: skip
+        code = report(rows, fill.fill_targets(rows), args.out, "pretrain_fill",
+                      fill.fill_markdown, meta, args.check)  # fmt: skip
+    return code
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.fill or args.profile:
+        return fill_main(args)
     rows = run(args)
     meta = {"window_size": args.window_size}
     return report(

@@ -198,8 +198,9 @@ def _prefix(x: torch.Tensor) -> torch.Tensor:
 _SCAN_BLOCK = 16
 
 
-def _cumsum_frames(u: torch.Tensor) -> torch.Tensor:
-    """Cumulative sum of ``u`` ``[B, T, S]`` along frames.
+def _cumsum_frames(u: torch.Tensor, before: int = 0, after: int = 0) -> torch.Tensor:
+    """Cumulative sum of ``u`` ``[B, T, S]`` along frames, with ``before`` and
+    ``after`` zero frames added at the ends (one padded copy at most).
 
     On CPU ``torch.cumsum`` over a non-innermost dimension runs a slow strided
     loop (about 50 times an elementwise add); here prefix sums inside blocks of
@@ -215,33 +216,51 @@ def _cumsum_frames(u: torch.Tensor) -> torch.Tensor:
     """
     B, T, S = u.shape
     K = _SCAN_BLOCK
-    if u.is_cuda:
-        return u.transpose(1, 2).cumsum(-1).transpose(1, 2).contiguous()
-    if T < 2 * K:
+    n = T + before + after
+    if u.is_cuda or torch.compiler.is_compiling() or n < 2 * K:
+        # compiled graphs use the compiler's scan (and no branch on T)
+        if before or after:
+            u = F.pad(u, (0, 0, before, after))
+        if u.is_cuda:
+            return u.transpose(1, 2).cumsum(-1).transpose(1, 2).contiguous()
         return u.cumsum(1)
-    pad = (-T) % K
-    blocks = F.pad(u, (0, 0, 0, pad)).view(B, -1, K, S)
+    blocks = F.pad(u, (0, 0, before, after + (-n) % K)).view(B, -1, K, S)
     tri = torch.ones(K, K, dtype=u.dtype, device=u.device).tril()
     out = torch.matmul(tri, blocks)  # prefix sums inside each block
     out[:, 1:] += out[:, :-1, -1].cumsum(1).unsqueeze(2)  # plus earlier blocks
-    return out.view(B, -1, S)[:, :T]
+    return out.view(B, -1, S)[:, :n]
 
 
-def _box_sums(u: torch.Tensor, left: int, right: int) -> torch.Tensor:
+def _frame_cumsum(u: torch.Tensor, before: int = 0, after: int = 0) -> torch.Tensor:
+    """Cumulative sum along frames of ``u`` ``[B, T, ...]`` with ``before`` and
+    ``after`` zero frames added at the ends."""
+    if u.dim() == 3:
+        return _cumsum_frames(u, before, after)
+    if before or after:
+        u = F.pad(u, (before, after))
+    return u.cumsum(1)
+
+
+def _box_sums(u: torch.Tensor, left: int | None, right: int | None) -> torch.Tensor:
     """Sums of ``u`` over frames ``[t - left, t + right]`` clipped to the sequence.
 
-    One cumulative sum, then each window is the difference of two of its
-    entries, written by slices into one output tensor (no gather).
+    ``None`` is an unbounded side (``left=None``: running sums from the first
+    frame; ``right=None``: to the last). One cumulative sum of ``u`` with
+    ``left + 1`` zero frames before and ``right`` after, so that every window,
+    clipped or not, is the difference of two of its entries at fixed offsets:
+    no branch or slice depends on the number of frames, and a compiled graph
+    serves every length.
     """
     T = u.shape[1]
-    c = _cumsum_frames(u) if u.dim() == 3 else u.cumsum(1)  # c[:, t]: frames <= t
-    out = torch.empty_like(c)
-    r = min(right, T - 1)
-    out[:, : T - r] = c[:, r:]  # window end: t + right ...
-    out[:, T - r :] = c[:, T - 1 :]  # ... or the last frame
-    if left + 1 < T:
-        out[:, left + 1 :] -= c[:, : T - left - 1]  # minus frames < t - left
-    return out
+    if left is None:
+        if right is None:
+            return _frame_cumsum(u)[:, T - 1 :].expand_as(u)
+        return _frame_cumsum(u, 0, right)[:, right:]
+    if right is None:
+        c = _frame_cumsum(u, left + 1)  # c[:, t + left + 1]: frames <= t
+        return c[:, c.shape[1] - 1 :] - c[:, :T]
+    c = _frame_cumsum(u, left + 1, right)
+    return c[:, left + 1 + right :] - c[:, :T]
 
 
 class _WindowSum(torch.autograd.Function):
@@ -323,6 +342,15 @@ class SummaryMixing(nn.Module):
         of the projections (``python -m speechbrain_wsm.bench.layers
         --recompute wsm_w32`` measures both: for one WSM layer at 120 s on CPU,
         25 % less peak memory for 17 % more time). Same outputs and gradients.
+    lean : bool
+        In training (gradients on), run the layer as one autograd function
+        with a hand-written backward (:mod:`speechbrain_wsm.nnet.lean_mixing`)
+        that keeps the layer input, the projections' hidden pre-activations
+        and the combiner's pre-activation, and recomputes the rest (activations,
+        last block-diagonal projection layer, LayerNorms, means, window sums):
+        four ``[frame, d_model]`` tensors per frame instead of ten (SM) or
+        twelve (WSM), fewer than PyTorch's SDPA attention block keeps. Same
+        outputs and gradients. Default on; ``recompute=True`` takes precedence.
 
     Example
     -------
@@ -352,9 +380,10 @@ class SummaryMixing(nn.Module):
         layernorm: bool = True,
         causal: bool = False,
         recompute: bool = False,
+        lean: bool = True,
     ):
         super().__init__()
-        self.recompute = recompute
+        self.recompute, self.lean = recompute, lean
         if mode not in MODES:
             raise ValueError(
                 f"unknown SummaryMixing mode {mode!r}; choose from {MODES}"
@@ -426,7 +455,7 @@ class SummaryMixing(nn.Module):
                 count = torch.arange(1, T + 1, device=u.device, dtype=u.dtype)[:, None]
             else:
                 count = n.cumsum(1).clamp(min=1.0).unsqueeze(-1)
-            return [_WindowSum.apply(u, T, 0) / count]  # running sums
+            return [_WindowSum.apply(u, None, 0) / count]  # running sums
         count = T if n is None else n.sum(1).clamp(min=1.0)[:, None, None]
         return [u.sum(1, keepdim=True) / count]
 
@@ -471,6 +500,10 @@ class SummaryMixing(nn.Module):
             raise ValueError(
                 f"expected feature size {self.d_model}, got {tuple(x.shape)}"
             )
+        if self.lean and not self.recompute and torch.is_grad_enabled():
+            y = lean_forward(self, x, valid)
+            if y is not None:
+                return y
         local, summ = self._branches(x)
         u, n = _masked_fp32(summ, valid)
         return self._combine(local, self._summaries(u, n), x.dtype, x.shape[1])
@@ -603,3 +636,6 @@ class WindowedSummaryMixing(SummaryMixing):
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, window_size={self.window_size}"
+
+
+from speechbrain_wsm.nnet.lean_mixing import lean_forward  # noqa: E402 (cycle)

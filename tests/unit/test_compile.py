@@ -1,0 +1,114 @@
+"""The fused path (issue 22, item 1): SM / WSM layers and MixerEncoder under
+``torch.compile(fullgraph=True, dynamic=True)``, and the recipes' switch.
+
+Kept small: graph capture, breaks and recompilations are checked with the
+``aot_eager`` backend (dynamo and AOT autograd, the part that decides them,
+without generating C++); one small layer goes through Inductor itself.
+"""
+
+import textwrap
+
+import pytest
+import torch
+
+from speechbrain_wsm.nnet.encoders import MixerEncoder
+from speechbrain_wsm.nnet.registry import build_mixer
+
+D = 16
+
+
+def relative(a, b):
+    return ((a.float() - b.float()).norm() / b.float().norm().clamp(min=1e-12)).item()
+
+
+def run(model, x, mask, amp=False):
+    """Output and gradients (input, parameters) of ``(y * g).sum()``."""
+    x = x.clone().requires_grad_(True)
+    for p in model.parameters():
+        p.grad = None
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+        y = model(x, mask)
+    y = y[0] if isinstance(y, tuple) else y
+    g = torch.randn(y.shape, generator=torch.Generator().manual_seed(1))
+    (y.float() * g).sum().backward()
+    return [y.detach().float(), x.grad] + [p.grad.clone() for p in model.parameters()]
+
+
+def batches(lengths_list, T_list):
+    torch.manual_seed(2)
+    for lengths, T in zip(lengths_list, T_list, strict=True):
+        mask = torch.arange(T)[None, :] >= torch.tensor(lengths)[:, None]
+        yield torch.randn(len(lengths), T, D), mask
+
+
+@pytest.mark.parametrize("mixer,kw", [("sm", {}), ("wsm", {"window_size": 4}),
+                                      ("mhsa", {})])  # fmt: skip
+def test_encoder_compiles_to_one_graph_for_every_length(mixer, kw):
+    torch.manual_seed(0)
+    enc = MixerEncoder(
+        1, D, nhead=2, d_ffn=32, mixer=mixer, mixer_kwargs=kw, dropout=0.0
+    ).train()
+    torch._dynamo.reset()
+    compiled = torch.compile(enc, backend="aot_eager", fullgraph=True, dynamic=True)
+    shapes = ([[13, 9, 5], 13], [[20, 20], 20], [[40, 7, 33], 40])
+    for i, (x, mask) in enumerate(batches(*zip(*shapes, strict=True))):
+        eager = run(enc, x, mask)
+        # after the first batch, any recompilation (a new length, batch size
+        # or padding) is an error
+        with torch._dynamo.config.patch(error_on_recompile=i > 0):
+            fused = run(compiled, x, mask)
+        for a, b in zip(fused, eager, strict=True):
+            assert relative(a, b) < 1e-5
+
+
+@pytest.mark.parametrize("amp", [False, True])
+def test_lean_wsm_layer_through_inductor_equals_eager(amp):
+    torch.manual_seed(0)
+    layer = build_mixer("wsm", D, nhead=2, window_size=4).train()
+    compiled = torch.compile(layer, fullgraph=True, dynamic=True)
+    x, mask = next(batches([[12, 7]], [12]))
+    eager, fused = run(layer, x, mask, amp), run(compiled, x, mask, amp)
+    for a, b in zip(fused, eager, strict=True):
+        assert relative(a, b) < (1e-2 if amp else 1e-5)
+
+
+YAML = """\
+enc: !new:speechbrain_wsm.nnet.encoders.MixerEncoder
+    num_layers: 1
+    d_model: 8
+    nhead: 2
+    d_ffn: 16
+    mixer: wsm
+    mixer_kwargs: {window_size: 4}
+modules:
+    encoder: !ref <enc>
+"""
+
+
+@pytest.mark.parametrize(
+    "option,compiled",
+    [(None, False), ("True", True), ("False", False), ("auto", False)],
+)
+def test_compile_encoder_option_needs_no_yaml_key(tmp_path, option, compiled):
+    from speechbrain_wsm.recipe.experiment import load_hparams
+
+    path = tmp_path / "h.yaml"
+    path.write_text(textwrap.dedent(YAML))
+    argv = [str(path), "--device=cpu"]
+    if option is not None:
+        argv.append(f"--compile_encoder={option}")
+    hparams = load_hparams(argv)[0]
+    enc = hparams["modules"]["encoder"]
+    assert (enc.layers[0]._compiled_call_impl is not None) is compiled
+    assert list(dict(enc.named_parameters())) == list(
+        dict(hparams["enc"].named_parameters())
+    )  # compiled in place: the same names, the same checkpoints
+
+
+def test_compile_encoder_option_rejects_other_values(tmp_path):
+    from speechbrain_wsm.recipe.experiment import ConfigError, load_hparams
+
+    path = tmp_path / "h.yaml"
+    path.write_text(YAML)
+    with pytest.raises(ConfigError, match="compile_encoder"):
+        load_hparams([str(path), "--device=cpu", "--compile_encoder=maybe"])

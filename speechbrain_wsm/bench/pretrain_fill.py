@@ -80,8 +80,10 @@ def limit_memory(device: str, gb: float) -> float:
     """Cap this process's CUDA memory at ``gb``; the cap in bytes."""
     limit = gb * 1e9
     if device.startswith("cuda"):
-        total = torch.cuda.get_device_properties(device).total_memory
-        torch.cuda.set_per_process_memory_fraction(min(1.0, limit / total), device)
+        index = torch.device(device).index
+        index = torch.cuda.current_device() if index is None else index
+        total = torch.cuda.get_device_properties(index).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, limit / total), index)
         limit = min(limit, total)
     return limit
 

@@ -260,7 +260,8 @@ class Demo:
         """
         steps = steps or self.s["scratch_steps"]
         per_epoch = batches_per_epoch(
-            [self.manifests / f"{t}.csv" for t in train], self.s["scratch_batch"]
+            [self.manifests / f"{_manifest_name(t)}.csv" for t in train],
+            self.s["scratch_batch"],
         )
         overrides = {
             "data_folder": self.corpora / "synthetic" / "LibriSpeech",
@@ -537,6 +538,13 @@ def split_by_speaker(manifest: Path, parts: dict[str, str]) -> None:
             writer = csv.DictWriter(f, fieldnames=fields)
             writer.writeheader()
             writer.writerows(r for r in rows if r["spk_id"] == speaker)
+
+
+def _manifest_name(split: str) -> str:
+    """The manifest of a training split: Libri-light folds are ``librilight-<fold>``."""
+    from speechbrain_wsm.recipe.asr import LIBRILIGHT_SETS
+
+    return f"librilight-{split}" if split in LIBRILIGHT_SETS else split
 
 
 def batches_per_epoch(manifests, seconds: float, max_duration: float = 25.0) -> int:

@@ -33,6 +33,7 @@ __all__ = [
     "UserFileNotFoundError",
     "UserValueError",
     "install_error_hook",
+    "user_error_hook",
     "traceback_wanted",
 ]
 
@@ -66,9 +67,13 @@ def install_error_hook() -> None:
 
     The process then exits with status 1, as after any uncaught exception.
     """
-    previous = sys.excepthook
-    if getattr(previous, "_user_errors", False):
-        return
+    if not getattr(sys.excepthook, "_user_errors", False):
+        sys.excepthook = user_error_hook(sys.excepthook)
+
+
+def user_error_hook(previous):
+    """An exception hook that prints a :class:`UserError` as one ``error:`` line
+    and hands every other exception (or ``--debug``) to ``previous``."""
 
     def hook(kind, value, tb):
         if isinstance(value, UserError) and not traceback_wanted():
@@ -77,4 +82,4 @@ def install_error_hook() -> None:
             previous(kind, value, tb)
 
     hook._user_errors = True
-    sys.excepthook = hook
+    return hook

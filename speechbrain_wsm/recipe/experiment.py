@@ -37,7 +37,6 @@ import logging
 import math
 import os
 import re
-import sys
 from collections.abc import Sequence
 
 import ruamel.yaml
@@ -48,10 +47,9 @@ from speechbrain.utils.distributed import infer_device, run_on_main
 
 from speechbrain_wsm.data.librispeech import merge_manifests, prepare_librispeech
 from speechbrain_wsm.errors import (
-    UserError,
     UserValueError,
     install_error_hook,
-    traceback_wanted,
+    user_error_hook,
 )
 
 __all__ = [
@@ -108,18 +106,8 @@ def install_config_error_hook() -> None:
     install_error_hook()
     import speechbrain.core as core
 
-    logging_hook = core._logging_excepthook
-    if getattr(logging_hook, "_user_errors", False):
-        return
-
-    def hook(kind, value, tb):
-        if isinstance(value, UserError) and not traceback_wanted():
-            print(f"error: {value}", file=sys.stderr)
-        else:
-            logging_hook(kind, value, tb)
-
-    hook._user_errors = True
-    core._logging_excepthook = hook
+    if not getattr(core._logging_excepthook, "_user_errors", False):
+        core._logging_excepthook = user_error_hook(core._logging_excepthook)
 
 
 def _check_overrides(hparams_file: str, overrides: str) -> None:
@@ -356,10 +344,15 @@ def _pop_compile_option(hparams_file: str, overrides: str):
     Taken out of the overrides unless the YAML has the key itself, so that
     every recipe accepts it without a line in its YAML.
     """
+    if COMPILE_KEY not in (overrides or ""):
+        return None, overrides
     with open(hparams_file, encoding="utf-8") as f:
         if COMPILE_KEY in (ruamel.yaml.YAML().load(f) or {}):
             return None, overrides
-    given = ruamel.yaml.YAML(typ="safe").load(overrides or "") or {}
+    try:
+        given = ruamel.yaml.YAML(typ="safe").load(overrides) or {}
+    except ruamel.yaml.constructor.DuplicateKeyError:
+        return None, overrides  # _check_overrides names the repeated key
     if COMPILE_KEY not in given:
         return None, overrides
     kept = [

@@ -109,7 +109,11 @@ def _mean(values):
 def write_report(demo, facts: dict) -> Path:
     """Write ``<workdir>/results.md`` and the plots; returns the markdown path."""
     work, args = demo.work, demo.args
-    data = {k: v for k, v in facts["manifests"].items() if k != "seconds"}
+    data = {
+        k: v
+        for k, v in facts["manifests"].items()
+        if k not in ("seconds", "cpu_seconds")
+    }
     stage_minutes = {
         name: (info["seconds"] / 60, info.get("cpu_seconds", 0.0) / 60)
         for name, info in facts.items()

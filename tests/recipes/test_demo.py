@@ -68,6 +68,15 @@ def test_demo_quick_mode_end_to_end(tmp_path):
                  "10min", "with LM:", "test-synth WER, LM"):  # fmt: skip
         assert text in report, text
     assert (work / "loss_curves.png").stat().st_size > 10_000
+    # the language model's text holds no dev or test sentence
+    from speechbrain_wsm.data.lm import excluded_sentences, remove_sentences
+
+    lm_text = (work / "lm" / "lm_text.txt").read_text().splitlines()
+    held_out = excluded_sentences(
+        [work / "manifests" / f"{n}.csv" for n in ("dev-synth", "test-synth")]
+        + [work / "manifests" / "lm-exclude-test-real.csv"]
+    )
+    assert held_out and remove_sentences(lm_text, held_out)[1] == 0
 
     # A rerun skips every finished stage; a removed output is rebuilt alone.
     shutil.rmtree(work / "probe" / "sm")

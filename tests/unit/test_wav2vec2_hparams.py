@@ -134,7 +134,11 @@ def test_load_pretrained_encoder_rebuilds_the_saved_model(tmp_path):
         out, hidden = encoder(wav, lens)
         ref, _ = model.encoder.eval()(wav, lens)
     assert len(hidden) == 3 and out.shape == (2, 46, 32)
-    torch.testing.assert_close(out, ref)
+    # the valid frames of each utterance (what padded frames hold is not part
+    # of the contract)
+    for b, rel in enumerate(lens.tolist()):
+        valid = int(rel * out.shape[1])
+        torch.testing.assert_close(out[b, :valid], ref[b, :valid])
 
 
 def test_run_options_on_the_command_line_reach_the_yaml_too(tmp_path):

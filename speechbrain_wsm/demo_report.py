@@ -44,7 +44,7 @@ def _runs(info) -> dict[str, dict]:
         return {}
     runs = {k: v for k, v in info.items() if isinstance(v, dict) and "losses" in v}
     for run in runs.values():
-        if Path(run.get("folder", "")).is_dir():
+        if run.get("folder") and Path(run["folder"]).is_dir():
             run["rates"] = read_error_rates(run["folder"]) or run.get("rates", {})
     return runs
 

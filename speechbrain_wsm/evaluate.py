@@ -71,6 +71,7 @@ from speechbrain_wsm.errors import (
 
 __all__ = [
     "DECODING_DEFAULTS",
+    "decoding_args",
     "decoding_options",
     "evaluate_manifest",
     "load_recipe",
@@ -502,6 +503,12 @@ def decoding_options(hparams: dict, **given) -> dict:
     return options
 
 
+def decoding_args(args: argparse.Namespace) -> dict:
+    """The decoding options given on a :func:`recipe_parser` command line
+    (None where not given: :func:`decoding_options` falls back to the recipe's)."""
+    return {key: getattr(args, key) for key in DECODING_DEFAULTS}
+
+
 def recipe_parser(prog: str, description: str, epilog: str) -> argparse.ArgumentParser:
     """The command line of a tool that runs a trained recipe.
 
@@ -620,9 +627,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict]:
     hparams, run_folder = load_recipe(args.run, overrides)
     out_folder = Path(args.output_folder or run_folder)
     _check_writable(out_folder)  # before any decoding, not after
-    decoding = decoding_options(
-        hparams, **{key: getattr(args, key) for key in DECODING_DEFAULTS}
-    )
+    decoding = decoding_options(hparams, **decoding_args(args))
     check_decoder_files(  # a missing LM or lexicon: one line, before loading
         decoding["decoder"], decoding["kenlm_model_path"], decoding["lexicon"]
     )

@@ -234,18 +234,14 @@ def stream_source(asr: StreamingTranscriber, source: str, args, out=None) -> str
 
 def main_stream(args, overrides: dict) -> int:
     """``transcribe --stream``: each source in turn; exit status 1 if one failed."""
+    from speechbrain_wsm.evaluate import decoding_args
+
     asr = StreamingTranscriber.from_run(
         args.run,
         checkpoint=args.checkpoint,
         device=args.device,
         overrides=overrides,
-        decoder=args.decoder,
-        beam_size=args.beam_size,
-        **{  # the LM options of the offline command, where it has them
-            k: getattr(args, k)
-            for k in ("kenlm_model_path", "lexicon", "lm_weight", "word_bonus")
-            if hasattr(args, k)
-        },
+        **decoding_args(args),
     )
     failed = []
     for source in args.files:

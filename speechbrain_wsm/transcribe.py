@@ -394,17 +394,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from speechbrain_wsm.streaming_asr import main_stream
 
         return main_stream(args, overrides)
+    from speechbrain_wsm.evaluate import decoding_args
+
     asr = Transcriber.from_run(
         args.run,
         checkpoint=args.checkpoint,
         device=args.device,
         overrides=overrides,
-        decoder=args.decoder,
-        beam_size=args.beam_size,
-        kenlm_model_path=args.kenlm_model_path,
-        lexicon=args.lexicon,
-        lm_weight=args.lm_weight,
-        word_bonus=args.word_bonus,
+        **decoding_args(args),
         window_seconds=args.window_seconds,
         overlap_seconds=args.overlap_seconds,
     )

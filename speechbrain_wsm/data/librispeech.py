@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from ._prep import PrepOptions, SkippedInput, write_outputs
 from ._probe import AudioError, probe_audio
 from .manifests import MANIFEST_FIELDS, merge_manifests
-from .text import normalize_text
+from .text import is_utf8, normalize_text
 
 __all__ = [
     "LIBRILIGHT_FOLDS",
@@ -73,14 +73,6 @@ SKIP_KINDS = (
 def _printable(text: str) -> str:
     """``text`` with the bytes of a non-UTF-8 file name escaped (``\\xff``)."""
     return os.fsencode(text).decode("utf-8", "backslashreplace")
-
-
-def _is_utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 #: Version of the transcript normalisation; part of a manifest's options, so
@@ -199,7 +191,7 @@ def _collect(
             if name.endswith(".trans.txt"):
                 _read_transcripts(os.path.join(root, name), transcripts, result)
             elif name.endswith(audio_ext):
-                if not _is_utf8(name):  # a manifest (UTF-8) cannot name it
+                if not is_utf8(name):  # a manifest (UTF-8) cannot name it
                     result.skip(
                         "non_utf8_name",
                         _printable(name[: -len(audio_ext)]),
@@ -454,7 +446,7 @@ def prepare_librispeech(
         if not os.path.isdir(os.path.join(data_folder, split)):
             raise _missing_split_error(data_folder, split, audio_ext)
     for name, folder in (("data_folder", data_folder), ("save_folder", save_folder)):
-        if not _is_utf8(os.path.abspath(folder)):
+        if not is_utf8(os.path.abspath(folder)):
             raise UserValueError(
                 f"{name} '{_printable(os.path.abspath(folder))}' holds a byte that "
                 "is not UTF-8, which manifests cannot record: rename the folder "

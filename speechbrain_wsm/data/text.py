@@ -21,10 +21,28 @@ import unicodedata
 
 __all__ = [
     "SYMBOL_WORDS",
+    "is_utf8",
     "normalize_text",
     "number_to_words",
     "ordinal_to_words",
 ]
+
+
+def is_utf8(text: str) -> bool:
+    """Whether ``text`` encodes as UTF-8 (a file name or argument with bytes that
+    are not UTF-8 holds surrogates, which do not).
+
+    Example
+    -------
+    >>> is_utf8("Ærø"), is_utf8("a" + chr(0xDCFF))  # a surrogate: an escaped byte
+    (True, False)
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
 
 _ONES = [
     "ZERO",

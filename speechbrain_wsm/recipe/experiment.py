@@ -46,6 +46,7 @@ from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import infer_device, run_on_main
 
 from speechbrain_wsm.data.librispeech import merge_manifests, prepare_librispeech
+from speechbrain_wsm.data.text import is_utf8
 from speechbrain_wsm.errors import (
     UserValueError,
     install_error_hook,
@@ -118,7 +119,7 @@ def _check_overrides(hparams_file: str, overrides: str) -> None:
     keys, or null in the file, takes anything).
     """
     for line in (overrides or "").splitlines():
-        if not _is_utf8(line):  # a byte of a file name that is not UTF-8
+        if not is_utf8(line):  # a byte of a file name that is not UTF-8
             key, _, value = line.partition(":")
             shown = os.fsencode(value.strip()).decode("utf-8", "backslashreplace")
             raise ConfigError(
@@ -207,14 +208,6 @@ def _cap_contexts(hparams_file: str, overrides: str) -> str:
 
 def _number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _is_utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _tagged(node) -> bool:

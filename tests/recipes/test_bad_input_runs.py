@@ -81,6 +81,7 @@ def test_a_flac_cut_short_is_skipped_and_counted_not_fatal(corpus, tmp_path):
 
 # -- item 10: a mistake in what the user gave is one error: line --------------------
 LASER = RECIPES / "LibriSpeech" / "self-supervised-finetuning" / "LASER"
+CTC = RECIPES / "LibriSpeech" / "ASR" / "CTC"
 
 
 @pytest.mark.parametrize(
@@ -97,6 +98,11 @@ LASER = RECIPES / "LibriSpeech" / "self-supervised-finetuning" / "LASER"
             "error: ssl_source '/no/such/model' is not a folder",
         ),
         (
+            [CTC / "train.py", CTC / "hparams" / "conformer_wsm.yaml",
+             "--data_folder=/x", "--add_reverb=True"],
+            "error: add_reverb needs rir_csv",
+        ),
+        (
             ["-m", "speechbrain_wsm.evaluate", "/no/such/run", "--manifest", "x.csv"],
             "error: /no/such/run not found: pass a recipe output folder",
         ),
@@ -105,7 +111,8 @@ LASER = RECIPES / "LibriSpeech" / "self-supervised-finetuning" / "LASER"
             "error: /no/such/run not found: pass a recipe output folder",
         ),
     ],
-    ids=["pretraining-data-folder", "laser-ssl-source", "evaluate-run", "transcribe-run"],
+    ids=["pretraining-data-folder", "laser-ssl-source", "ctc-reverb-without-rirs",
+         "evaluate-run", "transcribe-run"],
 )  # fmt: skip
 def test_user_mistakes_end_in_one_error_line(argv, expected, tmp_path):
     argv = [str(a) for a in argv]

@@ -70,6 +70,43 @@ def test_each_variant_trains_scores_and_reloads(variant, tmp_path, librispeech_s
     assert scores["again"]["CER"] == pytest.approx(rates["CER"], abs=0.01)
 
 
+def test_reverberation_augmentation_trains_on_simulated_rooms(
+    tmp_path, librispeech_samples
+):
+    """``--add_reverb`` with the impulse responses ``data.rirs`` simulates."""
+    pytest.importorskip("pyroomacoustics")
+    import torch
+    from hyperpyyaml import load_hyperpyyaml
+
+    from speechbrain_wsm.data.rirs import build_rirs
+
+    rirs = build_rirs(tmp_path / "rirs", count=2)
+    # the recipe's augmenter, reverberation alone: a click comes out as a room
+    with open(RECIPE / "hparams" / "conformer_wsm.yaml") as f:
+        hparams = load_hyperpyyaml(
+            f,
+            {"data_folder": "x", "add_reverb": True, "rir_csv": str(rirs)},
+        )
+    augment = hparams["wav_augment"]
+    assert len(augment.augmentations) == 1
+    click = torch.zeros(1, 16000)
+    click[0, 100] = 1.0
+    wet, _ = augment(click, torch.ones(1))
+    tail = wet[0, 200:].abs() > 1e-4 * wet.abs().max()
+    assert tail.sum() > 1600  # the room rings for more than 100 ms
+    out = run(
+        "conformer_wsm",
+        librispeech_samples,
+        tmp_path / "run",
+        "test-clean",
+        number_of_epochs=1,
+        seconds_per_batch=20,
+        add_reverb=True,
+        rir_csv=rirs,
+    )
+    assert read_error_rates(out)["test-clean"]
+
+
 def test_mhsa_variant_is_relative_positional_attention(tmp_path):
     from speechbrain_wsm.recipe import load_hparams
 

@@ -35,7 +35,7 @@ def test_demo_quick_mode_end_to_end(tmp_path):
     markers = {
         p.stem: json.loads(p.read_text()) for p in (work / ".stages").glob("*.json")
     }
-    assert len(markers) == 12, sorted(markers)
+    assert len(markers) == 13, sorted(markers)
     # the real test set is scored whole and by source
     for source in ("test-real-asterisk", "test-real-librivox"):
         rows = (work / "manifests" / f"{source}.csv").read_text().splitlines()
@@ -62,10 +62,15 @@ def test_demo_quick_mode_end_to_end(tmp_path):
         train = run["losses"]["train"]
         assert len(train) >= 2 and train[-1] < train[0], run  # it learns
         assert set(run["rates"]) >= {"test-synth", "test-real"}
+    # the streaming recogniser: scored like the offline ones, its look-ahead measured
+    llsa = runs_of("ablation_and_streaming")["llsa"]
+    assert set(llsa["rates"]) >= {"test-synth", "test-real"}
+    assert "frames" in llsa["lookahead"] and "ms" in llsa["lookahead"], llsa
     report = (work / "results.md").read_text()
     for text in ("## Minutes per stage", "## From scratch", "## Targets",
                  "## Claims, in miniature", "Second seed:", "WSM window sweep",
-                 "10min", "with LM:", "test-synth WER, LM"):  # fmt: skip
+                 "10min", "with LM:", "test-synth WER, LM",
+                 "A streaming recogniser"):  # fmt: skip
         assert text in report, text
     assert (work / "loss_curves.png").stat().st_size > 10_000
     # the language model's text holds no dev or test sentence
@@ -83,5 +88,5 @@ def test_demo_quick_mode_end_to_end(tmp_path):
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]
     lines = [ln for ln in again.stdout.splitlines() if ln.startswith("[")]
-    assert sum("done earlier, skipped" in ln for ln in lines) == 11
-    assert any(ln.startswith("[11/12] probe: mhsa, sm, wsm: done in") for ln in lines)
+    assert sum("done earlier, skipped" in ln for ln in lines) == 12
+    assert any(ln.startswith("[12/13] probe: mhsa, sm, wsm: done in") for ln in lines)

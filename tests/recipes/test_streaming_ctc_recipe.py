@@ -169,6 +169,14 @@ def test_latency_tool_measures_the_recipe(capsys, tmp_path):
     assert "front end: each encoder frame reads 85 ms" in out
 
 
+def test_latency_tool_reads_a_trained_run(capsys, trained_llsa):
+    """A run folder gives the look-ahead of the architecture it trained."""
+    from speechbrain_wsm import latency
+
+    assert latency.main([str(trained_llsa)]) == 0
+    assert "look-ahead: 2 frames (80 ms)" in capsys.readouterr().out
+
+
 def test_learning_overfits_sixteen_utterances(tmp_path):
     """The streaming recogniser learns (random left contexts included)."""
     out = run(

@@ -333,25 +333,29 @@ def _prefix(t: torch.Tensor) -> torch.Tensor:
 
 def _swsm_step(plan, mixer, proj, st, sp, a, end, future, need_out=True):
     """Streaming WSM of the ``n`` frames leaving the queue; new caches; this
-    stream's summary features and validity (for the look-ahead stream)."""
+    stream's summary features and validity (for the look-ahead stream).
+
+    Once every cached frame is a frame of the stream (past its start, before
+    its end) the frame counts are known numbers: only the summary features'
+    prefix sum is computed (``cn`` is then None).
+    """
     local, summ = proj
     n, device, dtype = summ.shape[1], summ.device, summ.dtype
     B = summ.shape[0]
-    start = a - sp.d_in - sp.keep  # position of cache frame 0
-    ok = _frames_valid(start, end, sp.keep + n, device)
+    L, Rs, P, K = sp.left, sp.right, sp.pending, sp.keep
+    start = a - sp.d_in - K  # position of cache frame 0
+    ok = _frames_valid(start, end, K + n, device)
     if ok is None:
-        nf = summ.new_ones((), dtype=torch.float32).expand(B, sp.keep + n)
-        u_new = summ.float()
+        u_new, cn = summ.float(), None
     else:
         nf = ok.to(torch.float32)[None].expand(B, -1)
-        u_new = summ.float() * nf[:, sp.keep :, None]
+        u_new, cn = summ.float() * nf[:, K:, None], _prefix(nf)
     uf = torch.cat([st["u"], u_new], dim=1)
-    cu, cn = _prefix(uf), _prefix(nf)
-    L, Rs, P, K = sp.left, sp.right, sp.pending, sp.keep
+    cu = _prefix(uf)
     new = {
         "u": uf[:, n:],
         "acc": st["acc"] + uf[:, :n].sum(1),
-        "acc_n": st["acc_n"] + nf[:, :n].sum(1),
+        "acc_n": st["acc_n"] + (n if cn is None else cn[:, n]),
     }
     le = None
     if local is not None:
@@ -360,17 +364,27 @@ def _swsm_step(plan, mixer, proj, st, sp, a, end, future, need_out=True):
     if not need_out:
         return None, new, (cu, cn, K)
     q0 = K - P  # cache index of the first query
-    win_u, win_n = _range(cu, q0 - L, q0 + Rs, n), _range(cn, q0 - L, q0 + Rs, n)
+    win_u = _range(cu, q0 - L, q0 + Rs, n)
     run_u = st["acc"][:, None] + cu[:, q0 + Rs + 1 : q0 + Rs + 1 + n]
-    run_n = st["acc_n"][:, None] + cn[:, q0 + Rs + 1 : q0 + Rs + 1 + n]
+    if cn is None:
+        win_n = L + Rs + 1
+        run_n = st["acc_n"][:, None] + torch.arange(
+            q0 + Rs + 1, q0 + Rs + 1 + n, device=device, dtype=torch.float32
+        )
+    else:
+        win_n = _range(cn, q0 - L, q0 + Rs, n)
+        run_n = st["acc_n"][:, None] + cn[:, q0 + Rs + 1 : q0 + Rs + 1 + n]
     if sp.future:
         fcu, fcn, fkeep = future
         # causal-stream frames (t, t + R]: cache index fkeep - R + 1 + j ...
         lo = fkeep - sp.future + 1
         fu = _range(fcu, lo, lo + sp.future - 1, n)
-        fn = _range(fcn, lo, lo + sp.future - 1, n)
+        fn = sp.future if fcn is None else _range(fcn, lo, lo + sp.future - 1, n)
         win_u, win_n, run_u, run_n = win_u + fu, win_n + fn, run_u + fu, run_n + fn
-    win = win_u / win_n.clamp(min=1.0).unsqueeze(-1)
+    if isinstance(win_n, int):  # a count of frames, at least 1
+        win = win_u / float(win_n)
+    else:
+        win = win_u / win_n.clamp(min=1.0).unsqueeze(-1)
     run = run_u / run_n.clamp(min=1.0).unsqueeze(-1)
     y = mixer._combine(le, [win.to(dtype), run.to(dtype)], dtype, n)
     return y, new, (cu, cn, K)

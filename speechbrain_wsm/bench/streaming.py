@@ -120,9 +120,12 @@ def build_recogniser(variant: str, cfg: dict):
     ).eval()
 
 
-def stream_rtf(variant: str, cfg: dict, chunk: int, seconds: float) -> dict:
+def stream_rtf(
+    variant: str, cfg: dict, chunk: int, seconds: float, int8: bool = False
+) -> dict:
     """Stream ``seconds`` of audio through the recogniser in chunks of ``chunk``
-    frames on one torch thread: RTF (wall and CPU), look-ahead and latency."""
+    frames on one torch thread: RTF (wall and CPU), look-ahead and latency
+    (``int8``: the opt-in int8 linear layers of ``stream()``)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -135,10 +138,10 @@ def stream_rtf(variant: str, cfg: dict, chunk: int, seconds: float) -> dict:
         with torch.inference_mode():
             state = None
             for i in range(0, min(16000, wav.shape[1]), samples):  # warm-up
-                _, state = model.stream(wav[:, i : i + samples], state)
+                _, state = model.stream(wav[:, i : i + samples], state, int8=int8)
             t0, c0, state, calls = time.perf_counter(), time.thread_time(), None, 0
             for i in range(0, wav.shape[1], samples):
-                _, state = model.stream(wav[:, i : i + samples], state)
+                _, state = model.stream(wav[:, i : i + samples], state, int8=int8)
                 calls += 1
             model.stream(None, state, final=True)
             wall, cpu = time.perf_counter() - t0, time.thread_time() - c0
@@ -153,6 +156,24 @@ def stream_rtf(variant: str, cfg: dict, chunk: int, seconds: float) -> dict:
         "lookahead_ms": round(model.lookahead_ms, 1),
         "latency_ms": round(chunk_ms + model.lookahead_ms + compute_ms, 1),
     }
+
+
+def int8_deviation(variant: str, cfg: dict, chunk: int, seconds: float) -> float:
+    """Largest absolute difference between the CTC log-probabilities of the
+    int8 ``stream()`` and of the float offline ``forward`` on the same audio."""
+    model = build_recogniser(variant, cfg)
+    wav = torch.randn(
+        1, int(seconds * 16000), generator=torch.Generator().manual_seed(0)
+    )
+    samples = chunk * model.hop
+    with torch.inference_mode():
+        full, _ = model(wav)
+        outs, state = [], None
+        for i in range(0, wav.shape[1], samples):
+            y, state = model.stream(wav[:, i : i + samples], state, int8=True)
+            outs.append(y)
+        outs.append(model.stream(None, state, final=True)[0])
+    return (torch.cat(outs, 1) - full).abs().max().item()
 
 
 def onnx_rtf(variant: str, cfg: dict, chunk: int, seconds: float, folder) -> float:
@@ -236,6 +257,16 @@ def run(args) -> list[dict]:
             for variant in args.variants:
                 for chunk in args.chunks:
                     res = stream_rtf(variant, cfg, chunk, args.stream_seconds)
+                    if args.int8:
+                        q = stream_rtf(variant, cfg, chunk, args.stream_seconds, True)
+                        res["rtf_int8"], res["rtf_cpu_int8"] = q["rtf"], q["rtf_cpu"]
+                        if chunk == args.chunks[0]:
+                            res["int8_max_dev"] = round(
+                                int8_deviation(
+                                    variant, cfg, chunk, args.stream_seconds
+                                ),
+                                5,
+                            )
                     if args.onnx and chunk in args.onnx_chunks:
                         import tempfile
 
@@ -257,7 +288,18 @@ def run(args) -> list[dict]:
                         f"  {variant:<5} chunk {chunk:>3}  RTF {res['rtf']:.3f} "
                         f"(CPU {res['rtf_cpu']:.3f}, onnxruntime "
                         f"{res.get('rtf_onnx', '-')})  look-ahead "
-                        f"{res['lookahead_ms']:g} ms  latency {res['latency_ms']:g} ms",
+                        f"{res['lookahead_ms']:g} ms  latency {res['latency_ms']:g} ms"
+                        + (
+                            f"  int8 RTF {res['rtf_int8']:.3f} (CPU "
+                            f"{res['rtf_cpu_int8']:.3f})"
+                            if "rtf_int8" in res
+                            else ""
+                        )
+                        + (
+                            f", int8 max |log-prob - offline| {res['int8_max_dev']:g}"
+                            if "int8_max_dev" in res
+                            else ""
+                        ),
                         flush=True,
                     )
     return rows
@@ -357,6 +399,7 @@ def markdown(rows, device) -> str:
                 f"{r['rtf']:.3f} ({r['rtf_cpu']:.3f}"
                 + (f"; {r['rtf_onnx']:.3f}" if "rtf_onnx" in r else "")
                 + f") / {r['latency_ms']:g} ms"
+                + (f"; int8 CPU {r['rtf_cpu_int8']:.3f}" if "rtf_cpu_int8" in r else "")
                 if r
                 else ""
             )
@@ -420,6 +463,12 @@ def parse_args(argv=None):
         help="chunk sizes timed in onnxruntime (each is one export)",
     )
     p.add_argument("--stream-seconds", type=float, default=10.0)
+    p.add_argument(
+        "--int8",
+        action="store_true",
+        help="also stream with the opt-in int8 linear layers (RTF, and the "
+        "largest log-probability deviation from the float offline forward)",
+    )
     p.add_argument(
         "--parts",
         nargs="+",

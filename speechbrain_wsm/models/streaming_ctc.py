@@ -174,7 +174,13 @@ class StreamingFbankCTC(nn.Module):
         return logits.float().log_softmax(-1), frames.float() / max(T, 1)
 
     # -- streaming ----------------------------------------------------------------
-    def stream(self, chunk: torch.Tensor | None, state=None, final: bool = False):
+    def stream(
+        self,
+        chunk: torch.Tensor | None,
+        state=None,
+        final: bool = False,
+        int8: bool = False,
+    ):
         """Feed the next audio samples; get the CTC log-probabilities of the
         frames they complete.
 
@@ -187,6 +193,10 @@ class StreamingFbankCTC(nn.Module):
             What the previous call returned; None starts a stream.
         final : bool
             The audio ends with this chunk.
+        int8 : bool
+            Opt-in, read when ``state`` is None: the encoder's linear layers
+            in dynamic int8 for this stream (see
+            :meth:`StreamingEncoder.stream`; not equal to ``forward``).
 
         Returns
         -------
@@ -235,7 +245,9 @@ class StreamingFbankCTC(nn.Module):
                 )
             state["final"] = final
             return wav.new_zeros(wav.shape[0], 0, self.head.out_features), state
-        frames, state["encoder"] = self.encoder.stream(x, state["encoder"], final=final)
+        frames, state["encoder"] = self.encoder.stream(
+            x, state["encoder"], final=final, int8=int8
+        )
         state["final"] = final
         return self.head(frames).float().log_softmax(-1), state
 

@@ -40,6 +40,8 @@ from layer 1 on), whose attention reads its future keys and window sums from
 
 from __future__ import annotations
 
+import functools
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -47,7 +49,14 @@ import torch.nn.functional as F
 
 from speechbrain_wsm.nnet.streaming import StreamingWSM, _BandAttentionBase
 
-__all__ = ["init_state", "encoder_step", "state_tensors", "StreamSpec"]
+__all__ = [
+    "init_state",
+    "encoder_step",
+    "state_tensors",
+    "StreamSpec",
+    "StepPlan",
+    "step_plan",
+]
 
 
 @dataclass(frozen=True)
@@ -125,9 +134,9 @@ def init_state(enc, batch: int, device=None, dtype=torch.float32) -> dict:
                 H = mixer.nhead
                 dh = D // H
                 st["q"] = torch.zeros(
-                    batch, H, sp.pending, dh, device=device, dtype=dtype
+                    batch, sp.pending, H, dh, device=device, dtype=dtype
                 )
-                st["k"] = torch.zeros(batch, H, sp.keep, dh, device=device, dtype=dtype)
+                st["k"] = torch.zeros(batch, sp.keep, H, dh, device=device, dtype=dtype)
                 st["v"] = torch.zeros_like(st["k"])
             else:
                 S = mixer.summary_out
@@ -143,7 +152,7 @@ def init_state(enc, batch: int, device=None, dtype=torch.float32) -> dict:
             if conv is not None:
                 k = conv.kernel_size[0]
                 st["conv"] = torch.zeros(
-                    batch, conv.in_channels, k - 1, device=device, dtype=dtype
+                    batch, k - 1, conv.in_channels, device=device, dtype=dtype
                 )
             per_layer[name] = st
         layers.append(per_layer)
@@ -171,6 +180,41 @@ def _valid(pos: torch.Tensor, end) -> torch.Tensor:
     return ok
 
 
+@functools.lru_cache(maxsize=1024)
+def _band_cached(n: int, lo: int, hi: int, t0: int, t1: int, device) -> torch.Tensor:
+    r = torch.arange(n, device=device)[:, None] + torch.arange(
+        lo, hi + 1, device=device
+    )
+    return (r >= t0) & (r < t1)
+
+
+def _band(q0, end, n: int, lo: int, hi: int, device):
+    """``[n, hi - lo + 1]`` bool: whether position ``q0 + i + o`` is a frame of
+    the stream (``>= 0`` and before ``end``), for ``i < n`` and offsets
+    ``lo <= o <= hi``; None when every one is.
+
+    With Python ints (streaming) the mask is cached, keyed on where the
+    stream's edges fall in the band, so a step builds no mask once the
+    stream is past its start; with tensors (``pos`` and ``end`` of the
+    exported chunk step) it is computed.
+    """
+    if isinstance(q0, int) and (end is None or isinstance(end, int)):
+        top = n + hi  # one past the largest i + o
+        t0 = min(max(-q0, lo), top)
+        t1 = top if end is None else min(max(end - q0, lo), top)
+        if t0 == lo and t1 == top:
+            return None
+        return _band_cached(n, lo, hi, t0, t1, device)
+    offsets = torch.arange(lo, hi + 1, device=device)
+    return _valid(_positions(q0, n, device)[:, None] + offsets[None, :], end)
+
+
+def _frames_valid(q0, end, n: int, device):
+    """``[n]`` bool validity of positions ``q0 ... q0 + n - 1``; None: all valid."""
+    band = _band(q0, end, n, 0, 0, device)
+    return None if band is None else band[:, 0]
+
+
 def _append(cache: torch.Tensor, new: torch.Tensor, dim: int) -> torch.Tensor:
     """``cat([cache, new])``, without the copy when the cache is empty."""
     return torch.cat([cache, new], dim=dim) if cache.shape[dim] else new
@@ -180,42 +224,99 @@ def _tail(t: torch.Tensor, keep: int, dim: int) -> torch.Tensor:
     return t.narrow(dim, t.shape[dim] - keep, keep)
 
 
-def _windows(t: torch.Tensor, start: int, n: int, width: int) -> torch.Tensor:
-    """``[B, H, F, dh]`` -> ``[B, H, n, width, dh]``: frames ``start + j ...
-    start + j + width - 1`` for ``j < n``."""
-    return t[:, :, start : start + n + width - 1].unfold(2, width, 1).transpose(-1, -2)
+def _bmm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b`` over ``[B, batch, ...]``; one ``bmm`` (no copy of a strided
+    ``b``) when ``B == 1``."""
+    if a.shape[0] == 1:
+        return torch.bmm(a[0], b[0]).unsqueeze(0)
+    return torch.matmul(a, b)
 
 
-def _attention_step(mixer, proj, st, sp, a, end, future):
+def _window_view(t: torch.Tensor, start: int, n: int, width: int) -> torch.Tensor:
+    """``[B, F, H, dh]`` -> ``[B, n * H, width, dh]`` view (no copy): for query
+    ``j`` and head ``h``, frames ``start + j ... start + j + width - 1``.
+
+    Frames are the outer axis of the caches, so one query's window of one head
+    is a matrix of row stride ``H * dh`` and consecutive (query, head) pairs
+    are ``dh`` apart: a batch of matrices a single ``bmm`` reads in place.
+    """
+    t = t.contiguous()
+    B, Fr, H, dh = t.shape
+    return t.as_strided(
+        (B, n * H, width, dh),
+        (Fr * H * dh, dh, H * dh, 1),
+        t.storage_offset() + start * H * dh,
+    )
+
+
+def _scores(q, k, start: int, width: int, strided: bool) -> torch.Tensor:
+    """``q`` ``[B, n, H, dh]`` against its windows of ``k`` -> ``[B, n, H, width]``."""
+    B, n, H, dh = q.shape
+    if strided:
+        kw = _window_view(k, start, n, width).transpose(-1, -2)
+        return _bmm(q.reshape(B, n * H, 1, dh), kw).view(B, n, H, width)
+    kw = k.narrow(1, start, n + width - 1).unfold(1, width, 1)  # [B, n, H, dh, w]
+    return torch.matmul(q.unsqueeze(-2), kw).squeeze(-2)
+
+
+def _weighted(p, v, start: int, width: int, strided: bool) -> torch.Tensor:
+    """``p`` ``[B, n, H, width]`` weights of the windows of ``v`` -> ``[B, n, H, dh]``."""
+    B, n, H, _ = p.shape
+    dh = v.shape[-1]
+    if strided:
+        vw = _window_view(v, start, n, width)
+        return _bmm(p.reshape(B, n * H, 1, width), vw).view(B, n, H, dh)
+    vw = v.narrow(1, start, n + width - 1).unfold(1, width, 1)  # [B, n, H, dh, w]
+    return torch.matmul(vw, p.unsqueeze(-1)).squeeze(-1)
+
+
+def _attention_step(plan, mixer, proj, st, sp, a, end, future, need_out=True):
     """Attention of the ``n`` frames leaving the queue; new caches; this
-    stream's keys and values (for the look-ahead stream's future)."""
-    q_new, k_new, v_new = proj
-    n, device = q_new.shape[2], q_new.device
-    kf = _append(st["k"], k_new, 2)  # positions a - d_in - keep ...
-    vf = _append(st["v"], v_new, 2)
-    qf = _append(st["q"], q_new, 2)
-    q = qf[:, :, :n]
+    stream's keys and values (for the look-ahead stream's future).
+
+    Each query attends to its own ``L + R + 1`` keys (plus LLSA's ``R`` future
+    keys of the causal stream): the work is proportional to ``n``.
+    """
+    q_new, k_new, v_new = proj  # [B, n, H, dh]
+    n, device = q_new.shape[1], q_new.device
+    kf = _append(st["k"], k_new, 1)  # positions a - d_in - keep ...
+    vf = _append(st["v"], v_new, 1)
+    qf = _append(st["q"], q_new, 1)
+    new = {"q": qf[:, n:], "k": _tail(kf, sp.keep, 1), "v": _tail(vf, sp.keep, 1)}
+    if not need_out:
+        return None, new, (kf, vf, sp.keep)
     L, Rs, P = sp.left, sp.right, sp.pending
-    base = sp.keep - P - L
-    width = L + Rs + 1
-    keys, values = _windows(kf, base, n, width), _windows(vf, base, n, width)
-    qpos = _positions(a - sp.d_out, n, device)
-    offsets = torch.arange(-L, Rs + 1, device=device)
+    q0 = a - sp.d_out
+    strided = isinstance(q0, int)  # tensors: the exported step (ONNX has no views)
+    parts = [(kf, vf, sp.keep - P - L, L + Rs + 1)]
+    allowed = _band(q0, end, n, -L, Rs, device)
+    if allowed is not None:
+        allowed = allowed.clone()
+        allowed[:, L] = True  # a frame always sees itself
     if sp.future:
         ck, cv, ckeep = future
-        start = ckeep - sp.future + 1  # c frame of offset 1 for query 0
-        keys = torch.cat([keys, _windows(ck, start, n, sp.future)], dim=3)
-        values = torch.cat([values, _windows(cv, start, n, sp.future)], dim=3)
-        offsets = torch.arange(-L, sp.future + 1, device=device)
-    allowed = _valid(qpos[:, None] + offsets[None, :], end) | (offsets == 0)
-    scores = torch.einsum("bhnd,bhnwd->bhnw", q * q.shape[-1] ** -0.5, keys)
-    p = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)
-    y = mixer.merge_heads(torch.einsum("bhnw,bhnwd->bhnd", p, values))
-    new = {
-        "q": qf[:, :, n:],
-        "k": _tail(kf, sp.keep, 2),
-        "v": _tail(vf, sp.keep, 2),
-    }
+        parts.append((ck, cv, ckeep - sp.future + 1, sp.future))
+        fut = _band(q0, end, n, 1, sp.future, device)
+        if allowed is not None or fut is not None:
+            own = allowed if allowed is not None else torch.ones_like(fut[:, :1])
+            own = own.expand(n, L + Rs + 1)
+            if fut is None:
+                fut = torch.ones(n, sp.future, dtype=torch.bool, device=device)
+            allowed = torch.cat([own, fut], dim=1)
+    q = qf[:, :n] * q_new.shape[-1] ** -0.5
+    scores = [_scores(q, k, start, w, strided) for k, _, start, w in parts]
+    s = torch.cat(scores, dim=-1) if len(scores) > 1 else scores[0]
+    if allowed is not None:
+        s = s.masked_fill(~allowed[None, :, None, :], float("-inf"))
+    p = torch.softmax(s, dim=-1)
+    y, at = None, 0
+    for _, v, start, w in parts:
+        pw = p.narrow(-1, at, w) if len(parts) > 1 else p
+        term = _weighted(pw, v, start, w, strided)
+        y = term if y is None else y + term
+        at += w
+    B, _, H, dh = y.shape
+    y = plan.linear(mixer.out_proj, y.reshape(B, n, H * dh))
     return y, new, (kf, vf, sp.keep)
 
 
@@ -230,59 +331,80 @@ def _prefix(t: torch.Tensor) -> torch.Tensor:
     return torch.cat([zero, t.cumsum(1)], dim=1)
 
 
-def _swsm_step(mixer, proj, st, sp, a, end, future):
+def _swsm_step(plan, mixer, proj, st, sp, a, end, future, need_out=True):
     """Streaming WSM of the ``n`` frames leaving the queue; new caches; this
-    stream's summary features and validity (for the look-ahead stream)."""
+    stream's summary features and validity (for the look-ahead stream).
+
+    Once every cached frame is a frame of the stream (past its start, before
+    its end) the frame counts are known numbers: only the summary features'
+    prefix sum is computed (``cn`` is then None).
+    """
     local, summ = proj
     n, device, dtype = summ.shape[1], summ.device, summ.dtype
-    start = a - sp.d_in - sp.keep  # position of cache frame 0
-    nf = _valid(_positions(start, sp.keep + n, device), end).to(torch.float32)
-    nf = nf[None].expand(summ.shape[0], -1)
-    u_new = summ.float() * nf[:, sp.keep :, None]
-    uf = torch.cat([st["u"], u_new], dim=1)
-    cu, cn = _prefix(uf), _prefix(nf)
+    B = summ.shape[0]
     L, Rs, P, K = sp.left, sp.right, sp.pending, sp.keep
+    start = a - sp.d_in - K  # position of cache frame 0
+    ok = _frames_valid(start, end, K + n, device)
+    if ok is None:
+        u_new, cn = summ.float(), None
+    else:
+        nf = ok.to(torch.float32)[None].expand(B, -1)
+        u_new, cn = summ.float() * nf[:, K:, None], _prefix(nf)
+    uf = torch.cat([st["u"], u_new], dim=1)
+    cu = _prefix(uf)
+    new = {
+        "u": uf[:, n:],
+        "acc": st["acc"] + uf[:, :n].sum(1),
+        "acc_n": st["acc_n"] + (n if cn is None else cn[:, n]),
+    }
+    le = None
+    if local is not None:
+        lf = _append(st["local"], local, 1)
+        le, new["local"] = lf[:, :n], lf[:, n:]
+    if not need_out:
+        return None, new, (cu, cn, K)
     q0 = K - P  # cache index of the first query
-    win_u, win_n = _range(cu, q0 - L, q0 + Rs, n), _range(cn, q0 - L, q0 + Rs, n)
+    win_u = _range(cu, q0 - L, q0 + Rs, n)
     run_u = st["acc"][:, None] + cu[:, q0 + Rs + 1 : q0 + Rs + 1 + n]
-    run_n = st["acc_n"][:, None] + cn[:, q0 + Rs + 1 : q0 + Rs + 1 + n]
+    if cn is None:
+        win_n = L + Rs + 1
+        run_n = st["acc_n"][:, None] + torch.arange(
+            q0 + Rs + 1, q0 + Rs + 1 + n, device=device, dtype=torch.float32
+        )
+    else:
+        win_n = _range(cn, q0 - L, q0 + Rs, n)
+        run_n = st["acc_n"][:, None] + cn[:, q0 + Rs + 1 : q0 + Rs + 1 + n]
     if sp.future:
         fcu, fcn, fkeep = future
         # causal-stream frames (t, t + R]: cache index fkeep - R + 1 + j ...
         lo = fkeep - sp.future + 1
         fu = _range(fcu, lo, lo + sp.future - 1, n)
-        fn = _range(fcn, lo, lo + sp.future - 1, n)
+        fn = sp.future if fcn is None else _range(fcn, lo, lo + sp.future - 1, n)
         win_u, win_n, run_u, run_n = win_u + fu, win_n + fn, run_u + fu, run_n + fn
-    win = win_u / win_n.clamp(min=1.0).unsqueeze(-1)
+    if isinstance(win_n, int):  # a count of frames, at least 1
+        win = win_u / float(win_n)
+    else:
+        win = win_u / win_n.clamp(min=1.0).unsqueeze(-1)
     run = run_u / run_n.clamp(min=1.0).unsqueeze(-1)
-    le = None
-    new = {
-        "u": uf[:, n:],
-        "acc": st["acc"] + uf[:, :n].sum(1),
-        "acc_n": st["acc_n"] + nf[:, :n].sum(1),
-    }
-    if local is not None:
-        lf = _append(st["local"], local, 1)
-        le, new["local"] = lf[:, :n], lf[:, n:]
     y = mixer._combine(le, [win.to(dtype), run.to(dtype)], dtype, n)
     return y, new, (cu, cn, K)
 
 
-def _conv_step(conv: torch.nn.Conv1d, b, cache, valid):
-    """Causal depthwise convolution of ``b`` ``[B, C, n]`` after ``cache``
-    ``[B, C, K - 1]``; frames outside the stream (``valid`` ``[B, n]`` False)
-    are zeros, its padding."""
-    b = torch.where(valid[:, None, :], b, b.new_zeros(()))
-    full = _append(cache, b, 2)
-    K = conv.kernel_size[0]
-    if b.shape[2] <= 4:  # a few frames: cheaper than the convolution kernel
-        w = conv.weight[:, 0]
-        out = torch.einsum("bcnk,ck->bcn", full.unfold(2, K, 1), w)
-        if conv.bias is not None:
-            out = out + conv.bias[:, None]
-    else:
-        out = F.conv1d(full, conv.weight, conv.bias, groups=conv.groups)
-    return out, _tail(full, cache.shape[2], 2)
+def _conv_step(conv: torch.nn.Conv1d, b, cache, invalid):
+    """Causal depthwise convolution of ``b`` ``[B, n, C]`` (channels last)
+    after ``cache`` ``[B, K - 1, C]``; frames outside the stream (``invalid``
+    ``[B, n, 1]`` True, or None: none) are zeros, its padding."""
+    if invalid is not None:
+        b = b.masked_fill(invalid, 0.0)
+    full = _append(cache, b, 1)
+    # windows [B, n, K, C] times the kernels [K, C] (channels innermost in
+    # both): for the few frames of a chunk, two element-wise operators cost
+    # less than the convolution kernel
+    windows = full.unfold(1, conv.kernel_size[0], 1).transpose(-1, -2)
+    out = (windows * conv.weight[:, 0].t()).sum(-2)
+    if conv.bias is not None:
+        out = out + conv.bias
+    return out, _tail(full, cache.shape[1], 1)
 
 
 def _split(t: torch.Tensor, parts: int, dim: int = 0):
@@ -293,63 +415,195 @@ def _cat(ts, dim: int = 0) -> torch.Tensor:
     return torch.cat(ts, dim=dim) if len(ts) > 1 else ts[0]
 
 
-def _layer_step(layer, xs, sts, sps, a, end, kind):
+def _ln(x: torch.Tensor, norm: torch.nn.LayerNorm) -> torch.Tensor:
+    return F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+
+
+def _act(module, x: torch.Tensor) -> torch.Tensor:
+    return F.silu(x) if isinstance(module, torch.nn.SiLU) else module(x)
+
+
+def _ffn(plan, seq, x: torch.Tensor) -> torch.Tensor:
+    """The encoders' feed-forward block (LayerNorm, Linear, activation,
+    Linear; dropouts are identities in eval mode) as four calls."""
+    ffn = seq[1].ffn
+    h = _act(ffn[1], plan.linear(ffn[0], _ln(x, seq[0])))
+    return plan.linear(ffn[3], h)
+
+
+def _conformer_conv(plan, cm, he, cache, invalid):
+    """SpeechBrain's Conformer convolution module on ``[B, n, D]`` frames,
+    channels last throughout (the pointwise convolution as a linear layer)."""
+    b = F.glu(plan.linear(cm.bottleneck[0], _ln(he, cm.layer_norm)), dim=-1)
+    c, conv = _conv_step(cm.conv, b, cache, invalid)
+    ac = cm.after_conv  # LayerNorm, activation, Linear, Dropout
+    return plan.linear(ac[2], _act(ac[1], _ln(c, ac[0]))), conv
+
+
+def _layer_step(plan, index, layer, xs, sts, sps, a, end):
     """The streams of one layer (LLSA: causal then look-ahead), stacked on
     the batch axis for every per-frame part: ``xs[i]`` ``[B, n, D]`` at
-    positions ``a - d_in ...`` -> outputs at positions ``a - d_out ...``."""
+    positions ``a - d_in ...`` -> outputs at positions ``a - d_out ...``.
+
+    LLSA's two streams share their input in layer 1 (computed once), and
+    the causal stream of the last layer only feeds its keys (or summary
+    features) to the look-ahead stream: its output is never computed.
+    """
     S, n = len(xs), xs[0].shape[1]
     B = xs[0].shape[0]
-    x = _cat(xs)
-    arch = type(layer).__name__
-    h = x + 0.5 * layer.ffn1(x) if arch == "ConformerLayer" else x
-    z = layer.norm_mixer(h)
-    if kind == "attention":
-        projs = zip(*(_split(t, S) for t in layer.mixer.split_heads(z)), strict=True)
+    shared = S > 1 and xs[0] is xs[1]
+    x = xs[0] if shared else _cat(xs)
+    arch = plan.arch
+    h = torch.add(x, _ffn(plan, layer.ffn1, x), alpha=0.5) if arch == "c" else x
+    z = _ln(h, layer.norm_mixer)
+    mixer = layer.mixer
+    if plan.kind == "attention":
+        H = mixer.nhead
+        qkv = plan.linear(mixer.in_proj, z).view(z.shape[0], n, 3, H, -1)
+        q, k, v = qkv.unbind(2)
+        parts = [q, k, v]
         step = _attention_step
     else:
-        local, summ = layer.mixer._branches(z)
-        locals_ = _split(local, S) if local is not None else (None,) * S
-        projs = zip(locals_, _split(summ, S), strict=True)
+        local, summ = mixer._branches(z)
+        parts = [local, summ]
         step = _swsm_step
-    mixes, news, hes, valids, shared = [], [], [], [], None
-    for proj, st, sp, hi in zip(projs, sts, sps, _split(h, S), strict=True):
-        mix, new, out = step(
-            layer.mixer, proj, st, sp, a, end, shared if sp.future else None
+    if shared:
+        projs = [parts] * S
+        hs = (h,) * S
+    else:
+        projs = zip(
+            *(_split(t, S) if t is not None else (None,) * S for t in parts),
+            strict=True,
         )
-        shared = shared or out
+        hs = _split(h, S)
+    active = [i for i in range(S) if not (S > 1 and i == 0 and plan.last == index)]
+    mixes, news, hes, invalid, future = [], [], [], [], None
+    for i, (proj, st, sp, hi) in enumerate(zip(projs, sts, sps, hs, strict=True)):
+        need = i in active
+        mix, new, out = step(
+            plan, mixer, proj, st, sp, a, end, future if sp.future else None, need
+        )
+        future = future or out
         hf = _append(st["h"], hi, 1)
         he, new["h"] = hf[:, :n], hf[:, n:]
-        mixes.append(mix)
-        hes.append(he)
         news.append(new)
-        valids.append(
-            _valid(_positions(a - sp.d_out, n, x.device), end)[None].expand(B, n)
-        )
-    mix, he, valid = _cat(mixes), _cat(hes), _cat(valids)
-    if arch == "ConformerLayer":
-        he = he + mix
-        cm = layer.conv
-        b = cm.bottleneck(cm.layer_norm(he).transpose(1, 2))
-        cache = _cat([st["conv"] for st in sts])
-        c, conv = _conv_step(cm.conv, b, cache, valid)
-        he = he + cm.after_conv(c.transpose(1, 2))
-        y = layer.norm_out(he + 0.5 * layer.ffn2(he))
-    elif arch == "TransformerLayer":
-        he = he + mix
-        y, conv = he + layer.ffn(he), None
-    elif arch == "BranchformerLayer":
-        g = layer.cgmlp
-        pa, pb = g.activation(g.pre(layer.norm_mlp(he))).chunk(2, dim=-1)
-        cache = _cat([st["conv"] for st in sts])
-        c, conv = _conv_step(g.conv, g.norm(pb).transpose(1, 2), cache, valid)
-        cg = g.post(pa * c.transpose(1, 2))
-        y = he + layer.merge(torch.cat([mix, cg], dim=-1))
+        if need:
+            mixes.append(mix)
+            hes.append(he)
+            invalid.append(_frames_valid(a - sp.d_out, end, n, x.device))
+    mix, he = _cat(mixes), _cat(hes)
+    if all(m is None for m in invalid):
+        invalid = None
     else:
-        raise ValueError(f"incremental streaming does not know layer {arch}")
+        invalid = _cat(
+            [
+                (
+                    ~m
+                    if m is not None
+                    else torch.zeros_like(x[0, :, 0], dtype=torch.bool)
+                )
+                .view(1, n, 1)
+                .expand(B, n, 1)
+                for m in invalid
+            ]
+        )
+    if arch == "c":
+        he = he + mix
+        cache = _cat([sts[i]["conv"] for i in active])
+        c, conv = _conformer_conv(plan, layer.conv, he, cache, invalid)
+        he = he + c
+        y = _ln(torch.add(he, _ffn(plan, layer.ffn2, he), alpha=0.5), layer.norm_out)
+    elif arch == "t":
+        he = he + mix
+        y, conv = he + _ffn(plan, layer.ffn, he), None
+    else:  # Branchformer
+        g = layer.cgmlp
+        pre = _act(g.activation, plan.linear(g.pre, _ln(he, layer.norm_mlp)))
+        pa, pb = pre.chunk(2, dim=-1)
+        cache = _cat([sts[i]["conv"] for i in active])
+        c, conv = _conv_step(g.conv, _ln(pb, g.norm), cache, invalid)
+        cg = plan.linear(g.post, pa * c)
+        y = he + plan.linear(layer.merge, torch.cat([mix, cg], dim=-1))
     if conv is not None:
-        for new, part in zip(news, _split(conv, S), strict=True):
-            new["conv"] = part
-    return _split(y, S), news
+        for i, part in zip(active, _split(conv, len(active)), strict=True):
+            news[i]["conv"] = part
+        for i in range(S):
+            news[i].setdefault("conv", sts[i]["conv"])
+    ys = _split(y, len(active))
+    return [ys[active.index(i)] if i in active else None for i in range(S)], news
+
+
+_ARCH = {"ConformerLayer": "c", "TransformerLayer": "t", "BranchformerLayer": "b"}
+
+
+class StepPlan:
+    """What :func:`encoder_step` prepares once per encoder: the stream specs,
+    the layer kind, and the linear layers (the parameters themselves, or with
+    ``int8`` their dynamically quantised copies).
+
+    ``int8=True`` (opt-in; not equal to the offline forward): every linear
+    layer of the blocks (feed-forwards, attention projections, the
+    Conformer convolution module's pointwise layers, the Branchformer's)
+    runs as PyTorch's dynamic int8 linear (``quantized::linear_dynamic``,
+    weights per output channel, activations quantised per call); the
+    SummaryMixing projections, norms, attention and convolutions stay float.
+    """
+
+    def __init__(self, enc, int8: bool = False):
+        arch = type(enc.layers[0]).__name__
+        if arch not in _ARCH:
+            raise ValueError(f"incremental streaming does not know layer {arch}")
+        self.arch = _ARCH[arch]
+        self.kind = _kind(enc.layers[0].mixer)
+        self.specs = stream_specs(enc)
+        self.names = [list(sp) for sp in self.specs]
+        self.last = len(enc.layers) - 1
+        self.int8 = int8
+        self.packed = {}
+        if int8:
+            for layer in enc.layers:
+                for mod in layer.modules():
+                    if isinstance(mod, torch.nn.Linear):
+                        self.packed[mod] = _pack(mod.weight, mod.bias)
+                    elif isinstance(mod, torch.nn.Conv1d) and mod.kernel_size == (1,):
+                        self.packed[mod] = _pack(mod.weight[:, :, 0], mod.bias)
+
+    def linear(self, mod, x: torch.Tensor) -> torch.Tensor:
+        """``mod(x)`` for a ``Linear`` (or a pointwise ``Conv1d`` on frames
+        ``[..., in]``)."""
+        packed = self.packed.get(mod) if self.packed else None
+        if packed is not None and not x.is_cuda:
+            return torch.ops.quantized.linear_dynamic(x.contiguous(), packed, True)
+        weight = mod.weight
+        if weight.dim() == 3:
+            weight = weight[:, :, 0]
+        return F.linear(x, weight, mod.bias)
+
+
+def _pack(weight: torch.Tensor, bias):
+    w = weight.detach().float()
+    scale = (w.abs().amax(dim=1) / 127.0).clamp(min=1e-12).double()
+    zero = torch.zeros(w.shape[0], dtype=torch.long, device=w.device)
+    qw = torch.quantize_per_channel(w, scale, zero, 0, torch.qint8)
+    return torch.ops.quantized.linear_prepack(
+        qw, None if bias is None else bias.detach().float()
+    )
+
+
+_PLANS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def step_plan(enc, int8: bool = False) -> StepPlan:
+    """The cached :class:`StepPlan` of ``enc``, rebuilt when a parameter was
+    replaced or changed in place (training, ``load_state_dict``, ``.to()``)."""
+    if torch.compiler.is_compiling():  # export traces: no cache side effects
+        return StepPlan(enc, int8)
+    key = tuple((p.data_ptr(), p._version) for p in enc.parameters())
+    plans = _PLANS.setdefault(enc, {})
+    hit = plans.get(int8)
+    if hit is None or hit[0] != key:
+        hit = plans[int8] = (key, StepPlan(enc, int8))
+    return hit[1]
 
 
 def encoder_step(enc, x: torch.Tensor, state: dict, end=None):
@@ -363,7 +617,8 @@ def encoder_step(enc, x: torch.Tensor, state: dict, end=None):
         ``[batch, n, d_model]``, input frames at positions ``pos ... pos + n - 1``
         (``pos = state["pos"]``).
     state : dict
-        From :func:`init_state` or the previous step.
+        From :func:`init_state` or the previous step (``state["int8"]``: run
+        the linear layers in int8, see :class:`StepPlan`).
     end : int, optional
         Number of real input frames of the stream, once known (frames from
         ``end`` on are flush padding); None: all fed frames are real.
@@ -377,24 +632,29 @@ def encoder_step(enc, x: torch.Tensor, state: dict, end=None):
         The caches after this step.
     """
     a = state["pos"]
-    kind = _kind(enc.layers[0].mixer)
+    int8 = bool(state.get("int8", False))
+    plan = step_plan(enc, int8)
     layers = []
     streams = [x, x] if enc.low_latency else [x]
-    for layer, st, specs in zip(
-        enc.layers, state["layers"], stream_specs(enc), strict=True
+    for i, (layer, st, names) in enumerate(
+        zip(enc.layers, state["layers"], plan.names, strict=True)
     ):
-        names = list(specs)
+        specs = plan.specs[i]
         streams, news = _layer_step(
+            plan,
+            i,
             layer,
             streams,
             [st[k] for k in names],
             [specs[k] for k in names],
             a,
             end,
-            kind,
         )
         layers.append(dict(zip(names, news, strict=True)))
-    return enc.norm(streams[-1]), {"pos": a + x.shape[1], "layers": layers}
+    out = {"pos": a + x.shape[1], "layers": layers}
+    if int8:
+        out["int8"] = True
+    return enc.norm(streams[-1]), out
 
 
 def state_from_tensors(enc, tensors, pos) -> dict:

@@ -183,15 +183,25 @@ class StreamingEncoder(MixerEncoder):
                     m.left = left
 
     # -- streaming ------------------------------------------------------------
-    def init_stream(self, batch: int = 1, device=None, dtype=torch.float32) -> dict:
+    def init_stream(
+        self, batch: int = 1, device=None, dtype=torch.float32, int8: bool = False
+    ) -> dict:
         """An empty stream state for ``batch`` streams (see :meth:`stream`)."""
         from speechbrain_wsm.nnet.streaming_cache import init_state
 
         state = init_state(self, batch, device, dtype)
         state["final"] = False
+        if int8:
+            state["int8"] = True
         return state
 
-    def stream(self, chunk: torch.Tensor | None, state=None, final: bool = False):
+    def stream(
+        self,
+        chunk: torch.Tensor | None,
+        state=None,
+        final: bool = False,
+        int8: bool = False,
+    ):
         """Encode the next frames of a stream, incrementally.
 
         Each layer keeps fixed-size caches (keys and values, window sums, the
@@ -209,6 +219,11 @@ class StreamingEncoder(MixerEncoder):
             What the previous call returned; None starts a stream.
         final : bool
             The stream ends with this chunk: emit every remaining frame.
+        int8 : bool
+            Opt-in, read when ``state`` is None: run the blocks' linear
+            layers in dynamic int8 for the whole stream (faster on CPU, no
+            longer equal to the offline output:
+            :class:`~speechbrain_wsm.nnet.streaming_cache.StepPlan`).
 
         Returns
         -------
@@ -241,7 +256,7 @@ class StreamingEncoder(MixerEncoder):
         if state is None:
             if chunk is None:
                 raise ValueError("stream(None, final=True) before any frame was fed")
-            state = self.init_stream(chunk.shape[0], chunk.device, chunk.dtype)
+            state = self.init_stream(chunk.shape[0], chunk.device, chunk.dtype, int8)
         batch = state["layers"][0]["c"]["h"].shape[0]
         if chunk is not None and chunk.shape[0] != batch:
             raise ValueError(

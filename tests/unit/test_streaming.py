@@ -230,6 +230,35 @@ def test_chunk_work_is_constant_and_proportional(mixer, low_latency):
     assert _state_numel(s_short) == _state_numel(s_long)
 
 
+def _stream_all(enc, x, chunk, **kwargs):
+    outs, state = [], None
+    for i in range(0, x.shape[1], chunk):
+        y, state = enc.stream(x[:, i : i + chunk], state, **kwargs)
+        outs.append(y)
+    outs.append(enc.stream(None, state, final=True)[0])
+    return torch.cat(outs, 1)
+
+
+@pytest.mark.parametrize(("mixer", "low_latency"), [("sa", True), ("swsm", True)])
+def test_int8_stream_is_opt_in_and_close(mixer, low_latency):
+    """int8 linear layers only when asked for, close to the float output; the
+    float stream stays exact after the int8 one, and after a weight change
+    (the prepared linear layers follow the parameters)."""
+    enc = _encoder(mixer, low_latency, layers=2, R=2, L=5)
+    x = torch.randn(1, 40, D)
+    with torch.no_grad():
+        full, _ = enc(x)
+        q = _stream_all(enc, x, 4, int8=True)
+        assert q.shape == full.shape and not torch.equal(q, full)
+        assert (q - full).abs().max() < 0.2  # outputs after a LayerNorm: O(1)
+        torch.testing.assert_close(_stream_all(enc, x, 4), full, atol=2e-5, rtol=1e-4)
+        for p in enc.parameters():
+            p.mul_(0.9)
+        full, _ = enc(x)
+        torch.testing.assert_close(_stream_all(enc, x, 4), full, atol=2e-5, rtol=1e-4)
+        assert (_stream_all(enc, x, 4, int8=True) - full).abs().max() < 0.2
+
+
 def test_stream_refuses_bad_input():
     enc = _encoder("sa", True, layers=2, R=1, L=3)
     x = torch.randn(1, 10, D)

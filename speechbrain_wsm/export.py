@@ -374,7 +374,7 @@ def check(model, path, audio, streaming: bool, threads: int = 1) -> float:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line; returns the exit status."""
-    from speechbrain_wsm.evaluate import load_recipe, load_trained
+    from speechbrain_wsm.recipe.evaluation import load_recipe, load_trained
 
     p = argparse.ArgumentParser(
         prog="python -m speechbrain_wsm.export", description=__doc__.split("\n\n")[0]

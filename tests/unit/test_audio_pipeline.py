@@ -12,9 +12,8 @@ import torch
 
 import speechbrain_wsm.data.mp3s as mp3s
 import speechbrain_wsm.recipe as recipe
-from speechbrain_wsm import evaluate
 from speechbrain_wsm.data import audio
-from speechbrain_wsm.recipe import add_audio_pipeline, manifest_dataset
+from speechbrain_wsm.recipe import add_audio_pipeline, evaluation, manifest_dataset
 
 SECONDS = 1.5
 TONE = 440.0
@@ -53,7 +52,7 @@ def test_training_and_scoring_see_the_same_16k_mono_input(tmp_path):
     add_audio_pipeline([train], ["id", "sig", "wrd"])
     trained_on = train[0]["sig"]
 
-    (batch,) = list(evaluate._loader(csv, None, 16000, batch_size=1)[0])
+    (batch,) = list(evaluation._loader(csv, None, 16000, batch_size=1)[0])
     wavs, wav_lens = batch.sig
     scored_on = wavs[0, : int(round(wav_lens[0].item() * wavs.shape[1]))]
 
@@ -74,7 +73,7 @@ def test_missing_and_empty_files_name_their_path(tmp_path):
     with pytest.raises(ValueError, match="gone.flac"):
         manifest_dataset(csv)
     with pytest.raises(ValueError, match="gone.flac"):
-        evaluate._loader(csv, None, 16000, batch_size=1)
+        evaluation._loader(csv, None, 16000, batch_size=1)
     with pytest.raises(FileNotFoundError, match="gone.flac"):
         audio.load_audio(missing)
 

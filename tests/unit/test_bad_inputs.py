@@ -33,7 +33,7 @@ def test_contexts_longer_than_max_duration_are_capped(tmp_path, caplog):
 # -- item 7: evaluate options, manifests, non-UTF-8 names, duplicate IDs -------
 def test_beam_size_zero_names_the_option():
     from speechbrain_wsm.errors import UserError
-    from speechbrain_wsm.evaluate import decoding_options
+    from speechbrain_wsm.recipe.evaluation import decoding_options
 
     with pytest.raises(UserError, match=r"--beam_size=0: the beam must keep"):
         decoding_options({}, decoder="beam", beam_size=0)
@@ -58,8 +58,8 @@ def _write(path, text: bytes):
 )
 def test_bad_manifests_name_the_file_and_row(tmp_path, content, expected):
     from speechbrain_wsm.errors import UserError
-    from speechbrain_wsm.evaluate import transcribe
     from speechbrain_wsm.recipe.dataio import manifest_dataset
+    from speechbrain_wsm.recipe.evaluation import transcribe
 
     manifest = _write(tmp_path / "m.csv", content)
     with pytest.raises(UserError, match=expected) as info:
@@ -192,7 +192,7 @@ def test_evaluate_lists_a_file_that_fails_to_decode(tmp_path):
     import soundfile as sf
 
     from speechbrain_wsm.data.tokenizers import CharTokenizer
-    from speechbrain_wsm.evaluate import evaluate_manifest
+    from speechbrain_wsm.recipe.evaluation import evaluate_manifest
 
     class Blank(torch.nn.Module):
         def forward(self, wavs, wav_lens):

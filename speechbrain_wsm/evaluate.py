@@ -64,7 +64,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from speechbrain_wsm.decoding import DECODERS, check_decoder_files
-from speechbrain_wsm.errors import install_error_hook
+from speechbrain_wsm.errors import ConfigError, install_error_hook
 from speechbrain_wsm.recipe.evaluation import (
     DECODING_DEFAULTS,
     decoding_options,
@@ -184,8 +184,6 @@ def _parse(argv: Sequence[str]):
 
 def _check_writable(folder: Path) -> None:
     """Fail before computing when the score files cannot be written."""
-    from speechbrain_wsm.recipe.experiment import ConfigError
-
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe = folder / f".write-test-{os.getpid()}"

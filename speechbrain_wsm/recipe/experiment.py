@@ -13,7 +13,7 @@ the YAML strictly: an override naming no top-level key of the file (a
 misspelt ``--d_modle=32``) is an error, not a silently ignored flag.
 
 Mistakes on the command line end the run with one line naming the key and
-the fix (a :class:`ConfigError`, printed without a traceback by the recipe's
+the fix (a :class:`~speechbrain_wsm.errors.ConfigError`, printed without a traceback by the recipe's
 process) before anything is built: an override given twice, a value of the
 wrong type for its key (``--lr=abc``, ``--train_splits=dev-clean`` for a
 list), and a size or count that must be positive (``--seconds_per_batch=0``).
@@ -48,14 +48,13 @@ from speechbrain.utils.distributed import infer_device, run_on_main
 from speechbrain_wsm.data.librispeech import merge_manifests, prepare_librispeech
 from speechbrain_wsm.data.text import is_utf8
 from speechbrain_wsm.errors import (
-    UserValueError,
+    ConfigError,
     install_error_hook,
     user_error_hook,
 )
 
 __all__ = [
     "COMPILE_KEY",
-    "ConfigError",
     "compile_encoders",
     "install_config_error_hook",
     "load_hparams",
@@ -86,15 +85,6 @@ POSITIVE_KEYS = (
 
 #: The option that turns the fused (compiled) encoder path on or off.
 COMPILE_KEY = "compile_encoder"
-
-
-class ConfigError(UserValueError):
-    """A mistake in a recipe's configuration; its message names the key and the fix.
-
-    A :class:`~speechbrain_wsm.errors.UserError`: in a process that called
-    :func:`load_hparams`, an uncaught one is printed as a single
-    ``error: ...`` line, without a traceback (``--debug`` shows it).
-    """
 
 
 def install_config_error_hook() -> None:

@@ -107,7 +107,7 @@ def test_non_utf8_names_are_skipped_or_refused(tmp_path):
 
 
 def test_a_non_utf8_option_value_is_refused(tmp_path):
-    from speechbrain_wsm.recipe.experiment import ConfigError
+    from speechbrain_wsm.errors import ConfigError
 
     odd = os.fsdecode(b"/data/Libri\xff")
     with pytest.raises(ConfigError, match=r"--data_folder=/data/Libri\\xff: the value"):
@@ -144,8 +144,8 @@ def test_letters_outside_a_z_are_transliterated_and_the_rest_counted(
 def test_taps_take_the_list_form_of_the_readme(tiny_ssl_sources, tmp_path):
     from recipe_helpers import RECIPES
 
+    from speechbrain_wsm.errors import ConfigError
     from speechbrain_wsm.recipe import load_hparams
-    from speechbrain_wsm.recipe.experiment import ConfigError
 
     yaml = RECIPES / "LibriSpeech" / "ASR" / "feature-fusion" / "hparams" / "hff.yaml"
     argv = [

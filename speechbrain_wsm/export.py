@@ -37,6 +37,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from speechbrain_wsm.models.lengths import standardize
+
 __all__ = [
     "OfflineGraph",
     "export_offline",
@@ -72,10 +74,7 @@ class OfflineGraph(nn.Module):
         else:  # FbankCTC
             # FbankCTC.features without padding: statistics over every frame
             with torch.autocast(wav.device.type, enabled=False):
-                feats = m.fbank(wav.float())
-            mean = feats.mean(1, keepdim=True)
-            var = (feats - mean).pow(2).mean(1, keepdim=True)
-            feats = (feats - mean) / (var + 1e-5).sqrt()
+                feats = standardize(m.fbank(wav.float()))
             # SpeechBrain's Conv2d adds a channel axis to a 3-D input and
             # "squeezes" it off a C-channel output (a no-op in PyTorch, an
             # invalid Squeeze in ONNX): give it the 4-D input it would make.

@@ -1,7 +1,6 @@
 """Helpers every recipe shares: experiment setup and data pipelines.
 
-- :mod:`.experiment`: :func:`load_hparams` (command line, DDP, strict YAML),
-  :func:`prepare_librispeech_manifests`
+- :mod:`.experiment`: :func:`load_hparams` (command line, DDP, strict YAML)
 - :mod:`.dataio`: :func:`manifest_dataset`, :func:`add_audio_pipeline`, :func:`add_token_pipeline`,
   :func:`dynamic_batch_sampler`, :class:`SpanMaskCollate`
 - :mod:`.brain`: :class:`RobustBrain`, under every recipe's Brain
@@ -13,12 +12,14 @@
   from the newest complete checkpoint)
 - :mod:`.ctc`: :class:`CTCBrain`, the Brain of every CTC recipe
 - :mod:`.probe`: the MP3S probes (CTC and classification Brains, their runs)
-- :mod:`.asr`: the LibriSpeech / Libri-light data side of the ASR recipes
+- :mod:`.asr`: the LibriSpeech / Libri-light data side of the recipes,
+  :func:`prepare_librispeech_manifests` (the one preparation wrapper)
 - :mod:`.schedules`: :class:`TriStageSchedule` (warm-up, hold, decay by step)
 
 Relative lengths become padding masks in :mod:`speechbrain_wsm.models.lengths`.
 """
 
+from .asr import prepare_librispeech_manifests
 from .brain import (
     DistributedBatchSampler,
     RecipeBrain,
@@ -34,7 +35,7 @@ from .dataio import (
     dynamic_batch_sampler,
     manifest_dataset,
 )
-from .experiment import load_hparams, prepare_librispeech_manifests
+from .experiment import load_hparams
 from .schedules import TriStageSchedule
 
 __all__ = [

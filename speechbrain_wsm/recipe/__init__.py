@@ -1,7 +1,7 @@
 """Helpers every recipe shares: experiment setup and data pipelines.
 
 - :mod:`.experiment`: :func:`load_hparams` (command line, DDP, strict YAML)
-- :mod:`.dataio`: :func:`manifest_dataset`, :func:`add_audio_pipeline`, :func:`add_token_pipeline`,
+- :mod:`.dataio`: :func:`manifest_dataset`, :func:`add_token_pipeline`,
   :func:`dynamic_batch_sampler`, :class:`SpanMaskCollate`
 - :mod:`.brain`: :class:`RobustBrain`, under every recipe's Brain
   (accumulated gradients applied at every epoch end, whole batches for every
@@ -30,7 +30,6 @@ from .checkpoints import RobustCheckpointer
 from .ctc import CTCBrain
 from .dataio import (
     SpanMaskCollate,
-    add_audio_pipeline,
     add_token_pipeline,
     dynamic_batch_sampler,
     manifest_dataset,
@@ -46,7 +45,6 @@ __all__ = [
     "RobustCheckpointer",
     "TriStageSchedule",
     "SpanMaskCollate",
-    "add_audio_pipeline",
     "add_token_pipeline",
     "dynamic_batch_sampler",
     "load_hparams",

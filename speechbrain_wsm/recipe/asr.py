@@ -21,6 +21,7 @@ import os
 import speechbrain as sb
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
+from speechbrain_wsm.data.audio import add_audio_pipeline
 from speechbrain_wsm.data.librispeech import (
     merge_manifests,
     prepare_librilight_limited,
@@ -31,7 +32,6 @@ from speechbrain_wsm.errors import UserValueError
 from speechbrain_wsm.recipe.ctc import CTCBrain
 from speechbrain_wsm.recipe.dataio import (
     PackedBatchSampler,
-    add_audio_pipeline,
     add_token_pipeline,
     manifest_dataset,
 )

@@ -46,6 +46,7 @@ __all__ = [
     "ChunkRunner",
     "OnnxStreamer",
     "main",
+    "torch_runner",
 ]
 
 BIG = 2**62  # "end not known yet"
@@ -283,7 +284,10 @@ class ChunkRunner:
         return out
 
 
-def _torch_runner(step_module) -> ChunkRunner:
+def torch_runner(step_module) -> ChunkRunner:
+    """The streaming loop of :class:`ChunkRunner` around the PyTorch chunk step
+    (``models.streaming_ctc.ChunkStep``): what an ONNX streaming export is
+    checked against."""
     meta = {
         "chunk_frames": step_module.chunk_frames,
         "chunk_samples": step_module.chunk_samples,
@@ -304,9 +308,6 @@ def _torch_runner(step_module) -> ChunkRunner:
         lambda s: torch.zeros(s),
         lambda v: torch.tensor(v, dtype=torch.long),
     )
-
-
-torch_runner = _torch_runner
 
 
 class OnnxStreamer(ChunkRunner):

@@ -23,10 +23,10 @@ from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from speechbrain_wsm.data.audio import add_audio_pipeline
 from speechbrain_wsm.data.librispeech import (
-    merge_manifests,
     prepare_librilight_limited,
     prepare_librispeech,
 )
+from speechbrain_wsm.data.manifests import merge_manifests
 from speechbrain_wsm.data.tokenizers import CharTokenizer, load_tokenizer
 from speechbrain_wsm.errors import UserValueError
 from speechbrain_wsm.recipe.ctc import CTCBrain

@@ -403,7 +403,7 @@ class SpanMaskCollate:
 
     Example
     -------
-    >>> from speechbrain_wsm.models.wav2vec2 import FrameCounter
+    >>> from speechbrain_wsm.nnet.frontend import FrameCounter
     >>> collate = SpanMaskCollate(FrameCounter([320], [320]), 0.65, 3)
     >>> items = [{"id": "a", "sig": torch.randn(16000)}, {"id": "b", "sig": torch.randn(9600)}]
     >>> wavs, wav_lens, mask = collate(items)

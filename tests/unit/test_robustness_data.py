@@ -14,7 +14,7 @@ import torch
 from speechbrain_wsm.data.audio import add_audio_pipeline
 from speechbrain_wsm.data.librispeech import prepare_librispeech
 from speechbrain_wsm.data.tokenizers import CharTokenizer
-from speechbrain_wsm.models.wav2vec2 import FrameCounter
+from speechbrain_wsm.nnet.frontend import FrameCounter
 from speechbrain_wsm.recipe.dataio import (
     SpanMaskCollate,
     manifest_dataset,

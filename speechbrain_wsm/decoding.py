@@ -36,6 +36,8 @@ from collections.abc import Callable
 import torch
 from speechbrain.decoders.ctc import CTCPrefixBeamSearcher
 
+from speechbrain_wsm.errors import ConfigError
+
 __all__ = [
     "DECODERS",
     "CTCBeamDecoder",
@@ -314,7 +316,7 @@ def check_decoder_files(
 ) -> None:
     """Fail early, in one line, when a decoder's LM or lexicon is missing.
 
-    Raises :class:`speechbrain_wsm.recipe.experiment.ConfigError` (a
+    Raises :class:`speechbrain_wsm.errors.ConfigError` (a
     ``ValueError``, printed as one ``error:`` line by the command-line tools)
     naming the option and the file: ``lexicon`` needs both files, ``beam``
     the LM when one is given.
@@ -325,10 +327,8 @@ def check_decoder_files(
     >>> check_decoder_files("lexicon", "missing.arpa", "lexicon.txt")
     Traceback (most recent call last):
      ...
-    speechbrain_wsm.recipe.experiment.ConfigError: kenlm_model_path 'missing.arpa' not found (--kenlm); ...
+    speechbrain_wsm.errors.ConfigError: kenlm_model_path 'missing.arpa' not found (--kenlm); ...
     """
-    from speechbrain_wsm.recipe.experiment import ConfigError
-
     if decoder not in DECODERS:
         raise ConfigError(f"decoder must be one of {DECODERS}, got {decoder!r}")
     needed = []

@@ -29,6 +29,7 @@ import os
 import sys
 
 __all__ = [
+    "ConfigError",
     "UserError",
     "UserFileNotFoundError",
     "UserValueError",
@@ -44,6 +45,15 @@ class UserError(Exception):
 
 class UserValueError(UserError, ValueError):
     """A wrong option value, manifest row or file content (a ``ValueError``)."""
+
+
+class ConfigError(UserValueError):
+    """A mistake in a recipe's configuration; its message names the key and the fix.
+
+    Raised by :func:`speechbrain_wsm.recipe.experiment.load_hparams` and the
+    checks of command-line options (decoder files, output folders); printed
+    as one ``error: ...`` line like every :class:`UserError`.
+    """
 
 
 class UserFileNotFoundError(UserError, FileNotFoundError):

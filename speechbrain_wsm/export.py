@@ -37,6 +37,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from speechbrain_wsm.models.lengths import standardize
+
 __all__ = [
     "OfflineGraph",
     "export_offline",
@@ -44,6 +46,7 @@ __all__ = [
     "ChunkRunner",
     "OnnxStreamer",
     "main",
+    "torch_runner",
 ]
 
 BIG = 2**62  # "end not known yet"
@@ -72,10 +75,7 @@ class OfflineGraph(nn.Module):
         else:  # FbankCTC
             # FbankCTC.features without padding: statistics over every frame
             with torch.autocast(wav.device.type, enabled=False):
-                feats = m.fbank(wav.float())
-            mean = feats.mean(1, keepdim=True)
-            var = (feats - mean).pow(2).mean(1, keepdim=True)
-            feats = (feats - mean) / (var + 1e-5).sqrt()
+                feats = standardize(m.fbank(wav.float()))
             # SpeechBrain's Conv2d adds a channel axis to a 3-D input and
             # "squeezes" it off a C-channel output (a no-op in PyTorch, an
             # invalid Squeeze in ONNX): give it the 4-D input it would make.
@@ -284,7 +284,10 @@ class ChunkRunner:
         return out
 
 
-def _torch_runner(step_module) -> ChunkRunner:
+def torch_runner(step_module) -> ChunkRunner:
+    """The streaming loop of :class:`ChunkRunner` around the PyTorch chunk step
+    (``models.streaming_ctc.ChunkStep``): what an ONNX streaming export is
+    checked against."""
     meta = {
         "chunk_frames": step_module.chunk_frames,
         "chunk_samples": step_module.chunk_samples,
@@ -305,9 +308,6 @@ def _torch_runner(step_module) -> ChunkRunner:
         lambda s: torch.zeros(s),
         lambda v: torch.tensor(v, dtype=torch.long),
     )
-
-
-torch_runner = _torch_runner
 
 
 class OnnxStreamer(ChunkRunner):
@@ -374,7 +374,7 @@ def check(model, path, audio, streaming: bool, threads: int = 1) -> float:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line; returns the exit status."""
-    from speechbrain_wsm.evaluate import load_recipe, load_trained
+    from speechbrain_wsm.recipe.evaluation import load_recipe, load_trained
 
     p = argparse.ArgumentParser(
         prog="python -m speechbrain_wsm.export", description=__doc__.split("\n\n")[0]

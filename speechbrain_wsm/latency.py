@@ -147,7 +147,7 @@ def _jacobian(fn, feat_dim, T, stride, dtype):
 
 def frame_ms(extractor, sample_rate: int = 16000) -> float:
     """Milliseconds between two frames of a front end with ``output_lengths``
-    (a :class:`~speechbrain_wsm.models.wav2vec2.FrameCounter`); 20 ms when
+    (a :class:`~speechbrain_wsm.nnet.frontend.FrameCounter`); 20 ms when
     unknown."""
     counter = getattr(extractor, "output_lengths", None)
     strides = getattr(counter, "strides", None)

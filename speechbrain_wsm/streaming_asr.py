@@ -150,7 +150,11 @@ class StreamingTranscriber:
     def from_run(cls, run, checkpoint="best", device="cpu", overrides=None, **decoding):
         """Load a trained streaming recipe as :class:`~speechbrain_wsm.transcribe.Transcriber` does."""
         from speechbrain_wsm import decoding as dec
-        from speechbrain_wsm.evaluate import decoding_options, load_recipe, load_trained
+        from speechbrain_wsm.recipe.evaluation import (
+            decoding_options,
+            load_recipe,
+            load_trained,
+        )
 
         build_decoder = dec.build_decoder
         hparams, folder = load_recipe(str(run), overrides)

@@ -135,7 +135,7 @@ class Transcriber:
             The recipe's output folder (or its ``hyperparams.yaml``).
         checkpoint : str
             ``"best"``, ``"latest"`` or a ``CKPT+...`` folder, as for
-            :func:`~speechbrain_wsm.evaluate.recover_checkpoint`.
+            :func:`~speechbrain_wsm.recipe.checkpoints.recover_checkpoint`.
         device : str or torch.device
             Where the model runs.
         overrides : dict, optional
@@ -147,10 +147,14 @@ class Transcriber:
             Context on each side of a window.
         **decoding
             Values replacing the recipe's decoding options (``decoder="beam"``,
-            ``beam_size`` ...: :func:`~speechbrain_wsm.evaluate.decoding_options`).
+            ``beam_size`` ...: :func:`~speechbrain_wsm.recipe.evaluation.decoding_options`).
         """
         from speechbrain_wsm.decoding import build_decoder, check_decoder_files
-        from speechbrain_wsm.evaluate import decoding_options, load_recipe, load_trained
+        from speechbrain_wsm.recipe.evaluation import (
+            decoding_options,
+            load_recipe,
+            load_trained,
+        )
 
         hparams, folder = load_recipe(str(run_folder), overrides)
         options = decoding_options(hparams, **decoding)

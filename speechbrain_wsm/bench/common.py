@@ -25,7 +25,6 @@ import json
 import multiprocessing as mp
 import os
 import platform
-import resource
 import statistics
 import sys
 import time
@@ -34,6 +33,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+
+from speechbrain_wsm.memory import peak_rss_bytes, reset_peak_rss, rss_bytes
 
 #: A tiny Hugging Face wav2vec 2.0 / HuBERT / WavLM architecture: 4 layers of
 #: width 32 and a 3-layer CNN with a 320x downsampling (20 ms frames at 16 kHz),
@@ -71,25 +72,6 @@ def machine_description(device: str) -> str:
         f"{model}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, "
         f"torch {torch.__version__}"
     )
-
-
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def _peak_rss_bytes() -> int:
-    """The kernel's peak-RSS mark (VmHWM), which ``_reset_peak_rss`` resets."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def _reset_peak_rss() -> None:
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
 
 
 def _release_large_blocks_on_free() -> None:
@@ -255,14 +237,14 @@ def _peak_here(make_step, device, include_model=False):
             torch.cuda.empty_cache()
             return {"peak_bytes": peak}
         _release_large_blocks_on_free()
-        before = _rss_bytes()
+        before = rss_bytes()
         step = make_step(device)
         step()  # warm-up: one-time pools, workspaces, optimizer state
-        _reset_peak_rss()
+        reset_peak_rss()
         if not include_model:
-            before = _rss_bytes()
+            before = rss_bytes()
         step()
-        return {"peak_bytes": max(_peak_rss_bytes() - before, 0)}
+        return {"peak_bytes": max(peak_rss_bytes() - before, 0)}
     except torch.OutOfMemoryError as e:
         return {"error": f"out of memory: {str(e).splitlines()[0]}"}
 

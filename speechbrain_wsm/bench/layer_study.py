@@ -156,7 +156,7 @@ def train_layer(
 
 def score_layer(head, layer, feats, utterances, tokenizer, out_dir: Path) -> dict:
     """Greedy decoding of ``utterances``; writes ``wer_/cer_layer<l>.txt``; CER / WER."""
-    from speechbrain_wsm.evaluate import build_decoder
+    from speechbrain_wsm.decoding import build_decoder
     from speechbrain_wsm.scoring import write_error_rate_files
 
     greedy = build_decoder(tokenizer, "greedy")

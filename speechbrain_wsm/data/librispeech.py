@@ -45,7 +45,6 @@ __all__ = [
     "AudioError",
     "ScanResult",
     "Utterance",
-    "merge_manifests",
     "prepare_librilight_limited",
     "prepare_librispeech",
     "probe_audio",

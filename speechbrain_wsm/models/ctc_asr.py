@@ -25,7 +25,11 @@ from speechbrain.lobes.features import Fbank
 from speechbrain.lobes.models.convolution import ConvolutionFrontEnd
 from torch import nn
 
-from speechbrain_wsm.models.lengths import relative_to_padding_mask
+from speechbrain_wsm.models.lengths import (
+    relative_to_absolute,
+    relative_to_padding_mask,
+    standardize,
+)
 
 __all__ = ["FbankCTC"]
 
@@ -119,13 +123,7 @@ class FbankCTC(nn.Module):
         """Normalised log mel filterbanks ``[batch, frame, n_mels]``, padding zeroed."""
         with torch.autocast(wavs.device.type, enabled=False):
             feats = self.fbank(wavs.float())
-        pad = relative_to_padding_mask(wav_lens, feats.shape[1])[..., None]
-        valid = (~pad).float()
-        count = valid.sum(1, keepdim=True).clamp(min=1.0)
-        mean = (feats * valid).sum(1, keepdim=True) / count
-        var = ((feats - mean).pow(2) * valid).sum(1, keepdim=True) / count
-        feats = (feats - mean) / (var + 1e-5).sqrt()
-        return feats.masked_fill(pad, 0.0)
+        return standardize(feats, relative_to_absolute(wav_lens, feats.shape[1]))
 
     def forward(self, wavs: torch.Tensor, wav_lens: torch.Tensor | None = None):
         """``wavs`` ``[batch, sample]``, ``wav_lens`` ``[batch]`` relative ->

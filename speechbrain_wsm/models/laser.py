@@ -39,7 +39,6 @@ from torch import nn
 
 from speechbrain_wsm.errors import UserValueError
 from speechbrain_wsm.models.surgery import (
-    find_layer_stack,
     resolve_layers,
     set_trainable,
     skip_frozen_activations,
@@ -47,6 +46,7 @@ from speechbrain_wsm.models.surgery import (
 from speechbrain_wsm.models.upstream import SSLUpstream, source_kind
 from speechbrain_wsm.models.upstream.hf import load_hf_model
 from speechbrain_wsm.models.upstream.sources import resolve_source
+from speechbrain_wsm.nnet.layer_stack import find_layer_stack
 from speechbrain_wsm.nnet.soft_dtw import contrastive_idm, soft_dtw_divergence
 
 __all__ = [

@@ -91,8 +91,9 @@ def standardize(
     """Zero mean, unit variance along axis 1 over each utterance's valid part.
 
     The statistics of utterance ``b`` come from ``x[b, :lengths[b]]`` only
-    (per feature when ``x`` is 3-D), so padding never shifts them; padded
-    positions come out as zeros. Computed in float32.
+    (per feature when ``x`` is 3-D), so padding never shifts them (whatever
+    it holds, NaN included); padded positions come out as zeros. Computed in
+    float32.
 
     Arguments
     ---------
@@ -122,12 +123,15 @@ def standardize(
         )
     x = x.float()
     if lengths is None:
-        valid = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
+        pad = torch.zeros(x.shape[:2], dtype=torch.bool, device=x.device)
     else:
-        valid = ~lengths_to_padding_mask(lengths, x.shape[1])
+        pad = lengths_to_padding_mask(lengths, x.shape[1])
     if x.dim() == 3:
-        valid = valid.unsqueeze(-1)
-    n = valid.sum(1, keepdim=True).clamp(min=1)
-    mean = (x * valid).sum(1, keepdim=True) / n
-    var = ((x - mean).square() * valid).sum(1, keepdim=True) / n
-    return ((x - mean) / torch.sqrt(var + eps)) * valid
+        pad = pad.unsqueeze(-1)
+    # padding removed with masked_fill, never multiplied by zero: a NaN or an
+    # infinity in the padding cannot reach the statistics or the output
+    x = x.masked_fill(pad, 0.0)
+    n = (~pad).sum(1, keepdim=True).clamp(min=1)
+    mean = x.sum(1, keepdim=True) / n
+    var = (x - mean).square().masked_fill(pad, 0.0).sum(1, keepdim=True) / n
+    return ((x - mean) / torch.sqrt(var + eps)).masked_fill(pad, 0.0)

@@ -47,7 +47,7 @@ from torch import nn
 
 from speechbrain_wsm.errors import UserValueError
 from speechbrain_wsm.models.lengths import relative_to_absolute
-from speechbrain_wsm.models.upstream import SSLUpstream, load_upstream, source_kind
+from speechbrain_wsm.models.upstream import SSLUpstream, load_upstream
 from speechbrain_wsm.nnet.fusion import WeightedLayerSum
 
 __all__ = [
@@ -55,7 +55,6 @@ __all__ = [
     "SSLEncoder",
     "SSLProbe",
     "load_ssl_encoder",
-    "source_kind",
 ]
 
 logger = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ from speechbrain.nnet.attention import MultiheadAttention, RelPosEncXL, RelPosMH
 from torch import nn
 
 from speechbrain_wsm.errors import UserValueError
-from speechbrain_wsm.nnet.summary_mixing import valid_frames
+from speechbrain_wsm.nnet.common import valid_frames
 
 __all__ = ["MHSA", "RelPosMHSA", "SDPAttention"]
 

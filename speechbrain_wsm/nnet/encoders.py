@@ -20,8 +20,8 @@ from speechbrain.nnet.attention import PositionalwiseFeedForward
 from torch import nn
 
 from speechbrain_wsm.errors import UserValueError
+from speechbrain_wsm.nnet.common import activation_class, valid_frames
 from speechbrain_wsm.nnet.registry import build_mixer, check_choice
-from speechbrain_wsm.nnet.summary_mixing import activation_class, valid_frames
 
 logger = logging.getLogger(__name__)
 #: Mixers that know token order only from a positional encoding of the input.

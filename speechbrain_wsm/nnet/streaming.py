@@ -59,7 +59,8 @@ from speechbrain.lobes.models.transformer.TransformerASR import (
 from speechbrain.utils.dynamic_chunk_training import DynChunkTrainConfig
 
 from speechbrain_wsm.nnet.attention import SDPAttention
-from speechbrain_wsm.nnet.summary_mixing import WindowedSummaryMixing, valid_frames
+from speechbrain_wsm.nnet.common import valid_frames
+from speechbrain_wsm.nnet.summary_mixing import WindowedSummaryMixing
 
 __all__ = [
     "MaskedAttention",

@@ -12,10 +12,10 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from speechbrain_wsm.nnet.common import valid_frames
 from speechbrain_wsm.nnet.encoders import MixerEncoder
 from speechbrain_wsm.nnet.registry import build_mixer
 from speechbrain_wsm.nnet.streaming import StreamingWSM
-from speechbrain_wsm.nnet.summary_mixing import valid_frames
 
 __all__ = ["StreamingEncoder", "STREAMING_MIXERS"]
 

@@ -1,8 +1,7 @@
 """Helpers every recipe shares: experiment setup and data pipelines.
 
-- :mod:`.experiment`: :func:`load_hparams` (command line, DDP, strict YAML),
-  :func:`prepare_librispeech_manifests`
-- :mod:`.dataio`: :func:`manifest_dataset`, :func:`add_audio_pipeline`, :func:`add_token_pipeline`,
+- :mod:`.experiment`: :func:`load_hparams` (command line, DDP, strict YAML)
+- :mod:`.dataio`: :func:`manifest_dataset`, :func:`add_token_pipeline`,
   :func:`dynamic_batch_sampler`, :class:`SpanMaskCollate`
 - :mod:`.brain`: :class:`RobustBrain`, under every recipe's Brain
   (accumulated gradients applied at every epoch end, whole batches for every
@@ -13,12 +12,14 @@
   from the newest complete checkpoint)
 - :mod:`.ctc`: :class:`CTCBrain`, the Brain of every CTC recipe
 - :mod:`.probe`: the MP3S probes (CTC and classification Brains, their runs)
-- :mod:`.asr`: the LibriSpeech / Libri-light data side of the ASR recipes
+- :mod:`.asr`: the LibriSpeech / Libri-light data side of the recipes,
+  :func:`prepare_librispeech_manifests` (the one preparation wrapper)
 - :mod:`.schedules`: :class:`TriStageSchedule` (warm-up, hold, decay by step)
 
 Relative lengths become padding masks in :mod:`speechbrain_wsm.models.lengths`.
 """
 
+from .asr import prepare_librispeech_manifests
 from .brain import (
     DistributedBatchSampler,
     RecipeBrain,
@@ -29,12 +30,11 @@ from .checkpoints import RobustCheckpointer
 from .ctc import CTCBrain
 from .dataio import (
     SpanMaskCollate,
-    add_audio_pipeline,
     add_token_pipeline,
     dynamic_batch_sampler,
     manifest_dataset,
 )
-from .experiment import load_hparams, prepare_librispeech_manifests
+from .experiment import load_hparams
 from .schedules import TriStageSchedule
 
 __all__ = [
@@ -45,7 +45,6 @@ __all__ = [
     "RobustCheckpointer",
     "TriStageSchedule",
     "SpanMaskCollate",
-    "add_audio_pipeline",
     "add_token_pipeline",
     "dynamic_batch_sampler",
     "load_hparams",

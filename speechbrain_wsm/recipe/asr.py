@@ -1,6 +1,8 @@
-"""Data side of the LibriSpeech CTC recipes (from scratch, selective fine-tuning).
+"""Data side of the LibriSpeech recipes, and the CTC recipes' training and scoring.
 
-Both recipes read the same keys: ``train_splits`` (Libri-light limited folds,
+:func:`prepare_librispeech_manifests` is the one LibriSpeech / Libri-light
+preparation of every recipe (pretraining and LASER call it directly). The
+CTC recipes (from scratch, selective fine-tuning, feature fusion) read the same keys: ``train_splits`` (Libri-light limited folds,
 ``10min``/``1h``/``10h``, from ``librilight_folder``, and/or LibriSpeech
 splits such as ``train-clean-100`` from ``data_folder``; merged into
 ``train_csv``), ``dev_splits`` (model selection, merged into ``valid_csv``),
@@ -19,17 +21,17 @@ import os
 import speechbrain as sb
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
+from speechbrain_wsm.data.audio import add_audio_pipeline
 from speechbrain_wsm.data.librispeech import (
-    merge_manifests,
     prepare_librilight_limited,
     prepare_librispeech,
 )
+from speechbrain_wsm.data.manifests import merge_manifests
 from speechbrain_wsm.data.tokenizers import CharTokenizer, load_tokenizer
 from speechbrain_wsm.errors import UserValueError
 from speechbrain_wsm.recipe.ctc import CTCBrain
 from speechbrain_wsm.recipe.dataio import (
     PackedBatchSampler,
-    add_audio_pipeline,
     add_token_pipeline,
     manifest_dataset,
 )
@@ -40,7 +42,7 @@ __all__ = [
     "LIBRISPEECH_UNITS",
     "asr_datasets",
     "fit_ctc",
-    "prepare_asr_data",
+    "prepare_librispeech_manifests",
     "split_csv",
     "score_asr",
     "scoring_manifests",
@@ -79,16 +81,73 @@ def scoring_manifests(hparams: dict) -> dict[str, str]:
     return {split: split_csv(hparams, split) for split in hparams["test_splits"]}
 
 
-def prepare_asr_data(hparams: dict) -> None:
-    """Split manifests, the merged training and validation manifests, the units.
+def prepare_librispeech_manifests(
+    hparams: dict,
+    train_key: str = "train_csv",
+    valid_key: str = "valid_csv",
+    skip_prep_reads: str = "merged",
+) -> dict[str, str]:
+    """Write the LibriSpeech / Libri-light manifests a recipe reads (on the main process).
 
-    With ``skip_prep`` the split manifests must exist in ``manifest_folder``
-    already.
+    The one preparation of the LibriSpeech recipes (pretraining, LASER, CTC
+    from scratch, selective fine-tuning, feature fusion). Reads
+    ``data_folder``, ``train_splits`` (LibriSpeech splits and Libri-light
+    limited folds, ``10min``/``1h``/``10h``, from ``librilight_folder``),
+    ``dev_splits``, ``test_splits`` and ``skip_prep``. Each split becomes
+    its manifest (:func:`split_csv`, in ``manifest_folder``, default the
+    run's ``output_folder``); the training splits are merged into
+    ``hparams[train_key]`` and the dev splits into ``hparams[valid_key]``
+    (when those keys exist and the splits are not empty). Called by every
+    process: the main one writes, the others wait.
+
+    With ``skip_prep`` nothing is prepared, and ``skip_prep_reads`` says
+    what the recipe reads: ``"merged"`` (pretraining, LASER): the merged
+    manifests as given, which may be any manifests (``ID, duration, wav``);
+    ``"splits"`` (the CTC recipes): the split manifests, which must exist in
+    ``manifest_folder`` already, merged as above.
+
+    Arguments
+    ---------
+    hparams : dict
+        The recipe's hyperparameters.
+    train_key, valid_key : str
+        Keys of ``hparams`` naming the merged training and validation
+        manifests.
+    skip_prep_reads : str
+        ``"merged"`` or ``"splits"``, see above.
+
+    Returns
+    -------
+    dict
+        Split name (and ``train_key`` / ``valid_key``) to manifest path.
     """
+    if skip_prep_reads not in ("merged", "splits"):
+        raise ValueError(
+            f"skip_prep_reads must be 'merged' or 'splits', got {skip_prep_reads!r}"
+        )
+    train = list(hparams.get("train_splits") or [])
+    dev = list(hparams.get("dev_splits") or [])
+    test = list(hparams.get("test_splits") or [])
+    merges = {
+        hparams[key]: splits
+        for key, splits in ((train_key, train), (valid_key, dev))
+        if key in hparams and splits
+    }
+    out = {k: hparams[k] for k in (train_key, valid_key) if k in hparams}
+    skip = bool(hparams.get("skip_prep"))
+    if skip and skip_prep_reads == "merged":
+        return out
+    run_on_main(_prepare, args=[hparams, train, dev, test, merges, skip])
+    splits = list(dict.fromkeys(train + dev + test))
+    out.update((split, split_csv(hparams, split)) for split in splits)
+    return out
+
+
+def _prepare(hparams, train, dev, test, merges, skip) -> None:
+    """The main process's part of :func:`prepare_librispeech_manifests`."""
     folder = _manifest_folder(hparams)
-    train = list(hparams["train_splits"])
-    folds = [s for s in train if s in LIBRILIGHT_SETS]
-    if not hparams["skip_prep"]:
+    if not skip:
+        folds = [s for s in train if s in LIBRILIGHT_SETS]
         if folds:
             if not hparams.get("librilight_folder"):
                 raise UserValueError(
@@ -100,11 +159,15 @@ def prepare_asr_data(hparams: dict) -> None:
             hparams["data_folder"],
             folder,
             tr_splits=[s for s in train if s not in LIBRILIGHT_SETS],
-            dev_splits=hparams["dev_splits"],
-            te_splits=hparams["test_splits"],
+            dev_splits=dev,
+            te_splits=test,
         )
-    for key, splits in (("train_csv", train), ("valid_csv", hparams["dev_splits"])):
-        merge_manifests([split_csv(hparams, s) for s in splits], hparams[key])
+    for out_path, splits in merges.items():
+        merge_manifests([split_csv(hparams, s) for s in splits], out_path)
+
+
+def _save_units(hparams: dict) -> None:
+    """The character units of LibriSpeech transcripts, in ``tokenizer_file``."""
     units = CharTokenizer(LIBRISPEECH_UNITS)
     if len(units) != hparams["output_neurons"]:
         raise UserValueError(
@@ -174,7 +237,8 @@ def train_asr(argv, brain_class: type[CTCBrain] = CTCBrain):
     """
     hparams, run_opts, hparams_file, overrides = load_hparams(argv)
     sb.create_experiment_directory(hparams["output_folder"], hparams_file, overrides)
-    run_on_main(prepare_asr_data, args=[hparams])
+    prepare_librispeech_manifests(hparams, skip_prep_reads="splits")
+    run_on_main(_save_units, args=[hparams])
     tokenizer = load_tokenizer(hparams["tokenizer_file"])
     train, valid = asr_datasets(hparams, tokenizer)
     brain = brain_class(

@@ -64,8 +64,6 @@ import json
 import logging
 import math
 import os
-import resource
-import sys
 import time
 
 import speechbrain as sb
@@ -73,6 +71,7 @@ import torch
 from torch.utils.data import IterableDataset, Sampler
 
 from speechbrain_wsm.data.audio import skip_undecodable
+from speechbrain_wsm.memory import peak_memory_mb
 from speechbrain_wsm.recipe.schedules import planned_steps
 
 __all__ = [
@@ -80,16 +79,7 @@ __all__ = [
     "RecipeBrain",
     "RobustBrain",
     "accumulation_group_size",
-    "peak_memory_mb",
 ]
-
-
-def peak_memory_mb(device: str | torch.device) -> float:
-    """Peak memory so far: the CUDA allocator's peak, or this process's peak RSS (MB)."""
-    if str(device).startswith("cuda"):
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
 
 
 logger = logging.getLogger(__name__)

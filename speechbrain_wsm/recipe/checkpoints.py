@@ -26,9 +26,11 @@ YAML builds it):
   earlier checkpoints are intact; the partial folder is removed.
 
 :func:`as_robust` gives the same reading behaviour to a plain SpeechBrain
-``Checkpointer`` (the runs recorded before this class existed), and
+``Checkpointer`` (the runs recorded before this class existed),
 :func:`newest_complete_checkpoint` finds a checkpoint in a save folder without
-any recoverables (for loaders of pretrained folders).
+any recoverables (for loaders of pretrained folders), and
+:func:`recover_checkpoint` loads a recipe's best, latest or a named
+checkpoint (its final test, ``evaluate``, ``transcribe``).
 """
 
 from __future__ import annotations
@@ -58,11 +60,14 @@ from speechbrain.utils.distributed import (
     if_main_process,
 )
 
+from speechbrain_wsm.errors import UserFileNotFoundError
+
 __all__ = [
     "RobustCheckpointer",
     "as_robust",
     "checkpoint_problem",
     "newest_complete_checkpoint",
+    "recover_checkpoint",
 ]
 
 logger = logging.getLogger(__name__)
@@ -409,3 +414,67 @@ def as_robust(checkpointer: Checkpointer) -> RobustCheckpointer:
     robust.__dict__.update(checkpointer.__dict__)
     robust._warned = set()
     return robust
+
+
+def recover_checkpoint(
+    checkpointer, which: str = "best", run_folder: pathlib.Path | None = None, key=None
+):
+    """Load a checkpoint into the recoverables; returns the checkpoint.
+
+    Arguments
+    ---------
+    checkpointer : speechbrain.utils.checkpoints.Checkpointer
+        The recipe's checkpointer.
+    which : str
+        ``"best"`` (lowest ``key`` in the meta; the most recent when no
+        checkpoint has one), ``"latest"``, or a ``CKPT+...`` folder.
+    run_folder : Path, optional
+        When ``checkpointer``'s folder holds no checkpoint, ``run_folder/save``
+        is used (a run moved since training).
+    key : str, optional
+        Meta key minimised by ``"best"``; default ``CER`` when a checkpoint
+        has one (the CTC recipes), else ``WER`` (runs from before CER).
+    """
+    # Broken checkpoints (a killed save, a full disk) are skipped with a
+    # warning, and a checkpoint that fails to load falls back to the next.
+    robust = as_robust(checkpointer)
+    folder = pathlib.Path(robust.checkpoints_dir)
+    local = None if run_folder is None else pathlib.Path(run_folder) / "save"
+    if (
+        local is not None
+        and local.is_dir()
+        and local.resolve() != folder.resolve()
+        and not robust.list_checkpoints()
+    ):
+        logger.info("no checkpoint in %s, reading them from %s", folder, local)
+        robust.checkpoints_dir = local
+    if which not in ("best", "latest"):
+        path = pathlib.Path(which).resolve()
+        robust.checkpoints_dir = path.parent
+        match = [
+            c
+            for c in robust.list_checkpoints()
+            if pathlib.Path(c.path).resolve() == path
+        ]
+        if not match:
+            raise UserFileNotFoundError(
+                f"'{which}' is not a complete checkpoint folder (CKPT+...)"
+            )
+        robust.load_checkpoint(match[0])
+        logger.info("loaded checkpoint %s", match[0].path)
+        return match[0]
+    ranked = []
+    if which == "best":
+        if key is None:
+            metas = [c.meta for c in robust.list_checkpoints()]
+            key = "CER" if any("CER" in m for m in metas) else "WER"
+        ranked = robust.find_checkpoints(min_key=key)
+    if not ranked:
+        ranked = robust.find_checkpoints()
+    if not ranked:
+        raise UserFileNotFoundError(
+            f"no checkpoint in {robust.checkpoints_dir}: has the recipe run?"
+        )
+    ckpt = robust.load_first_loadable(ranked)
+    logger.info("loaded checkpoint %s", ckpt.path)
+    return ckpt

@@ -29,11 +29,9 @@ from collections.abc import Callable, Mapping, Sequence
 import speechbrain as sb
 
 from speechbrain_wsm.decoding import build_decoder
-from speechbrain_wsm.evaluate import (
-    evaluate_manifest,
-    recover_checkpoint,
-)
 from speechbrain_wsm.recipe.brain import RecipeBrain
+from speechbrain_wsm.recipe.checkpoints import recover_checkpoint
+from speechbrain_wsm.recipe.evaluation import evaluate_manifest
 from speechbrain_wsm.scoring import write_results_md
 
 __all__ = ["CTCBrain"]

@@ -14,8 +14,9 @@ wav, spk_id, wrd``); ``$data_root`` in a manifest is replaced by
 ``data_folder``. Batches carry relative lengths, and models turn them into
 padding masks with :mod:`speechbrain_wsm.models.lengths`.
 
-:func:`add_audio_pipeline` and :func:`load_audio` are the project's one audio
-pipeline (:mod:`speechbrain_wsm.data.audio`, re-exported here): training,
+:func:`~speechbrain_wsm.data.audio.add_audio_pipeline` and
+:func:`~speechbrain_wsm.data.audio.load_audio` are the project's one audio
+pipeline (import them from :mod:`speechbrain_wsm.data.audio`): training,
 validation, ``python -m speechbrain_wsm.evaluate`` and
 ``python -m speechbrain_wsm.transcribe`` read and resample audio alike.
 """
@@ -35,22 +36,16 @@ from speechbrain.utils.data_pipeline import provides, takes
 from speechbrain.utils.data_utils import batch_pad_right
 from torch.utils.data import Sampler
 
-from speechbrain_wsm.data.audio import (
-    add_audio_pipeline,
-    drop_unreadable,
-    load_audio,
-)
+from speechbrain_wsm.data.audio import drop_unreadable
 from speechbrain_wsm.data.manifests import check_manifest
 from speechbrain_wsm.errors import UserValueError
 
 __all__ = [
     "SpanMaskCollate",
     "span_mask",
-    "add_audio_pipeline",
     "add_token_pipeline",
     "dynamic_batch_sampler",
     "PackedBatchSampler",
-    "load_audio",
     "manifest_dataset",
 ]
 
@@ -408,7 +403,7 @@ class SpanMaskCollate:
 
     Example
     -------
-    >>> from speechbrain_wsm.models.wav2vec2 import FrameCounter
+    >>> from speechbrain_wsm.nnet.frontend import FrameCounter
     >>> collate = SpanMaskCollate(FrameCounter([320], [320]), 0.65, 3)
     >>> items = [{"id": "a", "sig": torch.randn(16000)}, {"id": "b", "sig": torch.randn(9600)}]
     >>> wavs, wav_lens, mask = collate(items)

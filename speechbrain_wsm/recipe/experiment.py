@@ -1,10 +1,10 @@
-"""Experiment setup shared by the recipes: command line, DDP, hyperparameters, data.
+"""Experiment setup shared by the recipes: command line, DDP, hyperparameters.
 
 A recipe's ``main`` is::
 
     hparams, run_opts, hparams_file, overrides = load_hparams(sys.argv[1:])
     sb.create_experiment_directory(hparams["output_folder"], hparams_file, overrides)
-    manifests = prepare_librispeech_manifests(hparams)
+    manifests = prepare_librispeech_manifests(hparams)  # recipe.asr
 
 :func:`load_hparams` parses SpeechBrain's command line, joins the DDP group
 when the script runs under ``torchrun`` (the ``RANK``/``LOCAL_RANK``
@@ -13,7 +13,7 @@ the YAML strictly: an override naming no top-level key of the file (a
 misspelt ``--d_modle=32``) is an error, not a silently ignored flag.
 
 Mistakes on the command line end the run with one line naming the key and
-the fix (a :class:`ConfigError`, printed without a traceback by the recipe's
+the fix (a :class:`~speechbrain_wsm.errors.ConfigError`, printed without a traceback by the recipe's
 process) before anything is built: an override given twice, a value of the
 wrong type for its key (``--lr=abc``, ``--train_splits=dev-clean`` for a
 list), and a size or count that must be positive (``--seconds_per_batch=0``).
@@ -43,24 +43,21 @@ import ruamel.yaml
 import speechbrain as sb
 import torch
 from hyperpyyaml import load_hyperpyyaml
-from speechbrain.utils.distributed import infer_device, run_on_main
+from speechbrain.utils.distributed import infer_device
 
-from speechbrain_wsm.data.librispeech import merge_manifests, prepare_librispeech
 from speechbrain_wsm.data.text import is_utf8
 from speechbrain_wsm.errors import (
-    UserValueError,
+    ConfigError,
     install_error_hook,
     user_error_hook,
 )
 
 __all__ = [
     "COMPILE_KEY",
-    "ConfigError",
     "compile_encoders",
     "cpu_has_native_bf16",
     "install_config_error_hook",
     "load_hparams",
-    "prepare_librispeech_manifests",
 ]
 
 logger = logging.getLogger(__name__)
@@ -87,15 +84,6 @@ POSITIVE_KEYS = (
 
 #: The option that turns the fused (compiled) encoder path on or off.
 COMPILE_KEY = "compile_encoder"
-
-
-class ConfigError(UserValueError):
-    """A mistake in a recipe's configuration; its message names the key and the fix.
-
-    A :class:`~speechbrain_wsm.errors.UserError`: in a process that called
-    :func:`load_hparams`, an uncaught one is printed as a single
-    ``error: ...`` line, without a traceback (``--debug`` shows it).
-    """
 
 
 def install_config_error_hook() -> None:
@@ -449,70 +437,3 @@ def _sync_run_options(hparams_file: str, run_opts, overrides: str):
         if name in top_level and name not in given
     ]
     return run_opts, "\n".join(filter(None, [overrides, *extra]))
-
-
-def _split_csvs(save_folder: str, splits: Sequence[str]) -> list[str]:
-    return [os.path.join(save_folder, f"{split}.csv") for split in splits]
-
-
-def _prepare(hparams: dict, save_folder: str, merges: dict) -> None:
-    prepare_librispeech(
-        data_folder=hparams["data_folder"],
-        save_folder=save_folder,
-        tr_splits=hparams.get("train_splits") or (),
-        dev_splits=hparams.get("dev_splits") or (),
-        te_splits=hparams.get("test_splits") or (),
-    )
-    for out_path, splits in merges.items():
-        merge_manifests(_split_csvs(save_folder, splits), out_path)
-
-
-def prepare_librispeech_manifests(
-    hparams: dict,
-    save_folder: str | None = None,
-    train_key: str = "train_csv",
-    valid_key: str = "valid_csv",
-) -> dict[str, str]:
-    """Write the LibriSpeech manifests a recipe reads (on the main process only).
-
-    Reads ``data_folder``, ``train_splits``, ``dev_splits``, ``test_splits``
-    and ``skip_prep`` from ``hparams``. Each split becomes
-    ``<save_folder>/<split>.csv``; the training splits are merged into
-    ``hparams[train_key]`` and the dev splits into ``hparams[valid_key]``
-    (when those keys exist). With ``skip_prep`` nothing is written: the
-    manifest keys may then point at any manifests (``ID, duration, wav``).
-
-    Arguments
-    ---------
-    hparams : dict
-        The recipe's hyperparameters.
-    save_folder : str, optional
-        Where the per-split manifests go (default ``hparams["output_folder"]``).
-    train_key, valid_key : str
-        Keys of ``hparams`` naming the merged training and validation
-        manifests.
-
-    Returns
-    -------
-    dict
-        Split name (and ``train_key`` / ``valid_key``) to manifest path.
-    """
-    save_folder = save_folder or hparams["output_folder"]
-    groups = {
-        train_key: hparams.get("train_splits") or [],
-        valid_key: hparams.get("dev_splits") or [],
-    }
-    merges = {hparams[k]: v for k, v in groups.items() if k in hparams and v}
-    splits = list(
-        dict.fromkeys(
-            (hparams.get("train_splits") or [])
-            + (hparams.get("dev_splits") or [])
-            + (hparams.get("test_splits") or [])
-        )
-    )
-    out = {k: hparams[k] for k in (train_key, valid_key) if k in hparams}
-    if hparams.get("skip_prep"):
-        return out
-    run_on_main(_prepare, args=[hparams, save_folder, merges])
-    out.update(zip(splits, _split_csvs(save_folder, splits), strict=True))
-    return out

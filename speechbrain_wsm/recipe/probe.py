@@ -29,15 +29,15 @@ import torch
 import torch.nn.functional as F
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
+from speechbrain_wsm.data.audio import add_audio_pipeline
 from speechbrain_wsm.data.manifests import merge_manifests
 from speechbrain_wsm.data.tokenizers import prepare_tokenizer
 from speechbrain_wsm.errors import UserValueError
-from speechbrain_wsm.evaluate import recover_checkpoint
 from speechbrain_wsm.recipe.asr import split_csv
 from speechbrain_wsm.recipe.brain import RecipeBrain
+from speechbrain_wsm.recipe.checkpoints import recover_checkpoint
 from speechbrain_wsm.recipe.ctc import CTCBrain
 from speechbrain_wsm.recipe.dataio import (
-    add_audio_pipeline,
     add_token_pipeline,
     manifest_dataset,
 )

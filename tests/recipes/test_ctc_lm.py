@@ -9,7 +9,7 @@ import pytest
 from recipe_helpers import asr_options, run_in_process
 
 from speechbrain_wsm.data.lm import KenLMNotFoundError, build_word_lm
-from speechbrain_wsm.recipe.experiment import ConfigError
+from speechbrain_wsm.errors import ConfigError
 from speechbrain_wsm.scoring import read_error_rates
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::UserWarning")]

@@ -83,11 +83,8 @@ def test_librispeech_lstm_and_evaluate_cli(project_encoder, tmp_path):
     # The recipe's %WER is SpeechBrain's ErrorRateStats on the same hypotheses.
     from speechbrain_wsm.data.tokenizers import load_tokenizer
     from speechbrain_wsm.decoding import build_decoder
-    from speechbrain_wsm.evaluate import (
-        load_recipe,
-        recover_checkpoint,
-        transcribe,
-    )
+    from speechbrain_wsm.recipe.checkpoints import recover_checkpoint
+    from speechbrain_wsm.recipe.evaluation import load_recipe, transcribe
 
     hparams, folder = load_recipe(out)
     recover_checkpoint(hparams["checkpointer"], "best", folder)

@@ -33,7 +33,7 @@ def test_contexts_longer_than_max_duration_are_capped(tmp_path, caplog):
 # -- item 7: evaluate options, manifests, non-UTF-8 names, duplicate IDs -------
 def test_beam_size_zero_names_the_option():
     from speechbrain_wsm.errors import UserError
-    from speechbrain_wsm.evaluate import decoding_options
+    from speechbrain_wsm.recipe.evaluation import decoding_options
 
     with pytest.raises(UserError, match=r"--beam_size=0: the beam must keep"):
         decoding_options({}, decoder="beam", beam_size=0)
@@ -58,8 +58,8 @@ def _write(path, text: bytes):
 )
 def test_bad_manifests_name_the_file_and_row(tmp_path, content, expected):
     from speechbrain_wsm.errors import UserError
-    from speechbrain_wsm.evaluate import transcribe
     from speechbrain_wsm.recipe.dataio import manifest_dataset
+    from speechbrain_wsm.recipe.evaluation import transcribe
 
     manifest = _write(tmp_path / "m.csv", content)
     with pytest.raises(UserError, match=expected) as info:
@@ -107,7 +107,7 @@ def test_non_utf8_names_are_skipped_or_refused(tmp_path):
 
 
 def test_a_non_utf8_option_value_is_refused(tmp_path):
-    from speechbrain_wsm.recipe.experiment import ConfigError
+    from speechbrain_wsm.errors import ConfigError
 
     odd = os.fsdecode(b"/data/Libri\xff")
     with pytest.raises(ConfigError, match=r"--data_folder=/data/Libri\\xff: the value"):
@@ -144,8 +144,8 @@ def test_letters_outside_a_z_are_transliterated_and_the_rest_counted(
 def test_taps_take_the_list_form_of_the_readme(tiny_ssl_sources, tmp_path):
     from recipe_helpers import RECIPES
 
+    from speechbrain_wsm.errors import ConfigError
     from speechbrain_wsm.recipe import load_hparams
-    from speechbrain_wsm.recipe.experiment import ConfigError
 
     yaml = RECIPES / "LibriSpeech" / "ASR" / "feature-fusion" / "hparams" / "hff.yaml"
     argv = [
@@ -192,7 +192,7 @@ def test_evaluate_lists_a_file_that_fails_to_decode(tmp_path):
     import soundfile as sf
 
     from speechbrain_wsm.data.tokenizers import CharTokenizer
-    from speechbrain_wsm.evaluate import evaluate_manifest
+    from speechbrain_wsm.recipe.evaluation import evaluate_manifest
 
     class Blank(torch.nn.Module):
         def forward(self, wavs, wav_lens):

@@ -106,7 +106,8 @@ def test_compile_encoder_option_needs_no_yaml_key(tmp_path, option, compiled):
 
 
 def test_compile_encoder_option_rejects_other_values(tmp_path):
-    from speechbrain_wsm.recipe.experiment import ConfigError, load_hparams
+    from speechbrain_wsm.errors import ConfigError
+    from speechbrain_wsm.recipe.experiment import load_hparams
 
     path = tmp_path / "h.yaml"
     path.write_text(YAML)

@@ -13,13 +13,9 @@ from tiny_models import make_project_encoder
 from speechbrain_wsm.data.librispeech import prepare_librispeech
 from speechbrain_wsm.data.tokenizers import CharTokenizer
 from speechbrain_wsm.decoding import build_decoder
-from speechbrain_wsm.evaluate import (
-    evaluate_manifest,
-    load_recipe,
-    main,
-    recover_checkpoint,
-    transcribe,
-)
+from speechbrain_wsm.evaluate import main
+from speechbrain_wsm.recipe.checkpoints import recover_checkpoint
+from speechbrain_wsm.recipe.evaluation import evaluate_manifest, load_recipe, transcribe
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 

@@ -29,7 +29,7 @@ from speechbrain_wsm.data.lm import (
 from speechbrain_wsm.data.manifests import read_manifest, write_manifest
 from speechbrain_wsm.data.tokenizers import CharTokenizer, train_bpe_tokenizer
 from speechbrain_wsm.decoding import build_decoder
-from speechbrain_wsm.recipe.experiment import ConfigError
+from speechbrain_wsm.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 

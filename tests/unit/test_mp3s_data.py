@@ -11,21 +11,21 @@ import pytest
 import torch
 from speechbrain.dataio.dataset import DynamicItemDataset
 
+from speechbrain_wsm.data.audio import add_audio_pipeline
 from speechbrain_wsm.data.librispeech import (
     prepare_librilight_limited,
     prepare_librispeech,
 )
 from speechbrain_wsm.data.manifests import read_manifest
 from speechbrain_wsm.data.mp3s import (
-    add_audio_pipeline,
     normalize_words,
     prepare_buckeye,
     prepare_commonvoice,
     prepare_iemocap,
     prepare_slurp,
-    prepare_tokenizer,
     prepare_voxceleb1,
 )
+from speechbrain_wsm.data.tokenizers import prepare_tokenizer
 
 MP3S = Path(__file__).resolve().parents[1] / "samples" / "mp3s"
 CV = "CommonVoice/cv-corpus-11.0-2022-09-21/cy"

@@ -9,10 +9,10 @@ import torch
 from speechbrain.utils.checkpoints import Checkpointer
 from speechbrain.utils.epoch_loop import EpochCounter
 
-from speechbrain_wsm.evaluate import recover_checkpoint
 from speechbrain_wsm.recipe.checkpoints import (
     RobustCheckpointer,
     newest_complete_checkpoint,
+    recover_checkpoint,
 )
 
 RECIPES = pathlib.Path(__file__).resolve().parents[2] / "recipes"

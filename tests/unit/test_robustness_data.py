@@ -11,16 +11,16 @@ import numpy as np
 import pytest
 import torch
 
+from speechbrain_wsm.data.audio import add_audio_pipeline
 from speechbrain_wsm.data.librispeech import prepare_librispeech
 from speechbrain_wsm.data.tokenizers import CharTokenizer
-from speechbrain_wsm.evaluate import evaluate_manifest
-from speechbrain_wsm.models.wav2vec2 import FrameCounter
+from speechbrain_wsm.nnet.frontend import FrameCounter
 from speechbrain_wsm.recipe.dataio import (
     SpanMaskCollate,
-    add_audio_pipeline,
     manifest_dataset,
     span_mask,
 )
+from speechbrain_wsm.recipe.evaluation import evaluate_manifest
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from recipe_helpers import PRETRAINING, child_env, load_tiny_pretraining
 
+from speechbrain_wsm.errors import ConfigError
 from speechbrain_wsm.recipe import dynamic_batch_sampler
-from speechbrain_wsm.recipe.experiment import ConfigError
 
 
 def _load(tmp_path, *flags):

@@ -8,11 +8,8 @@ import pytest
 import torch
 from tiny_models import make_hf_encoder, make_project_encoder
 
-from speechbrain_wsm.models.ssl import (
-    SSLProbe,
-    load_ssl_encoder,
-    source_kind,
-)
+from speechbrain_wsm.models.ssl import SSLProbe, load_ssl_encoder
+from speechbrain_wsm.models.upstream import source_kind
 from speechbrain_wsm.models.wav2vec2 import load_pretrained_encoder
 from speechbrain_wsm.nnet.fusion import WeightedLayerSum
 

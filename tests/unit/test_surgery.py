@@ -30,15 +30,15 @@ from speechbrain_wsm.models.surgery import (
     MixerAttention,
     apply_finetuning_mode,
     count_parameters,
-    find_layer_stack,
-    hf_padding_mask,
     replace_attention,
     skip_frozen_activations,
     surgery_record,
     train_only_attention,
     trainable_parameter_names,
 )
+from speechbrain_wsm.models.upstream.hf import hf_padding_mask
 from speechbrain_wsm.nnet.encoders import MixerEncoder
+from speechbrain_wsm.nnet.layer_stack import find_layer_stack
 
 pytestmark = pytest.mark.filterwarnings("ignore:Support for mismatched key_padding")
 

@@ -1,5 +1,5 @@
 """``python -m speechbrain_wsm.transcribe``: the transcript of a file is what
-``evaluate.transcribe`` decodes for the same audio in a manifest (any rate), and
+``recipe.evaluation.transcribe`` decodes for the same audio in a manifest (any rate), and
 a missing file is reported while the others are still printed."""
 
 from pathlib import Path
@@ -14,11 +14,8 @@ from speechbrain_wsm.data.audio import load_audio
 from speechbrain_wsm.data.manifests import read_manifest
 from speechbrain_wsm.data.tokenizers import load_tokenizer
 from speechbrain_wsm.decoding import build_decoder
-from speechbrain_wsm.evaluate import (
-    load_recipe,
-    recover_checkpoint,
-    transcribe,
-)
+from speechbrain_wsm.recipe.checkpoints import recover_checkpoint
+from speechbrain_wsm.recipe.evaluation import load_recipe, transcribe
 from speechbrain_wsm.transcribe import Transcriber, main
 
 
@@ -37,7 +34,7 @@ def files(librivox, tmp_path_factory):  # noqa: F811
 
 
 def _evaluate_transcripts(run_folder: Path, paths, folder: Path) -> dict[str, str]:
-    """What ``evaluate.transcribe`` decodes for ``paths`` put in a manifest."""
+    """What ``recipe.evaluation.transcribe`` decodes for ``paths`` put in a manifest."""
     manifest = folder / "mine.csv"
     lines = ["ID,duration,wav,wrd"]
     for i, path in enumerate(paths):

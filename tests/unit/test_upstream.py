@@ -15,7 +15,6 @@ from tiny_models import save_tiny_hf, waveforms
 from speechbrain_wsm.models.finetuning import CTCFineTuner, TrainableSSLEncoder
 from speechbrain_wsm.models.lengths import relative_to_absolute
 from speechbrain_wsm.models.ssl import SSLEncoder, load_ssl_encoder
-from speechbrain_wsm.models.surgery import find_layer_stack
 from speechbrain_wsm.models.upstream import (
     SSLUpstream,
     hf_input_options,
@@ -25,6 +24,7 @@ from speechbrain_wsm.models.upstream import (
     source_kind,
 )
 from speechbrain_wsm.models.wav2vec2 import load_pretrained_encoder
+from speechbrain_wsm.nnet.layer_stack import find_layer_stack
 
 NAMES = ["hf", "hf-hubert", "hf-wavlm-large", "project"]
 LENGTHS = [8000, 6400, 4800]

@@ -19,8 +19,7 @@ Face layers the new block sits inside :class:`MixerAttention`, which takes
 exactly what the layer passes to its attention (the 4-D additive or boolean
 attention mask, or the 2-D one; WavLM's ``position_bias``), turns the mask
 into a ``[batch, frame]`` padding mask
-(:func:`~speechbrain_wsm.models.upstream.hf.hf_padding_mask`, re-exported
-here) and returns what the layer expects.
+(:func:`~speechbrain_wsm.models.upstream.hf.hf_padding_mask`) and returns what the layer expects.
 So the model's forward still takes its own ``attention_mask``, and every
 layer below the first replaced one computes exactly what it computed before.
 
@@ -33,8 +32,9 @@ training memory falls with the number of frozen layers.
 Pieces, one module per concept: :mod:`.layers` (finding the layers),
 :mod:`.hf_adapter` (the mixer inside a Hugging Face layer), :mod:`.freezing`
 (which parameters train), :mod:`.replacement` (the surgery and the fine-tuning
-modes), :mod:`.no_grad` (no activations for the frozen prefix); the public
-names are all importable from here.
+modes), :mod:`.no_grad` (no activations for the frozen prefix); their public
+names are all importable from here. Finding the layer stack itself is
+:func:`speechbrain_wsm.nnet.layer_stack.find_layer_stack`.
 """
 
 from speechbrain_wsm.models.surgery.freezing import (
@@ -47,12 +47,7 @@ from speechbrain_wsm.models.surgery.hf_adapter import (
     MixerAttention,
     WavLMRelativePositionBias,
 )
-from speechbrain_wsm.models.surgery.layers import (
-    LayerStack,
-    find_layer_stack,
-    resolve_indices,
-    resolve_layers,
-)
+from speechbrain_wsm.models.surgery.layers import resolve_indices, resolve_layers
 from speechbrain_wsm.models.surgery.no_grad import skip_frozen_activations
 from speechbrain_wsm.models.surgery.replacement import (
     FINETUNING_MODES,
@@ -60,17 +55,13 @@ from speechbrain_wsm.models.surgery.replacement import (
     replace_attention,
     surgery_record,
 )
-from speechbrain_wsm.models.upstream.hf import hf_padding_mask
 
 __all__ = [
     "FINETUNING_MODES",
-    "LayerStack",
     "MixerAttention",
     "WavLMRelativePositionBias",
     "apply_finetuning_mode",
     "count_parameters",
-    "find_layer_stack",
-    "hf_padding_mask",
     "replace_attention",
     "resolve_indices",
     "resolve_layers",

@@ -6,9 +6,10 @@ from collections.abc import Iterable
 
 from torch import nn
 
-from speechbrain_wsm.models.surgery.layers import find_layer_stack, resolve_layers
+from speechbrain_wsm.models.surgery.layers import resolve_layers
 from speechbrain_wsm.models.surgery.no_grad import skip_frozen_activations
 from speechbrain_wsm.models.upstream.hf import sync_hf_front_end_flags
+from speechbrain_wsm.nnet.layer_stack import find_layer_stack
 
 __all__ = [
     "count_parameters",

@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from speechbrain_wsm.errors import UserValueError
-from speechbrain_wsm.nnet.layer_stack import LayerStack, find_layer_stack
 
-__all__ = ["LayerStack", "find_layer_stack", "resolve_indices", "resolve_layers"]
+__all__ = ["resolve_indices", "resolve_layers"]
 
 
 def resolve_indices(

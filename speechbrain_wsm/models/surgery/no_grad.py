@@ -22,11 +22,6 @@ class _PrefixState:
         self.cache_key = None
 
 
-# A parameter a module owns but uses only after one of its children ran:
-# (parameter name, that child).
-_LATE_PARAMS = HF_LATE_PARAMETERS
-
-
 def _resume_modules(root: nn.Module) -> frozenset:
     """ids of the modules whose call turns autograd back on.
 
@@ -41,8 +36,9 @@ def _resume_modules(root: nn.Module) -> frozenset:
         children = dict(module.named_children())
         own, late = [], []
         for name, p in module.named_parameters(recurse=False):
-            if name in _LATE_PARAMS and _LATE_PARAMS[name] in children:
-                late.append((p.requires_grad, children[_LATE_PARAMS[name]]))
+            # a parameter used only after one of the module's children ran
+            if name in HF_LATE_PARAMETERS and HF_LATE_PARAMETERS[name] in children:
+                late.append((p.requires_grad, children[HF_LATE_PARAMETERS[name]]))
             else:
                 own.append(p.requires_grad)
         flags = own + [t for t, _ in late]

@@ -16,9 +16,10 @@ from speechbrain_wsm.models.surgery.hf_adapter import (
     MixerAttention,
     WavLMRelativePositionBias,
 )
-from speechbrain_wsm.models.surgery.layers import find_layer_stack, resolve_layers
+from speechbrain_wsm.models.surgery.layers import resolve_layers
 from speechbrain_wsm.models.surgery.no_grad import skip_frozen_activations
 from speechbrain_wsm.models.upstream.hf import sync_hf_front_end_flags
+from speechbrain_wsm.nnet.layer_stack import find_layer_stack
 from speechbrain_wsm.nnet.registry import build_mixer
 
 __all__ = [

@@ -28,7 +28,6 @@ from speechbrain_wsm.models.upstream.hf import (
     hf_input_options,
     hf_model_inputs,
     hf_padding_mask,
-    is_hf_ssl,
 )
 from speechbrain_wsm.models.upstream.sources import (
     load_ssl_model,
@@ -43,7 +42,6 @@ __all__ = [
     "hf_input_options",
     "hf_model_inputs",
     "hf_padding_mask",
-    "is_hf_ssl",
     "load_ssl_model",
     "load_upstream",
     "source_fingerprint",

@@ -7,11 +7,8 @@ import contextlib
 import torch
 from torch import nn
 
-from speechbrain_wsm.models.upstream.hf import (
-    hf_model_inputs,
-    hf_output_lengths,
-    is_hf_ssl,
-)
+from speechbrain_wsm.models.upstream.hf import hf_model_inputs, hf_output_lengths
+from speechbrain_wsm.nnet.layer_stack import is_hf_ssl
 
 __all__ = ["SSLUpstream"]
 

@@ -29,7 +29,7 @@ from torch import nn
 
 from speechbrain_wsm.errors import UserValueError
 from speechbrain_wsm.models.lengths import lengths_to_padding_mask, standardize
-from speechbrain_wsm.nnet.layer_stack import HF_MODEL_TYPES, is_hf_ssl
+from speechbrain_wsm.nnet.layer_stack import HF_MODEL_TYPES
 
 __all__ = [
     "HF_LATE_PARAMETERS",
@@ -40,7 +40,6 @@ __all__ = [
     "hf_model_inputs",
     "hf_output_lengths",
     "hf_padding_mask",
-    "is_hf_ssl",
     "load_hf_model",
     "sync_hf_front_end_flags",
 ]

@@ -42,9 +42,7 @@ from speechbrain_wsm.models.wav2vec2.checkpoints import (
 )
 from speechbrain_wsm.models.wav2vec2.frontends import (
     FbankLatentExtractor,
-    FrameCounter,
     WaveformLatentExtractor,
-    check_waveform,
 )
 from speechbrain_wsm.models.wav2vec2.model import (
     ContextNetwork,
@@ -62,13 +60,11 @@ __all__ = [
     "ContextNetwork",
     "ConvPositionalEmbedding",
     "FbankLatentExtractor",
-    "FrameCounter",
     "GumbelQuantiser",
     "Wav2Vec2Encoder",
     "Wav2Vec2Loss",
     "Wav2Vec2Pretrainer",
     "WaveformLatentExtractor",
-    "check_waveform",
     "find_checkpoint",
     "load_pretrained_encoder",
     "load_pretrained_model",

@@ -11,8 +11,7 @@ from speechbrain.processing.features import spectral_magnitude
 from speechbrain_wsm.models.lengths import (
     standardize,
 )
-from speechbrain_wsm.nnet.frontend import (  # noqa: F401  (re-exported)
-    ConvBlock,
+from speechbrain_wsm.nnet.frontend import (
     FbankConvFrontEnd,
     FrameCounter,
     check_waveform,

@@ -9,7 +9,7 @@ from speechbrain_wsm.models.lengths import (
     lengths_to_padding_mask,
     relative_to_absolute,
 )
-from speechbrain_wsm.models.wav2vec2.frontends import FrameCounter, check_waveform
+from speechbrain_wsm.nnet.frontend import FrameCounter, check_waveform
 
 
 class ConvPositionalEmbedding(nn.Module):

@@ -28,12 +28,12 @@ import speechbrain as sb
 from speechbrain.utils.data_pipeline import provides, takes
 from speechbrain.utils.distributed import if_main_process
 
+from speechbrain_wsm.data.audio import add_audio_pipeline
 from speechbrain_wsm.models.laser import save_laser_model
 from speechbrain_wsm.models.lengths import relative_to_absolute
 from speechbrain_wsm.models.surgery import count_parameters, trainable_parameter_names
 from speechbrain_wsm.recipe import (
     RecipeBrain,
-    add_audio_pipeline,
     load_hparams,
     manifest_dataset,
     prepare_librispeech_manifests,

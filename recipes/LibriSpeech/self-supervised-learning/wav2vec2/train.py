@@ -16,10 +16,10 @@ import sys
 
 import speechbrain as sb
 
+from speechbrain_wsm.data.audio import add_audio_pipeline
 from speechbrain_wsm.recipe import (
     RobustBrain,
     SpanMaskCollate,
-    add_audio_pipeline,
     dynamic_batch_sampler,
     load_hparams,
     manifest_dataset,

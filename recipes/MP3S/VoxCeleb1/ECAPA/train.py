@@ -27,8 +27,8 @@ from speechbrain.utils.metric_stats import EER, minDCF
 
 from speechbrain_wsm.data.audio import load_audio
 from speechbrain_wsm.data.manifests import read_manifest
-from speechbrain_wsm.evaluate import recover_checkpoint
 from speechbrain_wsm.recipe import manifest_dataset
+from speechbrain_wsm.recipe.checkpoints import recover_checkpoint
 from speechbrain_wsm.recipe.probe import (
     ClassifierProbeBrain,
     fit_probe,

@@ -35,7 +35,7 @@ def test_demo_quick_mode_end_to_end(tmp_path):
     markers = {
         p.stem: json.loads(p.read_text()) for p in (work / ".stages").glob("*.json")
     }
-    assert len(markers) == 13, sorted(markers)
+    assert len(markers) == 12, sorted(markers)
     # the real test set is scored whole and by source
     for source in ("test-real-asterisk", "test-real-librivox"):
         rows = (work / "manifests" / f"{source}.csv").read_text().splitlines()
@@ -88,5 +88,19 @@ def test_demo_quick_mode_end_to_end(tmp_path):
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]
     lines = [ln for ln in again.stdout.splitlines() if ln.startswith("[")]
-    assert sum("done earlier, skipped" in ln for ln in lines) == 12
-    assert any(ln.startswith("[12/13] probe: mhsa, sm, wsm: done in") for ln in lines)
+    assert sum("done earlier, skipped" in ln for ln in lines) == 11
+    assert any(ln.startswith("[11/12] probe: mhsa, sm, wsm: done in") for ln in lines)
+
+
+def test_reverberation_is_a_choice_with_its_own_stage(tmp_path):
+    """``--reverb`` builds simulated rooms before training; the default does not."""
+    from speechbrain_wsm import demo
+
+    def stage_names(*flags):
+        args = demo.parse_args(["--quick", "--workdir", str(tmp_path), *flags])
+        return [s.name for s in demo.Demo(args).stages()]
+
+    assert "room impulse responses" not in stage_names()
+    with_rooms = stage_names("--reverb")
+    rooms = with_rooms.index("room impulse responses")
+    assert rooms < with_rooms.index("from scratch: mhsa, sm, wsm")

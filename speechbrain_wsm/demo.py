@@ -303,6 +303,8 @@ class Demo:
         the same either way.
         """
         steps = steps or self.s["scratch_steps"]
+        front_end = "frontend_channels" if "streaming" in mixer else "cnn_channels"
+        reverb = small_data and self.args.reverb
         per_epoch = batches_per_epoch(
             [self.manifests / f"{_manifest_name(t)}.csv" for t in train],
             self.s["scratch_batch"],
@@ -318,10 +320,7 @@ class Demo:
             "seconds_per_batch": self.s["scratch_batch"],
             "kernel_size": self.s["kernel_size"],
             # the streaming YAMLs' front end is streamable, with its own key
-            ("frontend_channels" if "streaming" in mixer else "cnn_channels"): [
-                32,
-                32,
-            ],
+            front_end: [32, 32],
             "spec_augment": False,
             # the CTC README's small-data settings: a slow warm-up (a fast one
             # holds CTC on its blank plateau), a long hold, a short decay
@@ -330,8 +329,7 @@ class Demo:
             "hold": 0.4,
             "speed_perturb": small_data,
             "add_noise": small_data,
-            "add_reverb": small_data and self.args.reverb,
-            "rir_csv": self.corpora / "rirs" / "rirs.csv",
+            "add_reverb": reverb,
             # the models underfit at this scale (train loss near valid loss):
             # dropout only slows them, and costs a sixth of a CPU step
             "dropout": 0.0,
@@ -341,6 +339,8 @@ class Demo:
             **self._encoder(),
             **extra,
         }
+        if reverb:
+            overrides["rir_csv"] = self.corpora / "rirs" / "rirs.csv"
         if mixer == "wsm":
             overrides.setdefault("window_size", self.s["window_size"])
         return self._job(

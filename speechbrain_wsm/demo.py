@@ -613,16 +613,10 @@ class Demo:
 
 
 def measure_lookahead(run: Path) -> str:
-    """The look-ahead of a trained run's encoder, as ``python -m speechbrain_wsm.latency`` prints it."""
-    import contextlib
-    import io
+    """The look-ahead of a trained run's encoder, and its front end's window."""
+    from speechbrain_wsm.latency import describe
 
-    from speechbrain_wsm import latency
-
-    text = io.StringIO()
-    with contextlib.redirect_stdout(text):
-        latency.main([str(run)])
-    return " ".join(text.getvalue().split()).replace("look-ahead: ", "")
+    return "; ".join(describe(str(run))).replace("look-ahead: ", "")
 
 
 def split_by_speaker(manifest: Path, parts: dict[str, str]) -> None:

@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 from speechbrain.utils.streaming import infer_dependency_matrix
 
-__all__ = ["lookahead_frames", "frame_ms", "context_network", "main"]
+__all__ = ["lookahead_frames", "frame_ms", "context_network", "describe", "main"]
 
 
 def lookahead_frames(
@@ -212,6 +212,37 @@ def _load(source: str, overrides: Sequence[str]):
     return hparams
 
 
+def describe(
+    source: str,
+    overrides: Sequence[str] = (),
+    frames: int = 64,
+    max_frames: int = 1024,
+) -> list[str]:
+    """The look-ahead of a recipe's encoder (YAML or trained run folder), as lines:
+    ``look-ahead: <F> frames (<M> ms)``, then the front end's window if known."""
+    hparams = _load(source, overrides)
+    net, in_dim, ms = context_network(hparams)
+    net.eval().requires_grad_(False)
+
+    def fn(x):
+        return net(x)[0]
+
+    net.double()
+    try:  # float64 where every layer supports it, else the model's float32
+        found = lookahead_frames(
+            fn, in_dim, frames, max_frames=max_frames, dtype=torch.float64
+        )
+    except RuntimeError:
+        net.float()
+        found = lookahead_frames(fn, in_dim, frames, max_frames=max_frames)
+    if found is None:
+        lines = [f"look-ahead: unbounded (more than {max_frames // 2} frames)"]
+    else:
+        lines = [f"look-ahead: {found} frames ({found * ms:g} ms)"]
+    front = _front_end_window(hparams)
+    return lines + [front] if front else lines
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: print ``look-ahead: <F> frames (<M> ms)``."""
     parser = argparse.ArgumentParser(
@@ -222,28 +253,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=64, help="first length tried")
     parser.add_argument("--max_frames", type=int, default=1024)
     args, overrides = parser.parse_known_args(argv)
-    hparams = _load(args.source, overrides)
-    net, in_dim, ms = context_network(hparams)
-    net.eval().requires_grad_(False)
-
-    def fn(x):
-        return net(x)[0]
-
-    net.double()
-    try:  # float64 where every layer supports it, else the model's float32
-        frames = lookahead_frames(
-            fn, in_dim, args.frames, max_frames=args.max_frames, dtype=torch.float64
-        )
-    except RuntimeError:
-        net.float()
-        frames = lookahead_frames(fn, in_dim, args.frames, max_frames=args.max_frames)
-    if frames is None:
-        print(f"look-ahead: unbounded (more than {args.max_frames // 2} frames)")
-    else:
-        print(f"look-ahead: {frames} frames ({frames * ms:g} ms)")
-    front = _front_end_window(hparams)
-    if front:
-        print(front)
+    for line in describe(args.source, overrides, args.frames, args.max_frames):
+        print(line)
     return 0
 
 

@@ -26,8 +26,10 @@ CPU cores) runs, with a line per stage:
 ``--all`` (aimed at 90 minutes; not timed at full size since the streaming
 recogniser joined) adds what does not fit: the layer benchmark,
 wav2vec 2.0 pretraining with the three context encoders and the MP3S probes
-of the frozen encoders, the ``10min`` fold (selective WSM fine-tuning of the
-pretrained model against full fine-tuning and from scratch), a from-scratch
+of the frozen encoders, LASER fine-tuning of the pretrained MHSA encoder and
+the same probe after it, the ``10min`` fold (selective WSM fine-tuning of the
+pretrained model against full fine-tuning and from scratch, and HFF +
+adapters of the feature-fusion recipe at full fine-tuning's steps), a from-scratch
 window sweep, the small-data settings' ablation (no augmentation, no real
 speech), a streaming LLSA recogniser and second seeds of the three
 from-scratch runs.
@@ -66,6 +68,8 @@ SCRATCH = ROOT / "recipes/LibriSpeech/ASR/CTC"
 PRETRAIN = ROOT / "recipes/LibriSpeech/self-supervised-learning/wav2vec2"
 PROBE = ROOT / "recipes/MP3S/LibriSpeech/LSTM"
 FINETUNE = ROOT / "recipes/LibriSpeech/ASR/selective-finetuning"
+LASER = ROOT / "recipes/LibriSpeech/self-supervised-finetuning/LASER"
+FUSION = ROOT / "recipes/LibriSpeech/ASR/feature-fusion"
 MIXERS = ("mhsa", "sm", "wsm")
 FT_MODES = ("wsm", "mhsa_top", "full")
 #: test sets every CTC run is scored on: synthetic voices never heard, the
@@ -102,6 +106,9 @@ SIZES = {
     "probe_epochs": (2, 15),
     "probe_lstm": (32, 128),
     "finetune_epochs_10min": (3, 40),
+    "laser_steps": (4, 200),  # updates of one utterance each
+    "fusion_dim": (32, 128),  # HFF: width of the fusion blocks (FFN: twice that)
+    "adapter_dim": (8, 16),  # HFF: bottleneck of the adapters in every layer
     "sweep_windows": ([4, 16], [4, 16, 64]),
     "sweep_steps": (16, 400),
     "bench_lengths": ([2, 5], [5, 10, 20, 40, 60]),
@@ -437,33 +444,79 @@ class Demo:
             for m in MIXERS
         }
 
+    def probe_job(self, source: Path, out: Path, log: str):
+        """The MP3S probe (BiLSTM on cached features) of the frozen encoder ``source``."""
+        self._stage_manifests(out, ["librilight-1h", "dev-synth", *TEST_SETS])
+        overrides = {
+            "ssl_source": source,
+            "data_folder": self.corpora / "synthetic" / "LibriSpeech",
+            "skip_prep": True,
+            "train_splits": ["librilight-1h"],
+            "dev_splits": ["dev-synth"],
+            "test_splits": list(TEST_SETS),
+            "number_of_epochs": self.s["probe_epochs"],
+            "lstm_size": self.s["probe_lstm"],
+            "lstm_layers": 1,
+            "layer_norm": True,
+            "lr": 0.003,
+            "hold": 0.6,
+            "batch_size": 8,
+            "feature_cache_dir": out / "features",
+        }
+        return self._job(PROBE, "ssl.yaml", out, overrides, log)
+
     def probe(self):
-        jobs = []
-        for mixer in MIXERS:
-            out = self.work / "probe" / mixer
-            self._stage_manifests(out, ["librilight-1h", "dev-synth", *TEST_SETS])
-            overrides = {
-                "ssl_source": self.work / "pretrain" / mixer,
-                "data_folder": self.corpora / "synthetic" / "LibriSpeech",
-                "skip_prep": True,
-                "train_splits": ["librilight-1h"],
-                "dev_splits": ["dev-synth"],
-                "test_splits": list(TEST_SETS),
-                "number_of_epochs": self.s["probe_epochs"],
-                "lstm_size": self.s["probe_lstm"],
-                "lstm_layers": 1,
-                "layer_norm": True,
-                "lr": 0.003,
-                "hold": 0.6,
-                "batch_size": 8,
-                "feature_cache_dir": out / "features",
-            }
-            jobs.append(self._job(PROBE, "ssl.yaml", out, overrides, f"probe_{mixer}"))
+        jobs = [
+            self.probe_job(
+                self.work / "pretrain" / m, self.work / "probe" / m, f"probe_{m}"
+            )
+            for m in MIXERS
+        ]
         self._run(jobs)
         return {m: _run_facts(self.work / "probe" / m) for m in MIXERS}
 
-    def finetune_overrides(self, fold: str) -> dict:
-        return {
+    def laser(self):
+        """LASER fine-tuning of the pretrained MHSA encoder on train-synth.
+
+        The recipe's ``laser_project.yaml`` (top 2 layers and the final
+        LayerNorm trained, soft-DTW divergence + IDM), shrunk to the budget by
+        its own keys: ``laser_steps`` updates of one utterance each (up to
+        8 s: soft-DTW's cost grows as T1 x T2), no accumulation, a rate of
+        1e-4 (the recipe README's miniature settings, not the paper's).
+        Exports ``laser/mhsa/model``, which :meth:`probe_after_laser` probes.
+        """
+        out = self.work / "laser" / "mhsa"
+        steps = self.s["laser_steps"]
+        overrides = {
+            "ssl_source": self.work / "pretrain" / "mhsa",
+            "data_folder": self.corpora / "synthetic" / "LibriSpeech",
+            "skip_prep": True,
+            "train_csv": self.manifests / "train-synth.csv",
+            "max_duration": 8.0,
+            "optimizer_step_limit": steps,
+            "number_of_epochs": 1,
+            "grad_accumulation_factor": 1,
+            "warmup_steps": 0.1,  # a share of the updates
+            "lr": 0.0001,
+            "log_interval": max(1, steps // 10),
+        }
+        self._run(
+            [self._job(LASER, "laser_project.yaml", out, overrides, "laser_mhsa")]
+        )
+        return {"mhsa": _run_facts(out)}
+
+    def probe_after_laser(self):
+        """The probe of the MHSA encoder after LASER, with the command of its probe before."""
+        out = self.work / "probe" / "mhsa_laser"
+        self._run(
+            [self.probe_job(self.work / "laser" / "mhsa", out, "probe_mhsa_laser")]
+        )
+        return {"mhsa_laser": _run_facts(out)}
+
+    def finetune_overrides(self, fold: str, selective: bool = True) -> dict:
+        """The ``fold``'s data, steps and rates; ``selective``: the selective
+        fine-tuning recipe's own keys too (the feature-fusion recipe lacks them)."""
+        overrides = {
             "ssl_source": self.work / "pretrain" / "mhsa",
             "data_folder": self.corpora / "synthetic" / "LibriSpeech",
             "skip_prep": True,
@@ -472,17 +525,28 @@ class Demo:
             "dev_splits": ["dev-synth"],
             "test_splits": list(TEST_SETS),
             "number_of_epochs": self.s[f"finetune_epochs_{fold}"],
-            "num_replaced_layers": min(2, self.s["num_layers"]),
-            "window_size": self.s["window_size"],
             "seconds_per_batch": 60,
             "lr": 0.002,
-            "lr_pretrained": 0.0005,  # full fine-tuning; mhsa_top uses lr
             "hold": 0.6,
             "extra_decoders": [],
         }
+        if selective:
+            overrides.update(
+                num_replaced_layers=min(2, self.s["num_layers"]),
+                window_size=self.s["window_size"],
+                lr_pretrained=0.0005,  # full fine-tuning; mhsa_top uses lr
+            )
+        return overrides
 
     def low_resource(self, fold: str = "10min"):
-        """Selective / top-2 MHSA / full fine-tuning and from scratch, on one fold."""
+        """Selective / top-2 MHSA / full fine-tuning, HFF + adapters and from
+        scratch, on one fold, side by side (their step times compare).
+
+        HFF + adapters (the feature-fusion recipe, a reconstruction): taps on
+        every layer (the lower states of the demo's encoder read best, its
+        README's layer study), FFN fusion blocks, adapters in every layer; the
+        same data, steps and schedule as full fine-tuning.
+        """
         jobs, outs = [], {}
         for mode in FT_MODES:
             out = outs[mode] = self.work / "finetune" / f"{mode}_{fold}"
@@ -495,6 +559,23 @@ class Demo:
                     f"finetune_{mode}_{fold}",
                 )
             )
+        out = outs["hff_adapters"] = self.work / "finetune" / f"hff_adapters_{fold}"
+        overrides = {
+            **self.finetune_overrides(fold, selective=False),
+            "taps": 1,
+            "d_fusion": self.s["fusion_dim"],
+            "d_ffn_fusion": 2 * self.s["fusion_dim"],
+            "adapter_dim": self.s["adapter_dim"],
+        }
+        jobs.append(
+            self._job(
+                FUSION,
+                "hff_adapters.yaml",
+                out,
+                overrides,
+                f"finetune_hff_adapters_{fold}",
+            )
+        )
         out = outs["scratch"] = self.work / "finetune" / f"scratch_{fold}"
         per_epoch = batches_per_epoch(
             [self.manifests / f"librilight-{fold}.csv"], self.s["scratch_batch"]
@@ -601,11 +682,21 @@ class Demo:
                 [w / "probe" / m / "results.md" for m in MIXERS],
             ),
             Stage(
+                "LASER: mhsa",
+                self.laser,
+                [w / "laser" / "mhsa" / "model"],
+            ),
+            Stage(
+                "probe: mhsa after LASER",
+                self.probe_after_laser,
+                [w / "probe" / "mhsa_laser" / "results.md"],
+            ),
+            Stage(
                 "low-resource: 10min",
                 self.low_resource,
                 [
                     w / "finetune" / f"{n}_10min" / "results.md"
-                    for n in (*FT_MODES, "scratch")
+                    for n in (*FT_MODES, "hff_adapters", "scratch")
                 ],
             ),
         ]
@@ -707,7 +798,8 @@ def parse_args(argv=None):
     p.add_argument(
         "--all",
         action="store_true",
-        help="add pretraining, probes, fine-tuning, the sweep, ablation and seeds",
+        help="add pretraining, probes, LASER, fine-tuning and HFF, the sweep, ablation "
+        "and seeds",
     )
     p.add_argument(
         "--reverb",

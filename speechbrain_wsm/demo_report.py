@@ -16,6 +16,7 @@ FT_LABELS = {
     "wsm": "WSM top-2 selective",
     "mhsa_top": "MHSA top-2",
     "full": "full fine-tuning",
+    "hff_adapters": "HFF + adapters (reconstruction)",
 }
 #: Differences under this many CER points need a second seed to mean anything.
 NOISE_POINTS = 5.0
@@ -113,16 +114,24 @@ def _words_right(reference: str, hypothesis: str) -> float:
 
 
 def compare_claim(
-    a_name: str, a: float | None, b_name: str, b: float | None, seeds: int
+    a_name: str,
+    a: float | None,
+    b_name: str,
+    b: float | None,
+    seeds: int,
+    second_seed: str = "`--all` runs a second seed",
 ) -> str:
-    """Whether ``a`` (a CER) matches or beats ``b``, given the noise of ``seeds`` seeds."""
+    """Whether ``a`` (a CER) matches or beats ``b``, given the noise of ``seeds`` seeds.
+
+    ``second_seed`` says, when one seed cannot decide, where a second one is.
+    """
     if a is None or b is None:
         return "cannot decide: a run is missing"
     diff = a - b
     if abs(diff) < NOISE_POINTS and seeds < 2:
         return (
             f"cannot decide from one seed: {a_name} {a:.1f} against {b_name} "
-            f"{b:.1f} (under {NOISE_POINTS:.0f} points; `--all` runs a second seed)"
+            f"{b:.1f} (under {NOISE_POINTS:.0f} points; {second_seed})"
         )
     if diff <= NOISE_POINTS / seeds:
         return f"supported: {a_name} {a:.1f} against {b_name} {b:.1f}"
@@ -349,6 +358,10 @@ def write_report(demo, facts: dict) -> Path:
                 f"| {_cell(_rate(run, REAL))} |"
             )
         lines.append("")
+    laser = _runs(facts.get("LASER: mhsa")).get("mhsa")
+    after = _runs(facts.get("probe: mhsa after LASER")).get("mhsa_laser")
+    if laser and after and "mhsa" in probes:
+        lines += _laser_section(demo, facts, laser, probes["mhsa"], after, claims)
     low = _runs(facts.get("low-resource: 10min"))
     if low:
         lines += [
@@ -370,6 +383,8 @@ def write_report(demo, facts: dict) -> Path:
                 _verdict(ok),
             )
         )
+        if "hff_adapters" in low and "full" in low:
+            lines += _fusion_section(demo, low["hff_adapters"], low["full"], claims)
     lines += ["## Targets", "", "| target | aim | measured | |", "|---|---|---|---|"]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in targets]
     lines += ["", "## Claims, in miniature", "", "| claim | what this run shows |"]
@@ -406,6 +421,118 @@ def write_report(demo, facts: dict) -> Path:
     path = work / "results.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _laser_section(demo, facts, laser, before, after, claims) -> list[str]:
+    """LASER's probe before and after, and the claim's row (appended to ``claims``)."""
+    cost = laser.get("cost", {})
+    steps = cost.get("steps", "?")
+    minutes = facts["LASER: mhsa"]["seconds"] / 60
+    pretrain = facts.get("pretrain: mhsa, sm, wsm", {}).get("seconds")
+    trained = _cell(cost.get("trainable_parameters"), "{:,}")
+    lines = [
+        "## LASER before and after: the probe of the pretrained MHSA encoder",
+        "",
+        "LASER (`laser_project.yaml`: the soft-DTW divergence between an "
+        "utterance and its speed- and pitch-perturbed copy, plus the IDM "
+        "regulariser) trained the top 2 layers and the final LayerNorm of the "
+        f"pretrained MHSA encoder, with the projection head ({trained} of "
+        f"{_cell(cost.get('parameters'), '{:,}')} parameters), for {steps} "
+        "updates of one train-synth utterance each (up to 8 s; lr 1e-4, no "
+        "accumulation: the recipe README's miniature settings, not the paper's "
+        f"3600 updates of 8 utterances) in {minutes:.1f} minutes. The same MP3S "
+        "probe as above (command and seed) then read the encoder it exported.",
+        "",
+        f"| encoder | dev CER | {SYNTH} CER | {SYNTH} WER | {REAL} CER | {REAL} WER |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, run in (
+        ("pretrained MHSA (before)", before),
+        (f"after LASER ({steps} updates)", after),
+    ):
+        cells = [_dev_cer(run), _rate(run, SYNTH), _rate(run, SYNTH, "WER")]
+        cells += [_rate(run, REAL), _rate(run, REAL, "WER")]
+        lines.append(f"| {name} | " + " | ".join(map(_cell, cells)) + " |")
+    verdict = compare_claim(
+        "after LASER",
+        _rate(after, SYNTH),
+        "before",
+        _rate(before, SYNTH),
+        1,
+        "the demo runs LASER with one seed",
+    )
+    share = (
+        f", {100 * minutes * 60 / pretrain:.0f} % of pretraining's {pretrain / 60:.1f} "
+        "(three encoders side by side)"
+        if pretrain
+        else ""
+    )
+    claims.append(
+        (
+            "LASER improves content tasks (ASR, phoneme recognition) of a frozen "
+            "SSL model at a small cost (the LASER paper)",
+            f"probe test-synth CER: {verdict}; cost {minutes:.1f} minutes{share}; "
+            "phoneme recognition is not probed here",
+        )
+    )
+    return [*lines, ""]
+
+
+def _fusion_section(demo, hff, full, claims) -> list[str]:
+    """HFF + adapters against full fine-tuning, and the claim's row (to ``claims``)."""
+    lines = [
+        "## HFF + adapters against full fine-tuning (`10min`)",
+        "",
+        "The feature-fusion recipe's `hff_adapters.yaml` (a reconstruction, not "
+        "from the paper: taps on every layer of the frozen encoder fused by "
+        f"FFN blocks of {demo.s['fusion_dim']}, adapters of "
+        f"{demo.s['adapter_dim']} in every layer) on the pretrained MHSA "
+        "encoder, beside full fine-tuning of the same encoder in the stage "
+        "above: the same fold, batches, steps and schedule, one CPU thread each "
+        "(training minutes: steps at epoch 1's pace).",
+        "",
+        "| run | trained / all parameters | steps | s / step, epoch 1 | training "
+        f"minutes | dev CER | {SYNTH} CER | {SYNTH} WER | {REAL} CER |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    minutes = {}
+    for name, run in (("full fine-tuning", full), ("HFF + adapters", hff)):
+        cost, step = run.get("cost", {}), _first_step_seconds(run)
+        steps = cost.get("steps")
+        minutes[name] = None if step is None or steps is None else steps * step / 60
+        params = (
+            f"{cost['trainable_parameters'] / 1e6:.2f} M / "
+            f"{cost['parameters'] / 1e6:.2f} M"
+            if "parameters" in cost
+            else "–"
+        )
+        cells = [params, str(steps or "–"), _cell(step, "{:.2f}"), _cell(minutes[name])]
+        cells += [_cell(_dev_cer(run)), _cell(_rate(run, SYNTH))]
+        cells += [_cell(_rate(run, SYNTH, "WER")), _cell(_rate(run, REAL))]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    verdict = compare_claim(
+        "HFF + adapters",
+        _rate(hff, SYNTH),
+        "full fine-tuning",
+        _rate(full, SYNTH),
+        1,
+        "the demo runs this pair with one seed",
+    )
+    trained = [r.get("cost", {}).get("trainable_parameters") for r in (hff, full)]
+    share = _ratio(*trained)
+    pace = _ratio(minutes["HFF + adapters"], minutes["full fine-tuning"])
+    claims.append(
+        (
+            "HFF with adapters approaches full fine-tuning at a fraction of the "
+            "trainable parameters and cost (Huo et al.; the recipe is a "
+            "reconstruction)",
+            f"`10min` test-synth CER: {verdict}; trains "
+            f"{_cell(None if share is None else 100 * share)} % of full "
+            f"fine-tuning's parameters in {_cell(None if pace is None else 100 * pace)} "
+            "% of its training time (side by side, one seed)",
+        )
+    )
+    return [*lines, ""]
 
 
 def plot_losses(facts: dict, path: Path) -> None:

@@ -35,7 +35,7 @@ def test_demo_quick_mode_end_to_end(tmp_path):
     markers = {
         p.stem: json.loads(p.read_text()) for p in (work / ".stages").glob("*.json")
     }
-    assert len(markers) == 12, sorted(markers)
+    assert len(markers) == 14, sorted(markers)
     # the real test set is scored whole and by source
     for source in ("test-real-asterisk", "test-real-librivox"):
         rows = (work / "manifests" / f"{source}.csv").read_text().splitlines()
@@ -57,11 +57,22 @@ def test_demo_quick_mode_end_to_end(tmp_path):
     steps = {run["cost"]["steps"] for run in scratch.values()}
     assert len(steps) == 1, scratch  # equal steps
     runs = runs_of("low-resource__10min")
-    assert set(runs) == {"wsm", "mhsa_top", "full", "scratch"}
+    assert set(runs) == {"wsm", "mhsa_top", "full", "hff_adapters", "scratch"}
+    # HFF + adapters against full fine-tuning: equal steps, fewer trained parameters
+    hff, full = runs["hff_adapters"]["cost"], runs["full"]["cost"]
+    assert hff["steps"] == full["steps"], (hff, full)
+    assert hff["trainable_parameters"] < full["trainable_parameters"], (hff, full)
     for run in runs.values():
         train = run["losses"]["train"]
         assert len(train) >= 2 and train[-1] < train[0], run  # it learns
         assert set(run["rates"]) >= {"test-synth", "test-real"}
+    # LASER trained the pretrained MHSA encoder's top and exported it; the
+    # probe of the export is scored like the probe before
+    laser = runs_of("LASER__mhsa")["mhsa"]
+    assert laser["cost"]["steps"] > 0 and laser["losses"]["train"], laser
+    assert (work / "laser" / "mhsa" / "model" / "hyperparams.yaml").exists()
+    after = runs_of("probe__mhsa_after_LASER")["mhsa_laser"]
+    assert set(after["rates"]) >= {"test-synth", "test-real"}, after
     # the streaming recogniser: scored like the offline ones, its look-ahead measured
     llsa = runs_of("ablation_and_streaming")["llsa"]
     assert set(llsa["rates"]) >= {"test-synth", "test-real"}
@@ -70,7 +81,11 @@ def test_demo_quick_mode_end_to_end(tmp_path):
     for text in ("## Minutes per stage", "## From scratch", "## Targets",
                  "## Claims, in miniature", "Second seed:", "WSM window sweep",
                  "10min", "with LM:", "test-synth WER, LM",
-                 "A streaming recogniser"):  # fmt: skip
+                 "A streaming recogniser", "## LASER before and after",
+                 "| after LASER (4 updates) |", "| pretrained MHSA (before) |",
+                 "## HFF + adapters against full fine-tuning", "| HFF + adapters |",
+                 "| LASER improves content tasks", "| HFF with adapters approaches",
+                 "| LASER: mhsa |", "| probe: mhsa after LASER |"):  # fmt: skip
         assert text in report, text
     assert (work / "loss_curves.png").stat().st_size > 10_000
     # the language model's text holds no dev or test sentence
@@ -88,8 +103,8 @@ def test_demo_quick_mode_end_to_end(tmp_path):
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]
     lines = [ln for ln in again.stdout.splitlines() if ln.startswith("[")]
-    assert sum("done earlier, skipped" in ln for ln in lines) == 11
-    assert any(ln.startswith("[11/12] probe: mhsa, sm, wsm: done in") for ln in lines)
+    assert sum("done earlier, skipped" in ln for ln in lines) == 13
+    assert any(ln.startswith("[11/14] probe: mhsa, sm, wsm: done in") for ln in lines)
 
 
 def test_reverberation_is_a_choice_with_its_own_stage(tmp_path):

@@ -3,7 +3,8 @@
 For each variant of the streaming wav2vec 2.0 recipe (``maa``, ``sa``,
 ``llsa``: SA in the two-stream mode, ``wsm``: streaming WSM in the two-stream
 mode; ``maa_sdpa``: MAA through one fused ``scaled_dot_product_attention``
-call), as a :class:`~speechbrain_wsm.nnet.streaming_encoder.StreamingEncoder`
+call; ``chunked``: SpeechBrain's dynamic-chunk attention with chunks of
+``--chunk-size`` frames and ``left_context`` frames of whole left chunks), as a :class:`~speechbrain_wsm.nnet.streaming_encoder.StreamingEncoder`
 of ``--layers`` Conformer layers (default 12) with ``left_context`` /
 ``right_context`` frames per layer:
 
@@ -65,12 +66,14 @@ VARIANTS = {
     "sa": ("sa", False, {}),
     "llsa": ("sa", True, {}),
     "wsm": ("swsm", True, {}),
+    "chunked": ("chunked", False, {}),
 }
 
 
 def build(variant: str, cfg: dict) -> StreamingEncoder:
     """The encoder of ``variant`` with the sizes of ``cfg``."""
     mixer, low_latency, kwargs = VARIANTS[variant]
+    chunked = mixer == "chunked"
     torch.manual_seed(0)
     return StreamingEncoder(
         cfg["layers"],
@@ -81,9 +84,10 @@ def build(variant: str, cfg: dict) -> StreamingEncoder:
         arch=cfg.get("arch", "conformer"),
         dropout=0.0,
         left_context=cfg["left_context"],
-        right_context=cfg["right_context"],
+        right_context=0 if chunked else cfg["right_context"],
         low_latency=low_latency,
         mixer_kwargs=kwargs,
+        chunk_size=cfg.get("chunk_size", 8) if chunked else None,
     )
 
 
@@ -209,7 +213,8 @@ def measure_lookahead(variant: str, cfg: dict) -> int | None:
 
 def encoder_config(args) -> dict:
     """The encoder's sizes and context of the command line (as :func:`build` reads them)."""
-    keys = "arch layers d_model nhead d_ffn left_context right_context vocab".split()
+    keys = "arch layers d_model nhead d_ffn left_context right_context chunk_size vocab"
+    keys = keys.split()
     return {k: getattr(args, k) for k in keys}
 
 
@@ -430,7 +435,13 @@ def plot(rows, device, path: Path, title: str) -> None:
 
 def parse_args(argv=None):
     sizes = dict(
-        layers=4, d_model=32, d_ffn=64, nhead=2, left_context=8, right_context=2
+        layers=4,
+        d_model=32,
+        d_ffn=64,
+        nhead=2,
+        left_context=8,
+        right_context=2,
+        chunk_size=4,
     )
     short = dict(lengths=[2, 4], chunks=[4], stream_seconds=1.0, rounds=2, budget=0.5)
     p = bench_parser(__doc__, rounds=3, budget=30.0, quick={**sizes, **short})
@@ -448,6 +459,13 @@ def parse_args(argv=None):
     )
     p.add_argument(
         "--chunks", type=int, nargs="+", default=[1, 8, 32], help="20 ms frames"
+    )
+    p.add_argument(
+        "--chunk-size",
+        type=int,
+        default=8,
+        help="frames per chunk of the chunked variant (left_context must be a "
+        "multiple of it)",
     )
     p.add_argument("--vocab", type=int, default=32, help="CTC units of the head")
     p.add_argument(

@@ -204,8 +204,9 @@ class StreamingFbankCTC(nn.Module):
             ``[batch, new frames, unit]``, the next frames of the offline
             ``forward``'s output.
         state : dict
-            The sample buffer (under ``span + chunk`` samples) and the
-            encoder's caches.
+            The sample buffer (under ``span + chunk`` samples), the frames
+            waiting for the rest of their chunk (``chunked`` encoders) and
+            the encoder's caches.
         """
         if self.training:
             raise ValueError("stream() needs eval mode (dropout would differ)")
@@ -238,6 +239,8 @@ class StreamingFbankCTC(nn.Module):
             latents = self.frontend(wav[:, : (n - 1) * self.hop + self.span])
             x = self.projection(latents)
             state["wav"] = wav[:, n * self.hop :]
+        # a chunked encoder takes whole chunks: the rest waits in the state
+        x, state["frames"] = self.encoder.whole_chunks(x, state.get("frames"), final)
         if x is None and (not final or state["encoder"] is None):
             if final:
                 raise ValueError(
@@ -285,6 +288,11 @@ class ChunkStep(nn.Module):
 
         if not isinstance(chunk_frames, int) or chunk_frames < 1:
             raise ValueError(f"chunk_frames must be an int >= 1, got {chunk_frames!r}")
+        if model.encoder.chunk_size:
+            raise ValueError(
+                "the exported chunk step streams band encoders (maa, sa, swsm); "
+                "a chunked encoder streams in PyTorch (stream()) only"
+            )
         self.model, self.chunk_frames = model, chunk_frames
         hop, span = model.hop, model.span
         self.buffer = -(-(span - hop) // hop) * hop

@@ -125,13 +125,22 @@ def build_recogniser(variant: str, cfg: dict):
 
 
 def stream_rtf(
-    variant: str, cfg: dict, chunk: int, seconds: float, int8: bool = False
+    variant: str,
+    cfg: dict,
+    chunk: int,
+    seconds: float,
+    int8: bool = False,
+    threads: int = 1,
+    compiled: bool = False,
 ) -> dict:
     """Stream ``seconds`` of audio through the recogniser in chunks of ``chunk``
-    frames on one torch thread: RTF (wall and CPU), look-ahead and latency
-    (``int8``: the opt-in int8 linear layers of ``stream()``)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    frames on ``threads`` torch threads: RTF (wall and CPU), look-ahead and
+    latency (``int8``: the opt-in int8 linear layers of ``stream()``;
+    ``compiled``: its opt-in compiled step, compiled during the warm-up).
+    Also ``out``: the log-probabilities of the whole stream."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    opts = {"int8": int8, "compiled": compiled}
     try:
         model = build_recogniser(variant, cfg)
         hop = model.hop
@@ -142,15 +151,22 @@ def stream_rtf(
         with torch.inference_mode():
             state = None
             for i in range(0, min(16000, wav.shape[1]), samples):  # warm-up
-                _, state = model.stream(wav[:, i : i + samples], state, int8=int8)
-            t0, c0, state, calls = time.perf_counter(), time.thread_time(), None, 0
+                _, state = model.stream(wav[:, i : i + samples], state, **opts)
+            t0, c0, state, calls, outs = (
+                time.perf_counter(),
+                time.thread_time(),
+                None,
+                0,
+                [],
+            )
             for i in range(0, wav.shape[1], samples):
-                _, state = model.stream(wav[:, i : i + samples], state, int8=int8)
+                y, state = model.stream(wav[:, i : i + samples], state, **opts)
+                outs.append(y)
                 calls += 1
-            model.stream(None, state, final=True)
+            outs.append(model.stream(None, state, final=True)[0])
             wall, cpu = time.perf_counter() - t0, time.thread_time() - c0
     finally:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(saved)
     chunk_ms = 1000.0 * samples / 16000
     compute_ms = 1000.0 * wall / max(calls, 1)
     return {
@@ -159,6 +175,7 @@ def stream_rtf(
         "chunk_ms": chunk_ms,
         "lookahead_ms": round(model.lookahead_ms, 1),
         "latency_ms": round(chunk_ms + model.lookahead_ms + compute_ms, 1),
+        "out": torch.cat(outs, dim=1),
     }
 
 
@@ -261,9 +278,18 @@ def run(args) -> list[dict]:
         if device == "cpu" and "stream" in args.parts:
             for variant in args.variants:
                 for chunk in args.chunks:
-                    res = stream_rtf(variant, cfg, chunk, args.stream_seconds)
+                    secs, th = args.stream_seconds, args.threads
+                    res = stream_rtf(variant, cfg, chunk, secs, threads=th)
+                    out = res.pop("out")
+                    if args.compiled:
+                        torch._dynamo.reset()  # one encoder's graphs at a time
+                        c = stream_rtf(variant, cfg, chunk, secs, threads=th,
+                                       compiled=True)  # fmt: skip
+                        res["rtf_compiled"] = c["rtf"]
+                        res["rtf_cpu_compiled"] = c["rtf_cpu"]
+                        res["compiled_max_dev"] = (c["out"] - out).abs().max().item()
                     if args.int8:
-                        q = stream_rtf(variant, cfg, chunk, args.stream_seconds, True)
+                        q = stream_rtf(variant, cfg, chunk, secs, True, th)
                         res["rtf_int8"], res["rtf_cpu_int8"] = q["rtf"], q["rtf_cpu"]
                         if chunk == args.chunks[0]:
                             res["int8_max_dev"] = round(
@@ -303,6 +329,13 @@ def run(args) -> list[dict]:
                         + (
                             f", int8 max |log-prob - offline| {res['int8_max_dev']:g}"
                             if "int8_max_dev" in res
+                            else ""
+                        )
+                        + (
+                            f"  compiled RTF {res['rtf_compiled']:.3f} (CPU "
+                            f"{res['rtf_cpu_compiled']:.3f}, x{res['rtf_compiled'] / res['rtf']:.2f}"
+                            f"; max |log-prob - eager| {res['compiled_max_dev']:.1e})"
+                            if "rtf_compiled" in res
                             else ""
                         ),
                         flush=True,
@@ -405,6 +438,11 @@ def markdown(rows, device) -> str:
                 + (f"; {r['rtf_onnx']:.3f}" if "rtf_onnx" in r else "")
                 + f") / {r['latency_ms']:g} ms"
                 + (f"; int8 CPU {r['rtf_cpu_int8']:.3f}" if "rtf_cpu_int8" in r else "")
+                + (
+                    f"; compiled {r['rtf_compiled']:.3f} ({r['rtf_cpu_compiled']:.3f})"
+                    if "rtf_compiled" in r
+                    else ""
+                )
                 if r
                 else ""
             )
@@ -486,6 +524,20 @@ def parse_args(argv=None):
         action="store_true",
         help="also stream with the opt-in int8 linear layers (RTF, and the "
         "largest log-probability deviation from the float offline forward)",
+    )
+    p.add_argument(
+        "--compiled",
+        action="store_true",
+        help="also stream with the opt-in compiled step (torch.compile, one "
+        "graph per variant and chunk size, compiled in the warm-up): its RTF "
+        "beside the eager one, and its largest log-probability deviation "
+        "from the eager stream",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads of the streaming part (default 1: one core)",
     )
     p.add_argument(
         "--parts",

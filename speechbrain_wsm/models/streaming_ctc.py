@@ -180,6 +180,7 @@ class StreamingFbankCTC(nn.Module):
         state=None,
         final: bool = False,
         int8: bool = False,
+        compiled: bool = False,
     ):
         """Feed the next audio samples; get the CTC log-probabilities of the
         frames they complete.
@@ -197,6 +198,9 @@ class StreamingFbankCTC(nn.Module):
             Opt-in, read when ``state`` is None: the encoder's linear layers
             in dynamic int8 for this stream (see
             :meth:`StreamingEncoder.stream`; not equal to ``forward``).
+        compiled : bool
+            Opt-in, read when ``state`` is None: the encoder's steps through
+            ``torch.compile`` (see :meth:`StreamingEncoder.stream`).
 
         Returns
         -------
@@ -249,7 +253,7 @@ class StreamingFbankCTC(nn.Module):
             state["final"] = final
             return wav.new_zeros(wav.shape[0], 0, self.head.out_features), state
         frames, state["encoder"] = self.encoder.stream(
-            x, state["encoder"], final=final, int8=int8
+            x, state["encoder"], final=final, int8=int8, compiled=compiled
         )
         state["final"] = final
         return self.head(frames).float().log_softmax(-1), state

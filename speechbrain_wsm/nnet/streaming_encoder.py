@@ -220,7 +220,12 @@ class StreamingEncoder(MixerEncoder):
 
     # -- streaming ------------------------------------------------------------
     def init_stream(
-        self, batch: int = 1, device=None, dtype=torch.float32, int8: bool = False
+        self,
+        batch: int = 1,
+        device=None,
+        dtype=torch.float32,
+        int8: bool = False,
+        compiled: bool = False,
     ) -> dict:
         """An empty stream state for ``batch`` streams (see :meth:`stream`)."""
         from speechbrain_wsm.nnet.streaming_cache import init_state
@@ -229,7 +234,25 @@ class StreamingEncoder(MixerEncoder):
         state["final"] = False
         if int8:
             state["int8"] = True
+        if compiled:
+            state["compiled"] = True
         return state
+
+    def _step(self, x: torch.Tensor, state: dict, end=None):
+        """One incremental step: the compiled one (``compiled`` streams) when
+        this step has as many frames as the previous one, else the eager one
+        (the first chunk and the flush, of other sizes, are not worth a
+        compilation)."""
+        from speechbrain_wsm.nnet.streaming_cache import compiled_step, encoder_step
+
+        n = x.shape[1]
+        if state.get("compiled") and end is None and state.get("last_n") == n:
+            y, new = compiled_step(self, x, state)
+        else:
+            y, new = encoder_step(self, x, state, end=end)
+        if state.get("compiled"):
+            new.update(compiled=True, last_n=n)
+        return y, new
 
     def stream(
         self,
@@ -237,6 +260,7 @@ class StreamingEncoder(MixerEncoder):
         state=None,
         final: bool = False,
         int8: bool = False,
+        compiled: bool = False,
     ):
         """Encode the next frames of a stream, incrementally.
 
@@ -260,6 +284,12 @@ class StreamingEncoder(MixerEncoder):
             layers in dynamic int8 for the whole stream (faster on CPU, no
             longer equal to the offline output:
             :class:`~speechbrain_wsm.nnet.streaming_cache.StepPlan`).
+        compiled : bool
+            Opt-in, read when ``state`` is None: run every step that has as
+            many frames as the one before through ``torch.compile``
+            (:func:`~speechbrain_wsm.nnet.streaming_cache.compiled_step`:
+            equal to the eager step within float rounding; compiling takes
+            a while, once per encoder and chunk size).
 
         Returns
         -------
@@ -271,8 +301,6 @@ class StreamingEncoder(MixerEncoder):
             ``pos`` (frames fed), ``final`` and one dict of caches per layer
             and stream, of sizes fixed by the model.
         """
-        from speechbrain_wsm.nnet.streaming_cache import encoder_step
-
         if self.training:
             raise ValueError("stream() needs eval mode (dropout would differ)")
         if chunk is None and not final:
@@ -300,7 +328,9 @@ class StreamingEncoder(MixerEncoder):
         if state is None:
             if chunk is None:
                 raise ValueError("stream(None, final=True) before any frame was fed")
-            state = self.init_stream(chunk.shape[0], chunk.device, chunk.dtype, int8)
+            state = self.init_stream(
+                chunk.shape[0], chunk.device, chunk.dtype, int8, compiled
+            )
         batch = state["layers"][0]["c"]["h"].shape[0]
         if chunk is not None and chunk.shape[0] != batch:
             raise ValueError(
@@ -310,7 +340,7 @@ class StreamingEncoder(MixerEncoder):
             return self._stream_chunks(chunk, state, final, batch)
         la, outs = self.lookahead, []
         if chunk is not None and chunk.shape[1] > 0:
-            y, new = encoder_step(self, chunk, state)
+            y, new = self._step(chunk, state)
             drop = max(0, la - state["pos"])
             outs.append(y[:, min(drop, y.shape[1]) :])
             state = {**new, "final": False}
@@ -321,7 +351,7 @@ class StreamingEncoder(MixerEncoder):
             if la > 0:
                 ref = state["layers"][0]["c"]["h"]
                 pad = ref.new_zeros(batch, la, self.d_model)
-                y, new = encoder_step(self, pad, state, end=end)
+                y, new = self._step(pad, state, end=end)
                 outs.append(y[:, max(0, la - end) :])
                 state = new
             state = {**state, "final": True}
@@ -359,12 +389,10 @@ class StreamingEncoder(MixerEncoder):
         """:meth:`stream` of a ``chunked`` encoder: one incremental step per
         chunk (``chunk`` holds whole chunks, the last one shorter only when
         ``final``); every frame is output with its chunk, no later."""
-        from speechbrain_wsm.nnet.streaming_cache import encoder_step
-
         outs = []
         if chunk is not None and chunk.shape[1] > 0:
             for piece in chunk.split(self.chunk_size, dim=1):
-                y, state = encoder_step(self, piece, state)
+                y, state = self._step(piece, state)
                 outs.append(y)
         if final and state["pos"] == 0:
             raise ValueError("stream(None, final=True) before any frame was fed")

@@ -500,3 +500,62 @@ def test_chunked_recogniser_streams_any_audio_chunk():
             torch.testing.assert_close(torch.cat(outs, 1), full, atol=1e-4, rtol=1e-4)
     with pytest.raises(ValueError, match="chunked encoder streams in PyTorch"):
         ChunkStep(model, 4)
+
+
+@pytest.mark.parametrize("kind", ["llsa", "chunked"])
+def test_compiled_stream_is_opt_in_and_equal(kind, monkeypatch):
+    """stream(compiled=True) runs its steady chunks through torch.compile (and
+    only then), within 1e-5 of the eager stream, and a second stream of the
+    same chunk size reuses the graph without recompiling."""
+    from speechbrain_wsm.nnet import streaming_cache
+
+    calls, real = [], streaming_cache.compiled_step
+
+    def counted(*args):
+        calls.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(streaming_cache, "compiled_step", counted)
+    if kind == "llsa":  # one layer: the test pays an Inductor compilation
+        enc = _encoder("sa", True, layers=1, R=2, L=5)
+    else:
+        enc = _chunked(layers=1)
+    x = torch.randn(1, 40, D)
+    torch._dynamo.reset()
+    with torch.no_grad():
+        full, _ = enc(x)
+        eager = _stream_all(enc, x, 4)
+        assert not calls  # opt-in
+        compiled = _stream_all(enc, x, 4, compiled=True)
+        steady = len(calls)
+        assert steady >= 8  # 10 chunks of 4: all but the first
+        torch.testing.assert_close(compiled, eager, atol=1e-5, rtol=0)
+        torch.testing.assert_close(compiled, full, atol=2e-5, rtol=1e-4)
+        with torch._dynamo.config.patch(error_on_recompile=True):
+            again = _stream_all(enc, x, 4, compiled=True)
+        assert len(calls) == 2 * steady
+        torch.testing.assert_close(again, compiled, atol=1e-6, rtol=0)
+
+
+def test_benchmark_streams_a_chunked_recogniser(tmp_path):
+    """The chunked variant in the benchmark (tiny sizes, no timing asserted):
+    its look-ahead is the rest of a chunk, and it streams from 20 ms chunks
+    of audio (the recogniser holds them until a chunk is whole)."""
+    import json
+
+    from speechbrain_wsm.bench import streaming as bench
+
+    code = bench.main(
+        ["--device", "cpu", "--variants", "chunked", "--parts", "lookahead", "stream",
+         "--layers", "2", "--d-model", "32", "--d-ffn", "64", "--nhead", "2",
+         "--left-context", "8", "--chunk-size", "4", "--stream-seconds", "1",
+         "--chunks", "1", "4", "--no-plot", "--out", str(tmp_path)]
+    )  # fmt: skip
+    assert code == 0
+    rows = json.loads((tmp_path / "streaming_cpu.json").read_text())["rows"]
+    looks = [r["frames"] for r in rows if r["kind"] == "lookahead"]
+    assert looks == [3]
+    stream = [r for r in rows if r["kind"] == "stream"]
+    assert [r["chunk_frames"] for r in stream] == [1, 4]
+    for r in stream:
+        assert r["rtf"] > 0 and r["lookahead_ms"] == 3 * 20 + 65

@@ -758,7 +758,9 @@ _BIG = 1 << 40  # ``end`` of a stream whose end is not known yet
 def _canonical(t: torch.Tensor) -> torch.Tensor:
     """``t`` with the strides of a new contiguous tensor (the compiled step's
     guards compare strides, size-1 and empty axes included)."""
-    return t if t.stride() == torch.empty(t.shape).stride() else t.clone()
+    if t.stride() == torch.empty(t.shape).stride():
+        return t
+    return t.clone(memory_format=torch.contiguous_format)
 
 
 def compiled_step(enc, x: torch.Tensor, state: dict):
@@ -791,7 +793,7 @@ def compiled_step(enc, x: torch.Tensor, state: dict):
     if not state.get("canonical"):  # from the eager step: strides of its own
         caches = [_canonical(t) for t in caches]
     pos = torch.tensor(state["pos"])
-    y, *caches = entry[1](x, pos, torch.tensor(_BIG), *caches)
+    y, *caches = entry[1](_canonical(x), pos, torch.tensor(_BIG), *caches)
     if entry[2] is None:
         entry[2] = all(t is _canonical(t) for t in caches)
     new = state_from_tensors(enc, caches, state["pos"] + x.shape[1])

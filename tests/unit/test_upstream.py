@@ -12,9 +12,9 @@ import pytest
 import torch
 from tiny_models import save_tiny_hf, waveforms
 
-from speechbrain_wsm.models.finetuning import CTCFineTuner, TrainableSSLEncoder
 from speechbrain_wsm.models.lengths import relative_to_absolute
 from speechbrain_wsm.models.ssl import SSLEncoder, load_ssl_encoder
+from speechbrain_wsm.models.ssl_ctc import CTCFineTuner, TrainableSSLEncoder
 from speechbrain_wsm.models.upstream import (
     SSLUpstream,
     hf_input_options,

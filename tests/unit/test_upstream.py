@@ -46,8 +46,8 @@ def reference(name, source, wav, samples):
     if name == "project":
         model = load_pretrained_encoder(source)
         with torch.no_grad():
-            output, states = model(wav, samples.double() / wav.shape[1])
-        return output, list(states), model.latent_extractor.output_lengths(samples)
+            output, states, frames = model(wav, samples)
+        return output, list(states), frames
     from transformers import AutoModel, Wav2Vec2FeatureExtractor
 
     model = AutoModel.from_pretrained(source).eval()

@@ -50,6 +50,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from speechbrain_wsm.nnet.frame_sums import prefix_sums
 from speechbrain_wsm.nnet.streaming import (
     ChunkedAttention,
     StreamingWSM,
@@ -379,11 +380,6 @@ def _range(cum: torch.Tensor, lo: int, hi: int, n: int) -> torch.Tensor:
     return cum[:, hi + 1 : hi + 1 + n] - cum[:, lo : lo + n]
 
 
-def _prefix(t: torch.Tensor) -> torch.Tensor:
-    zero = t.new_zeros((t.shape[0], 1) + t.shape[2:])
-    return torch.cat([zero, t.cumsum(1)], dim=1)
-
-
 def _swsm_step(plan, mixer, proj, st, sp, a, end, future, need_out=True):
     """Streaming WSM of the ``n`` frames leaving the queue; new caches; this
     stream's summary features and validity (for the look-ahead stream).
@@ -402,9 +398,9 @@ def _swsm_step(plan, mixer, proj, st, sp, a, end, future, need_out=True):
         u_new, cn = summ.float(), None
     else:
         nf = ok.to(torch.float32)[None].expand(B, -1)
-        u_new, cn = summ.float() * nf[:, K:, None], _prefix(nf)
+        u_new, cn = summ.float() * nf[:, K:, None], prefix_sums(nf)
     uf = torch.cat([st["u"], u_new], dim=1)
-    cu = _prefix(uf)
+    cu = prefix_sums(uf)
     new = {
         "u": uf[:, n:],
         "acc": st["acc"] + uf[:, :n].sum(1),

@@ -95,7 +95,7 @@ SIZES = {
     "d_ffn": (64, 576),
     "kernel_size": (7, 15),
     "window_size": (8, 16),
-    "scratch_steps": (24, 1725),  # optimizer steps of every from-scratch run
+    "scratch_steps": (24, 2155),  # optimizer steps of every from-scratch run
     "scratch_batch": (40, 60),  # seconds of (padded) audio per batch
     "lm_order": (2, 3),
     "rirs": (4, 100),  # simulated room impulse responses (reverberation)
@@ -326,8 +326,10 @@ class Demo:
             "number_of_epochs": max(1, round(steps / per_epoch)),
             "seconds_per_batch": self.s["scratch_batch"],
             "kernel_size": self.s["kernel_size"],
-            # the streaming YAMLs' front end is streamable, with its own key
-            front_end: [32, 32],
+            # the streaming YAMLs' front end is streamable, with its own key;
+            # 16 channels in the first convolution: 0.85x the CPU step of
+            # [32, 32] with no loss of CER (CTC README, small data)
+            front_end: [16, 32],
             "spec_augment": False,
             # the CTC README's small-data settings: a slow warm-up (a fast one
             # holds CTC on its blank plateau), a long hold, a short decay

@@ -98,16 +98,16 @@ def _exportable_scans():
     prefix sum works in blocks, which ``torch.export`` cannot follow
     symbolically; while exporting, one prefix sum and gathered differences
     (same values)."""
-    from speechbrain_wsm.nnet import summary_mixing
+    from speechbrain_wsm.nnet import frame_sums
     from speechbrain_wsm.nnet.streaming import _range_sums
 
-    saved = summary_mixing._cumsum_frames, summary_mixing._box_sums
-    summary_mixing._cumsum_frames = lambda u: u.cumsum(1)
-    summary_mixing._box_sums = lambda u, left, right: _range_sums(u, -left, right)
+    saved = frame_sums.cumsum_frames, frame_sums.box_sums
+    frame_sums.cumsum_frames = lambda u: u.cumsum(1)
+    frame_sums.box_sums = lambda u, left, right: _range_sums(u, -left, right)
     try:
         yield
     finally:
-        summary_mixing._cumsum_frames, summary_mixing._box_sums = saved
+        frame_sums.cumsum_frames, frame_sums.box_sums = saved
 
 
 def _export(module, args, path, input_names, output_names, dynamic_shapes=None):

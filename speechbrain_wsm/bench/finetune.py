@@ -78,7 +78,7 @@ def build_model(config_kwargs: dict, mode: str, num_layers: int, window_size: in
     """A CTC fine-tuner on a wav2vec 2.0 model built from a config, set up for ``mode``."""
     from transformers import Wav2Vec2Config, Wav2Vec2Model
 
-    from speechbrain_wsm.models.finetuning import CTCFineTuner, TrainableSSLEncoder
+    from speechbrain_wsm.models.ssl_ctc import CTCFineTuner, TrainableSSLEncoder
     from speechbrain_wsm.models.surgery import apply_finetuning_mode
 
     ssl = Wav2Vec2Model(Wav2Vec2Config(**config_kwargs))

@@ -3,7 +3,8 @@
 For each variant of the streaming wav2vec 2.0 recipe (``maa``, ``sa``,
 ``llsa``: SA in the two-stream mode, ``wsm``: streaming WSM in the two-stream
 mode; ``maa_sdpa``: MAA through one fused ``scaled_dot_product_attention``
-call), as a :class:`~speechbrain_wsm.nnet.streaming_encoder.StreamingEncoder`
+call; ``chunked``: SpeechBrain's dynamic-chunk attention with chunks of
+``--chunk-size`` frames and ``left_context`` frames of whole left chunks), as a :class:`~speechbrain_wsm.nnet.streaming_encoder.StreamingEncoder`
 of ``--layers`` Conformer layers (default 12) with ``left_context`` /
 ``right_context`` frames per layer:
 
@@ -12,7 +13,8 @@ of ``--layers`` Conformer layers (default 12) with ``left_context`` /
 2. **training step** (forward + backward of the encoder on one utterance):
    best-of-rounds time and peak memory (:mod:`speechbrain_wsm.bench.common`)
    against utterance length (20 ms frames);
-3. **streaming real-time factor** of the whole recogniser on one torch thread:
+3. **streaming real-time factor** of the whole recogniser on one torch thread
+   (``--threads``):
    :class:`~speechbrain_wsm.models.streaming_ctc.StreamingFbankCTC` (streamable
    fbank front end, this encoder, a CTC head of ``--vocab`` units) fed
    ``--stream-seconds`` of audio in chunks of each ``--chunks`` size (in
@@ -22,7 +24,11 @@ of ``--layers`` Conformer layers (default 12) with ``left_context`` /
    inflates less). Beside it, the look-ahead in ms (encoder look-ahead plus
    the front end's window past its hop) and the latency from a sample's
    arrival to its characters' output: chunk + look-ahead + mean compute time
-   of a chunk (wall), in ms.
+   of a chunk (wall), in ms. ``--compiled`` also streams through the opt-in
+   compiled step (``stream(..., compiled=True)``, compiled during the
+   warm-up): its RTF beside the eager one and its largest log-probability
+   deviation from the eager stream; ``--int8`` likewise for the int8 linear
+   layers.
 
 Targets (ratios of this one run): SA's peak training memory at the longest
 length at most 1/3 of MAA's; LLSA's look-ahead at most 1/10 of MAA's; for
@@ -65,12 +71,14 @@ VARIANTS = {
     "sa": ("sa", False, {}),
     "llsa": ("sa", True, {}),
     "wsm": ("swsm", True, {}),
+    "chunked": ("chunked", False, {}),
 }
 
 
 def build(variant: str, cfg: dict) -> StreamingEncoder:
     """The encoder of ``variant`` with the sizes of ``cfg``."""
     mixer, low_latency, kwargs = VARIANTS[variant]
+    chunked = mixer == "chunked"
     torch.manual_seed(0)
     return StreamingEncoder(
         cfg["layers"],
@@ -81,9 +89,10 @@ def build(variant: str, cfg: dict) -> StreamingEncoder:
         arch=cfg.get("arch", "conformer"),
         dropout=0.0,
         left_context=cfg["left_context"],
-        right_context=cfg["right_context"],
+        right_context=0 if chunked else cfg["right_context"],
         low_latency=low_latency,
         mixer_kwargs=kwargs,
+        chunk_size=cfg.get("chunk_size", 8) if chunked else None,
     )
 
 
@@ -121,13 +130,22 @@ def build_recogniser(variant: str, cfg: dict):
 
 
 def stream_rtf(
-    variant: str, cfg: dict, chunk: int, seconds: float, int8: bool = False
+    variant: str,
+    cfg: dict,
+    chunk: int,
+    seconds: float,
+    int8: bool = False,
+    threads: int = 1,
+    compiled: bool = False,
 ) -> dict:
     """Stream ``seconds`` of audio through the recogniser in chunks of ``chunk``
-    frames on one torch thread: RTF (wall and CPU), look-ahead and latency
-    (``int8``: the opt-in int8 linear layers of ``stream()``)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    frames on ``threads`` torch threads: RTF (wall and CPU), look-ahead and
+    latency (``int8``: the opt-in int8 linear layers of ``stream()``;
+    ``compiled``: its opt-in compiled step, compiled during the warm-up).
+    Also ``out``: the log-probabilities of the whole stream."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    opts = {"int8": int8, "compiled": compiled}
     try:
         model = build_recogniser(variant, cfg)
         hop = model.hop
@@ -138,15 +156,22 @@ def stream_rtf(
         with torch.inference_mode():
             state = None
             for i in range(0, min(16000, wav.shape[1]), samples):  # warm-up
-                _, state = model.stream(wav[:, i : i + samples], state, int8=int8)
-            t0, c0, state, calls = time.perf_counter(), time.thread_time(), None, 0
+                _, state = model.stream(wav[:, i : i + samples], state, **opts)
+            t0, c0, state, calls, outs = (
+                time.perf_counter(),
+                time.thread_time(),
+                None,
+                0,
+                [],
+            )
             for i in range(0, wav.shape[1], samples):
-                _, state = model.stream(wav[:, i : i + samples], state, int8=int8)
+                y, state = model.stream(wav[:, i : i + samples], state, **opts)
+                outs.append(y)
                 calls += 1
-            model.stream(None, state, final=True)
+            outs.append(model.stream(None, state, final=True)[0])
             wall, cpu = time.perf_counter() - t0, time.thread_time() - c0
     finally:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(saved)
     chunk_ms = 1000.0 * samples / 16000
     compute_ms = 1000.0 * wall / max(calls, 1)
     return {
@@ -155,6 +180,7 @@ def stream_rtf(
         "chunk_ms": chunk_ms,
         "lookahead_ms": round(model.lookahead_ms, 1),
         "latency_ms": round(chunk_ms + model.lookahead_ms + compute_ms, 1),
+        "out": torch.cat(outs, dim=1),
     }
 
 
@@ -209,7 +235,8 @@ def measure_lookahead(variant: str, cfg: dict) -> int | None:
 
 def encoder_config(args) -> dict:
     """The encoder's sizes and context of the command line (as :func:`build` reads them)."""
-    keys = "arch layers d_model nhead d_ffn left_context right_context vocab".split()
+    keys = "arch layers d_model nhead d_ffn left_context right_context chunk_size vocab"
+    keys = keys.split()
     return {k: getattr(args, k) for k in keys}
 
 
@@ -256,9 +283,18 @@ def run(args) -> list[dict]:
         if device == "cpu" and "stream" in args.parts:
             for variant in args.variants:
                 for chunk in args.chunks:
-                    res = stream_rtf(variant, cfg, chunk, args.stream_seconds)
+                    secs, th = args.stream_seconds, args.threads
+                    res = stream_rtf(variant, cfg, chunk, secs, threads=th)
+                    out = res.pop("out")
+                    if args.compiled:
+                        torch._dynamo.reset()  # one encoder's graphs at a time
+                        c = stream_rtf(variant, cfg, chunk, secs, threads=th,
+                                       compiled=True)  # fmt: skip
+                        res["rtf_compiled"] = c["rtf"]
+                        res["rtf_cpu_compiled"] = c["rtf_cpu"]
+                        res["compiled_max_dev"] = (c["out"] - out).abs().max().item()
                     if args.int8:
-                        q = stream_rtf(variant, cfg, chunk, args.stream_seconds, True)
+                        q = stream_rtf(variant, cfg, chunk, secs, True, th)
                         res["rtf_int8"], res["rtf_cpu_int8"] = q["rtf"], q["rtf_cpu"]
                         if chunk == args.chunks[0]:
                             res["int8_max_dev"] = round(
@@ -298,6 +334,15 @@ def run(args) -> list[dict]:
                         + (
                             f", int8 max |log-prob - offline| {res['int8_max_dev']:g}"
                             if "int8_max_dev" in res
+                            else ""
+                        )
+                        + (
+                            f"  compiled RTF {res['rtf_compiled']:.3f} (CPU "
+                            f"{res['rtf_cpu_compiled']:.3f}, "
+                            f"x{res['rtf_cpu_compiled'] / res['rtf_cpu']:.2f} of "
+                            f"eager; max |log-prob - eager| "
+                            f"{res['compiled_max_dev']:.1e})"
+                            if "rtf_compiled" in res
                             else ""
                         ),
                         flush=True,
@@ -400,6 +445,11 @@ def markdown(rows, device) -> str:
                 + (f"; {r['rtf_onnx']:.3f}" if "rtf_onnx" in r else "")
                 + f") / {r['latency_ms']:g} ms"
                 + (f"; int8 CPU {r['rtf_cpu_int8']:.3f}" if "rtf_cpu_int8" in r else "")
+                + (
+                    f"; compiled {r['rtf_compiled']:.3f} ({r['rtf_cpu_compiled']:.3f})"
+                    if "rtf_compiled" in r
+                    else ""
+                )
                 if r
                 else ""
             )
@@ -433,6 +483,7 @@ def parse_args(argv=None):
         layers=4, d_model=32, d_ffn=64, nhead=2, left_context=8, right_context=2
     )
     short = dict(lengths=[2, 4], chunks=[4], stream_seconds=1.0, rounds=2, budget=0.5)
+    short["chunk_size"] = 4  # the chunked variant's, a divisor of left_context
     p = bench_parser(__doc__, rounds=3, budget=30.0, quick={**sizes, **short})
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     add_options(p, layers=12)
@@ -448,6 +499,13 @@ def parse_args(argv=None):
     )
     p.add_argument(
         "--chunks", type=int, nargs="+", default=[1, 8, 32], help="20 ms frames"
+    )
+    p.add_argument(
+        "--chunk-size",
+        type=int,
+        default=8,
+        help="frames per chunk of the chunked variant (left_context must be a "
+        "multiple of it)",
     )
     p.add_argument("--vocab", type=int, default=32, help="CTC units of the head")
     p.add_argument(
@@ -468,6 +526,20 @@ def parse_args(argv=None):
         action="store_true",
         help="also stream with the opt-in int8 linear layers (RTF, and the "
         "largest log-probability deviation from the float offline forward)",
+    )
+    p.add_argument(
+        "--compiled",
+        action="store_true",
+        help="also stream with the opt-in compiled step (torch.compile, one "
+        "graph per variant and chunk size, compiled in the warm-up): its RTF "
+        "beside the eager one, and its largest log-probability deviation "
+        "from the eager stream",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads of the streaming part (default 1: one core)",
     )
     p.add_argument(
         "--parts",

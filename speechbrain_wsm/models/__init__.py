@@ -8,6 +8,8 @@
   pretraining output or a Hugging Face folder) -> hidden states and frame
   lengths, frozen or trainable; everything Hugging Face specific
 - :mod:`.surgery`: swap self-attention of SSL models for SummaryMixing blocks
-- :mod:`.finetuning`: CTC fine-tuning of pretrained SSL encoders
+- :mod:`.ssl_ctc`: CTC models on an SSL upstream and the folder a fine-tuned
+  one is saved in; :mod:`.finetuning`: building and loading them (selective
+  CTC fine-tuning of pretrained SSL encoders)
 - :mod:`.ssl`: frozen SSL encoders for probing (feature cache, probe)
 """

@@ -2,211 +2,32 @@
 
 The pretrained model comes from ``ssl_source`` through the one SSL upstream
 (:mod:`speechbrain_wsm.models.upstream`): a local Hugging Face wav2vec 2.0,
-HuBERT or WavLM folder (base or ``ForCTC``: the base model is kept), or this
+HuBERT or WavLM folder (base or ``ForCTC``: the base model is kept), this
 project's wav2vec 2.0 pretraining output folder (``hyperparams.yaml`` +
-``save/CKPT+*``); no hub.
+``save/CKPT+*``), or an earlier fine-tuning's export; no hub.
 
-:class:`TrainableSSLEncoder` is that upstream, trainable (the frozen MP3S
-encoder of :mod:`speechbrain_wsm.models.ssl` is the same upstream, frozen);
-:class:`CTCFineTuner` adds a CTC head; :func:`build_finetuner` loads a model,
-applies a selective fine-tuning mode
+:func:`build_finetuner` loads a model, applies a selective fine-tuning mode
 (:func:`speechbrain_wsm.models.surgery.apply_finetuning_mode`) and adds the
-head; :func:`save_finetuned` / :func:`load_finetuned` store and rebuild the
-fine-tuned model (architecture from the recorded build arguments, weights
-from the saved state dict).
-
-Lengths: :class:`CTCFineTuner` is what a Brain calls; it turns the relative
-``wav_lens`` into sample counts once, the encoder gives frame counts, and the
-relative output lengths of the evaluation contract are made from those.
+head; :func:`load_finetuned` rebuilds a model that
+:func:`~speechbrain_wsm.models.ssl_ctc.save_finetuned` stored (architecture
+from the recorded build arguments, weights from the saved state dict). The
+model classes and the folder format are in :mod:`speechbrain_wsm.models.ssl_ctc`.
 """
 
 from __future__ import annotations
 
-import json
-import logging
-import os
-from pathlib import Path
-
-import torch
-from torch import nn
-
-from speechbrain_wsm.errors import UserFileNotFoundError
-from speechbrain_wsm.models.lengths import (
-    lengths_to_padding_mask,
-    relative_to_absolute,
+from speechbrain_wsm.models.ssl_ctc import (
+    CTCFineTuner,
+    assemble_finetuner,
+    rebuild_finetuned,
 )
-from speechbrain_wsm.models.surgery import apply_finetuning_mode
 from speechbrain_wsm.models.upstream import (
-    SSLUpstream,
     hf_input_options,
-    load_ssl_model,
+    load_trainable_ssl,
     source_kind,
 )
-from speechbrain_wsm.models.upstream.hf import hf_model_from_config
 
-__all__ = [
-    "CTCFineTuner",
-    "SSLCTCModel",
-    "TrainableSSLEncoder",
-    "build_finetuner",
-    "load_finetuned",
-    "load_trainable_ssl",
-    "save_finetuned",
-]
-
-logger = logging.getLogger(__name__)
-
-_WEIGHTS = "model.ckpt"
-_META = "finetuned.json"
-_HF_CONFIG = "ssl_config"
-
-
-def load_trainable_ssl(source, hf_config_overrides: dict | None = None) -> nn.Module:
-    """Load a pretrained SSL model from a local folder, parameters trainable.
-
-    Arguments
-    ---------
-    source : str or Path
-        A Hugging Face model folder, or this project's wav2vec 2.0
-        pretraining output folder (``results/wav2vec2_<mixer>/<seed>``).
-    hf_config_overrides : dict, optional
-        Config values for Hugging Face models (``layerdrop``,
-        ``mask_time_prob``, ``attn_implementation`` ...).
-
-    Returns
-    -------
-    torch.nn.Module
-        The Hugging Face base model (``Wav2Vec2Model`` ...), or the project's
-        ``Wav2Vec2Encoder``; in train mode.
-    """
-    model = load_ssl_model(source, hf_config_overrides=hf_config_overrides)
-    return model.requires_grad_(True).train()
-
-
-class TrainableSSLEncoder(SSLUpstream):
-    """The SSL upstream, trainable, with the fine-tuning call.
-
-    ``encoder(wav, wav_lens) -> (features, padding_mask)`` with relative
-    ``wav_lens``; :meth:`~speechbrain_wsm.models.upstream.SSLUpstream.encode`
-    takes sample counts and gives frame counts. Hugging Face models always get
-    the attention mask (the new WSM/SM blocks need it to leave padding out of
-    their averages) and zeros in padded samples.
-
-    Arguments
-    ---------
-    model : torch.nn.Module
-        A Hugging Face wav2vec 2.0 / HuBERT / WavLM model, or this project's
-        ``Wav2Vec2Encoder`` (see :func:`load_trainable_ssl`).
-    normalize_wav : bool
-        Hugging Face models only: standardise each waveform over its valid
-        samples first (what layer-norm checkpoints expect).
-
-    Example
-    -------
-    >>> from speechbrain_wsm.models.wav2vec2 import Wav2Vec2Encoder
-    >>> enc = TrainableSSLEncoder(Wav2Vec2Encoder.small("mhsa"))
-    >>> feats, pad = enc(torch.randn(2, 8000), torch.tensor([1.0, 0.5]))
-    >>> feats.shape, pad.sum(1).tolist(), enc.d_model
-    (torch.Size([2, 21, 16]), [0, 12], 16)
-    """
-
-    def __init__(self, model: nn.Module, normalize_wav: bool = False):
-        super().__init__(model, normalize_wav=normalize_wav, attention_mask=True)
-
-    @property
-    def d_model(self) -> int:
-        """Feature size of the output."""
-        return self.hidden_size
-
-    def forward(self, wav: torch.Tensor, wav_lens: torch.Tensor | None = None):
-        """Encode ``wav`` ``[batch, sample]`` with relative lengths ``wav_lens``.
-
-        Returns
-        -------
-        features : torch.Tensor
-            ``[batch, frame, d_model]``.
-        padding_mask : torch.Tensor
-            ``[batch, frame]`` bool, True = padding.
-        """
-        samples = None
-        if wav_lens is not None:
-            samples = relative_to_absolute(wav_lens, wav.shape[-1])
-        out, frames = self.encode(wav, samples)
-        return out, lengths_to_padding_mask(frames, out.shape[1])
-
-
-class SSLCTCModel(nn.Module):
-    """Base of the CTC models on an SSL upstream: features, dropout, linear head.
-
-    A subclass sets ``self.dropout`` and ``self.head`` and defines
-    :meth:`features`; :meth:`forward` is the evaluation contract of
-    :mod:`speechbrain_wsm.evaluate` (relative lengths in and out, absolute
-    sample and frame counts inside). :class:`CTCFineTuner` and
-    :class:`~speechbrain_wsm.models.fusion.FeatureFusionCTC` are two.
-    """
-
-    def features(self, wav: torch.Tensor, samples: torch.Tensor | None = None):
-        """``(features [batch, frame, d_model], frame_lengths [batch])`` before the head."""
-        raise NotImplementedError
-
-    def forward(self, wav: torch.Tensor, wav_lens: torch.Tensor | None = None):
-        """Log-probabilities and relative output lengths of a waveform batch.
-
-        Arguments
-        ---------
-        wav : torch.Tensor
-            ``[batch, sample]`` audio.
-        wav_lens : torch.Tensor, optional
-            ``[batch]`` relative lengths in ``[0, 1]``.
-
-        Returns
-        -------
-        log_probs : torch.Tensor
-            ``[batch, frame, vocab]`` float32 log-softmax outputs.
-        out_lens : torch.Tensor
-            ``[batch]`` relative lengths: valid frames / ``frame``.
-        """
-        samples = None
-        if wav_lens is not None:
-            samples = relative_to_absolute(wav_lens, wav.shape[-1])
-        feats, frames = self.features(wav, samples)
-        logits = self.head(self.dropout(feats))
-        out_lens = frames.float() / max(feats.shape[1], 1)
-        return logits.float().log_softmax(-1), out_lens
-
-
-class CTCFineTuner(SSLCTCModel):
-    """SSL encoder + dropout + linear CTC head.
-
-    Arguments
-    ---------
-    encoder : TrainableSSLEncoder
-        The (possibly operated-on) pretrained encoder.
-    vocab_size : int
-        Output units, the CTC blank included (index 0).
-    dropout : float
-        Dropout before the head.
-
-    Example
-    -------
-    >>> from speechbrain_wsm.models.wav2vec2 import Wav2Vec2Encoder
-    >>> model = CTCFineTuner(TrainableSSLEncoder(Wav2Vec2Encoder.small("mhsa")), 5)
-    >>> log_probs, out_lens = model(torch.randn(2, 8000), torch.tensor([1.0, 0.5]))
-    >>> log_probs.shape, (out_lens * log_probs.shape[1]).round().tolist()
-    (torch.Size([2, 21, 5]), [21.0, 9.0])
-    """
-
-    def __init__(
-        self, encoder: TrainableSSLEncoder, vocab_size: int, dropout: float = 0.1
-    ):
-        super().__init__()
-        self.encoder = encoder
-        self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(encoder.d_model, vocab_size)
-
-    def features(self, wav: torch.Tensor, samples: torch.Tensor | None = None):
-        """The encoder's output and frame lengths (:meth:`SSLUpstream.encode`)."""
-        return self.encoder.encode(wav, samples)
+__all__ = ["build_finetuner", "load_finetuned"]
 
 
 def build_finetuner(
@@ -247,78 +68,24 @@ def build_finetuner(
         With the head and the mode's modules trainable, everything else
         frozen, and the frozen start of the forward pass run without
         autograd. ``model.build_args`` holds the arguments (for
-        :func:`save_finetuned`), ``model.new_modules`` the names of the
+        :func:`~speechbrain_wsm.models.ssl_ctc.save_finetuned`),
+        ``model.new_modules`` the names of the
         freshly initialised modules (new blocks and head).
     """
     args = dict(locals())
     if normalize_wav is None:
         hf = source_kind(ssl_source) == "hf"
         args["normalize_wav"] = hf and hf_input_options(ssl_source)[0]
-    return _assemble(load_trainable_ssl(ssl_source, hf_config_overrides), args)
-
-
-def _assemble(ssl: nn.Module, args: dict) -> CTCFineTuner:
-    """The rest of :func:`build_finetuner`, on a loaded SSL model."""
-    args = {
-        **args,
-        "ssl_source": str(args["ssl_source"]),
-        "mixer_kwargs": dict(args.get("mixer_kwargs") or {}),
-        "hf_config_overrides": dict(args.get("hf_config_overrides") or {}),
-        "normalize_wav": bool(args.get("normalize_wav")),
-    }
-    model = CTCFineTuner(
-        TrainableSSLEncoder(ssl, args["normalize_wav"]),
-        args["vocab_size"],
-        args["head_dropout"],
-    )
-    trained = apply_finetuning_mode(
-        model,
-        args["mode"],
-        args["num_layers"],
-        freeze_front_end=args["freeze_front_end"],
-        keep_trainable=["head"],
-        **args["mixer_kwargs"],
-    )
-    model.build_args = args
-    model.new_modules = [] if args["mode"] in ("full", "mhsa_top") else trained
-    model.new_modules.append("head")
-    return model
-
-
-def save_finetuned(model: CTCFineTuner, folder) -> Path:
-    """Save a model made by :func:`build_finetuner` so :func:`load_finetuned` rebuilds it.
-
-    Writes ``finetuned.json`` (the build arguments), ``model.ckpt`` (the whole
-    state dict) and, for Hugging Face encoders, the encoder's config in
-    ``ssl_config/`` (so reloading needs no access to ``ssl_source``).
-
-    Returns
-    -------
-    Path
-        ``folder``.
-    """
-    if not hasattr(model, "build_args"):
-        raise ValueError("save_finetuned needs a model made by build_finetuner")
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    meta = dict(model.build_args)
-    if model.encoder.is_hf:
-        model.encoder.model.config.save_pretrained(folder / _HF_CONFIG)
-        meta["hf_config"] = _HF_CONFIG
-    tmp = folder / (_WEIGHTS + ".tmp")
-    torch.save(model.state_dict(), tmp)
-    os.replace(tmp, folder / _WEIGHTS)
-    (folder / _META).write_text(json.dumps(meta, indent=2))
-    return folder
+    return assemble_finetuner(load_trainable_ssl(ssl_source, hf_config_overrides), args)
 
 
 def load_finetuned(folder, device="cpu", ssl_source=None) -> CTCFineTuner:
-    """Rebuild a model saved by :func:`save_finetuned` and load its weights.
+    """Rebuild a model saved by :func:`~speechbrain_wsm.models.ssl_ctc.save_finetuned`.
 
     Arguments
     ---------
     folder : str or Path
-        What :func:`save_finetuned` wrote.
+        What ``save_finetuned`` wrote.
     device : str or torch.device
         Where to put the model.
     ssl_source : str, optional
@@ -330,24 +97,4 @@ def load_finetuned(folder, device="cpu", ssl_source=None) -> CTCFineTuner:
     CTCFineTuner
         In eval mode.
     """
-    folder = Path(folder)
-    meta_path = folder / _META
-    if not meta_path.is_file():
-        raise UserFileNotFoundError(
-            f"{meta_path} not found: not a save_finetuned folder"
-        )
-    meta = json.loads(meta_path.read_text())
-    config = meta.pop("hf_config", None)
-    if ssl_source is not None:
-        meta["ssl_source"] = str(ssl_source)
-    # Building draws random initial weights: leave the caller's RNG alone.
-    with torch.random.fork_rng(devices=[]):
-        if config:
-            ssl = hf_model_from_config(folder / config, meta["hf_config_overrides"])
-        else:
-            ssl = load_trainable_ssl(meta["ssl_source"], meta["hf_config_overrides"])
-        model = _assemble(ssl, meta)
-    state = torch.load(folder / _WEIGHTS, map_location="cpu", weights_only=True)
-    model.load_state_dict(state)
-    logger.info("loaded the fine-tuned model of %s", folder)
-    return model.to(device).eval()
+    return rebuild_finetuned(folder, load_trainable_ssl, ssl_source).to(device)

@@ -42,8 +42,8 @@ import torch
 from torch import nn
 
 from speechbrain_wsm.errors import UserValueError
-from speechbrain_wsm.models.finetuning import SSLCTCModel
 from speechbrain_wsm.models.lengths import lengths_to_padding_mask
+from speechbrain_wsm.models.ssl_ctc import SSLCTCModel
 from speechbrain_wsm.models.surgery import resolve_indices, skip_frozen_activations
 from speechbrain_wsm.models.upstream import SSLUpstream, load_upstream
 from speechbrain_wsm.models.upstream.hf import sync_hf_front_end_flags
@@ -253,7 +253,7 @@ class FeatureFusionCTC(SSLCTCModel):
     """An SSL upstream read by HFF, a weighted sum or its last layer, plus a CTC head.
 
     Reconstruction, not from the paper (see the module docstring). Called
-    as every :class:`~speechbrain_wsm.models.finetuning.SSLCTCModel`:
+    as every :class:`~speechbrain_wsm.models.ssl_ctc.SSLCTCModel`:
     ``model(wav, wav_lens) -> (log_probs, out_lens)``.
 
     Arguments

@@ -180,6 +180,7 @@ class StreamingFbankCTC(nn.Module):
         state=None,
         final: bool = False,
         int8: bool = False,
+        compiled: bool = False,
     ):
         """Feed the next audio samples; get the CTC log-probabilities of the
         frames they complete.
@@ -197,6 +198,9 @@ class StreamingFbankCTC(nn.Module):
             Opt-in, read when ``state`` is None: the encoder's linear layers
             in dynamic int8 for this stream (see
             :meth:`StreamingEncoder.stream`; not equal to ``forward``).
+        compiled : bool
+            Opt-in, read when ``state`` is None: the encoder's steps through
+            ``torch.compile`` (see :meth:`StreamingEncoder.stream`).
 
         Returns
         -------
@@ -204,8 +208,9 @@ class StreamingFbankCTC(nn.Module):
             ``[batch, new frames, unit]``, the next frames of the offline
             ``forward``'s output.
         state : dict
-            The sample buffer (under ``span + chunk`` samples) and the
-            encoder's caches.
+            The sample buffer (under ``span + chunk`` samples), the frames
+            waiting for the rest of their chunk (``chunked`` encoders) and
+            the encoder's caches.
         """
         if self.training:
             raise ValueError("stream() needs eval mode (dropout would differ)")
@@ -238,6 +243,8 @@ class StreamingFbankCTC(nn.Module):
             latents = self.frontend(wav[:, : (n - 1) * self.hop + self.span])
             x = self.projection(latents)
             state["wav"] = wav[:, n * self.hop :]
+        # a chunked encoder takes whole chunks: the rest waits in the state
+        x, state["frames"] = self.encoder.whole_chunks(x, state.get("frames"), final)
         if x is None and (not final or state["encoder"] is None):
             if final:
                 raise ValueError(
@@ -246,7 +253,7 @@ class StreamingFbankCTC(nn.Module):
             state["final"] = final
             return wav.new_zeros(wav.shape[0], 0, self.head.out_features), state
         frames, state["encoder"] = self.encoder.stream(
-            x, state["encoder"], final=final, int8=int8
+            x, state["encoder"], final=final, int8=int8, compiled=compiled
         )
         state["final"] = final
         return self.head(frames).float().log_softmax(-1), state
@@ -285,6 +292,11 @@ class ChunkStep(nn.Module):
 
         if not isinstance(chunk_frames, int) or chunk_frames < 1:
             raise ValueError(f"chunk_frames must be an int >= 1, got {chunk_frames!r}")
+        if model.encoder.chunk_size:
+            raise ValueError(
+                "the exported chunk step streams band encoders (maa, sa, swsm); "
+                "a chunked encoder streams in PyTorch (stream()) only"
+            )
         self.model, self.chunk_frames = model, chunk_frames
         hop, span = model.hop, model.span
         self.buffer = -(-(span - hop) // hop) * hop

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from speechbrain_wsm.nnet import summary_mixing as _sm
+from speechbrain_wsm.nnet import frame_sums
 
 __all__ = ["activation_kind", "lean_forward", "LeanMixing"]
 
@@ -145,7 +145,7 @@ def _counts(spec, n, T: int, device, dtype=torch.float32):
             window = (t + right).clamp(max=T - 1) - (t - left).clamp(min=0) + 1
             window = window.to(dtype)[None, :, None]
         else:
-            window = _sm._box_sums(n, left, right).clamp(min=1.0).unsqueeze(-1)
+            window = frame_sums.box_sums(n, left, right).clamp(min=1.0).unsqueeze(-1)
     if spec.causal:
         if n is None:
             glob = torch.arange(1, T + 1, device=device, dtype=dtype)[:, None]
@@ -161,9 +161,9 @@ def _summaries(spec, u, counts):
     out = []
     if spec.window is not None:
         left, right = spec.window
-        out.append(_sm._box_sums(u, left, right) / counts[0])
+        out.append(frame_sums.box_sums(u, left, right) / counts[0])
     if spec.causal:
-        out.append(_sm._box_sums(u, None, 0) / counts[1])
+        out.append(frame_sums.box_sums(u, None, 0) / counts[1])
     else:
         out.append(u.sum(1, keepdim=True) / counts[1])
     return out
@@ -174,10 +174,10 @@ def _summaries_backward(spec, grads, counts, T: int):
     g_u = None
     if spec.window is not None:
         left, right = spec.window
-        g_u = _sm._box_sums(grads[0] / counts[0], right, left)
+        g_u = frame_sums.box_sums(grads[0] / counts[0], right, left)
     g = grads[-1] / counts[1]
     if spec.causal:
-        g = _sm._box_sums(g, 0, None)
+        g = frame_sums.box_sums(g, 0, None)
     return g if g_u is None else g_u + g  # [B, 1, S] broadcasts over frames
 
 
@@ -372,7 +372,7 @@ def _backward(ctx, gy):
     elif spec.window is not None:  # the window again; the global summary is kept
         left, right = spec.window
         u = _masked(s, valid)[0]
-        summaries = [_sm._box_sums(u, left, right) / counts[0], glob]
+        summaries = [frame_sums.box_sums(u, left, right) / counts[0], glob]
     else:
         summaries = [glob]
     parts = ([] if local is None else [local]) + summaries

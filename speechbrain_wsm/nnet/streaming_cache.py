@@ -9,7 +9,9 @@ cache               what it holds (per layer and per stream)
 ``h``               the residual stream of the ``P`` frames waiting for their
                     look-ahead (``P = R`` where the layer adds look-ahead, else 0)
 ``q``, ``k``, ``v`` attention (``maa``, ``sa``): queries of the waiting frames,
-                    keys and values of the last ``L + P`` frames
+                    keys and values of the last ``L + P`` frames;
+                    ``chunked``: keys and values of the ``L`` frames of the
+                    left chunks (``q`` empty: no frame waits)
 ``local``, ``u``,   streaming WSM (``swsm``): local features of the waiting
 ``acc``, ``acc_n``  frames, summary features of the last ``L + P`` frames, and
                     the running sum and count of every older frame
@@ -21,7 +23,8 @@ plus ``pos``, the number of frames fed so far. Every tensor has a size fixed
 by the model (``L``, ``R``, ``kernel_size``, ``d_model``), not by the chunk or
 by how much audio came before, and the work of a step is proportional to
 ``n``: projections, feed-forwards and convolutions of ``n`` frames, and
-attention of ``n`` queries over windows of ``L + R + 1`` keys.
+attention of ``n`` queries over windows of ``L + R + 1`` keys (``chunked``:
+one chunk a step, its queries over the ``L`` cached keys and its own).
 
 Positions: layer ``l`` of a stream delays its input by ``d_in`` frames and
 its output by ``d_out`` (the look-ahead accumulated so far), so the ``n``
@@ -47,11 +50,17 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from speechbrain_wsm.nnet.streaming import StreamingWSM, _BandAttentionBase
+from speechbrain_wsm.nnet.frame_sums import prefix_sums
+from speechbrain_wsm.nnet.streaming import (
+    ChunkedAttention,
+    StreamingWSM,
+    _BandAttentionBase,
+)
 
 __all__ = [
     "init_state",
     "encoder_step",
+    "compiled_step",
     "state_tensors",
     "StreamSpec",
     "StepPlan",
@@ -106,8 +115,10 @@ def _kind(mixer) -> str:
         return "swsm"
     if isinstance(mixer, _BandAttentionBase):
         return "attention"
+    if isinstance(mixer, ChunkedAttention):
+        return "chunked"
     raise ValueError(
-        f"incremental streaming supports maa, sa and swsm mixers, got "
+        f"incremental streaming supports maa, sa, swsm and chunked mixers, got "
         f"{type(mixer).__name__}"
     )
 
@@ -130,7 +141,7 @@ def init_state(enc, batch: int, device=None, dtype=torch.float32) -> dict:
         mixer, per_layer = layer.mixer, {}
         for name, sp in specs.items():
             st = {"h": torch.zeros(batch, sp.pending, D, device=device, dtype=dtype)}
-            if _kind(mixer) == "attention":
+            if _kind(mixer) in ("attention", "chunked"):
                 H = mixer.nhead
                 dh = D // H
                 st["q"] = torch.zeros(
@@ -287,7 +298,7 @@ def _attention_step(plan, mixer, proj, st, sp, a, end, future, need_out=True):
         return None, new, (kf, vf, sp.keep)
     L, Rs, P = sp.left, sp.right, sp.pending
     q0 = a - sp.d_out
-    strided = isinstance(q0, int)  # tensors: the exported step (ONNX has no views)
+    strided = isinstance(q0, int) and not torch.compiler.is_compiling()
     parts = [(kf, vf, sp.keep - P - L, L + Rs + 1)]
     allowed = _band(q0, end, n, -L, Rs, device)
     if allowed is not None:
@@ -320,15 +331,53 @@ def _attention_step(plan, mixer, proj, st, sp, a, end, future, need_out=True):
     return y, new, (kf, vf, sp.keep)
 
 
+@functools.lru_cache(maxsize=256)
+def _chunk_allowed(n: int, keep: int, missing: int, causal: bool, device):
+    """``[n, keep + n]`` bool: the cached keys but the first ``missing``
+    (positions before the stream), and the chunk's own keys (``causal``: up
+    to the query)."""
+    own = torch.ones(n, n, dtype=torch.bool, device=device)
+    if causal:
+        own = own.tril()
+    cached = torch.arange(keep, device=device) >= missing
+    return torch.cat([cached.expand(n, keep), own], dim=1)
+
+
+def _chunked_step(plan, mixer, proj, st, sp, a, end, future, need_out=True):
+    """Chunked attention of one chunk's ``n`` frames (``a`` its first
+    position, a multiple of the chunk size; ``n`` below the chunk size only
+    for the last chunk of a stream): each query attends to the ``L`` cached
+    keys of the left chunks and to its own chunk, as the offline
+    ``make_transformer_src_mask`` allows; the cached keys before the stream's
+    start are masked out."""
+    q_new, k_new, v_new = proj  # [B, n, H, dh]
+    B, n, H, dh = q_new.shape
+    K = sp.keep
+    kf = _append(st["k"], k_new, 1)  # positions a - K ... a + n - 1
+    vf = _append(st["v"], v_new, 1)
+    new = {"q": st["q"], "k": _tail(kf, K, 1), "v": _tail(vf, K, 1)}
+    causal = mixer.chunk_causal
+    allowed = None
+    if not isinstance(a, int):  # the compiled step: positions as tensors
+        cached = torch.arange(K, device=q_new.device) + (a - K) >= 0
+        own = torch.ones(n, n, dtype=torch.bool, device=q_new.device)
+        own = own.tril() if causal else own
+        allowed = torch.cat([cached.expand(n, K), own], dim=1)
+    elif a < K or (causal and n > 1):
+        allowed = _chunk_allowed(n, K, max(0, K - a), causal, q_new.device)
+    q = q_new.transpose(1, 2) * dh**-0.5  # [B, H, n, dh]
+    s = torch.matmul(q, kf.permute(0, 2, 3, 1))  # [B, H, n, K + n]
+    if allowed is not None:
+        s = s.masked_fill(~allowed, float("-inf"))
+    y = torch.matmul(torch.softmax(s, dim=-1), vf.transpose(1, 2))
+    y = plan.linear(mixer.out_proj, y.transpose(1, 2).reshape(B, n, H * dh))
+    return y, new, None
+
+
 def _range(cum: torch.Tensor, lo: int, hi: int, n: int) -> torch.Tensor:
     """Sums over cache frames ``[lo + j, hi + j]`` for ``j < n`` from the
     zero-led prefix sum ``cum``."""
     return cum[:, hi + 1 : hi + 1 + n] - cum[:, lo : lo + n]
-
-
-def _prefix(t: torch.Tensor) -> torch.Tensor:
-    zero = t.new_zeros((t.shape[0], 1) + t.shape[2:])
-    return torch.cat([zero, t.cumsum(1)], dim=1)
 
 
 def _swsm_step(plan, mixer, proj, st, sp, a, end, future, need_out=True):
@@ -349,9 +398,9 @@ def _swsm_step(plan, mixer, proj, st, sp, a, end, future, need_out=True):
         u_new, cn = summ.float(), None
     else:
         nf = ok.to(torch.float32)[None].expand(B, -1)
-        u_new, cn = summ.float() * nf[:, K:, None], _prefix(nf)
+        u_new, cn = summ.float() * nf[:, K:, None], prefix_sums(nf)
     uf = torch.cat([st["u"], u_new], dim=1)
-    cu = _prefix(uf)
+    cu = prefix_sums(uf)
     new = {
         "u": uf[:, n:],
         "acc": st["acc"] + uf[:, :n].sum(1),
@@ -457,12 +506,12 @@ def _layer_step(plan, index, layer, xs, sts, sps, a, end):
     h = torch.add(x, _ffn(plan, layer.ffn1, x), alpha=0.5) if arch == "c" else x
     z = _ln(h, layer.norm_mixer)
     mixer = layer.mixer
-    if plan.kind == "attention":
+    if plan.kind != "swsm":
         H = mixer.nhead
         qkv = plan.linear(mixer.in_proj, z).view(z.shape[0], n, 3, H, -1)
         q, k, v = qkv.unbind(2)
         parts = [q, k, v]
-        step = _attention_step
+        step = _attention_step if plan.kind == "attention" else _chunked_step
     else:
         local, summ = mixer._branches(z)
         parts = [local, summ]
@@ -560,20 +609,40 @@ class StepPlan:
         self.last = len(enc.layers) - 1
         self.int8 = int8
         self.packed = {}
-        if int8:
-            for layer in enc.layers:
-                for mod in layer.modules():
-                    if isinstance(mod, torch.nn.Linear):
-                        self.packed[mod] = _pack(mod.weight, mod.bias)
-                    elif isinstance(mod, torch.nn.Conv1d) and mod.kernel_size == (1,):
-                        self.packed[mod] = _pack(mod.weight[:, :, 0], mod.bias)
+        #: widening float layers (``out > in``) on the CPU: ``(weight.T
+        #: contiguous, bias)``
+        self.wide = {}
+        for layer in enc.layers:
+            for mod in layer.modules():
+                pointwise = isinstance(mod, torch.nn.Conv1d) and mod.kernel_size == (1,)
+                if not (isinstance(mod, torch.nn.Linear) or pointwise):
+                    continue
+                weight = mod.weight[:, :, 0] if pointwise else mod.weight
+                if int8:
+                    self.packed[mod] = _pack(weight, mod.bias)
+                elif weight.shape[0] > weight.shape[1] and not weight.is_cuda:
+                    self.wide[mod] = (weight.detach().t().contiguous(), mod.bias)
 
     def linear(self, mod, x: torch.Tensor) -> torch.Tensor:
         """``mod(x)`` for a ``Linear`` (or a pointwise ``Conv1d`` on frames
-        ``[..., in]``)."""
+        ``[..., in]``).
+
+        A widening float layer multiplies by a contiguous copy of its
+        transposed weight: with the few rows of a chunk, CPU BLAS reads a
+        ``[in, out]`` matrix (long rows) about twice as fast as the
+        ``[out, in]`` one (measured: 256 -> 1024, one row, 131 against 64
+        µs; narrowing layers are already fastest as they are). The same
+        products, summed in another order: equal to float rounding.
+        """
         packed = self.packed.get(mod) if self.packed else None
         if packed is not None and not x.is_cuda:
             return torch.ops.quantized.linear_dynamic(x.contiguous(), packed, True)
+        wide = self.wide.get(mod)
+        if wide is not None and not x.is_cuda:
+            wt, bias = wide
+            x2 = x.reshape(-1, x.shape[-1])
+            y = torch.mm(x2, wt) if bias is None else torch.addmm(bias, x2, wt)
+            return y.view(*x.shape[:-1], wt.shape[1])
         weight = mod.weight
         if weight.dim() == 3:
             weight = weight[:, :, 0]
@@ -606,7 +675,7 @@ def step_plan(enc, int8: bool = False) -> StepPlan:
     return hit[1]
 
 
-def encoder_step(enc, x: torch.Tensor, state: dict, end=None):
+def encoder_step(enc, x: torch.Tensor, state: dict, end=None, plan=None):
     """Feed ``n`` new input frames; get ``n`` output frames and the new state.
 
     Arguments
@@ -622,6 +691,9 @@ def encoder_step(enc, x: torch.Tensor, state: dict, end=None):
     end : int, optional
         Number of real input frames of the stream, once known (frames from
         ``end`` on are flush padding); None: all fed frames are real.
+    plan : StepPlan, optional
+        The encoder's :func:`step_plan` (the compiled step passes the one it
+        was traced with).
 
     Returns
     -------
@@ -633,7 +705,7 @@ def encoder_step(enc, x: torch.Tensor, state: dict, end=None):
     """
     a = state["pos"]
     int8 = bool(state.get("int8", False))
-    plan = step_plan(enc, int8)
+    plan = plan or step_plan(enc, int8)
     layers = []
     streams = [x, x] if enc.low_latency else [x]
     for i, (layer, st, names) in enumerate(
@@ -674,3 +746,54 @@ def state_from_tensors(enc, tensors, pos) -> dict:
     if rest:
         raise ValueError(f"{len(rest)} cache tensors more than the encoder has")
     return {"pos": pos, "layers": layers}
+
+
+_BIG = 1 << 40  # ``end`` of a stream whose end is not known yet
+
+
+def _canonical(t: torch.Tensor) -> torch.Tensor:
+    """``t`` with the strides of a new contiguous tensor (the compiled step's
+    guards compare strides, size-1 and empty axes included)."""
+    if t.stride() == torch.empty(t.shape).stride():
+        return t
+    return t.clone(memory_format=torch.contiguous_format)
+
+
+def compiled_step(enc, x: torch.Tensor, state: dict):
+    """:func:`encoder_step` through ``torch.compile`` (opt-in: ``stream(...,
+    compiled=True)``), for steps of the frame count it was compiled for.
+
+    One graph per encoder, batch and frame count (``dynamic=False``): the
+    positions are tensors (the masks of the stream's start are computed, as in
+    the exported step), so the same graph serves every chunk of that size,
+    from the first one on; Inductor fuses the per-frame operators between
+    the matrix products and runs without the Python of the eager step. Its
+    outputs differ from :func:`encoder_step`'s by float rounding only (the
+    tests hold them within 1e-5). Compiling takes a while (about a minute
+    for the 12-layer recipe encoder on one CPU core) and is paid once per
+    encoder and chunk size; the graph is rebuilt when a parameter changes.
+    """
+    plan = step_plan(enc, bool(state.get("int8", False)))
+    entry = getattr(enc, "_compiled_step", None)
+    if entry is None or entry[0] is not plan:
+
+        def step(x, pos, end, *caches):
+            st = state_from_tensors(enc, caches, pos)
+            y, new = encoder_step(enc, x, st, end=end, plan=plan)
+            return (y, *state_tensors(new))
+
+        compiled = torch.compile(step, fullgraph=True, dynamic=False)
+        entry = [plan, compiled, None]  # None: are its outputs' strides canonical?
+        object.__setattr__(enc, "_compiled_step", entry)
+    caches = state_tensors(state)
+    if not state.get("canonical"):  # from the eager step: strides of its own
+        caches = [_canonical(t) for t in caches]
+    pos = torch.tensor(state["pos"])
+    y, *caches = entry[1](_canonical(x), pos, torch.tensor(_BIG), *caches)
+    if entry[2] is None:
+        entry[2] = all(t is _canonical(t) for t in caches)
+    new = state_from_tensors(enc, caches, state["pos"] + x.shape[1])
+    new["canonical"] = entry[2]
+    if state.get("int8"):
+        new["int8"] = True
+    return y, new

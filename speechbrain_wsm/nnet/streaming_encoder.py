@@ -10,6 +10,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 import torch
+from speechbrain.utils.dynamic_chunk_training import DynChunkTrainConfig
 from torch import nn
 
 from speechbrain_wsm.nnet.common import valid_frames
@@ -22,7 +23,7 @@ __all__ = ["StreamingEncoder", "STREAMING_MIXERS"]
 
 #: Mixers :class:`StreamingEncoder` accepts, and whether each has a two-stream
 #: (LLSA) mode.
-STREAMING_MIXERS = {"maa": False, "sa": True, "swsm": True}
+STREAMING_MIXERS = {"maa": False, "sa": True, "swsm": True, "chunked": False}
 
 
 class StreamingEncoder(MixerEncoder):
@@ -34,6 +35,14 @@ class StreamingEncoder(MixerEncoder):
     positional encoding (order comes from the causal convolutions). Look-ahead
     of the stack: ``num_layers * right_context`` frames, or ``right_context``
     with ``low_latency=True``.
+
+    ``mixer="chunked"`` is SpeechBrain's dynamic-chunk attention
+    (:class:`~speechbrain_wsm.nnet.streaming.ChunkedAttention`) with a fixed
+    ``chunk_size``: a frame sees its own chunk and the ``left_context //
+    chunk_size`` chunks before it (``left_context`` a multiple of
+    ``chunk_size``, ``right_context`` 0); the look-ahead is the rest of the
+    frame's chunk, at most ``chunk_size - 1`` frames whatever the depth, and
+    :meth:`stream` takes whole chunks.
 
     ``low_latency=True`` is LLSA, a reconstruction, not from the paper (the
     DCN two-stream form): the input is duplicated into a causal and a
@@ -48,13 +57,15 @@ class StreamingEncoder(MixerEncoder):
     num_layers, d_model, nhead, d_ffn, arch, dropout, kernel_size, activation, layerdrop
         As :class:`MixerEncoder`.
     mixer : str
-        ``maa``, ``sa`` or ``swsm`` (registry names).
+        ``maa``, ``sa``, ``swsm`` or ``chunked`` (registry names).
     left_context : int
-        Frames each mixer sees to the left.
+        Frames each mixer sees to the left (``chunked``: whole chunks of them).
     right_context : int
-        Frames each mixer sees to the right.
+        Frames each mixer sees to the right (``chunked``: 0, the chunk sets it).
     low_latency : bool
         LLSA two-stream mode (``sa`` or ``swsm``).
+    chunk_size : int, optional
+        Frames per chunk, for ``mixer="chunked"`` only (required there).
     mixer_kwargs : dict, optional
         Other mixer arguments (``mode``, ``activation`` of ``swsm`` ...).
 
@@ -86,6 +97,7 @@ class StreamingEncoder(MixerEncoder):
         right_context: int = 0,
         low_latency: bool = False,
         mixer_kwargs: dict | None = None,
+        chunk_size: int | None = None,
     ):
         if mixer not in STREAMING_MIXERS:
             raise ValueError(
@@ -99,7 +111,12 @@ class StreamingEncoder(MixerEncoder):
         if not isinstance(left_context, int) or left_context < 0:
             raise ValueError(f"left_context must be an int >= 0, got {left_context!r}")
         kwargs = dict(mixer_kwargs or {})
-        kwargs.update(left_context=left_context, right_context=right_context)
+        if mixer == "chunked":
+            kwargs.update(_chunk_kwargs(chunk_size, left_context, right_context))
+        elif chunk_size is not None:
+            raise ValueError(f"chunk_size is for mixer='chunked', not {mixer!r}")
+        else:
+            kwargs.update(left_context=left_context, right_context=right_context)
         if low_latency:
             kwargs["two_stream"] = True
         super().__init__(
@@ -120,10 +137,14 @@ class StreamingEncoder(MixerEncoder):
         self.causal = right_context == 0
         self.left_context, self.right_context = left_context, right_context
         self.low_latency = low_latency
+        #: Frames per chunk of a ``chunked`` encoder (None: a band mixer).
+        self.chunk_size = chunk_size
         #: Frames back one layer's output reads of its input (mixer band plus
         #: the causal convolution).
-        self.layer_reach = left_context + (
-            kernel_size - 1 if arch != "transformer" else 0
+        self.layer_reach = (
+            left_context
+            + (chunk_size - 1 if chunk_size else 0)
+            + (kernel_size - 1 if arch != "transformer" else 0)
         )
 
     def make_mixer(self, mixer, d_model, nhead, dropout, causal, kwargs) -> nn.Module:
@@ -135,6 +156,8 @@ class StreamingEncoder(MixerEncoder):
     def lookahead(self) -> int:
         """Look-ahead of the stack by construction, in frames (the tests and
         ``python -m speechbrain_wsm.latency`` measure it)."""
+        if self.chunk_size:  # the rest of the chunk, whatever the depth
+            return self.layers[0].mixer.right_context
         if self.low_latency:
             return self.right_context
         return self.right_context * len(self.layers)
@@ -169,6 +192,19 @@ class StreamingEncoder(MixerEncoder):
         if not isinstance(left_context, int) or not 0 <= left_context:
             raise ValueError(f"left_context must be an int >= 0, got {left_context!r}")
         mixers = [layer.mixer for layer in self.layers]
+        if self.chunk_size:  # whole chunks of left context
+            saved = [m.config for m in mixers]
+            chunks = DynChunkTrainConfig(
+                self.chunk_size, left_context // self.chunk_size
+            )
+            try:
+                for m in mixers:
+                    m.config = chunks
+                yield self
+            finally:
+                for m, config in zip(mixers, saved, strict=True):
+                    m.config = config
+            return
         saved = [(m.left_context, getattr(m, "left", None)) for m in mixers]
         try:
             for m in mixers:
@@ -184,7 +220,12 @@ class StreamingEncoder(MixerEncoder):
 
     # -- streaming ------------------------------------------------------------
     def init_stream(
-        self, batch: int = 1, device=None, dtype=torch.float32, int8: bool = False
+        self,
+        batch: int = 1,
+        device=None,
+        dtype=torch.float32,
+        int8: bool = False,
+        compiled: bool = False,
     ) -> dict:
         """An empty stream state for ``batch`` streams (see :meth:`stream`)."""
         from speechbrain_wsm.nnet.streaming_cache import init_state
@@ -193,7 +234,25 @@ class StreamingEncoder(MixerEncoder):
         state["final"] = False
         if int8:
             state["int8"] = True
+        if compiled:
+            state["compiled"] = True
         return state
+
+    def _step(self, x: torch.Tensor, state: dict, end=None):
+        """One incremental step: the compiled one (``compiled`` streams) when
+        this step has as many frames as the previous one, else the eager one
+        (the first chunk and the flush, of other sizes, are not worth a
+        compilation)."""
+        from speechbrain_wsm.nnet.streaming_cache import compiled_step, encoder_step
+
+        n = x.shape[1]
+        if state.get("compiled") and end is None and state.get("last_n") == n:
+            y, new = compiled_step(self, x, state)
+        else:
+            y, new = encoder_step(self, x, state, end=end)
+        if state.get("compiled"):
+            new.update(compiled=True, last_n=n)
+        return y, new
 
     def stream(
         self,
@@ -201,6 +260,7 @@ class StreamingEncoder(MixerEncoder):
         state=None,
         final: bool = False,
         int8: bool = False,
+        compiled: bool = False,
     ):
         """Encode the next frames of a stream, incrementally.
 
@@ -224,6 +284,12 @@ class StreamingEncoder(MixerEncoder):
             layers in dynamic int8 for the whole stream (faster on CPU, no
             longer equal to the offline output:
             :class:`~speechbrain_wsm.nnet.streaming_cache.StepPlan`).
+        compiled : bool
+            Opt-in, read when ``state`` is None: run every step that has as
+            many frames as the one before through ``torch.compile``
+            (:func:`~speechbrain_wsm.nnet.streaming_cache.compiled_step`:
+            equal to the eager step within float rounding; compiling takes
+            a while, once per encoder and chunk size).
 
         Returns
         -------
@@ -235,8 +301,6 @@ class StreamingEncoder(MixerEncoder):
             ``pos`` (frames fed), ``final`` and one dict of caches per layer
             and stream, of sizes fixed by the model.
         """
-        from speechbrain_wsm.nnet.streaming_cache import encoder_step
-
         if self.training:
             raise ValueError("stream() needs eval mode (dropout would differ)")
         if chunk is None and not final:
@@ -253,18 +317,30 @@ class StreamingEncoder(MixerEncoder):
                 raise ValueError(
                     f"chunk must be [batch, frame, {self.d_model}], got {tuple(chunk.shape)}"
                 )
+        if self.chunk_size and chunk is not None:
+            n, C = chunk.shape[1], self.chunk_size
+            if n % C and not final:
+                raise ValueError(
+                    f"a chunked encoder streams whole chunks: feed a multiple of "
+                    f"chunk_size={C} frames per call (the last call, final=True, "
+                    f"may end with a shorter one), got {n} frames"
+                )
         if state is None:
             if chunk is None:
                 raise ValueError("stream(None, final=True) before any frame was fed")
-            state = self.init_stream(chunk.shape[0], chunk.device, chunk.dtype, int8)
+            state = self.init_stream(
+                chunk.shape[0], chunk.device, chunk.dtype, int8, compiled
+            )
         batch = state["layers"][0]["c"]["h"].shape[0]
         if chunk is not None and chunk.shape[0] != batch:
             raise ValueError(
                 f"chunk has batch {chunk.shape[0]}, the stream has {batch} streams"
             )
+        if self.chunk_size:
+            return self._stream_chunks(chunk, state, final, batch)
         la, outs = self.lookahead, []
         if chunk is not None and chunk.shape[1] > 0:
-            y, new = encoder_step(self, chunk, state)
+            y, new = self._step(chunk, state)
             drop = max(0, la - state["pos"])
             outs.append(y[:, min(drop, y.shape[1]) :])
             state = {**new, "final": False}
@@ -275,7 +351,7 @@ class StreamingEncoder(MixerEncoder):
             if la > 0:
                 ref = state["layers"][0]["c"]["h"]
                 pad = ref.new_zeros(batch, la, self.d_model)
-                y, new = encoder_step(self, pad, state, end=end)
+                y, new = self._step(pad, state, end=end)
                 outs.append(y[:, max(0, la - end) :])
                 state = new
             state = {**state, "final": True}
@@ -283,3 +359,64 @@ class StreamingEncoder(MixerEncoder):
             ref = state["layers"][0]["c"]["h"]
             return ref.new_zeros(batch, 0, self.d_model), state
         return torch.cat(outs, dim=1), state
+
+    def whole_chunks(self, frames, held, final: bool):
+        """What :meth:`stream` can take now from ``held`` frames followed by
+        ``frames`` (either None): every frame for a band encoder or at the
+        end of the stream, else the whole chunks of a ``chunked`` encoder.
+
+        Returns ``(to_feed, held)``, each ``[batch, frame, d_model]`` or None;
+        a front end that yields any number of frames keeps ``held`` in its
+        state.
+
+        Example
+        -------
+        >>> enc = StreamingEncoder(1, 8, nhead=2, d_ffn=16, mixer="chunked",
+        ...                        chunk_size=4, left_context=4).eval()
+        >>> feed, held = enc.whole_chunks(torch.randn(1, 10, 8), None, final=False)
+        >>> feed.shape[1], held.shape[1]
+        (8, 2)
+        """
+        if held is not None:
+            frames = held if frames is None else torch.cat([held, frames], dim=1)
+        if frames is None or final or not self.chunk_size:
+            return frames, None
+        whole = frames.shape[1] - frames.shape[1] % self.chunk_size
+        rest = frames[:, whole:] if whole < frames.shape[1] else None
+        return (frames[:, :whole] if whole else None), rest
+
+    def _stream_chunks(self, chunk, state: dict, final: bool, batch: int):
+        """:meth:`stream` of a ``chunked`` encoder: one incremental step per
+        chunk (``chunk`` holds whole chunks, the last one shorter only when
+        ``final``); every frame is output with its chunk, no later."""
+        outs = []
+        if chunk is not None and chunk.shape[1] > 0:
+            for piece in chunk.split(self.chunk_size, dim=1):
+                y, state = self._step(piece, state)
+                outs.append(y)
+        if final and state["pos"] == 0:
+            raise ValueError("stream(None, final=True) before any frame was fed")
+        state = {**state, "final": final}
+        if not outs:
+            ref = state["layers"][0]["c"]["h"]
+            return ref.new_zeros(batch, 0, self.d_model), state
+        return torch.cat(outs, dim=1) if len(outs) > 1 else outs[0], state
+
+
+def _chunk_kwargs(chunk_size, left_context: int, right_context: int) -> dict:
+    """``ChunkedAttention`` arguments of a ``chunked`` :class:`StreamingEncoder`."""
+    if not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(
+            f"mixer='chunked' needs chunk_size, an int >= 1 (frames), got {chunk_size!r}"
+        )
+    if left_context % chunk_size:
+        raise ValueError(
+            f"mixer='chunked': left_context ({left_context} frames) must be a "
+            f"multiple of chunk_size ({chunk_size}): it is whole chunks"
+        )
+    if right_context != 0:
+        raise ValueError(
+            f"mixer='chunked': right_context must be 0 (the look-ahead is the rest "
+            f"of the chunk, up to chunk_size - 1 frames), got {right_context}"
+        )
+    return {"chunk_size": chunk_size, "left_chunks": left_context // chunk_size}

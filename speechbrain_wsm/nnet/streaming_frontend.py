@@ -193,6 +193,8 @@ class WaveformStreamer:
             x = self.encoder.context.input_proj(latents)
             state["wav"] = wav[:, n * self.hop :]
         enc = self.encoder.context.encoder
+        if hasattr(enc, "whole_chunks"):  # a chunked encoder takes whole chunks
+            x, state["frames"] = enc.whole_chunks(x, state.get("frames"), final)
         if x is None and not final:
             return wav.new_zeros(wav.shape[0], 0, enc.d_model), state
         frames, state["encoder"] = enc.stream(x, state["encoder"], final=final)

@@ -34,7 +34,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from speechbrain_wsm.nnet import frame_sums
 from speechbrain_wsm.nnet.common import make_activation, valid_frames
+from speechbrain_wsm.nnet.lean_mixing import lean_forward
 
 __all__ = ["GroupedMLP", "SummaryMixing", "WindowedSummaryMixing"]
 
@@ -118,80 +120,6 @@ def _masked_fp32(u: torch.Tensor, valid):
     return u.masked_fill(~valid.unsqueeze(-1), 0.0), valid.float()
 
 
-def _prefix(x: torch.Tensor) -> torch.Tensor:
-    """Cumulative sum along frames with a leading zero: ``out[:, i] = x[:, :i].sum``."""
-    zero = x.new_zeros((x.shape[0], 1) + x.shape[2:])
-    return torch.cat([zero, x.cumsum(1)], dim=1)
-
-
-_SCAN_BLOCK = 16
-
-
-def _cumsum_frames(u: torch.Tensor, before: int = 0, after: int = 0) -> torch.Tensor:
-    """Cumulative sum of ``u`` ``[B, T, S]`` along frames, with ``before`` and
-    ``after`` zero frames added at the ends (one padded copy at most).
-
-    On CPU ``torch.cumsum`` over a non-innermost dimension runs a slow strided
-    loop (about 50 times an elementwise add); here prefix sums inside blocks of
-    16 frames come from one batched product with a lower-triangular matrix of
-    ones, and a short running sum of the block totals is added on (5 times
-    faster at 2000 frames).
-
-    On CUDA a scan along a non-innermost dimension gives each of the ``B * S``
-    columns one thread that walks the ``T`` frames in turn: at 6000 frames it
-    took milliseconds on an H200 and made WSM 3 times slower than SM. The
-    scan runs along the innermost dimension instead, on a transposed copy
-    (two extra copies of ``u``, microseconds at these sizes).
-    """
-    B, T, S = u.shape
-    K = _SCAN_BLOCK
-    n = T + before + after
-    if u.is_cuda or torch.compiler.is_compiling() or n < 2 * K:
-        # compiled graphs use the compiler's scan (and no branch on T)
-        if before or after:
-            u = F.pad(u, (0, 0, before, after))
-        if u.is_cuda:
-            return u.transpose(1, 2).cumsum(-1).transpose(1, 2).contiguous()
-        return u.cumsum(1)
-    blocks = F.pad(u, (0, 0, before, after + (-n) % K)).view(B, -1, K, S)
-    tri = torch.ones(K, K, dtype=u.dtype, device=u.device).tril()
-    out = torch.matmul(tri, blocks)  # prefix sums inside each block
-    out[:, 1:] += out[:, :-1, -1].cumsum(1).unsqueeze(2)  # plus earlier blocks
-    return out.view(B, -1, S)[:, :n]
-
-
-def _frame_cumsum(u: torch.Tensor, before: int = 0, after: int = 0) -> torch.Tensor:
-    """Cumulative sum along frames of ``u`` ``[B, T, ...]`` with ``before`` and
-    ``after`` zero frames added at the ends."""
-    if u.dim() == 3:
-        return _cumsum_frames(u, before, after)
-    if before or after:
-        u = F.pad(u, (before, after))
-    return u.cumsum(1)
-
-
-def _box_sums(u: torch.Tensor, left: int | None, right: int | None) -> torch.Tensor:
-    """Sums of ``u`` over frames ``[t - left, t + right]`` clipped to the sequence.
-
-    ``None`` is an unbounded side (``left=None``: running sums from the first
-    frame; ``right=None``: to the last). One cumulative sum of ``u`` with
-    ``left + 1`` zero frames before and ``right`` after, so that every window,
-    clipped or not, is the difference of two of its entries at fixed offsets:
-    no branch or slice depends on the number of frames, and a compiled graph
-    serves every length.
-    """
-    T = u.shape[1]
-    if left is None:
-        if right is None:
-            return _frame_cumsum(u)[:, T - 1 :].expand_as(u)
-        return _frame_cumsum(u, 0, right)[:, right:]
-    if right is None:
-        c = _frame_cumsum(u, left + 1)  # c[:, t + left + 1]: frames <= t
-        return c[:, c.shape[1] - 1 :] - c[:, :T]
-    c = _frame_cumsum(u, left + 1, right)
-    return c[:, left + 1 + right :] - c[:, :T]
-
-
 class _WindowSum(torch.autograd.Function):
     """Box-filter sums along frames whose backward is the mirrored box filter.
 
@@ -203,11 +131,11 @@ class _WindowSum(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, left: int, right: int):
         ctx.left, ctx.right = left, right
-        return _box_sums(u, left, right)
+        return frame_sums.box_sums(u, left, right)
 
     @staticmethod
     def backward(ctx, grad):
-        return _box_sums(grad, ctx.right, ctx.left), None, None
+        return frame_sums.box_sums(grad, ctx.right, ctx.left), None, None
 
 
 def _windowed_mean(u: torch.Tensor, n, left: int, right: int) -> torch.Tensor:
@@ -223,7 +151,7 @@ def _windowed_mean(u: torch.Tensor, n, left: int, right: int) -> torch.Tensor:
         count = (t + right).clamp(max=u.shape[1] - 1) - (t - left).clamp(min=0) + 1
         count = count.to(u.dtype)[None, :, None]
     else:
-        count = _box_sums(n, left, right).clamp(min=1.0).unsqueeze(-1)
+        count = frame_sums.box_sums(n, left, right).clamp(min=1.0).unsqueeze(-1)
     return total / count
 
 
@@ -554,7 +482,7 @@ class WindowedSummaryMixing(SummaryMixing):
         w, L = self.window_size, u.shape[1]
         ext_u = torch.cat([state["tail_u"], u], dim=1)
         ext_n = torch.cat([state["tail_n"], n], dim=1)
-        su, sn = _prefix(ext_u), _prefix(ext_n)
+        su, sn = frame_sums.prefix_sums(ext_u), frame_sums.prefix_sums(ext_n)
         # chunk frame j sits at ext index j + w - 1; its window is ext[j : j + w]
         total = su[:, w : w + L] - su[:, :L]
         count = sn[:, w : w + L] - sn[:, :L]
@@ -565,6 +493,3 @@ class WindowedSummaryMixing(SummaryMixing):
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, window_size={self.window_size}"
-
-
-from speechbrain_wsm.nnet.lean_mixing import lean_forward  # noqa: E402 (cycle)

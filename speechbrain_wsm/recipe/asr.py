@@ -201,10 +201,8 @@ def fit_ctc(brain, hparams: dict, train, valid) -> None:
     sampler = PackedBatchSampler(
         train, hparams["seconds_per_batch"], seed=hparams["seed"]
     )
-    # Brain then calls sampler.set_epoch(epoch) every epoch: the batches of an
-    # epoch depend on its number only, so a resumed run sees what a straight
-    # run would have (Brain does not do this for a batch_sampler by itself).
-    brain.train_sampler = sampler
+    # RobustBrain makes the batch sampler its train_sampler: set_epoch(epoch)
+    # every epoch, so a resumed run sees the batches a straight run would
     brain.fit(
         hparams["epoch_counter"],
         train,

@@ -20,6 +20,12 @@ without saying so, which :class:`RobustBrain` closes:
   whole batches, the list padded by repeating batches from its start (as
   PyTorch's ``DistributedSampler`` pads samples), so every process has work
   and they step together.
+* **a batch sampler's epoch**: ``Brain`` calls ``set_epoch`` on its
+  ``train_sampler`` at the start of every epoch, but keeps a
+  ``batch_sampler`` of the training loader there only under DDP. Here the
+  training ``batch_sampler`` (or its :class:`DistributedBatchSampler`) is the
+  ``train_sampler`` either way, so the batches of an epoch depend on its
+  number only and a resumed run batches as a straight run would.
 
 It also makes silent failures visible:
 
@@ -35,8 +41,10 @@ It also makes silent failures visible:
   peak memory, in the log's last lines and in
   ``<output_folder>/run_summary.json``.
 
-Subclass it as you would ``speechbrain.Brain``; the wav2vec 2.0 pretraining
-Brain does, and :class:`RecipeBrain` (below) builds on it.
+Subclass it as you would ``speechbrain.Brain``, naming the trained module in
+:attr:`RobustBrain.model_key` (:meth:`RobustBrain.model` unwraps it from
+DDP); the wav2vec 2.0 pretraining Brain does, and :class:`RecipeBrain`
+(below) builds on it.
 
 :class:`RecipeBrain` holds what the CTC recipes (:class:`~.ctc.CTCBrain`)
 and the MP3S classification probes (:class:`~.probe.ClassificationBrain`)
@@ -54,7 +62,7 @@ share:
   epoch and peak memory (CUDA allocator peak, or the process's peak resident
   set on CPU), which sweeps and the demo read.
 
-A subclass names its trained module in :attr:`RecipeBrain.model_key` and
+A subclass names its trained module in :attr:`RobustBrain.model_key` and
 writes the objective and the stage ends.
 """
 
@@ -223,7 +231,15 @@ class RobustBrain(sb.Brain):
     """``speechbrain.Brain`` whose epochs never end with unapplied gradients,
     and whose DDP processes all get whole batches (see the module docstring)."""
 
+    #: the key of the trained module in ``modules``
+    model_key = "model"
+
     _epoch_batches: int | None = None
+
+    def model(self) -> torch.nn.Module:
+        """The trained module (``modules[model_key]``), unwrapped from DDP."""
+        module = self.modules[self.model_key]
+        return getattr(module, "module", module)
 
     def _counts(self) -> dict:
         if not hasattr(self, "_run_counts"):
@@ -390,14 +406,16 @@ class RobustBrain(sb.Brain):
         return {"nonfinite_batches": n} if n else {}
 
     def _train_loader_specifics(self, dataset, loader_kwargs):
+        """SpeechBrain's, but a training ``batch_sampler`` is the ``train_sampler``
+        (``set_epoch`` every epoch), split by :class:`DistributedBatchSampler`
+        under DDP."""
         batch_sampler = loader_kwargs.get("batch_sampler")
-        if (
-            self.distributed_launch
-            and batch_sampler is not None
-            and not isinstance(dataset, IterableDataset)
-        ):
+        if batch_sampler is None or isinstance(dataset, IterableDataset):
+            return super()._train_loader_specifics(dataset, loader_kwargs)
+        if self.distributed_launch:
             self.train_sampler = DistributedBatchSampler(batch_sampler, rank=self.rank)
             return {**loader_kwargs, "batch_sampler": self.train_sampler}
+        self.train_sampler = batch_sampler
         return super()._train_loader_specifics(dataset, loader_kwargs)
 
 
@@ -407,14 +425,6 @@ class RecipeBrain(RobustBrain):
     Hyperparameters read: ``<group>_opt_class`` for every parameter group,
     and optionally ``lr_schedule``, ``epoch_counter``, ``output_folder``.
     """
-
-    #: the key of the trained module in ``modules``
-    model_key = "model"
-
-    def model(self) -> torch.nn.Module:
-        """The trained module, unwrapped from DDP."""
-        module = self.modules[self.model_key]
-        return getattr(module, "module", module)
 
     # -- optimisation --------------------------------------------------------
     def parameter_groups(self) -> dict[str, list[torch.nn.Parameter]]:

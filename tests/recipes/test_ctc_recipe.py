@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 from recipe_helpers import Killed, asr_options, kill_after_epoch, run_in_process
 
 from speechbrain_wsm import evaluate
@@ -121,6 +122,30 @@ def test_mhsa_variant_is_relative_positional_attention(tmp_path):
     encoder = hp["asr_model"].encoder
     assert encoder.mixer_name == "relpos_mhsa"
     assert encoder.positional_encoding == "none"
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.25])
+def test_dropout_reaches_the_subsampling_convolutions(tmp_path, dropout):
+    """``--dropout`` sets every dropout of the front end too: SpeechBrain's
+    ConvolutionFrontEnd has its own (0.1), which an override of the encoder's
+    dropout alone left on."""
+    from speechbrain_wsm.recipe import load_hparams
+
+    hp, *_ = load_hparams(
+        [
+            str(RECIPE / "hparams" / "conformer_wsm.yaml"),
+            f"--output_folder={tmp_path}",
+            "--data_folder=x",
+            *(f"--{k}={v}" for k, v in TINY.items() if k != "device"),
+            f"--dropout={dropout}",
+        ]
+    )
+    drops = [
+        m.p
+        for m in hp["asr_model"].subsampling.modules()
+        if isinstance(m, torch.nn.Dropout)
+    ]
+    assert drops and all(p == dropout for p in drops)
 
 
 def test_learning_overfits_sixteen_utterances(tmp_path):

@@ -77,8 +77,9 @@ def check_encoder_loads(out: Path, num_layers=2, d_model=32):
     sigs = [read_audio(str(f))[:24000] for f in files]
     wav = torch.stack(sigs)
     with torch.no_grad():
-        output, hidden = encoder(wav, torch.tensor([1.0, 0.8]))
+        output, hidden, frames = encoder(wav, torch.tensor([24000, 19200]))
     assert len(hidden) == num_layers + 1
+    assert frames[0] == output.shape[1] > frames[1]
     assert output.shape[0] == 2 and output.shape[-1] == d_model
     assert torch.isfinite(output).all()
 

@@ -73,6 +73,42 @@ def test_steps_per_epoch_round_up():
     assert brain.optimizer_step == 4  # 2 per epoch: 4 batches, then the last 2
 
 
+class _RecordingBatches:
+    """A batch sampler that records the epochs it is told."""
+
+    def __init__(self, batches):
+        self.batches, self.epochs = batches, []
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self):
+        return len(self.batches)
+
+    def set_epoch(self, epoch):
+        self.epochs.append(epoch)
+
+
+@pytest.mark.parametrize("done", [0, 1])
+def test_a_batch_sampler_is_told_every_epoch_without_ddp(done):
+    # the batches of an epoch depend on its number: a run resumed after
+    # epoch 1 is told epochs 2 and 3, as the straight run was
+    x = torch.randn(8, 3)
+    data = TensorDataset(x, x.sum(1, keepdim=True))
+    sampler = _RecordingBatches([[0, 1, 2, 3], [4, 5, 6, 7]])
+    brain = Regression(
+        modules={"net": torch.nn.Linear(3, 1)},
+        opt_class=lambda p: torch.optim.SGD(p, lr=0.1),
+        run_opts={"noprogressbar": True},
+    )
+    counter = EpochCounter(3)
+    counter.current = done  # as a recovered checkpoint leaves it
+    brain.fit(counter, data, train_loader_kwargs={"batch_sampler": sampler})
+    assert brain.train_sampler is sampler
+    assert sampler.epochs == list(range(done + 1, 4))
+    assert brain.optimizer_step == 2 * (3 - done)
+
+
 def _load_train_py(relative):
     return load_train((ROOT / relative).parent)
 

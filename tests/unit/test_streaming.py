@@ -385,3 +385,178 @@ def test_benchmark_streams_the_whole_recogniser(tmp_path):
         assert r["rtf"] > 0 and r["rtf_cpu"] > 0 and r["rtf_onnx"] > 0
         assert r["lookahead_ms"] == 2 * 20 + 65  # R = 2 frames + front end window
         assert r["latency_ms"] > r["chunk_ms"] + r["lookahead_ms"]
+
+
+def _chunked(C=4, L=8, causal=False, layers=3):
+    torch.manual_seed(3)
+    return StreamingEncoder(
+        layers,
+        D,
+        nhead=2,
+        d_ffn=32,
+        mixer="chunked",
+        chunk_size=C,
+        left_context=L,
+        kernel_size=3,
+        dropout=0.0,
+        mixer_kwargs={"causal": causal},
+    ).eval()
+
+
+@pytest.mark.parametrize(("C", "L", "causal"), [(4, 8, False), (3, 0, False),
+                                                (5, 15, True)])  # fmt: skip
+def test_chunked_stream_equals_offline(C, L, causal):
+    """Whole chunks (1 to 3 a call, the last one shorter): the offline output,
+    every frame with its chunk, caches of one size."""
+    enc = _chunked(C, L, causal)
+    assert enc.lookahead == (0 if causal else C - 1)
+    T = 47
+    x = torch.randn(2, T, D)
+    with torch.no_grad():
+        full, _ = enc(x)
+        empty = _state_numel(enc.init_stream(2))
+        for per_call in (1, 2, 3):
+            step = per_call * C
+            outs, state, fed = [], None, 0
+            while fed + step <= T:
+                y, state = enc.stream(x[:, fed : fed + step], state)
+                fed += step
+                outs.append(y)
+                assert sum(o.shape[1] for o in outs) == fed  # no delay
+                assert _state_numel(state) == empty
+            y, state = enc.stream(x[:, fed:], state, final=True)
+            outs.append(y)
+            torch.testing.assert_close(torch.cat(outs, 1), full, atol=2e-5, rtol=1e-4)
+
+
+def test_chunked_stream_equals_padded_batch():
+    enc = _chunked(4, 4)
+    lengths = [30, 17, 3]
+    x = torch.randn(3, 30, D)
+    with torch.no_grad():
+        full, _ = enc(x, _pad_mask(lengths, 30))
+        for b, n in enumerate(lengths):
+            y1, state = enc.stream(x[b : b + 1, : n // 8 * 4])
+            y2, _ = enc.stream(x[b : b + 1, n // 8 * 4 : n], state, final=True)
+            got = torch.cat([y1, y2], 1)[0]
+            torch.testing.assert_close(got, full[b, :n], atol=2e-5, rtol=1e-4)
+
+
+def test_chunked_work_is_constant_per_chunk():
+    """FLOPs of a chunk once the left chunks are cached: the same after 60 or
+    600 frames of past; two chunks cost twice one; the state keeps its size."""
+    enc = _chunked(4, 8)
+    f1, s_short = _chunk_flops(enc, 4)
+    f1_late, s_long = _chunk_flops(enc, 4, warm=600)
+    f2, _ = _chunk_flops(enc, 8)
+    assert f1 > 0 and f1 == f1_late and f2 == 2 * f1
+    assert _state_numel(s_short) == _state_numel(s_long)
+
+
+def test_chunked_measured_lookahead_is_the_chunk():
+    enc = _chunked(4, 8, layers=4)
+    assert _measured(enc) == enc.lookahead == 3
+
+
+def test_chunked_refuses_what_it_cannot_stream_exactly():
+    enc = _chunked(4, 8)
+    x = torch.randn(1, 12, D)
+    with torch.no_grad():
+        with pytest.raises(ValueError, match=r"multiple of chunk_size=4 .* got 6"):
+            enc.stream(x[:, :6])
+        _, state = enc.stream(x[:, :8])
+        with pytest.raises(ValueError, match="multiple of chunk_size=4"):
+            enc.stream(x[:, 8:11], state)
+        y, _ = enc.stream(x[:, 8:11], state, final=True)  # the end may be short
+        assert y.shape[1] == 3
+    for kwargs, match in [
+        ({"left_context": 6}, "multiple of chunk_size"),
+        ({"right_context": 2}, "right_context must be 0"),
+        ({"chunk_size": None}, "needs chunk_size"),
+        ({"mixer": "sa"}, "chunk_size is for mixer='chunked'"),
+    ]:
+        args = {"mixer": "chunked", "chunk_size": 4, "left_context": 8, **kwargs}
+        with pytest.raises(ValueError, match=match):
+            StreamingEncoder(1, D, nhead=2, d_ffn=32, **args)
+
+
+def test_chunked_recogniser_streams_any_audio_chunk():
+    """The recogniser holds the frames of an unfinished chunk: audio chunks of
+    any size give the offline log-probabilities."""
+    from speechbrain_wsm.models.streaming_ctc import ChunkStep, StreamingFbankCTC
+
+    enc = _chunked(4, 8, layers=2)
+    model = StreamingFbankCTC(enc, 12, n_mels=20, channels=(D, D)).eval()
+    wav = torch.randn(1, 12000)
+    with torch.no_grad():
+        full, _ = model(wav)
+        for chunk in (320, 1000, 4321):
+            outs, state = [], None
+            for i in range(0, wav.shape[1], chunk):
+                y, state = model.stream(wav[:, i : i + chunk], state)
+                outs.append(y)
+                assert state["frames"] is None or state["frames"].shape[1] < 4
+            outs.append(model.stream(None, state, final=True)[0])
+            torch.testing.assert_close(torch.cat(outs, 1), full, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="chunked encoder streams in PyTorch"):
+        ChunkStep(model, 4)
+
+
+@pytest.mark.parametrize("kind", ["llsa", "chunked"])
+def test_compiled_stream_is_opt_in_and_equal(kind, monkeypatch):
+    """stream(compiled=True) runs its steady chunks through torch.compile (and
+    only then), within 1e-5 of the eager stream, and a second stream of the
+    same chunk size reuses the graph without recompiling."""
+    from speechbrain_wsm.nnet import streaming_cache
+
+    calls, real = [], streaming_cache.compiled_step
+
+    def counted(*args):
+        calls.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(streaming_cache, "compiled_step", counted)
+    if kind == "llsa":  # one layer: the test pays an Inductor compilation
+        enc = _encoder("sa", True, layers=1, R=2, L=5)
+    else:
+        enc = _chunked(layers=1)
+    x = torch.randn(1, 40, D)
+    torch._dynamo.reset()
+    with torch.no_grad():
+        full, _ = enc(x)
+        eager = _stream_all(enc, x, 4)
+        assert not calls  # opt-in
+        compiled = _stream_all(enc, x, 4, compiled=True)
+        steady = len(calls)
+        assert steady >= 8  # 10 chunks of 4: all but the first
+        torch.testing.assert_close(compiled, eager, atol=1e-5, rtol=0)
+        torch.testing.assert_close(compiled, full, atol=2e-5, rtol=1e-4)
+        wider = torch.cat([x, x], 1)[:, :40]  # the same frames, other strides
+        with torch._dynamo.config.patch(error_on_recompile=True):
+            again = _stream_all(enc, wider, 4, compiled=True)
+        assert len(calls) == 2 * steady
+        torch.testing.assert_close(again, compiled, atol=1e-6, rtol=0)
+
+
+def test_benchmark_streams_a_chunked_recogniser(tmp_path):
+    """The chunked variant in the benchmark (tiny sizes, no timing asserted):
+    its look-ahead is the rest of a chunk, and it streams from 20 ms chunks
+    of audio (the recogniser holds them until a chunk is whole)."""
+    import json
+
+    from speechbrain_wsm.bench import streaming as bench
+
+    code = bench.main(
+        ["--device", "cpu", "--variants", "chunked", "--parts", "lookahead", "stream",
+         "--layers", "2", "--d-model", "32", "--d-ffn", "64", "--nhead", "2",
+         "--left-context", "8", "--chunk-size", "4", "--stream-seconds", "1",
+         "--chunks", "1", "4", "--no-plot", "--out", str(tmp_path)]
+    )  # fmt: skip
+    assert code == 0
+    rows = json.loads((tmp_path / "streaming_cpu.json").read_text())["rows"]
+    looks = [r["frames"] for r in rows if r["kind"] == "lookahead"]
+    assert looks == [3]
+    stream = [r for r in rows if r["kind"] == "stream"]
+    assert [r["chunk_frames"] for r in stream] == [1, 4]
+    for r in stream:
+        assert r["rtf"] > 0 and r["lookahead_ms"] == 3 * 20 + 65

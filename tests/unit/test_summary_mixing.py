@@ -251,10 +251,10 @@ def test_window_sum_gradient_is_the_mirrored_box_filter(left, right):
 
 @pytest.mark.parametrize("T", [1, 31, 32, 33, 100, 257])
 def test_blocked_frame_scan_equals_cumsum(T):
-    from speechbrain_wsm.nnet.summary_mixing import _cumsum_frames
+    from speechbrain_wsm.nnet.frame_sums import cumsum_frames
 
     u = torch.randn(3, T, 5)
-    torch.testing.assert_close(_cumsum_frames(u), u.cumsum(1), atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(cumsum_frames(u), u.cumsum(1), atol=1e-4, rtol=1e-5)
 
 
 @pytest.mark.parametrize("kind, kw", [("sm", {}), ("sm", {"mode": "lite"}),

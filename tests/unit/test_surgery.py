@@ -26,6 +26,7 @@ from tiny_models import (
     waveforms,
 )
 
+from speechbrain_wsm.models.lengths import relative_to_absolute
 from speechbrain_wsm.models.surgery import (
     MixerAttention,
     apply_finetuning_mode,
@@ -88,13 +89,14 @@ def load(name, folders):
 
 def run(model, wav, rel):
     """``(last output, list of hidden states)``: entry ``i`` is layer ``i``'s input."""
+    n = relative_to_absolute(rel, wav.shape[1])
     if hasattr(model, "config"):
-        n = torch.round(rel * wav.shape[1]).long()
         mask = (torch.arange(wav.shape[1]) < n[:, None]).long()
         out = model(wav, attention_mask=mask, output_hidden_states=True)
         last = out.logits if hasattr(out, "logits") else out.last_hidden_state
         return last, list(out.hidden_states)
-    return model(wav, rel)
+    last, hidden_states, _ = model(wav, n)
+    return last, hidden_states
 
 
 def frames(model, samples):

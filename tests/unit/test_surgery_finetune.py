@@ -10,15 +10,10 @@ import pytest
 import torch
 from tiny_models import save_tiny_hf, save_tiny_wav2vec2, waveforms
 
-from speechbrain_wsm.models.finetuning import (
-    TrainableSSLEncoder,
-    build_finetuner,
-    load_finetuned,
-    load_trainable_ssl,
-    save_finetuned,
-)
+from speechbrain_wsm.models.finetuning import build_finetuner, load_finetuned
+from speechbrain_wsm.models.ssl_ctc import TrainableSSLEncoder, save_finetuned
 from speechbrain_wsm.models.surgery import count_parameters
-from speechbrain_wsm.models.upstream import source_kind
+from speechbrain_wsm.models.upstream import load_trainable_ssl, source_kind
 
 pytestmark = pytest.mark.filterwarnings("ignore:Support for mismatched key_padding")
 

@@ -12,9 +12,9 @@ import pytest
 import torch
 from tiny_models import save_tiny_hf, waveforms
 
-from speechbrain_wsm.models.finetuning import CTCFineTuner, TrainableSSLEncoder
 from speechbrain_wsm.models.lengths import relative_to_absolute
 from speechbrain_wsm.models.ssl import SSLEncoder, load_ssl_encoder
+from speechbrain_wsm.models.ssl_ctc import CTCFineTuner, TrainableSSLEncoder
 from speechbrain_wsm.models.upstream import (
     SSLUpstream,
     hf_input_options,
@@ -46,8 +46,8 @@ def reference(name, source, wav, samples):
     if name == "project":
         model = load_pretrained_encoder(source)
         with torch.no_grad():
-            output, states = model(wav, samples.double() / wav.shape[1])
-        return output, list(states), model.latent_extractor.output_lengths(samples)
+            output, states, frames = model(wav, samples)
+        return output, list(states), frames
     from transformers import AutoModel, Wav2Vec2FeatureExtractor
 
     model = AutoModel.from_pretrained(source).eval()

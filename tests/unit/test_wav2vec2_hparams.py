@@ -129,15 +129,15 @@ def test_load_pretrained_encoder_rebuilds_the_saved_model(tmp_path):
     assert not any(p.requires_grad for p in encoder.parameters())
     assert encoder.num_layers == 2 and encoder.d_model == 32
     torch.testing.assert_close(encoder.context.mask_emb, model.encoder.context.mask_emb)
-    wav, lens = torch.randn(2, 16000), torch.tensor([1.0, 0.7])
+    wav, samples = torch.randn(2, 16000), torch.tensor([16000, 11200])
     with torch.no_grad():
-        out, hidden = encoder(wav, lens)
-        ref, _ = model.encoder.eval()(wav, lens)
+        out, hidden, frames = encoder(wav, samples)
+        ref, _, ref_frames = model.encoder.eval()(wav, samples)
     assert len(hidden) == 3 and out.shape == (2, 46, 32)
+    assert frames.tolist() == ref_frames.tolist() and frames[0] == 46
     # the valid frames of each utterance (what padded frames hold is not part
     # of the contract)
-    for b, rel in enumerate(lens.tolist()):
-        valid = int(rel * out.shape[1])
+    for b, valid in enumerate(frames.tolist()):
         torch.testing.assert_close(out[b, :valid], ref[b, :valid])
 
 

@@ -83,13 +83,14 @@ def test_padded_batch_encodes_each_utterance_as_alone(kind, mixer):
     for i, s in enumerate(sigs):
         wav[i, : len(s)] = s
     wav[1:, -100:] = 3.0  # non-zero padding must not matter either
-    lens = torch.tensor([len(s) / wav.shape[1] for s in sigs])
+    lens = torch.tensor([len(s) for s in sigs])
     with torch.no_grad():
-        out, hidden = encoder(wav, lens)
+        out, hidden, frames = encoder(wav, lens)
         assert len(hidden) == encoder.num_layers + 1
         for i, s in enumerate(sigs):
-            alone, alone_hidden = encoder(s.unsqueeze(0))
+            alone, alone_hidden, no_lengths = encoder(s.unsqueeze(0))
             T = alone.shape[1]
+            assert no_lengths is None and int(frames[i]) == T
             assert T == int(encoder.latent_extractor.output_lengths(len(s)))
             torch.testing.assert_close(out[i, :T], alone[0], atol=1e-4, rtol=1e-4)
             torch.testing.assert_close(

@@ -23,6 +23,11 @@ _FLITE_F0 = {
 }
 _FLITE_HELD_OUT = {"awb"}
 _TRACT = (0.94, 1.0, 1.06)
+# More vocal-tract factors for the training flite voices (listed after every
+# other speaker, so the IDs above stay as they were): flite has four training
+# voices and one held-out voice, so its share of the training speech is
+# raised by more variants of each.
+_FLITE_EXTRA_TRACT = (0.88, 1.12)
 _ESPEAK_ACCENTS = (
     "en-us",
     "en-gb",
@@ -171,4 +176,12 @@ def speaker_catalogue(engines=("flite", "espeak-ng", "hibari")) -> list[Speaker]
         catalogue.append(
             Speaker(str(next(next_id)), "hibari", "heart", "", None, tract, "train")
         )
+    for voice, f0s in _FLITE_F0.items():
+        if voice in _FLITE_HELD_OUT:
+            continue
+        for f0 in f0s:
+            for tract in _FLITE_EXTRA_TRACT:
+                catalogue.append(
+                    Speaker(str(next(next_id)), "flite", voice, "", f0, tract, "train")
+                )
     return [s for s in catalogue if s.engine in engines]

@@ -9,7 +9,9 @@ fine-tuning, and later LASER and feature fusion) goes through this package:
   folder (``config.json`` + weights); anything else is a clear error.
 * :func:`~.sources.load_upstream` loads it as an :class:`~.encoder.SSLUpstream`,
   frozen or trainable as the caller asks (with Hugging Face config overrides
-  for fine-tuning); :func:`~.sources.load_ssl_model` gives the bare model.
+  for fine-tuning); :func:`~.sources.load_ssl_model` gives the bare model
+  (:func:`~.sources.load_trainable_ssl`: trainable, what fine-tuning starts
+  from).
 * :class:`~.encoder.SSLUpstream`: ``upstream(wavs [B, S], lengths [B]) ->
   (hidden_states, frame_lengths)``, ``upstream.encode(wavs, lengths) ->
   (output, frame_lengths)``; lengths are absolute (samples in, frames out).
@@ -19,7 +21,8 @@ fine-tuning, and later LASER and feature fusion) goes through this package:
 
 The frozen MP3S encoder with its feature cache
 (:class:`speechbrain_wsm.models.ssl.SSLEncoder`) and the CTC fine-tuner
-(:mod:`speechbrain_wsm.models.finetuning`) are built on it.
+(:mod:`speechbrain_wsm.models.ssl_ctc`, :mod:`speechbrain_wsm.models.finetuning`)
+are built on it.
 """
 
 from speechbrain_wsm.models.upstream.encoder import SSLUpstream
@@ -31,6 +34,7 @@ from speechbrain_wsm.models.upstream.hf import (
 )
 from speechbrain_wsm.models.upstream.sources import (
     load_ssl_model,
+    load_trainable_ssl,
     load_upstream,
     source_fingerprint,
     source_kind,
@@ -43,6 +47,7 @@ __all__ = [
     "hf_model_inputs",
     "hf_padding_mask",
     "load_ssl_model",
+    "load_trainable_ssl",
     "load_upstream",
     "source_fingerprint",
     "source_kind",

@@ -23,9 +23,9 @@ class SSLUpstream(nn.Module):
       :func:`~speechbrain_wsm.models.upstream.hf.hf_model_inputs` (padding
       zeroed, optional standardisation, optional sample attention mask);
     * this project's :class:`~speechbrain_wsm.models.wav2vec2.Wav2Vec2Encoder`
-      (or any module with ``encode(wav, lengths) -> (output, hidden_states,
-      frame_lengths)``, ``output_lengths``, ``num_layers`` and ``d_model``),
-      which standardises its input itself.
+      (or any module called ``model(wav, lengths) -> (output, hidden_states,
+      frame_lengths)`` with a ``latent_extractor.output_lengths``,
+      ``num_layers`` and ``d_model``), which standardises its input itself.
 
     Lengths are absolute throughout: ``lengths`` counts samples, and
     ``frame_lengths`` counts the valid output frames of each utterance (the
@@ -134,7 +134,7 @@ class SSLUpstream(nn.Module):
                 output = out.last_hidden_state
                 states = list(out.hidden_states) if hidden_states else None
             else:
-                output, states, _ = self.model.encode(wavs, lengths)
+                output, states, _ = self.model(wavs, lengths)
                 states = list(states)
         frames = self.output_lengths(lengths).to(wavs.device)
         return output, states, frames.clamp(max=output.shape[1])

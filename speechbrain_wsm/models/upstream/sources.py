@@ -16,6 +16,7 @@ from speechbrain_wsm.models.wav2vec2 import find_checkpoint, load_pretrained_enc
 
 __all__ = [
     "load_ssl_model",
+    "load_trainable_ssl",
     "load_upstream",
     "resolve_source",
     "source_fingerprint",
@@ -28,7 +29,7 @@ _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".ckpt", ".pth")
 
 #: Where a recipe's run folder exports its encoder: LASER's ``<run>/model``
 #: (a Hugging Face or pretraining-layout folder), selective fine-tuning's
-#: ``<run>/finetuned`` (:func:`~speechbrain_wsm.models.finetuning.save_finetuned`).
+#: ``<run>/finetuned`` (:func:`~speechbrain_wsm.models.ssl_ctc.save_finetuned`).
 EXPORT_FOLDERS = ("model", "finetuned")
 
 
@@ -185,11 +186,36 @@ def load_ssl_model(
     return load_pretrained_encoder(ssl_source, checkpoint)
 
 
+def load_trainable_ssl(source, hf_config_overrides: dict | None = None) -> nn.Module:
+    """:func:`load_ssl_model`, parameters trainable and in train mode.
+
+    What fine-tuning starts from (and rebuilds a fine-tuned export on).
+
+    Arguments
+    ---------
+    source : str or Path
+        See :func:`source_kind`.
+    hf_config_overrides : dict, optional
+        Config values for Hugging Face models (``layerdrop``,
+        ``mask_time_prob``, ``attn_implementation`` ...).
+
+    Returns
+    -------
+    torch.nn.Module
+        The Hugging Face base model (``Wav2Vec2Model`` ...), or the project's
+        ``Wav2Vec2Encoder``; in train mode.
+    """
+    model = load_ssl_model(source, hf_config_overrides=hf_config_overrides)
+    return model.requires_grad_(True).train()
+
+
 def _finetuned_encoder(folder: Path):
     """The fine-tuned encoder (an :class:`SSLUpstream`) of a ``save_finetuned`` folder."""
-    from speechbrain_wsm.models.finetuning import load_finetuned
+    # imported here: ssl_ctc imports this package's modules (a module-level
+    # import would find this package half initialised when ssl_ctc comes first)
+    from speechbrain_wsm.models.ssl_ctc import rebuild_finetuned
 
-    return load_finetuned(folder).encoder
+    return rebuild_finetuned(folder, load_trainable_ssl).encoder
 
 
 def load_upstream(

@@ -24,12 +24,13 @@ is what saved ``hyperparams.yaml`` files name:
   :class:`Wav2Vec2Loss`: contrastive loss against sampled negatives plus the
   codebook diversity loss.
 
-Lengths: the front ends and :meth:`Wav2Vec2Encoder.encode` take absolute
-lengths (samples) and give frame lengths; the modules a Brain calls
-(:class:`Wav2Vec2Pretrainer`, :meth:`Wav2Vec2Encoder.forward`) take the
-relative ``wav_lens`` of SpeechBrain batches and convert them once, through
-:mod:`speechbrain_wsm.models.lengths` (which also holds the per-utterance
-standardisation both front ends use). Downstream recipes load the encoder
+Lengths: the front ends and :class:`Wav2Vec2Encoder` (its one entry point,
+``encoder(wav, lengths) -> (output, hidden_states, frame_lengths)``, and its
+front-end step :meth:`Wav2Vec2Encoder.latents`) take absolute lengths
+(samples) and give frame lengths; the module a Brain calls
+(:class:`Wav2Vec2Pretrainer`) takes the relative ``wav_lens`` of SpeechBrain
+batches and converts them once, through :mod:`speechbrain_wsm.models.lengths`
+(which also holds the per-utterance standardisation both front ends use). Downstream recipes load the encoder
 through :mod:`speechbrain_wsm.models.upstream`. Both front ends use ``valid``
 windows (no centring), so a valid frame never sees padding and a padded batch
 encodes every utterance as it would alone.

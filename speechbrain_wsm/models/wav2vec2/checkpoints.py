@@ -145,23 +145,26 @@ def load_pretrained_encoder(
     Returns
     -------
     Wav2Vec2Encoder
-        In eval mode. ``encoder(wav, wav_lens) -> (output, hidden_states)``:
-        ``wav`` ``[batch, sample]`` 16 kHz audio, ``wav_lens`` ``[batch]``
-        relative lengths (or None); ``output`` ``[batch, frame, d_model]`` at
-        20 ms frames; ``hidden_states`` the ``num_layers + 1`` tensors of the
-        same shape (encoder input and every layer), as MP3S's weighted layer
-        sum needs. ``encoder.num_layers`` and ``encoder.d_model`` give the
-        sizes.
+        In eval mode. ``encoder(wav, lengths) -> (output, hidden_states,
+        frame_lengths)``: ``wav`` ``[batch, sample]`` 16 kHz audio,
+        ``lengths`` ``[batch]`` valid samples (or None); ``output``
+        ``[batch, frame, d_model]`` at 20 ms frames; ``hidden_states`` the
+        ``num_layers + 1`` tensors of the same shape (encoder input and every
+        layer), as MP3S's weighted layer sum needs; ``frame_lengths``
+        ``[batch]`` valid frames. ``encoder.num_layers`` and
+        ``encoder.d_model`` give the sizes.
 
     Example
     -------
     In a downstream recipe (``wavs`` ``[batch, sample]``, ``wav_lens``
     relative lengths)::
 
+        from speechbrain_wsm.models.lengths import relative_to_absolute
         from speechbrain_wsm.models.wav2vec2 import load_pretrained_encoder
 
         encoder = load_pretrained_encoder("results/wav2vec2_wsm_w32/1986", freeze=True)
-        output, hidden_states = encoder(wavs, wav_lens)  # num_layers + 1 states
+        samples = relative_to_absolute(wav_lens, wavs.shape[1])
+        output, hidden_states, frames = encoder(wavs, samples)
     """
     encoder = load_pretrained_model(folder, checkpoint, device, key).encoder
     if freeze:

@@ -146,7 +146,10 @@ class Wav2Vec2Encoder(nn.Module):
     """Waveform to contextual features: front end + context network.
 
     This is what downstream recipes (MP3S probing, selective fine-tuning) get
-    from :func:`load_pretrained_encoder`.
+    from :func:`load_pretrained_encoder`. One entry point, :meth:`forward`,
+    with absolute lengths (samples in, frames out) as every module inside a
+    model takes them (:mod:`speechbrain_wsm.models.lengths`);
+    :meth:`latents` is its front-end step alone.
 
     Arguments
     ---------
@@ -164,9 +167,9 @@ class Wav2Vec2Encoder(nn.Module):
     >>> fe = FbankLatentExtractor(n_mels=20, channels=[16, 16])
     >>> net = ContextNetwork(MixerEncoder(2, 16, nhead=2, d_ffn=32, mixer="wsm"), 16)
     >>> model = Wav2Vec2Encoder(fe, net).eval()
-    >>> out, hidden = model(torch.randn(2, 16000), torch.tensor([1.0, 0.5]))
-    >>> out.shape, len(hidden), model.num_layers
-    (torch.Size([2, 46, 16]), 3, 2)
+    >>> out, hidden, frames = model(torch.randn(2, 16000), torch.tensor([16000, 8000]))
+    >>> out.shape, len(hidden), frames.tolist(), model.num_layers
+    (torch.Size([2, 46, 16]), 3, [46, 21], 2)
     """
 
     def __init__(self, latent_extractor: nn.Module, context: ContextNetwork):
@@ -206,21 +209,25 @@ class Wav2Vec2Encoder(nn.Module):
         """Context-network layers (``hidden_states`` has one more entry)."""
         return len(self.context.encoder.layers)
 
-    def front_end(self, wav: torch.Tensor, lengths: torch.Tensor | None = None):
-        """Front end only, absolute lengths: ``(latents, frame_lengths)``.
+    def latents(self, wav: torch.Tensor, lengths: torch.Tensor | None = None):
+        """The front end alone: ``(latents, frame_lengths, padding_mask)``.
 
-        ``wav`` ``[batch, sample]``, ``lengths`` ``[batch]`` samples (None: no
-        padding) -> latents ``[batch, frame, out_dim]`` and ``[batch]`` valid
-        frames (None when ``lengths`` is None).
+        What :meth:`forward` encodes, and what pretraining quantises into
+        targets. ``wav`` ``[batch, sample]``, ``lengths`` ``[batch]`` valid
+        samples (None: no padding) -> latents ``[batch, frame, out_dim]``,
+        ``[batch]`` valid frames and the ``[batch, frame]`` bool padding mask
+        (True = padding); both None when ``lengths`` is None.
         """
         check_waveform(wav)
         if lengths is None:
-            return self.latent_extractor(wav), None
+            return self.latent_extractor(wav), None, None
+        lengths = torch.as_tensor(lengths, device=wav.device)
         latents = self.latent_extractor(wav, lengths)
-        return latents, self.latent_extractor.output_lengths(lengths)
+        frames = self.latent_extractor.output_lengths(lengths)
+        return latents, frames, lengths_to_padding_mask(frames, latents.shape[1])
 
-    def encode(self, wav, lengths=None, mask=None):
-        """Encode a waveform batch with absolute lengths.
+    def forward(self, wav, lengths=None, mask=None):
+        """Encode a waveform batch; absolute lengths in and out.
 
         Arguments
         ---------
@@ -228,7 +235,10 @@ class Wav2Vec2Encoder(nn.Module):
             ``[batch, sample]`` 16 kHz audio (any scale: each utterance is
             standardised by the front end).
         lengths : torch.Tensor, optional
-            ``[batch]`` valid samples of each utterance; None means no padding.
+            ``[batch]`` valid samples of each utterance; None means no
+            padding. A SpeechBrain batch's relative ``wav_lens`` are
+            converted by the caller, once
+            (:func:`~speechbrain_wsm.models.lengths.relative_to_absolute`).
         mask : torch.Tensor, optional
             ``[batch, frame]`` bool frames to mask (pretraining only).
 
@@ -244,53 +254,9 @@ class Wav2Vec2Encoder(nn.Module):
         frame_lengths : torch.Tensor or None
             ``[batch]`` valid frames (None when ``lengths`` is None).
         """
-        latents, frames = self.front_end(wav, lengths)
-        padding_mask = None
-        if frames is not None:
-            padding_mask = lengths_to_padding_mask(frames, latents.shape[1])
+        latents, frames, padding_mask = self.latents(wav, lengths)
         output, hidden_states = self.context(latents, padding_mask, mask)
         return output, hidden_states, frames
-
-    def extract(self, wav: torch.Tensor, wav_lens: torch.Tensor | None = None):
-        """Front end only, relative lengths: ``(latents, padding_mask)``.
-
-        ``padding_mask`` is ``[batch, frame]`` bool (True = padding), or None
-        when ``wav_lens`` is None.
-        """
-        check_waveform(wav)
-        samples = None
-        if wav_lens is not None:
-            samples = relative_to_absolute(wav_lens, wav.shape[1]).to(wav.device)
-        latents, frames = self.front_end(wav, samples)
-        if frames is None:
-            return latents, None
-        return latents, lengths_to_padding_mask(frames, latents.shape[1])
-
-    def forward(self, wav, wav_lens=None, mask=None):
-        """Encode a waveform batch with relative lengths (a SpeechBrain batch's).
-
-        Arguments
-        ---------
-        wav : torch.Tensor
-            ``[batch, sample]`` 16 kHz audio.
-        wav_lens : torch.Tensor, optional
-            ``[batch]`` relative lengths in ``[0, 1]`` (SpeechBrain's
-            ``wav_lens``); None means no padding. The same relative lengths
-            hold for the output frames.
-        mask : torch.Tensor, optional
-            ``[batch, frame]`` bool frames to mask (pretraining only).
-
-        Returns
-        -------
-        output, hidden_states
-            As :meth:`encode`.
-        """
-        check_waveform(wav)
-        samples = None
-        if wav_lens is not None:
-            samples = relative_to_absolute(wav_lens, wav.shape[1]).to(wav.device)
-        output, hidden_states, _ = self.encode(wav, samples, mask)
-        return output, hidden_states
 
 
 class Wav2Vec2Pretrainer(nn.Module):
@@ -392,7 +358,10 @@ class Wav2Vec2Pretrainer(nn.Module):
             ``num_masked``, and the quantiser's ``diversity_loss``,
             ``prob_perplex``, ``code_perplex``, ``temp``.
         """
-        latents, padding_mask = self.encoder.extract(wav, wav_lens)
+        samples = None
+        if wav_lens is not None:  # the Brain edge: converted once, here
+            samples = relative_to_absolute(wav_lens, wav.shape[1]).to(wav.device)
+        latents, _, padding_mask = self.encoder.latents(wav, samples)
         if mask.shape != latents.shape[:2]:
             raise ValueError(
                 f"mask is {tuple(mask.shape)} but the front end made "

@@ -37,7 +37,7 @@ import sys
 
 from speechbrain.utils.distributed import if_main_process
 
-from speechbrain_wsm.models.finetuning import save_finetuned
+from speechbrain_wsm.models.ssl_ctc import save_finetuned
 from speechbrain_wsm.models.surgery import count_parameters
 from speechbrain_wsm.recipe import CTCBrain
 from speechbrain_wsm.recipe.asr import score_asr, train_asr

@@ -30,12 +30,12 @@ from speechbrain_wsm.recipe import (
 
 class W2V2Brain(RobustBrain):
     """Masked contrastive pretraining; the inherited ``fit_batch`` does AMP,
-    gradient accumulation (applied at every epoch end) and clipping, these
-    hooks the rest."""
+    gradient accumulation (applied at every epoch end) and clipping, and the
+    inherited loader wiring splits the batches under DDP and re-seeds them
+    every epoch (so a resumed run batches as a straight run); these hooks the
+    rest."""
 
-    def model(self):
-        """The pretrainer, unwrapped from DDP."""
-        return getattr(self.modules.wav2vec2, "module", self.modules.wav2vec2)
+    model_key = "wav2vec2"
 
     def on_fit_start(self):
         super().on_fit_start()
@@ -141,9 +141,6 @@ def main(argv=None):
         run_opts=run_opts,
         checkpointer=hparams["checkpointer"],
     )
-    # Brain calls set_epoch on its train_sampler each epoch (not on a
-    # batch_sampler by itself), so a resumed run batches as a straight run.
-    brain.train_sampler = sampler
     brain.fit(
         hparams["epoch_counter"],
         datasets.pop("train"),

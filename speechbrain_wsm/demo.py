@@ -106,7 +106,7 @@ SIZES = {
     "probe_epochs": (2, 15),
     "probe_lstm": (32, 128),
     "finetune_epochs_10min": (3, 40),
-    "laser_steps": (4, 100),  # updates of one utterance each (about 4 s each on the shared CPU)
+    "laser_steps": (4, 100),  # updates of one utterance (about 4 s each on 2 cores)
     "fusion_dim": (32, 128),  # HFF: width of the fusion blocks (FFN: twice that)
     "adapter_dim": (8, 16),  # HFF: bottleneck of the adapters in every layer
     "sweep_windows": ([4, 16], [4, 16, 64]),

@@ -100,7 +100,11 @@ def test_catalogue_speakers_are_disjoint_and_stable():
         assert ids[s.spk_id] == s
     assert {s.engine for s in syn.speaker_catalogue(("flite",))} == {"flite"}
     # speakers added later are appended: the IDs of corpora built before stay
-    assert (ids["1001"].voice, ids["1001"].pitch, ids["1001"].tract) == ("kal", 95, 0.94)
+    assert (ids["1001"].voice, ids["1001"].pitch, ids["1001"].tract) == (
+        "kal",
+        95,
+        0.94,
+    )
     assert (ids["1032"].voice, ids["1032"].split) == ("awb", "test")
     # the four training flite voices get extra vocal-tract variants
     flite_train = [s for s in full if s.engine == "flite" and s.split == "train"]

@@ -60,6 +60,7 @@ from speechbrain.utils.dynamic_chunk_training import DynChunkTrainConfig
 
 from speechbrain_wsm.nnet.attention import SDPAttention
 from speechbrain_wsm.nnet.common import valid_frames
+from speechbrain_wsm.nnet.frame_sums import prefix_sums
 from speechbrain_wsm.nnet.summary_mixing import WindowedSummaryMixing
 
 __all__ = [
@@ -431,7 +432,7 @@ def _range_sums(u: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
     """Sums of ``u`` ``[B, T, ...]`` over frames ``[t + lo, t + hi]`` clipped to
     the sequence (empty ranges sum to 0), from one prefix sum."""
     T = u.shape[1]
-    prefix = torch.cat([torch.zeros_like(u[:, :1]), u.cumsum(1)], dim=1)
+    prefix = prefix_sums(u)
     t = torch.arange(T, device=u.device)
     end = (t + hi + 1).clamp(0, T)
     start = torch.minimum((t + lo).clamp(0, T), end)

@@ -11,16 +11,18 @@ CPU cores) runs, with a line per stage:
    reader, a voice never heard);
 2. builds a word 3-gram language model and a lexicon from public-domain text
    that holds no dev or test sentence;
-3. trains the from-scratch CTC recipe with MHSA (relative positions), SM and
+3. times one training step of each from-scratch model and fits the step
+   count (at most 2155) to ``--minutes`` (30) on this CPU;
+4. trains the from-scratch CTC recipe with MHSA (relative positions), SM and
    WSM Conformers side by side, at equal steps, with the recipe's settings
    for small data: packed 60 s batches, a slow warm-up and a long hold,
    no dropout, bf16 autocast on CPUs that compute it natively,
    SpeechBrain's speed perturbation and noise, and ``train-real-10min``
    mixed into training;
-4. decodes every test set greedily and with the language model and lexicon;
-5. transcribes a LibriVox sentence and an Asterisk prompt with the model that
+5. decodes every test set greedily and with the language model and lexicon;
+6. transcribes a LibriVox sentence and an Asterisk prompt with the model that
    did best on dev;
-6. writes ``results.md``: CER and WER per test set, step times, the minutes of
+7. writes ``results.md``: CER and WER per test set, step times, the minutes of
    every stage, and each target and paper claim, met, missed or undecided.
 
 ``--all`` (aimed at 90 minutes; not timed at full size since the streaming
@@ -49,6 +51,7 @@ import argparse
 import csv
 import json
 import math
+import os
 import re
 import shutil
 import sys
@@ -60,6 +63,7 @@ from speechbrain_wsm.pipeline import (
     read_train_log,
     run_recipes,
     run_stages,
+    stage_facts,
 )
 from speechbrain_wsm.scoring import read_error_rates
 
@@ -95,7 +99,9 @@ SIZES = {
     "d_ffn": (64, 576),
     "kernel_size": (7, 15),
     "window_size": (8, 16),
-    "scratch_steps": (24, 2155),  # optimizer steps of every from-scratch run
+    # optimizer steps of every from-scratch run: the most the default run
+    # takes; fewer where this CPU cannot fit them in --minutes (fit_steps)
+    "scratch_steps": (24, 2155),
     "scratch_batch": (40, 60),  # seconds of (padded) audio per batch
     "lm_order": (2, 3),
     "rirs": (4, 100),  # simulated room impulse responses (reverberation)
@@ -120,6 +126,98 @@ def sizes(quick: bool, scale: float) -> dict:
     for k in [k for k in s if "epochs" in k or "steps" in k]:
         s[k] = max(1, round(s[k] * scale))
     return s
+
+
+#: the stage that fits the from-scratch steps to the CPU, and its marker's name
+FIT_STAGE = "steps for this CPU"
+#: a from-scratch recipe step over the bare training step that fit_steps
+#: times: data loading and augmentation in the training process, gradient
+#: clipping, logging and the validations. Measured: on the 2-core AMD EPYC
+#: without AVX512 (fp32, three runs side by side, 2026-12-05), 1716 steps
+#: took 1769 s with decoding against 1500 s foreseen at 1.25 (README)
+RECIPE_OVERHEAD = 1.35
+#: minutes kept for decoding every test set greedily and with the LM, the
+#: transcriptions and the report, when the steps are fitted to the budget
+DECODE_MINUTES = 3.0
+#: fewer steps than this and CTC barely leaves its blank plateau (CTC README)
+MIN_STEPS = 400
+
+
+def step_seconds(job: dict, batch: int = 10, seconds: float = 6.0) -> float:
+    """Seconds of one training step of a recipe job's model on one thread.
+
+    The model is built from the job's YAML and overrides as the recipe
+    builds it; a step is forward, CTC loss, backward and AdamW on ``batch``
+    utterances of ``seconds`` each (the demo's 60 s batches), under the
+    job's precision. The fastest of two timed steps after one warm-up.
+    """
+    import tempfile
+    import time
+
+    import torch
+    from hyperpyyaml import load_hyperpyyaml
+
+    overrides = {
+        k: str(v) if isinstance(v, Path) else v for k, v in job["overrides"].items()
+    }
+    bf16 = "--precision=bf16" in job["run_opts"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with tempfile.TemporaryDirectory() as tmp, open(job["hparams"]) as f:
+            hp = load_hyperpyyaml(f, {**overrides, "output_folder": tmp})
+            model = hp["asr_model"].train()
+            opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+            gen = torch.Generator().manual_seed(0)
+            wavs = 0.1 * torch.randn(batch, int(16000 * seconds), generator=gen)
+            lens = torch.ones(batch)
+            targets = torch.randint(
+                1, hp["output_neurons"], (batch, int(12 * seconds)), generator=gen
+            )
+            times = []
+            for _ in range(3):
+                start = time.perf_counter()
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                    log_probs, _ = model(wavs, lens)
+                frames = torch.full((batch,), log_probs.shape[1])
+                loss = torch.nn.functional.ctc_loss(
+                    log_probs.transpose(0, 1).float(),
+                    targets,
+                    frames,
+                    torch.full((batch,), targets.shape[1]),
+                )
+                loss.backward()
+                opt.step()
+                opt.zero_grad()
+                times.append(time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(threads)
+    return min(times[1:])
+
+
+def fit_step_count(
+    seconds: dict[str, float], cores: int, budget: float, most: int
+) -> tuple[int, float]:
+    """Steps of runs trained side by side that fit ``budget`` seconds.
+
+    ``seconds``: one training step of each run on one thread. The runs share
+    ``cores``, so a step of all of them costs their CPU time over the cores
+    (or the slowest one's, where there are cores to spare), times
+    :data:`RECIPE_OVERHEAD`. Returns (steps, seconds per step): at most
+    ``most``, at least :data:`MIN_STEPS`.
+
+    Example
+    -------
+    >>> steps, per_step = fit_step_count({"a": 1.0, "b": 1.0, "c": 1.0}, 2, 2026.0, 2155)
+    >>> steps, round(per_step, 3)
+    (1000, 2.025)
+    >>> fit_step_count({"a": 0.2}, 2, 2025.0, 2155)[0]  # fast: all of them
+    2155
+    """
+    per_step = RECIPE_OVERHEAD * max(
+        max(seconds.values()), sum(seconds.values()) / min(cores, len(seconds))
+    )
+    return max(MIN_STEPS, min(most, int(budget / per_step))), per_step
 
 
 class Demo:
@@ -285,7 +383,7 @@ class Demo:
 
     def _decoding(self) -> dict:
         """The recipe keys that add LM + lexicon decoding to greedy decoding."""
-        lm = json.loads((self.work / ".stages" / "language_model.json").read_text())
+        lm = stage_facts(self.work, "language model")
         return {
             "extra_decoders": ["lexicon"],
             "kenlm_model_path": lm["lm"],
@@ -309,7 +407,7 @@ class Demo:
         recipe): speed perturbation and noise; the schedule and batches are
         the same either way.
         """
-        steps = steps or self.s["scratch_steps"]
+        steps = steps or self.scratch_steps()
         front_end = "frontend_channels" if "streaming" in mixer else "cnn_channels"
         reverb = small_data and self.args.reverb
         per_epoch = batches_per_epoch(
@@ -323,7 +421,7 @@ class Demo:
             "train_splits": train,
             "dev_splits": ["dev-synth"],
             "test_splits": list(TEST_SETS),
-            "number_of_epochs": max(1, round(steps / per_epoch)),
+            "number_of_epochs": math.ceil(steps / per_epoch),
             "seconds_per_batch": self.s["scratch_batch"],
             "kernel_size": self.s["kernel_size"],
             # the streaming YAMLs' front end is streamable, with its own key;
@@ -358,8 +456,50 @@ class Demo:
             out,
             overrides,
             f"scratch_{out.name}",
-            self.scratch_precision(),
+            [*self.scratch_precision(), f"--optimizer_step_limit={steps}"],
         )
+
+    def scratch_steps(self) -> int:
+        """The steps of every from-scratch run: fitted to this CPU where measured."""
+        fitted = stage_facts(self.work, FIT_STAGE)
+        return fitted["steps"] if fitted else self.s["scratch_steps"]
+
+    def fit_steps(self) -> dict:
+        """Fit the from-scratch step count to ``--minutes`` on this machine.
+
+        The three from-scratch models' training steps are timed on a batch of
+        the demo's size, one thread each (:func:`step_seconds`); the three
+        run side by side, so a step of the stage costs their CPU time over
+        the cores, times the recipe's own overhead (data, augmentation,
+        validation: :data:`RECIPE_OVERHEAD`). What the budget leaves after
+        the stages so far and the decoding (:data:`DECODE_MINUTES`) is
+        divided by it; never more than the default's steps, never fewer than
+        :data:`MIN_STEPS` (CTC's blank plateau: below that the models learn
+        nothing worth the minutes).
+        """
+        most = self.s["scratch_steps"]
+        facts = {"steps": most, "most": most, "fitted": False}
+        if self.args.quick or self.args.device != "cpu" or self.args.minutes <= 0:
+            return facts
+        seconds = {
+            m: step_seconds(self.scratch_job(m, self.train_sets(), self.work, steps=1))
+            for m in MIXERS
+        }
+        spent = sum(
+            (stage_facts(self.work, st.name) or {}).get("seconds", 0.0)
+            for st in self.stages()
+        )
+        left = 60 * (self.args.minutes - DECODE_MINUTES) - spent
+        steps, per_step = fit_step_count(
+            seconds, len(os.sched_getaffinity(0)), left, most
+        )
+        return {
+            **facts,
+            "steps": steps,
+            "fitted": steps < most,
+            "step_seconds": {m: round(t, 3) for m, t in seconds.items()},
+            "stage_step_seconds": round(per_step, 3),
+        }
 
     def train_sets(self, fold: str = "train-synth") -> list[str]:
         return [fold, "train-real-10min"]
@@ -642,6 +782,7 @@ class Demo:
             )
         st += [
             Stage("language model", self.language_model, [self.lm_dir]),
+            Stage(FIT_STAGE, self.fit_steps),
             Stage(
                 "from scratch: mhsa, sm, wsm",
                 self.scratch,
@@ -808,6 +949,13 @@ def parse_args(argv=None):
         action="store_true",
         help="add reverberation (simulated rooms) to the from-scratch runs' "
         "augmentation; off: no gain at the default budget (README)",
+    )
+    p.add_argument(
+        "--minutes",
+        type=float,
+        default=30.0,
+        help="wall-time budget of the default run on a CPU: the from-scratch steps "
+        "(at most the default's) are fitted to it on this machine; 0: no fitting",
     )
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument(

@@ -68,6 +68,26 @@ def _first_step_seconds(run: dict) -> float | None:
     return float(found.group(1)) if found else None
 
 
+def _fit_note(fit: dict | None) -> list[str]:
+    """A line saying how the from-scratch steps were fitted to the budget."""
+    if not fit or "step_seconds" not in fit:
+        return []
+    timed = ", ".join(f"{m} {t:.2f} s" for m, t in fit["step_seconds"].items())
+    head = (
+        f"Steps fitted to `--minutes` on this CPU: {fit['steps']} of the default's "
+        f"{fit['most']}"
+        if fit["fitted"]
+        else f"All {fit['steps']} steps fit `--minutes` on this CPU"
+    )
+    return [
+        f"{head} (one training step, one thread: {timed}; "
+        f"{fit['stage_step_seconds']:.2f} s per step with the three side by side "
+        "and the recipe's overhead). On a slower CPU the demo trains fewer "
+        "steps and ends at a higher error; `--minutes 0` trains them all.",
+        "",
+    ]
+
+
 def _dev_cer(run: dict) -> float | None:
     cers = run.get("dev", {}).get("CER") or []
     return min(cers) if cers else None
@@ -216,6 +236,7 @@ def write_report(demo, facts: dict) -> Path:
         "",
         *_ctc_table(scratch, "mixer"),
         "",
+        *_fit_note(facts.get("steps for this CPU")),
     ]
     if seed2:
         lines += ["Second seed:", "", *_ctc_table(seed2, "mixer"), ""]

@@ -68,8 +68,14 @@ def cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def _marker(workdir: Path, stage: Stage) -> Path:
-    return workdir / ".stages" / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', stage.name)}.json"
+def _marker(workdir: Path, name: str) -> Path:
+    return workdir / ".stages" / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}.json"
+
+
+def stage_facts(workdir: Path, name: str) -> dict | None:
+    """The facts a finished stage recorded in ``workdir`` (None: not run yet)."""
+    marker = _marker(workdir, name)
+    return json.loads(marker.read_text()) if marker.exists() else None
 
 
 def run_stages(
@@ -98,7 +104,7 @@ def run_stages(
         total=len(stages), desc="demo", unit="stage", disable=not sys.stderr.isatty()
     )
     for i, stage in enumerate(stages, 1):
-        marker = _marker(workdir, stage)
+        marker = _marker(workdir, stage.name)
         head = f"[{i}/{len(stages)}] {stage.name}"
         done = marker.exists() and all(Path(p).exists() for p in stage.outputs)
         if done and stage.name not in redo:

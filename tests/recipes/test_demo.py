@@ -35,7 +35,7 @@ def test_demo_quick_mode_end_to_end(tmp_path):
     markers = {
         p.stem: json.loads(p.read_text()) for p in (work / ".stages").glob("*.json")
     }
-    assert len(markers) == 14, sorted(markers)
+    assert len(markers) == 15, sorted(markers)
     # the real test set is scored whole and by source
     for source in ("test-real-asterisk", "test-real-librivox"):
         rows = (work / "manifests" / f"{source}.csv").read_text().splitlines()
@@ -55,7 +55,8 @@ def test_demo_quick_mode_end_to_end(tmp_path):
 
     scratch = runs_of("from_scratch__mhsa__sm__wsm")
     steps = {run["cost"]["steps"] for run in scratch.values()}
-    assert len(steps) == 1, scratch  # equal steps
+    assert steps == {24}, scratch  # equal steps, exactly the quick run's
+    assert not markers["steps_for_this_CPU"]["fitted"]  # --quick: not fitted
     runs = runs_of("low-resource__10min")
     assert set(runs) == {"wsm", "mhsa_top", "full", "hff_adapters", "scratch"}
     # HFF + adapters against full fine-tuning: equal steps, fewer trained parameters
@@ -103,8 +104,8 @@ def test_demo_quick_mode_end_to_end(tmp_path):
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]
     lines = [ln for ln in again.stdout.splitlines() if ln.startswith("[")]
-    assert sum("done earlier, skipped" in ln for ln in lines) == 13
-    assert any(ln.startswith("[11/14] probe: mhsa, sm, wsm: done in") for ln in lines)
+    assert sum("done earlier, skipped" in ln for ln in lines) == 14
+    assert any(ln.startswith("[12/15] probe: mhsa, sm, wsm: done in") for ln in lines)
 
 
 def test_reverberation_is_a_choice_with_its_own_stage(tmp_path):
@@ -119,3 +120,51 @@ def test_reverberation_is_a_choice_with_its_own_stage(tmp_path):
     with_rooms = stage_names("--reverb")
     rooms = with_rooms.index("room impulse responses")
     assert rooms < with_rooms.index("from scratch: mhsa, sm, wsm")
+
+
+def test_the_steps_fit_the_budget_on_a_slow_cpu_and_never_exceed_the_default():
+    """Three runs side by side on two cores: their CPU time over the cores."""
+    from speechbrain_wsm.demo import MIN_STEPS, RECIPE_OVERHEAD, fit_step_count
+
+    slow = {"mhsa": 1.6, "sm": 1.2, "wsm": 1.1}
+    steps, per_step = fit_step_count(slow, 2, 1500.0, 2155)
+    assert per_step == pytest.approx(RECIPE_OVERHEAD * 3.9 / 2)
+    assert steps == int(1500.0 / per_step) < 2155
+    # a CPU twice as fast trains twice the steps, up to the default's
+    assert fit_step_count({k: v / 2 for k, v in slow.items()}, 2, 1500.0, 2155)[0] in (
+        2 * steps,
+        2 * steps + 1,
+    )
+    assert (
+        fit_step_count({k: v / 10 for k, v in slow.items()}, 2, 1500.0, 2155)[0] == 2155
+    )
+    # one core each: the slowest run sets the pace
+    assert fit_step_count(slow, 4, 1500.0, 2155)[1] == pytest.approx(
+        RECIPE_OVERHEAD * 1.6
+    )
+    # a budget spent elsewhere still leaves the plateau
+    assert fit_step_count(slow, 2, 10.0, 2155)[0] == MIN_STEPS
+
+
+def test_step_seconds_times_the_recipes_own_model(tmp_path):
+    """The model timed is the recipe YAML's, with the job's overrides."""
+    import torch
+
+    from speechbrain_wsm import demo
+
+    job = {
+        "hparams": demo.SCRATCH / "hparams" / "conformer_wsm.yaml",
+        "overrides": {
+            "data_folder": tmp_path,
+            "d_model": 32,
+            "num_layers": 1,
+            "nhead": 2,
+            "d_ffn": 64,
+            "cnn_channels": [4, 4],
+        },  # fmt: skip
+        "run_opts": ["--device=cpu"],
+    }
+    threads = torch.get_num_threads()
+    t = demo.step_seconds(job, batch=2, seconds=1.0)
+    assert 0.0 < t < 30.0
+    assert torch.get_num_threads() == threads  # timed on one thread, then restored

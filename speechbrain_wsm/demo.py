@@ -223,6 +223,9 @@ def fit_step_count(
 class Demo:
     """The demo's stages over one work folder."""
 
+    #: the stage whose facts say how the from-scratch steps were fitted
+    fit_stage = FIT_STAGE
+
     def __init__(self, args):
         self.args = args
         self.work = Path(args.workdir).resolve()

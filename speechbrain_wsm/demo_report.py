@@ -236,7 +236,7 @@ def write_report(demo, facts: dict) -> Path:
         "",
         *_ctc_table(scratch, "mixer"),
         "",
-        *_fit_note(facts.get("steps for this CPU")),
+        *_fit_note(facts.get(demo.fit_stage)),
     ]
     if seed2:
         lines += ["Second seed:", "", *_ctc_table(seed2, "mixer"), ""]

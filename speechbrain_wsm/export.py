@@ -103,7 +103,14 @@ def _exportable_scans():
 
     saved = frame_sums.cumsum_frames, frame_sums.box_sums
     frame_sums.cumsum_frames = lambda u: u.cumsum(1)
-    frame_sums.box_sums = lambda u, left, right: _range_sums(u, -left, right)
+
+    def box_sums(u, left, right):  # None: unbounded on that side
+        T = u.shape[1]
+        return _range_sums(
+            u, -T if left is None else -left, T if right is None else right
+        )
+
+    frame_sums.box_sums = box_sums
     try:
         yield
     finally:

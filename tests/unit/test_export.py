@@ -13,6 +13,7 @@ pytest.importorskip("onnxscript")
 from speechbrain_wsm.data.audio import load_audio  # noqa: E402
 from speechbrain_wsm.export import (  # noqa: E402
     OnnxStreamer,
+    _exportable_scans,
     check,
     export_offline,
     export_streaming,
@@ -106,3 +107,14 @@ def test_offline_export_of_summary_mixing(tmp_path, audio, mixer):
     assert check(model, path, audio[:20000], streaming=False) < 2e-3  # any length
     with pytest.raises(ValueError, match="no streaming encoder|has none"):
         export_streaming(model, tmp_path / "s.onnx")
+
+
+@pytest.mark.parametrize("left,right", [(2, 1), (None, 0), (0, None), (None, None)])
+def test_export_window_sums_equal_the_eager_ones_unbounded_sides_included(left, right):
+    from speechbrain_wsm.nnet import frame_sums
+
+    u = torch.randn(2, 7, 3)
+    eager = frame_sums.box_sums(u, left, right)
+    with _exportable_scans():
+        exported = frame_sums.box_sums(u, left, right)
+    torch.testing.assert_close(exported, eager)

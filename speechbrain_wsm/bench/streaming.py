@@ -12,13 +12,14 @@ of ``--layers`` Conformer layers (default 12) with ``left_context`` /
    (:func:`speechbrain_wsm.latency.lookahead_frames`), in frames and ms;
 2. **training step** (forward + backward of the encoder on one utterance):
    best-of-rounds time and peak memory (:mod:`speechbrain_wsm.bench.common`)
-   against utterance length (20 ms frames);
+   against utterance length (frames of ``--frame-ms``: 20 ms as the SSL
+   recipes, 40 ms as the streaming CTC recipes);
 3. **streaming real-time factor** of the whole recogniser on one torch thread
    (``--threads``):
    :class:`~speechbrain_wsm.models.streaming_ctc.StreamingFbankCTC` (streamable
    fbank front end, this encoder, a CTC head of ``--vocab`` units) fed
    ``--stream-seconds`` of audio in chunks of each ``--chunks`` size (in
-   20 ms frames) through its incremental ``stream()``; compute time divided
+   encoder frames) through its incremental ``stream()``; compute time divided
    by the audio duration (below 1: faster than real time), as wall-clock time
    and as the thread's CPU time (which a machine shared with other jobs
    inflates less). Beside it, the look-ahead in ms (encoder look-ahead plus
@@ -33,8 +34,10 @@ of ``--layers`` Conformer layers (default 12) with ``left_context`` /
 Targets (ratios of this one run): SA's peak training memory at the longest
 length at most 1/3 of MAA's; LLSA's look-ahead at most 1/10 of MAA's; for
 ``maa``, ``sa``, ``llsa`` and ``wsm``, streaming RTF (wall) at most 0.15 with
-8-frame (160 ms) chunks and at most 0.5 with 1-frame chunks, measured on a
-quiet machine.
+160 ms chunks (8 frames of 20 ms, 4 of 40 ms) and at most 0.5 with 1-frame
+chunks, measured on a quiet machine. ``--frame-ms 40 --chunks 1 4 16
+--left-context 32 --right-context 4`` measures the streaming CTC recipes'
+recogniser (``conformer_streaming_{wsm,llsa}.yaml``).
 
 Run: ``python -m speechbrain_wsm.bench.streaming`` (``--quick`` for a smoke
 run). Writes ``streaming_<device>.csv`` and ``.json`` into ``--out``.
@@ -62,7 +65,7 @@ from speechbrain_wsm.bench.common import (
 from speechbrain_wsm.latency import lookahead_frames
 from speechbrain_wsm.nnet.streaming_encoder import StreamingEncoder
 
-FRAME_S = 0.02
+FRAME_MS = (20, 40)  # encoder frame rates: the SSL recipes' and the CTC recipes'
 PARTS = ("lookahead", "time", "memory", "stream")
 #: variant -> (mixer, low_latency, mixer kwargs)
 VARIANTS = {
@@ -104,7 +107,7 @@ class EncoderStep:
 
     def __call__(self, device: str):
         enc = build(self.variant, self.cfg).to(device).train()
-        T = int(round(self.seconds / FRAME_S))
+        T = int(round(self.seconds * 1000 / self.cfg.get("frame_ms", 20)))
         x = torch.randn(1, T, self.cfg["d_model"], device=device, requires_grad=True)
 
         def step():
@@ -125,7 +128,10 @@ def build_recogniser(variant: str, cfg: dict):
     enc = build(variant, cfg)
     torch.manual_seed(0)
     return StreamingFbankCTC(
-        enc, cfg.get("vocab", 32), channels=(cfg["d_model"], cfg["d_model"])
+        enc,
+        cfg.get("vocab", 32),
+        channels=(cfg["d_model"], cfg["d_model"]),
+        strides=(2, cfg.get("frame_ms", 20) // 20),
     ).eval()
 
 
@@ -236,6 +242,7 @@ def measure_lookahead(variant: str, cfg: dict) -> int | None:
 def encoder_config(args) -> dict:
     """The encoder's sizes and context of the command line (as :func:`build` reads them)."""
     keys = "arch layers d_model nhead d_ffn left_context right_context chunk_size vocab"
+    keys += " frame_ms"
     keys = keys.split()
     return {k: getattr(args, k) for k in keys}
 
@@ -253,7 +260,7 @@ def run(args) -> list[dict]:
                     "variant": variant,
                     "kind": "lookahead",
                     "frames": frames,
-                    "ms": None if frames is None else frames * FRAME_S * 1e3,
+                    "ms": None if frames is None else frames * args.frame_ms,
                 }
             )
             print(f"  {variant:<5} look-ahead {frames} frames", flush=True)
@@ -383,11 +390,12 @@ def check_targets(rows, args) -> list[dict]:
             (f"SA / MAA peak training memory at {longest:g} s <= 1/3", mem, 1 / 3),
             (f"LLSA / MAA look-ahead at depth {args.layers} <= 1/10", lat, 0.1),
         ]
+        ms = args.frame_ms
         for variant in ("maa", "sa", "llsa", "wsm"):
-            for chunk, limit in ((8, 0.15), (1, 0.5)):
+            for chunk, limit in ((160 // ms, 0.15), (1, 0.5)):
                 r = _get(rows, device, variant, "stream", chunk_frames=chunk)
                 if r:
-                    name = f"{variant} streaming RTF, {chunk * 20} ms chunks <= {limit}"
+                    name = f"{variant} streaming RTF, {chunk * ms} ms chunks <= {limit}"
                     checks.append((name, r["rtf"], limit))
         for target, value, limit in checks:
             ok = None if value is None else value <= limit
@@ -403,17 +411,16 @@ def markdown(rows, device) -> str:
     lengths = sorted(
         {r["seconds"] for r in rows if r["device"] == device and "seconds" in r}
     )
-    chunks = sorted(
-        {
-            r["chunk_frames"]
-            for r in rows
-            if r["device"] == device and "chunk_frames" in r
-        }
-    )
+    chunk_ms = {
+        r["chunk_frames"]: r["chunk_ms"]
+        for r in rows
+        if r["device"] == device and "chunk_frames" in r
+    }
+    chunks = sorted(chunk_ms)
     head = (
         ["variant", "look-ahead"]
         + [f"train {s:g} s (time / peak)" for s in lengths]
-        + [f"stream, chunk {c} ({c * 20} ms): RTF (CPU) / latency" for c in chunks]
+        + [f"stream, chunk {c} ({chunk_ms[c]:g} ms): RTF (CPU) / latency" for c in chunks]
     )
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for v in variants:
@@ -498,7 +505,20 @@ def parse_args(argv=None):
         "--lengths", type=float, nargs="+", default=[10, 30, 60], help="seconds"
     )
     p.add_argument(
-        "--chunks", type=int, nargs="+", default=[1, 8, 32], help="20 ms frames"
+        "--chunks",
+        type=int,
+        nargs="+",
+        default=[1, 8, 32],
+        help="encoder frames per chunk (of --frame-ms each; at 40 ms, 1 4 16 "
+        "are 40, 160 and 640 ms)",
+    )
+    p.add_argument(
+        "--frame-ms",
+        type=int,
+        default=20,
+        choices=FRAME_MS,
+        help="encoder frame duration: 20 (front-end strides 2, 1: the SSL "
+        "recipes') or 40 (strides 2, 2: the streaming CTC recipes')",
     )
     p.add_argument(
         "--chunk-size",

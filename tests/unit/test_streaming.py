@@ -387,6 +387,30 @@ def test_benchmark_streams_the_whole_recogniser(tmp_path):
         assert r["latency_ms"] > r["chunk_ms"] + r["lookahead_ms"]
 
 
+def test_benchmark_measures_the_ctc_recipes_40_ms_frames(tmp_path, capsys):
+    """``--frame-ms 40`` streams the streaming CTC recipes' recogniser (front
+    end strides 2, 2): chunks, look-ahead and targets in its 40 ms frames."""
+    import json
+
+    from speechbrain_wsm.bench import streaming as bench
+
+    code = bench.main(
+        ["--device", "cpu", "--variants", "llsa", "--parts", "stream",
+         "--layers", "2", "--d-model", "32", "--d-ffn", "64", "--nhead", "2",
+         "--left-context", "8", "--right-context", "2", "--stream-seconds", "1",
+         "--frame-ms", "40", "--chunks", "1", "4", "--no-plot", "--out", str(tmp_path)]
+    )  # fmt: skip
+    assert code == 0
+    data = json.loads((tmp_path / "streaming_cpu.json").read_text())
+    stream = [r for r in data["rows"] if r["kind"] == "stream"]
+    assert [r["chunk_ms"] for r in stream] == [40.0, 160.0]
+    # R = 2 frames of 40 ms + the front end's window past its hop (45 ms)
+    assert {r["lookahead_ms"] for r in stream} == {2 * 40 + 45}
+    out = capsys.readouterr().out
+    assert "llsa streaming RTF, 160 ms chunks <= 0.15" in out
+    assert "stream, chunk 4 (160 ms)" in out
+
+
 def _chunked(C=4, L=8, causal=False, layers=3):
     torch.manual_seed(3)
     return StreamingEncoder(

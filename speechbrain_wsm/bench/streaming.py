@@ -420,7 +420,10 @@ def markdown(rows, device) -> str:
     head = (
         ["variant", "look-ahead"]
         + [f"train {s:g} s (time / peak)" for s in lengths]
-        + [f"stream, chunk {c} ({chunk_ms[c]:g} ms): RTF (CPU) / latency" for c in chunks]
+        + [
+            f"stream, chunk {c} ({chunk_ms[c]:g} ms): RTF (CPU) / latency"
+            for c in chunks
+        ]
     )
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for v in variants:

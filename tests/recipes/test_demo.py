@@ -168,3 +168,19 @@ def test_step_seconds_times_the_recipes_own_model(tmp_path):
     t = demo.step_seconds(job, batch=2, seconds=1.0)
     assert 0.0 < t < 30.0
     assert torch.get_num_threads() == threads  # timed on one thread, then restored
+
+
+def test_the_streaming_front_end_is_as_wide_as_the_encoder(tmp_path, monkeypatch):
+    """The streaming recogniser's front end is 1-D convolutions whose channels
+    are its latent width: never the offline 2-D front end's [16, 32]."""
+    from speechbrain_wsm import demo
+
+    d = demo.Demo(demo.parse_args(["--workdir", str(tmp_path)]))
+    monkeypatch.setattr(demo, "batches_per_epoch", lambda *a: 10)
+    monkeypatch.setattr(d, "_decoding", dict)
+    stream = d.scratch_job("streaming_llsa", ["train-synth"], tmp_path / "s", 100)
+    offline = d.scratch_job("wsm", ["train-synth"], tmp_path / "o", 100)
+    assert stream["overrides"]["frontend_channels"] == [d.s["d_model"]] * 2
+    assert "cnn_channels" not in stream["overrides"]
+    assert offline["overrides"]["cnn_channels"] == [16, 32]
+    assert "frontend_channels" not in offline["overrides"]

@@ -68,6 +68,11 @@ class StreamingFbankCTC(nn.Module):
         Probability that a training batch uses a random left context.
     min_left_context : int
         Smallest left context sampled.
+    fbank_norm : str
+        ``"frame"``: each filterbank frame standardised over its mel bins;
+        ``"running"``: each mel bin by running statistics of the training
+        data, fixed at inference
+        (:class:`~speechbrain_wsm.nnet.streaming_frontend.RunningFbankNorm`).
 
     Example
     -------
@@ -101,6 +106,7 @@ class StreamingFbankCTC(nn.Module):
         dropout: float = 0.1,
         dynamic_left_prob: float = 0.6,
         min_left_context: int = 8,
+        fbank_norm: str = "frame",
     ):
         super().__init__()
         if not isinstance(encoder, StreamingEncoder):
@@ -113,7 +119,12 @@ class StreamingFbankCTC(nn.Module):
                 f"dynamic_left_prob must be in [0, 1], got {dynamic_left_prob!r}"
             )
         self.frontend = StreamingFbankExtractor(
-            n_mels, list(channels), list(kernel_sizes), list(strides), sample_rate
+            n_mels,
+            list(channels),
+            list(kernel_sizes),
+            list(strides),
+            sample_rate,
+            norm=fbank_norm,
         )
         self.sample_rate = sample_rate
         self.projection = nn.Linear(self.frontend.out_dim, encoder.d_model)

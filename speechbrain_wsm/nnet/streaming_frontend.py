@@ -6,7 +6,10 @@ first frame depends on the last: it cannot stream. This front end (the same
 filterbank and convolutions, :class:`~speechbrain_wsm.nnet.frontend.FbankConvFrontEnd`,
 and the same state dict) normalises
 each 10 ms frame on its own (zero mean, unit variance over its mel bins, no
-learned scale): a frame depends on its 25 ms window only. The strided valid
+learned scale; ``norm="frame"``) or every mel bin by running statistics of
+the training data, fixed at inference (``norm="running"``, the streamable
+stand-in for per-utterance normalisation): a frame depends on its 25 ms
+window only. The strided valid
 convolutions after it read a bounded number of frames ahead (two for the
 default kernels), which is part of the front end's frame latency, not a
 growing look-ahead.
@@ -23,7 +26,7 @@ from speechbrain_wsm.nnet.frontend import (
     check_waveform,
 )
 
-__all__ = ["StreamingFbankExtractor", "WaveformStreamer"]
+__all__ = ["RunningFbankNorm", "StreamingFbankExtractor", "WaveformStreamer"]
 
 
 class StreamingFbankExtractor(FbankConvFrontEnd):
@@ -44,9 +47,19 @@ class StreamingFbankExtractor(FbankConvFrontEnd):
     True
     """
 
+    def __init__(self, *args, norm: str = "frame", momentum: float = 0.01, **kw):
+        super().__init__(*args, **kw)
+        if norm not in ("frame", "running"):
+            raise ValueError(f"norm must be 'frame' or 'running', got {norm!r}")
+        # only with norm="running": the default keeps FbankConvFrontEnd's state dict
+        self.running = (
+            RunningFbankNorm(self.fbank.n_mels, momentum) if norm == "running" else None
+        )
+
     def forward(self, wav: torch.Tensor, lengths: torch.Tensor | None = None):
         """``wav`` ``[batch, sample]`` -> latents ``[batch, frame, out_dim]``;
-        ``lengths`` (samples) only zero the padded frames."""
+        ``lengths`` (samples) only zero the padded frames (and, in training
+        with ``norm="running"``, keep them out of the statistics)."""
         check_waveform(wav, self.output_lengths)
         return self.latents(wav, lengths)
 
@@ -78,7 +91,7 @@ class StreamingFbankExtractor(FbankConvFrontEnd):
         Python int: ``torch.export`` and ONNX export trace through this one)."""
         with torch.autocast(device_type=wav.device.type, enabled=False):
             feats = torch.log(self.power_fbank(wav).clamp(min=1e-10)).float()
-            feats = F.layer_norm(feats, feats.shape[-1:])
+            pad = None
             if lengths is not None:
                 counter = self.output_lengths  # its first stage: the STFT
                 stft = FrameCounter(counter.kernel_sizes[:1], counter.strides[:1])
@@ -86,11 +99,60 @@ class StreamingFbankExtractor(FbankConvFrontEnd):
                 pad = (
                     torch.arange(feats.shape[1], device=feats.device) >= frames[:, None]
                 )
+            if self.running is not None:
+                feats = self.running(feats, pad)
+            else:
+                feats = F.layer_norm(feats, feats.shape[-1:])
+            if pad is not None:
                 feats = feats.masked_fill(pad.unsqueeze(-1), 0.0)
         x = feats
         for block in self.blocks:
             x = block(x)
         return self.norm(x)
+
+
+class RunningFbankNorm(torch.nn.Module):
+    """Per-mel-bin standardisation by running statistics of the training data.
+
+    The streamable stand-in for per-utterance normalisation: in training each
+    batch's mean and variance of every bin over its valid frames move the
+    running ones (the first batch sets them), and every frame is standardised
+    by the running statistics; in eval mode they are fixed, so a frame depends
+    on itself only. The statistics are buffers: saved with the model, exported
+    as constants.
+
+    Example
+    -------
+    >>> norm = RunningFbankNorm(3)
+    >>> x = torch.randn(2, 50, 3) * 4 + 7
+    >>> y = norm(x)  # training: the first batch sets the statistics
+    >>> bool(y.mean().abs() < 0.1), bool((y.std() - 1).abs() < 0.1)
+    (True, True)
+    >>> _ = norm.eval()
+    >>> torch.equal(norm(x[:, :5]), y[:, :5])  # eval: frame by frame
+    True
+    """
+
+    def __init__(self, n_mels: int, momentum: float = 0.01, eps: float = 1e-5):
+        super().__init__()
+        self.momentum, self.eps = momentum, eps
+        self.register_buffer("mean", torch.zeros(n_mels))
+        self.register_buffer("var", torch.ones(n_mels))
+        self.register_buffer("batches", torch.zeros((), dtype=torch.long))
+
+    def forward(self, feats: torch.Tensor, pad: torch.Tensor | None = None):
+        """``feats`` ``[batch, frame, n_mels]``; ``pad`` ``[batch, frame]``
+        marks the padded frames, left out of the statistics."""
+        if self.training:
+            with torch.no_grad():
+                valid = feats if pad is None else feats[~pad]
+                valid = valid.reshape(-1, feats.shape[-1]).float()
+                if valid.shape[0] > 1:
+                    w = 1.0 if int(self.batches) == 0 else self.momentum
+                    self.mean.lerp_(valid.mean(0), w)
+                    self.var.lerp_(valid.var(0), w)
+                    self.batches += 1
+        return (feats - self.mean) * torch.rsqrt(self.var + self.eps)
 
 
 def receptive_field(kernel_sizes, strides) -> tuple[int, int]:

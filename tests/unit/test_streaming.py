@@ -342,6 +342,47 @@ def test_whole_model_streams_from_audio(low_latency):
             torch.testing.assert_close(torch.cat(outs, 1), full, atol=2e-5, rtol=1e-4)
 
 
+def test_running_fbank_norm_learns_in_training_and_streams_exactly():
+    """``fbank_norm="running"``: training batches set per-bin statistics from
+    their valid frames only; in eval the recogniser streams exactly as its
+    offline forward; the default ``"frame"`` keeps the old state dict."""
+    from speechbrain_wsm.models.streaming_ctc import StreamingFbankCTC
+
+    def model(norm):
+        torch.manual_seed(0)
+        enc = _encoder("swsm", True, layers=2, R=1, L=4)
+        return StreamingFbankCTC(
+            enc, 30, n_mels=20, channels=(D, D), spec_augment=False, fbank_norm=norm
+        )
+
+    assert not any("running" in k for k in model("frame").state_dict())
+    speech = torch.randn(2, 16000) * 3
+    lens = torch.tensor([1.0, 0.5])
+    stats = []
+    for padding in (0.0, 1e4):  # the same speech, quiet or loud padding
+        m = model("running").train()
+        batch = speech.clone()
+        batch[1, 8000:] = torch.randn(8000) * padding
+        with torch.no_grad():
+            m(batch, lens)
+        stats.append(m.frontend.running.mean.clone())
+    torch.testing.assert_close(stats[0], stats[1])  # padding never counts
+    with torch.no_grad():
+        m(speech[:1], lens[:1])
+    norm = m.frontend.running
+    assert int(norm.batches) == 2 and torch.isfinite(norm.var).all()
+    assert (norm.mean - stats[1]).abs().max() > 0  # later batches move it
+    m.eval()
+    wav = torch.randn(1, 12000)
+    with torch.no_grad():
+        full, _ = m(wav)
+        a, state = m.stream(wav[:, :5000])
+        b, _ = m.stream(wav[:, 5000:], state, final=True)
+    torch.testing.assert_close(torch.cat([a, b], 1), full, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="norm must be"):
+        model("utterance")
+
+
 def test_benchmark_quick_run_writes_its_table(tmp_path, capsys):
     """The benchmark's plumbing (no timing asserted): rows, table, targets."""
     import json

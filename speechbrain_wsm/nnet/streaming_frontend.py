@@ -4,7 +4,7 @@
 each utterance's filterbank with statistics of the *whole* utterance, so the
 first frame depends on the last: it cannot stream. This front end (the same
 filterbank and convolutions, :class:`~speechbrain_wsm.nnet.frontend.FbankConvFrontEnd`,
-and the same state dict) normalises
+and with ``norm="frame"`` the same state dict) normalises
 each 10 ms frame on its own (zero mean, unit variance over its mel bins, no
 learned scale; ``norm="frame"``) or every mel bin by running statistics of
 the training data, fixed at inference (``norm="running"``, the streamable
@@ -30,13 +30,14 @@ __all__ = ["RunningFbankNorm", "StreamingFbankExtractor", "WaveformStreamer"]
 
 
 class StreamingFbankExtractor(FbankConvFrontEnd):
-    """Log-mel filterbank, per-frame normalisation, strided convolutions.
+    """Log-mel filterbank, streamable normalisation, strided convolutions.
 
     Same arguments and outputs as
     :class:`~speechbrain_wsm.models.wav2vec2.FbankLatentExtractor`; only the
-    normalisation differs (per frame over mel bins instead of per utterance
-    over frames), so a frame's latent never depends on audio after its
-    receptive field.
+    normalisation differs (``norm="frame"``: per frame over mel bins;
+    ``"running"``: per mel bin by running training statistics,
+    :class:`RunningFbankNorm`; never per utterance over frames), so a frame's
+    latent never depends on audio after its receptive field.
 
     Example
     -------

@@ -323,6 +323,19 @@ def load_hparams(argv: Sequence[str] | None = None):
     if compile_choice is None:
         compile_choice = hparams.get(COMPILE_KEY, "auto")
     if _compile_wanted(compile_choice, device):
+        precision = (
+            run_opts["precision"]
+            if "precision" in run_opts.overridden_args
+            else hparams.get("precision", "fp32")
+        )
+        if device.startswith("cpu") and precision != "fp32":
+            raise ConfigError(
+                f"--{COMPILE_KEY}=True with --precision={precision} on CPU: the "
+                "compiled Conformer layers (relpos MHSA, WSM) fail in Inductor's "
+                "CPU backward once the utterance length changes (torch 2.11), "
+                "and on CPU they were no faster than eager; drop "
+                f"--{COMPILE_KEY} or train in fp32"
+            )
         compiled = compile_encoders(hparams)
         logger.info(
             "%s: the layers of %d MixerEncoder(s) compiled with torch.compile("

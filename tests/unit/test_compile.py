@@ -113,3 +113,18 @@ def test_compile_encoder_option_rejects_other_values(tmp_path):
     path.write_text(YAML)
     with pytest.raises(ConfigError, match="compile_encoder"):
         load_hparams([str(path), "--device=cpu", "--compile_encoder=maybe"])
+
+
+def test_compile_encoder_refuses_mixed_precision_on_cpu(tmp_path):
+    """Compiled layers under CPU autocast crash Inductor's backward at the
+    second length (torch 2.11): refused before the run, not mid-training."""
+    from speechbrain_wsm.errors import ConfigError
+    from speechbrain_wsm.recipe.experiment import load_hparams
+
+    path = tmp_path / "h.yaml"
+    path.write_text(YAML)
+    argv = [str(path), "--device=cpu", "--compile_encoder=True"]
+    with pytest.raises(ConfigError, match="precision=bf16 on CPU"):
+        load_hparams([*argv, "--precision=bf16"])
+    enc = load_hparams([*argv, "--precision=fp32"])[0]["modules"]["encoder"]
+    assert enc.layers[0]._compiled_call_impl is not None

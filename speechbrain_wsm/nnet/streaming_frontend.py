@@ -145,14 +145,21 @@ class RunningFbankNorm(torch.nn.Module):
         """``feats`` ``[batch, frame, n_mels]``; ``pad`` ``[batch, frame]``
         marks the padded frames, left out of the statistics."""
         if self.training:
+            # masked sums, no boolean indexing or .item(): no host sync per step
             with torch.no_grad():
-                valid = feats if pad is None else feats[~pad]
-                valid = valid.reshape(-1, feats.shape[-1]).float()
-                if valid.shape[0] > 1:
-                    w = 1.0 if int(self.batches) == 0 else self.momentum
-                    self.mean.lerp_(valid.mean(0), w)
-                    self.var.lerp_(valid.var(0), w)
-                    self.batches += 1
+                x = feats.float()
+                drop = torch.zeros(x.shape[:2], dtype=torch.bool, device=x.device)
+                drop = (drop if pad is None else pad).unsqueeze(-1)
+                n = (~drop).sum((0, 1)).float()
+                mean = x.masked_fill(drop, 0.0).sum((0, 1)) / n.clamp(min=1)
+                var = (x - mean).square().masked_fill(drop, 0.0).sum((0, 1))
+                var = var / (n - 1).clamp(min=1)
+                usable = n > 1  # a variance needs two frames
+                first = torch.where(self.batches == 0, 1.0, self.momentum)
+                w = first * usable
+                self.mean.lerp_(mean, w)
+                self.var.lerp_(var, w)
+                self.batches += usable.long().squeeze()
         return (feats - self.mean) * torch.rsqrt(self.var + self.eps)
 
 

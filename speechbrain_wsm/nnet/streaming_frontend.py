@@ -51,7 +51,9 @@ class StreamingFbankExtractor(FbankConvFrontEnd):
     def __init__(self, *args, norm: str = "frame", momentum: float = 0.01, **kw):
         super().__init__(*args, **kw)
         if norm not in ("frame", "running"):
-            raise ValueError(f"norm must be 'frame' or 'running', got {norm!r}")
+            raise ValueError(
+                f"fbank_norm / norm must be 'frame' or 'running', got {norm!r}"
+            )
         # only with norm="running": the default keeps FbankConvFrontEnd's state dict
         self.running = (
             RunningFbankNorm(self.fbank.n_mels, momentum) if norm == "running" else None

@@ -304,6 +304,12 @@ def load_hparams(argv: Sequence[str] | None = None):
             raise ConfigError(
                 f"unknown command-line override for {hparams_file}: {e.args[0]}"
             ) from None
+        except ValueError as e:
+            if isinstance(e, ConfigError):
+                raise
+            # a constructor refusing a value of the YAML or an override
+            # (e.g. --fbank_norm=utterance): the user's configuration
+            raise ConfigError(f"{hparams_file}: {e}") from None
     _check_positive(hparams, hparams_file)
     _check_decoders(hparams)
     _check_reverb(hparams)

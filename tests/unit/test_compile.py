@@ -7,6 +7,7 @@ without generating C++); one small layer goes through Inductor itself.
 """
 
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -128,3 +129,19 @@ def test_compile_encoder_refuses_mixed_precision_on_cpu(tmp_path):
         load_hparams([*argv, "--precision=bf16"])
     enc = load_hparams([*argv, "--precision=fp32"])[0]["modules"]["encoder"]
     assert enc.layers[0]._compiled_call_impl is not None
+
+
+def test_a_value_a_constructor_refuses_is_a_one_line_config_error(tmp_path):
+    """A YAML value or override that an object of the YAML refuses (here the
+    streaming CTC recipe's --fbank_norm) is a ConfigError, not a traceback."""
+    from speechbrain_wsm.errors import ConfigError
+    from speechbrain_wsm.recipe.experiment import load_hparams
+
+    yaml = (
+        Path(__file__).parents[2]
+        / "recipes/LibriSpeech/ASR/CTC/hparams/conformer_streaming_wsm.yaml"
+    )
+    argv = [str(yaml), "--device=cpu", f"--data_folder={tmp_path}",
+            f"--output_folder={tmp_path}", "--num_layers=1", "--fbank_norm=utterance"]  # fmt: skip
+    with pytest.raises(ConfigError, match="fbank_norm / norm must be"):
+        load_hparams(argv)

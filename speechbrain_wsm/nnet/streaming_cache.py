@@ -381,7 +381,8 @@ def _range(cum: torch.Tensor, lo: int, hi: int, n: int) -> torch.Tensor:
 
 
 def _swsm_step(plan, mixer, proj, st, sp, a, end, future, need_out=True):
-    """Streaming WSM of the ``n`` frames leaving the queue; new caches; this
+    """Streaming WSM of the ``n`` frames leaving the queue: its combiner's
+    inputs (local features, window and running means); new caches; this
     stream's summary features and validity (for the look-ahead stream).
 
     Once every cached frame is a frame of the stream (past its start, before
@@ -435,8 +436,8 @@ def _swsm_step(plan, mixer, proj, st, sp, a, end, future, need_out=True):
     else:
         win = win_u / win_n.clamp(min=1.0).unsqueeze(-1)
     run = run_u / run_n.clamp(min=1.0).unsqueeze(-1)
-    y = mixer._combine(le, [win.to(dtype), run.to(dtype)], dtype, n)
-    return y, new, (cu, cn, K)
+    # the combiner's inputs: :func:`_layer_step` combines all streams at once
+    return (le, win.to(dtype), run.to(dtype)), new, (cu, cn, K)
 
 
 def _conv_step(conv: torch.nn.Conv1d, b, cache, invalid):
@@ -513,7 +514,7 @@ def _layer_step(plan, index, layer, xs, sts, sps, a, end):
         parts = [q, k, v]
         step = _attention_step if plan.kind == "attention" else _chunked_step
     else:
-        local, summ = mixer._branches(z)
+        local, summ = plan.branches(mixer, z)
         parts = [local, summ]
         step = _swsm_step
     if shared:
@@ -540,6 +541,9 @@ def _layer_step(plan, index, layer, xs, sts, sps, a, end):
             mixes.append(mix)
             hes.append(he)
             invalid.append(_frames_valid(a - sp.d_out, end, n, x.device))
+    if plan.kind == "swsm":  # one combiner product for every stream
+        le, win, run = (_cat(p) if p[0] is not None else None for p in zip(*mixes))
+        mixes = [plan.combine(mixer, le, [win, run], win.dtype, n)]
     mix, he = _cat(mixes), _cat(hes)
     if all(m is None for m in invalid):
         invalid = None
@@ -622,6 +626,58 @@ class StepPlan:
                     self.packed[mod] = _pack(weight, mod.bias)
                 elif weight.shape[0] > weight.shape[1] and not weight.is_cuda:
                     self.wide[mod] = (weight.detach().t().contiguous(), mod.bias)
+        #: streaming WSM mixers: their two projections as one stack of grouped
+        #: layers, and their combiner with the LayerNorms' scales folded in
+        self.fused_proj, self.fused_comb = {}, {}
+        if self.kind == "swsm":
+            for layer in enc.layers:
+                proj = _fuse_projections(layer.mixer)
+                if proj is not None:
+                    self.fused_proj[layer.mixer] = proj
+                comb = _fold_combiner(layer.mixer)
+                if comb is not None:
+                    self.fused_comb[layer.mixer] = comb
+
+    def branches(self, mixer, z: torch.Tensor):
+        """``mixer._branches(z)``: the local and summary features of the
+        frames ``z`` ``[B, n, D]``.
+
+        The two grouped MLPs of a ``full`` mixer run as one: the first layers
+        side by side (one ``[G, D / G, 2 h / G]`` batched product), the later
+        ones block-diagonal between the branches within each group, so each
+        layer is one ``baddbmm`` and one activation for both branches.
+        """
+        fused = self.fused_proj.get(mixer)
+        if fused is None:
+            return mixer._branches(z)
+        layers, act, local_out = fused
+        B, n, D = z.shape
+        G = layers[0][0].shape[0]
+        h = z.reshape(B * n, G, D // G).transpose(0, 1)
+        for w, b in layers:
+            h = act(torch.baddbmm(b, h, w))
+        h = h.transpose(0, 1)  # [B n, G, local + summary per group]
+        local = h[..., :local_out].reshape(B, n, -1)
+        return local, h[..., local_out:].reshape(B, n, -1)
+
+    def combine(self, mixer, local, summaries, dtype, n: int) -> torch.Tensor:
+        """``mixer._combine(local, summaries, dtype, n)`` for ``n`` frames.
+
+        With LayerNorms of one size on every input, the inputs are normalised
+        together (one ``[..., parts, C]`` ``layer_norm`` without its affine
+        part) and the scales and shifts are folded into the combiner's weight
+        and bias: one matrix product instead of one per input. The same map,
+        summed in another order: equal to float rounding.
+        """
+        fused = self.fused_comb.get(mixer)
+        if fused is None or local is None:
+            return mixer._combine(local, summaries, dtype, n)
+        wt, bias, eps, act = fused
+        parts = torch.stack([local.to(dtype)] + list(summaries), dim=-2)
+        C = parts.shape[-1]
+        normed = F.layer_norm(parts, (C,), eps=eps).flatten(-2)
+        y = torch.addmm(bias.to(dtype), normed.reshape(-1, wt.shape[0]), wt.to(dtype))
+        return act(y).view(*parts.shape[:-2], wt.shape[1])
 
     def linear(self, mod, x: torch.Tensor) -> torch.Tensor:
         """``mod(x)`` for a ``Linear`` (or a pointwise ``Conv1d`` on frames
@@ -647,6 +703,61 @@ class StepPlan:
         if weight.dim() == 3:
             weight = weight[:, :, 0]
         return F.linear(x, weight, mod.bias)
+
+
+def _fuse_projections(mixer):
+    """The grouped layers of a ``full`` mixer's local and summary MLPs as one
+    stack (see :meth:`StepPlan.branches`), its activation and the local
+    output size per group; None where the two MLPs differ in depth, groups or
+    activation, or the projections are recomputed or not grouped."""
+    lp, sp = mixer.local_proj, mixer.summary_proj
+    if lp is None or sp is None or mixer.mode != "full":
+        return None
+    if len(lp.weights) != len(sp.weights) or lp.groups != sp.groups:
+        return None
+    if repr(lp.activation) != repr(sp.activation):
+        return None
+    layers = []
+    with torch.no_grad():
+        for i, (wl, bl, ws, bs) in enumerate(
+            zip(lp.weights, lp.biases, sp.weights, sp.biases, strict=True)
+        ):
+            if i == 0:
+                w = torch.cat([wl, ws], dim=2)
+            else:
+                G, il, ol = wl.shape
+                w = wl.new_zeros(G, il + ws.shape[1], ol + ws.shape[2])
+                w[:, :il, :ol] = wl
+                w[:, il:, ol:] = ws
+            layers.append((w.contiguous(), torch.cat([bl, bs], dim=2)))
+    return layers, lp.activation, lp.weights[-1].shape[2]
+
+
+def _fold_combiner(mixer):
+    """``(weight.T [parts C, D], bias, eps, activation)`` of a mixer's
+    combiner with its input LayerNorms' scales and shifts folded in; None
+    unless every input has a LayerNorm of the same size and epsilon."""
+    norms = list(mixer.norms)
+    if mixer.combiner is None or not norms:
+        return None
+    if not all(isinstance(m, torch.nn.LayerNorm) for m in norms):
+        return None
+    if len({(m.normalized_shape, m.eps) for m in norms}) != 1:
+        return None
+    if any(m.weight is None for m in norms):
+        return None
+    with torch.no_grad():
+        scale = torch.cat([m.weight for m in norms])
+        shift = (
+            torch.cat([m.bias for m in norms]) if norms[0].bias is not None else None
+        )
+        w = mixer.combiner.weight
+        bias = mixer.combiner.bias
+        bias = bias.clone() if bias is not None else w.new_zeros(w.shape[0])
+        if shift is not None:
+            bias = bias + w @ shift
+        wt = (w * scale).t().contiguous()
+    return wt, bias, norms[0].eps, mixer.combiner_activation
 
 
 def _pack(weight: torch.Tensor, bias):

@@ -724,11 +724,9 @@ def _fuse_projections(mixer):
         ):
             if i == 0:
                 w = torch.cat([wl, ws], dim=2)
-            else:
-                G, il, ol = wl.shape
-                w = wl.new_zeros(G, il + ws.shape[1], ol + ws.shape[2])
-                w[:, :il, :ol] = wl
-                w[:, il:, ol:] = ws
+            else:  # block-diagonal; no in-place writes (ONNX export traces this)
+                ol, os_ = wl.shape[2], ws.shape[2]
+                w = torch.cat([F.pad(wl, (0, os_)), F.pad(ws, (ol, 0))], dim=1)
             layers.append((w.contiguous(), torch.cat([bl, bs], dim=2)))
     return layers, lp.activation, lp.weights[-1].shape[2]
 

@@ -188,6 +188,50 @@ def test_stream_equals_offline_other_blocks(arch, mixer, low_latency):
     torch.testing.assert_close(torch.cat(outs, 1), full, atol=2e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize(
+    "mixer_kwargs",
+    [
+        {},  # fused: one stack of projections, LayerNorms folded into the combiner
+        {"local_proj_hid_dims": [16, 16]},  # MLPs of unequal depth: not fused
+        {"mode": "fast"},
+        {"mode": "lite"},
+        {"layernorm": False},
+    ],
+)
+def test_streaming_wsm_step_equals_offline_for_every_mixer_form(mixer_kwargs):
+    """The incremental step's fused WSM projections and combiner (and their
+    fallbacks) give the offline forward, with trained-looking LayerNorms:
+    scales and shifts away from 1 and 0, so folding them is checked."""
+    torch.manual_seed(1)
+    enc = StreamingEncoder(
+        2,
+        D,
+        nhead=2,
+        d_ffn=32,
+        mixer="swsm",
+        kernel_size=3,
+        left_context=5,
+        right_context=2,
+        low_latency=True,
+        dropout=0.0,
+        mixer_kwargs=mixer_kwargs,
+    ).eval()
+    with torch.no_grad():
+        for m in enc.modules():
+            if isinstance(m, torch.nn.LayerNorm) and m.weight is not None:
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.normal_(0.0, 0.3)
+        x = torch.randn(2, 41, D)
+        full, _ = enc(x)
+        for chunk in (1, 4):
+            outs, state = [], None
+            for i in range(0, 41, chunk):
+                y, state = enc.stream(x[:, i : i + chunk], state)
+                outs.append(y)
+            outs.append(enc.stream(None, state, final=True)[0])
+            torch.testing.assert_close(torch.cat(outs, 1), full, atol=2e-5, rtol=1e-4)
+
+
 @pytest.mark.parametrize(("mixer", "low_latency"), STREAM_CASES)
 def test_stream_equals_padded_batch(mixer, low_latency):
     """Each utterance of a padded batch, streamed alone (and shorter than the

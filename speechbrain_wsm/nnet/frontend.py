@@ -4,7 +4,7 @@
 :class:`~speechbrain_wsm.models.wav2vec2.FbankLatentExtractor` (per-utterance
 standardisation) and
 :class:`~speechbrain_wsm.nnet.streaming_frontend.StreamingFbankExtractor`
-(per-frame normalisation) share: the STFT, the mel filterbank, the strided
+(per-frame or running normalisation) share: the STFT, the mel filterbank, the strided
 convolution blocks and their frame counts. It lives at the layer floor
 (``nnet``) so that the streaming front end needs nothing from ``models``.
 """

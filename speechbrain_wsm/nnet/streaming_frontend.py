@@ -221,7 +221,7 @@ class WaveformStreamer:
         if not isinstance(fe, StreamingFbankExtractor):
             raise ValueError(
                 "WaveformStreamer needs a StreamingFbankExtractor front end "
-                f"(per-frame normalisation), got {type(fe).__name__}"
+                f"(per-frame or running normalisation), got {type(fe).__name__}"
             )
         if getattr(context, "pos_conv", None) is not None:
             raise ValueError(

@@ -70,7 +70,9 @@ def test_causal_flag_contradicting_lookahead_is_refused():
         StreamingEncoder(2, D, nhead=2, d_ffn=32, mixer="mhsa")
 
 
-def _encoder(mixer, low_latency=False, layers=4, R=2, L=8, arch="conformer"):
+def _encoder(
+    mixer, low_latency=False, layers=4, R=2, L=8, arch="conformer", mixer_kwargs=None
+):
     torch.manual_seed(1)
     return StreamingEncoder(
         layers,
@@ -84,6 +86,7 @@ def _encoder(mixer, low_latency=False, layers=4, R=2, L=8, arch="conformer"):
         right_context=R,
         low_latency=low_latency,
         dropout=0.0,
+        mixer_kwargs=mixer_kwargs,
     ).eval()
 
 
@@ -202,20 +205,7 @@ def test_streaming_wsm_step_equals_offline_for_every_mixer_form(mixer_kwargs):
     """The incremental step's fused WSM projections and combiner (and their
     fallbacks) give the offline forward, with trained-looking LayerNorms:
     scales and shifts away from 1 and 0, so folding them is checked."""
-    torch.manual_seed(1)
-    enc = StreamingEncoder(
-        2,
-        D,
-        nhead=2,
-        d_ffn=32,
-        mixer="swsm",
-        kernel_size=3,
-        left_context=5,
-        right_context=2,
-        low_latency=True,
-        dropout=0.0,
-        mixer_kwargs=mixer_kwargs,
-    ).eval()
+    enc = _encoder("swsm", True, layers=2, R=2, L=5, mixer_kwargs=mixer_kwargs)
     with torch.no_grad():
         for m in enc.modules():
             if isinstance(m, torch.nn.LayerNorm) and m.weight is not None:

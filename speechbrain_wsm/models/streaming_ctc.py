@@ -73,6 +73,10 @@ class StreamingFbankCTC(nn.Module):
         ``"running"``: each mel bin by running statistics of the training
         data, fixed at inference
         (:class:`~speechbrain_wsm.nnet.streaming_frontend.RunningFbankNorm`).
+    frontend_conv : str
+        ``"1d"``: the front end convolves over time with the mel bins as
+        channels; ``"2d"``: over time and mel bins, ``channels`` feature maps
+        (:class:`~speechbrain_wsm.nnet.frontend.FbankConvFrontEnd`).
 
     Example
     -------
@@ -107,6 +111,7 @@ class StreamingFbankCTC(nn.Module):
         dynamic_left_prob: float = 0.6,
         min_left_context: int = 8,
         fbank_norm: str = "frame",
+        frontend_conv: str = "1d",
     ):
         super().__init__()
         if not isinstance(encoder, StreamingEncoder):
@@ -125,6 +130,7 @@ class StreamingFbankCTC(nn.Module):
             list(strides),
             sample_rate,
             norm=fbank_norm,
+            conv=frontend_conv,
         )
         self.sample_rate = sample_rate
         self.projection = nn.Linear(self.frontend.out_dim, encoder.d_model)

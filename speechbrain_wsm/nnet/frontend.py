@@ -17,7 +17,13 @@ import torch
 from speechbrain.processing.features import STFT, Filterbank
 from torch import nn
 
-__all__ = ["FrameCounter", "check_waveform", "ConvBlock", "FbankConvFrontEnd"]
+__all__ = [
+    "FrameCounter",
+    "check_waveform",
+    "ConvBlock",
+    "ConvBlock2d",
+    "FbankConvFrontEnd",
+]
 
 
 class FrameCounter:
@@ -77,15 +83,17 @@ def check_waveform(
 
 class FbankConvFrontEnd(nn.Module):
     """Log-mel filterbank (25 ms windows every 10 ms, not centred) and
-    ``Conv1d -> LayerNorm -> GELU`` blocks with a final LayerNorm; subclasses
-    say how the filterbank is normalised (their ``forward``).
+    ``Conv -> LayerNorm -> GELU`` blocks (1-D or 2-D, ``conv``) with a final
+    LayerNorm; subclasses say how the filterbank is normalised (their
+    ``forward``).
 
     Arguments
     ---------
     n_mels : int
         Mel bins.
     channels : sequence of int
-        Output channels of each convolution; the last is ``out_dim``.
+        Output channels of each convolution; the last is ``out_dim`` (2-D:
+        ``out_dim`` is the last times the remaining mel bins).
     kernel_sizes, strides : sequence of int
         Kernel and stride of each convolution.
     sample_rate : int
@@ -96,11 +104,20 @@ class FbankConvFrontEnd(nn.Module):
         Analysis window and hop (ms).
     dropout : float
         Dropout after each convolution block.
+    conv : str
+        ``"1d"``: convolutions over time with the mel bins as channels;
+        ``"2d"``: over time and mel bins (``channels`` are then feature maps;
+        each block halves the bins, "same" padding along them, valid along
+        time as in 1-D), flattened to ``channels[-1] * bins`` features per
+        frame; like SpeechBrain's 2-D subsampling of the offline recipes,
+        which divides the bins by each time stride instead of by 2.
 
     Example
     -------
     >>> FbankConvFrontEnd(n_mels=20, channels=[16, 16]).output_lengths(16000)
     tensor(46)
+    >>> FbankConvFrontEnd(n_mels=20, channels=[4, 8], conv="2d").out_dim  # 8 x 5 bins
+    40
     """
 
     def __init__(
@@ -114,8 +131,11 @@ class FbankConvFrontEnd(nn.Module):
         win_length: float = 25,
         hop_length: float = 10,
         dropout: float = 0.0,
+        conv: str = "1d",
     ):
         super().__init__()
+        if conv not in ("1d", "2d"):
+            raise ValueError(f"conv must be '1d' or '2d', got {conv!r}")
         if not len(channels) == len(kernel_sizes) == len(strides):
             raise ValueError(
                 f"channels {list(channels)}, kernel_sizes {list(kernel_sizes)} and "
@@ -136,16 +156,28 @@ class FbankConvFrontEnd(nn.Module):
             f_max=sample_rate // 2,
             freeze=True,
         )
-        blocks, in_dim = [], n_mels
+        self.conv2d = conv == "2d"
+        blocks, in_dim, bins = [], 1 if self.conv2d else n_mels, n_mels
         for out_dim, k, s in zip(channels, kernel_sizes, strides, strict=True):
-            blocks.append(ConvBlock(in_dim, out_dim, k, s, dropout))
-            in_dim = out_dim
+            block = ConvBlock2d if self.conv2d else ConvBlock
+            blocks.append(block(in_dim, out_dim, k, s, dropout))
+            in_dim, bins = out_dim, (bins + 1) // 2
         self.blocks = nn.ModuleList(blocks)
+        if self.conv2d:
+            in_dim *= bins
         self.norm = nn.LayerNorm(in_dim)
         self.out_dim = in_dim
         hop = self.stft.hop_length
         self.output_lengths = FrameCounter([n_fft, *kernel_sizes], [hop, *strides])
         self._fbank_frames = FrameCounter([n_fft], [hop])
+
+    def convolve(self, feats: torch.Tensor) -> torch.Tensor:
+        """Normalised filterbank ``[batch, frame, n_mels]`` -> latents
+        ``[batch, frame', out_dim]`` (the blocks and the final LayerNorm)."""
+        x = feats.unsqueeze(-1) if self.conv2d else feats
+        for block in self.blocks:
+            x = block(x)
+        return self.norm(x.flatten(2) if self.conv2d else x)
 
 
 class ConvBlock(nn.Module):
@@ -160,4 +192,24 @@ class ConvBlock(nn.Module):
 
     def forward(self, x):
         x = self.conv(x.transpose(1, 2)).transpose(1, 2)
+        return self.drop(self.act(self.norm(x)))
+
+
+class ConvBlock2d(nn.Module):
+    """``Conv2d -> LayerNorm (channels) -> GELU -> Dropout`` on ``[B, T, F, C]``:
+    kernel ``(kernel_size, 3)``, stride ``(stride, 2)``; valid along time (a
+    frame reads a bounded window, as :class:`ConvBlock`), "same" along the
+    mel bins (``ceil(F / 2)`` out)."""
+
+    def __init__(self, in_ch, out_ch, kernel_size, stride, dropout):
+        super().__init__()
+        self.conv = nn.Conv2d(
+            in_ch, out_ch, (kernel_size, 3), (stride, 2), padding=(0, 1), bias=False
+        )
+        self.norm = nn.LayerNorm(out_ch)
+        self.act = nn.GELU()
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x):
+        x = self.conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
         return self.drop(self.act(self.norm(x)))

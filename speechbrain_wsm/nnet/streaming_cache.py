@@ -670,10 +670,11 @@ class StepPlan:
         summed in another order: equal to float rounding.
         """
         fused = self.fused_comb.get(mixer)
-        if fused is None or local is None:
+        if fused is None:
             return mixer._combine(local, summaries, dtype, n)
         wt, bias, eps, act = fused
-        parts = torch.stack([local.to(dtype)] + list(summaries), dim=-2)
+        parts = [] if local is None else [local.to(dtype)]  # lite: no local
+        parts = torch.stack(parts + list(summaries), dim=-2)
         C = parts.shape[-1]
         normed = F.layer_norm(parts, (C,), eps=eps).flatten(-2)
         y = torch.addmm(bias.to(dtype), normed.reshape(-1, wt.shape[0]), wt.to(dtype))
@@ -708,8 +709,8 @@ class StepPlan:
 def _fuse_projections(mixer):
     """The grouped layers of a ``full`` mixer's local and summary MLPs as one
     stack (see :meth:`StepPlan.branches`), its activation and the local
-    output size per group; None where the two MLPs differ in depth, groups or
-    activation, or the projections are recomputed or not grouped."""
+    output size per group; None unless the mixer is ``full`` and its two
+    MLPs agree in depth, groups and activation."""
     lp, sp = mixer.local_proj, mixer.summary_proj
     if lp is None or sp is None or mixer.mode != "full":
         return None

@@ -108,10 +108,7 @@ class StreamingFbankExtractor(FbankConvFrontEnd):
                 feats = F.layer_norm(feats, feats.shape[-1:])
             if pad is not None:
                 feats = feats.masked_fill(pad.unsqueeze(-1), 0.0)
-        x = feats
-        for block in self.blocks:
-            x = block(x)
-        return self.norm(x)
+        return self.convolve(feats)
 
 
 class RunningFbankNorm(torch.nn.Module):

@@ -205,7 +205,15 @@ def test_streaming_wsm_step_equals_offline_for_every_mixer_form(mixer_kwargs):
     """The incremental step's fused WSM projections and combiner (and their
     fallbacks) give the offline forward, with trained-looking LayerNorms:
     scales and shifts away from 1 and 0, so folding them is checked."""
+    from speechbrain_wsm.nnet.streaming_cache import step_plan
+
     enc = _encoder("swsm", True, layers=2, R=2, L=5, mixer_kwargs=mixer_kwargs)
+    plan = step_plan(enc)
+    mode = mixer_kwargs.get("mode", "full")
+    fused_proj = mode == "full" and "local_proj_hid_dims" not in mixer_kwargs
+    fused_comb = mixer_kwargs.get("layernorm", True)
+    assert bool(plan.fused_proj) == fused_proj  # the path under test is taken
+    assert bool(plan.fused_comb) == fused_comb
     with torch.no_grad():
         for m in enc.modules():
             if isinstance(m, torch.nn.LayerNorm) and m.weight is not None:
@@ -415,6 +423,42 @@ def test_running_fbank_norm_learns_in_training_and_streams_exactly():
     torch.testing.assert_close(torch.cat([a, b], 1), full, atol=1e-4, rtol=1e-4)
     with pytest.raises(ValueError, match="norm must be"):
         model("utterance")
+
+
+def test_2d_front_end_reads_no_future_and_streams_exactly():
+    """``frontend_conv="2d"``: convolutions over time and mel bins (feature
+    maps flattened with the halved bins), valid along time, so a latent frame
+    depends on its own window of audio only and the recogniser streams
+    exactly as its offline forward; a wrong ``conv`` is a one-line error."""
+    from speechbrain_wsm.models.streaming_ctc import StreamingFbankCTC
+    from speechbrain_wsm.nnet.streaming_frontend import StreamingFbankExtractor
+
+    fe = StreamingFbankExtractor(20, [4, 8], strides=[2, 2], conv="2d").eval()
+    assert fe.out_dim == 8 * 5  # 20 bins -> 10 -> 5
+    wav = torch.randn(1, 16000)
+    with torch.no_grad():
+        y = fe(wav)
+        n = int(fe.output_lengths(8000))
+        torch.testing.assert_close(fe(wav[:, :8000]), y[:, :n], atol=1e-5, rtol=1e-5)
+    torch.manual_seed(0)
+    m = StreamingFbankCTC(
+        _encoder("swsm", True, layers=2, R=1, L=4),
+        30,
+        n_mels=20,
+        channels=(4, 8),
+        strides=(2, 2),
+        frontend_conv="2d",
+    ).eval()
+    with torch.no_grad():
+        full, _ = m(wav)
+        outs, state = [], None
+        for i in range(0, 16000, 1234):
+            out, state = m.stream(wav[:, i : i + 1234], state)
+            outs.append(out)
+        outs.append(m.stream(None, state, final=True)[0])
+    torch.testing.assert_close(torch.cat(outs, 1), full, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="conv must be"):
+        StreamingFbankExtractor(20, [4, 8], conv="3d")
 
 
 def test_benchmark_quick_run_writes_its_table(tmp_path, capsys):

@@ -62,10 +62,7 @@ class FbankLatentExtractor(FbankConvFrontEnd):
             feats = torch.log(feats.clamp(min=1e-10))
             frames = None if lengths is None else self._fbank_frames(lengths)
             feats = standardize(feats, frames)
-        x = feats
-        for block in self.blocks:
-            x = block(x)
-        return self.norm(x)
+        return self.convolve(feats)
 
 
 class WaveformLatentExtractor(W2VLatentExtractor):

@@ -55,14 +55,16 @@ class ConcatCombinerSM(SummaryMixing):
 
 
 def mixer_specs(
-    windows, compiled=(), recompute=()
+    windows, compiled=(), recompute=(), plain=()
 ) -> dict[str, tuple[str | type, dict, bool]]:
     """Benchmark label -> (registry name or class, mixer kwargs, compiled).
 
     Every label in ``compiled`` gets a ``<label>_compiled`` twin run through
     ``torch.compile``, every SM or WSM label in ``recompute`` a
-    ``<label>_recompute`` twin that recomputes its projections in backward;
-    twins are timed in the same interleaved rounds as the originals.
+    ``<label>_recompute`` twin that recomputes its projections in backward,
+    and every one in ``plain`` a ``<label>_plain`` twin trained through
+    autograd's own backward (``lean=False``) instead of the memory-lean
+    default; twins are timed in the same interleaved rounds as the originals.
     """
     specs = {
         "sdpa": ("sdpa", {}, False),
@@ -76,6 +78,7 @@ def mixer_specs(
     for option, labels, valid in (
         ("--compile", compiled, list(specs)),
         ("--recompute", recompute, summary_mixers),
+        ("--plain", plain, summary_mixers),
     ):
         unknown = sorted(set(labels) - set(valid))
         if unknown:
@@ -88,6 +91,9 @@ def mixer_specs(
     for label in recompute:
         name, kwargs, _ = specs[label]
         specs[f"{label}_recompute"] = (name, {**kwargs, "recompute": True}, False)
+    for label in plain:
+        name, kwargs, _ = specs[label]
+        specs[f"{label}_plain"] = (name, {**kwargs, "lean": False}, False)
     return specs
 
 
@@ -126,7 +132,7 @@ class LayerStep:
 def run(args) -> list[dict]:
     preload("speechbrain_wsm.bench.layers")
     rows = []
-    specs = mixer_specs(args.windows, args.compile, args.recompute)
+    specs = mixer_specs(args.windows, args.compile, args.recompute, args.plain)
 
     settings = f"d_model {args.d_model}, {args.nhead} heads, batch {args.batch}"
     for device, dtype in step_devices(args, settings):
@@ -317,6 +323,15 @@ def parse_args(argv=None):
         metavar="LABEL",
         help="SM / WSM mixers (e.g. sm wsm_w32) also run with recompute=True "
         "(projections recomputed in backward), as <label>_recompute",
+    )
+    p.add_argument(
+        "--plain",
+        nargs="*",
+        default=[],
+        metavar="LABEL",
+        help="SM / WSM mixers (e.g. sm wsm_w32) also trained through autograd's "
+        "own backward (lean=False), as <label>_plain: what the memory-lean "
+        "default costs in time",
     )
     p.add_argument("--no-plot", action="store_true")
     return p.parse_args(argv)

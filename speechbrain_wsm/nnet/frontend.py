@@ -181,11 +181,15 @@ class FbankConvFrontEnd(nn.Module):
 
 
 class ConvBlock(nn.Module):
-    """``Conv1d (valid) -> LayerNorm (channels) -> GELU -> Dropout`` on [B, T, C]."""
+    """``Conv1d -> LayerNorm (channels) -> GELU -> Dropout`` on [B, T, C]:
+    valid in time (``padding=0``, the streaming front ends) or padded by
+    ``padding`` frames each side (the offline recogniser's "same" blocks)."""
 
-    def __init__(self, in_dim, out_dim, kernel_size, stride, dropout):
+    def __init__(self, in_dim, out_dim, kernel_size, stride, dropout, padding=0):
         super().__init__()
-        self.conv = nn.Conv1d(in_dim, out_dim, kernel_size, stride, bias=False)
+        self.conv = nn.Conv1d(
+            in_dim, out_dim, kernel_size, stride, padding=padding, bias=False
+        )
         self.norm = nn.LayerNorm(out_dim)
         self.act = nn.GELU()
         self.drop = nn.Dropout(dropout)

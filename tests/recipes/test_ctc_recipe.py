@@ -124,8 +124,9 @@ def test_mhsa_variant_is_relative_positional_attention(tmp_path):
     assert encoder.positional_encoding == "none"
 
 
+@pytest.mark.parametrize("frontend_conv", ["2d", "1d"])
 @pytest.mark.parametrize("dropout", [0.0, 0.25])
-def test_dropout_reaches_the_subsampling_convolutions(tmp_path, dropout):
+def test_dropout_reaches_the_subsampling_convolutions(tmp_path, dropout, frontend_conv):
     """``--dropout`` sets every dropout of the front end too: SpeechBrain's
     ConvolutionFrontEnd has its own (0.1), which an override of the encoder's
     dropout alone left on."""
@@ -138,6 +139,7 @@ def test_dropout_reaches_the_subsampling_convolutions(tmp_path, dropout):
             "--data_folder=x",
             *(f"--{k}={v}" for k, v in TINY.items() if k != "device"),
             f"--dropout={dropout}",
+            f"--frontend_conv={frontend_conv}",
         ]
     )
     drops = [

@@ -170,9 +170,9 @@ def test_step_seconds_times_the_recipes_own_model(tmp_path):
     assert torch.get_num_threads() == threads  # timed on one thread, then restored
 
 
-def test_the_streaming_front_end_is_as_wide_as_the_encoder(tmp_path, monkeypatch):
-    """The streaming recogniser's front end is 1-D convolutions whose channels
-    are its latent width: never the offline 2-D front end's [16, 32]."""
+def test_both_front_ends_are_1d_and_as_wide_as_the_encoder(tmp_path, monkeypatch):
+    """Both recognisers' front ends are 1-D convolutions whose channels are
+    the latent's width (never a [16, 32] bottleneck)."""
     from speechbrain_wsm import demo
 
     d = demo.Demo(demo.parse_args(["--workdir", str(tmp_path)]))
@@ -182,5 +182,6 @@ def test_the_streaming_front_end_is_as_wide_as_the_encoder(tmp_path, monkeypatch
     offline = d.scratch_job("wsm", ["train-synth"], tmp_path / "o", 100)
     assert stream["overrides"]["frontend_channels"] == [d.s["d_model"]] * 2
     assert "cnn_channels" not in stream["overrides"]
-    assert offline["overrides"]["cnn_channels"] == [16, 32]
+    assert offline["overrides"]["cnn_channels"] == [d.s["d_model"]] * 2
+    assert offline["overrides"]["frontend_conv"] == "1d"
     assert "frontend_channels" not in offline["overrides"]

@@ -81,6 +81,10 @@ def test_compile_adds_compiled_twins_of_named_mixers(monkeypatch):
     assert specs["wsm_w8"][2] is False and "sm_compiled" not in specs
     lean = layers.mixer_specs([8], recompute=["sm"])["sm_recompute"]
     assert lean == ("sm", {"recompute": True}, False)
+    plain = layers.mixer_specs([8], plain=["wsm_w8"])["wsm_w8_plain"]
+    assert plain == ("wsm", {"window_size": 8, "lean": False}, False)
+    step = layers.LayerStep(*plain[:2], 0.2, 1, 16, 2, torch.float32, False)
+    step("cpu")()  # the registry's mixers take lean=False
     try:
         layers.mixer_specs([8], recompute=["sdpa"])  # attention has no projections MLP
     except SystemExit as e:

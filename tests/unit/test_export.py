@@ -92,12 +92,17 @@ def test_torch_chunk_step_equals_offline(audio):
         runner.feed(audio[:10].numpy())
 
 
-@pytest.mark.parametrize("mixer", ["sm", "wsm"])
-def test_offline_export_of_summary_mixing(tmp_path, audio, mixer):
+@pytest.mark.parametrize(
+    "mixer,frontend_conv", [("sm", "2d"), ("wsm", "2d"), ("wsm", "1d")]
+)
+def test_offline_export_of_summary_mixing(tmp_path, audio, mixer, frontend_conv):
     torch.manual_seed(0)
     kwargs = {"window_size": 4} if mixer == "wsm" else {}
     enc = MixerEncoder(2, 32, nhead=2, d_ffn=64, mixer=mixer, mixer_kwargs=kwargs)
-    model = FbankCTC(enc, 30, 32, n_mels=20, cnn_channels=(8, 8)).eval()
+    channels = (8, 8) if frontend_conv == "2d" else (32, 32)
+    model = FbankCTC(
+        enc, 30, 32, n_mels=20, cnn_channels=channels, frontend_conv=frontend_conv
+    ).eval()
     path = export_offline(model, tmp_path / "m.onnx")
     _standard_ops_only(path)
     # FbankCTC's SpeechBrain Fbank is float32: its quietest bins' log energies

@@ -51,7 +51,6 @@ import argparse
 import csv
 import json
 import math
-import os
 import re
 import shutil
 import sys
@@ -130,12 +129,14 @@ def sizes(quick: bool, scale: float) -> dict:
 
 #: the stage that fits the from-scratch steps to the CPU, and its marker's name
 FIT_STAGE = "steps for this CPU"
-#: a from-scratch recipe step over the bare training step that fit_steps
-#: times: data loading and augmentation in the training process, gradient
-#: clipping, logging and the validations. Measured: on the 2-core AMD EPYC
-#: without AVX512 (fp32, three runs side by side, 2026-12-05), 1716 steps
-#: took 1769 s with decoding against 1500 s foreseen at 1.25 (README)
-RECIPE_OVERHEAD = 1.35
+#: a from-scratch recipe step over the training step that fit_steps times
+#: side by side: data loading in the training process, gradient clipping,
+#: logging and the validations. Measured: on the 2-core Intel Xeon with AMX
+#: (bf16, 2026-12-06) the stage took 0.71 s a step (2155 steps, decoding
+#: included) where the three models' steps timed side by side took at most
+#: 0.42-0.47 s (three timings). Before, on an AMD EPYC without AVX512, steps
+#: timed alone and divided over the cores: 1.03 s a step against 0.70 s
+RECIPE_OVERHEAD = 1.6
 #: minutes kept for decoding every test set greedily and with the LM, the
 #: transcriptions and the report, when the steps are fitted to the budget
 DECODE_MINUTES = 3.0
@@ -143,14 +144,21 @@ DECODE_MINUTES = 3.0
 MIN_STEPS = 400
 
 
-def step_seconds(job: dict, batch: int = 10, seconds: float = 6.0) -> float:
+def step_seconds(
+    job: dict, batch: int = 10, seconds: float = 6.0, barrier=None
+) -> float:
     """Seconds of one training step of a recipe job's model on one thread.
 
     The model is built from the job's YAML and overrides as the recipe
     builds it; a step is forward, CTC loss, backward and AdamW on ``batch``
     utterances of ``seconds`` each (the demo's 60 s batches), under the
-    job's precision. The fastest of two timed steps after one warm-up.
+    job's precision: the median of three timed steps after one warm-up,
+    plus the recipe's waveform augmentation of such a batch when the job
+    turns it on (the mean of three draws; each draws its own augmentations).
+    ``barrier``: waited on before the timed steps, so that steps timed in
+    several processes run at the same time (:func:`side_by_side_step_seconds`).
     """
+    import statistics
     import tempfile
     import time
 
@@ -174,8 +182,11 @@ def step_seconds(job: dict, batch: int = 10, seconds: float = 6.0) -> float:
             targets = torch.randint(
                 1, hp["output_neurons"], (batch, int(12 * seconds)), generator=gen
             )
-            times = []
-            for _ in range(3):
+            augment = hp.get("wav_augment")
+            if augment is None or not augment.augmentations:
+                augment = None
+
+            def train_step():
                 start = time.perf_counter()
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                     log_probs, _ = model(wavs, lens)
@@ -189,34 +200,80 @@ def step_seconds(job: dict, batch: int = 10, seconds: float = 6.0) -> float:
                 loss.backward()
                 opt.step()
                 opt.zero_grad()
-                times.append(time.perf_counter() - start)
+                return time.perf_counter() - start
+
+            def augment_step():
+                start = time.perf_counter()
+                augment(wavs, lens)
+                return time.perf_counter() - start
+
+            train_step()
+            if barrier is not None:
+                barrier.wait()
+            step = statistics.median(train_step() for _ in range(3))
+            if augment is not None:
+                step += statistics.mean(augment_step() for _ in range(3))
+    except Exception:
+        if barrier is not None:  # never leave the other timers waiting
+            barrier.abort()
+        raise
     finally:
         torch.set_num_threads(threads)
-    return min(times[1:])
+    return step
+
+
+def side_by_side_step_seconds(jobs: dict[str, dict]) -> dict[str, float]:
+    """:func:`step_seconds` of every job, timed while all of them run at once,
+    one process and one thread each, as the demo trains them.
+
+    Timed alone, a step does not tell what it costs beside others: on the
+    2-core Intel Xeon with AMX (2026-12-06) the demo's WSM step took 0.21 s
+    alone and 0.54 s with the three models side by side, 1.7x more than
+    their share of the cores foretold (caches and the matrix units shared).
+    """
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    ctx = mp.get_context("spawn")
+    with ctx.Manager() as manager:
+        barrier = manager.Barrier(len(jobs), timeout=600)
+        with ProcessPoolExecutor(len(jobs), mp_context=ctx) as pool:
+            futures = {
+                name: pool.submit(step_seconds, job, barrier=barrier)
+                for name, job in jobs.items()
+            }
+            errors = [f.exception() for f in futures.values()]
+    # the cause, not the broken barrier it left the others at
+    for error in sorted(filter(None, errors), key=_is_broken_barrier):
+        raise error
+    return {name: f.result() for name, f in futures.items()}
+
+
+def _is_broken_barrier(error: BaseException) -> bool:
+    import threading
+
+    return isinstance(error, threading.BrokenBarrierError)
 
 
 def fit_step_count(
-    seconds: dict[str, float], cores: int, budget: float, most: int
+    seconds: dict[str, float], budget: float, most: int
 ) -> tuple[int, float]:
     """Steps of runs trained side by side that fit ``budget`` seconds.
 
-    ``seconds``: one training step of each run on one thread. The runs share
-    ``cores``, so a step of all of them costs their CPU time over the cores
-    (or the slowest one's, where there are cores to spare), times
-    :data:`RECIPE_OVERHEAD`. Returns (steps, seconds per step): at most
-    ``most``, at least :data:`MIN_STEPS`.
+    ``seconds``: one training step of each run, timed side by side
+    (:func:`side_by_side_step_seconds`). A step of the stage costs the
+    slowest run's step, times :data:`RECIPE_OVERHEAD`. Returns (steps,
+    seconds per step): at most ``most``, at least :data:`MIN_STEPS`.
 
     Example
     -------
-    >>> steps, per_step = fit_step_count({"a": 1.0, "b": 1.0, "c": 1.0}, 2, 2026.0, 2155)
+    >>> steps, per_step = fit_step_count({"a": 1.0, "b": 0.8}, 1200.0, 2155)
     >>> steps, round(per_step, 3)
-    (1000, 2.025)
-    >>> fit_step_count({"a": 0.2}, 2, 2025.0, 2155)[0]  # fast: all of them
+    (1000, 1.2)
+    >>> fit_step_count({"a": 0.2}, 1200.0, 2155)[0]  # fast: all of them
     2155
     """
-    per_step = RECIPE_OVERHEAD * max(
-        max(seconds.values()), sum(seconds.values()) / min(cores, len(seconds))
-    )
+    per_step = RECIPE_OVERHEAD * max(seconds.values())
     return max(MIN_STEPS, min(most, int(budget / per_step))), per_step
 
 
@@ -477,10 +534,10 @@ class Demo:
         """Fit the from-scratch step count to ``--minutes`` on this machine.
 
         The three from-scratch models' training steps are timed on a batch of
-        the demo's size, one thread each (:func:`step_seconds`); the three
-        run side by side, so a step of the stage costs their CPU time over
-        the cores, times the recipe's own overhead (data, augmentation,
-        validation: :data:`RECIPE_OVERHEAD`). What the budget leaves after
+        the demo's size, side by side, one process and thread each, as they
+        train (:func:`side_by_side_step_seconds`); a step of the stage costs
+        the slowest one's, times the recipe's own overhead (data loading,
+        logging, validation: :data:`RECIPE_OVERHEAD`). What the budget leaves after
         the stages so far and the decoding (:data:`DECODE_MINUTES`) is
         divided by it; never more than the default's steps, never fewer than
         :data:`MIN_STEPS` (CTC's blank plateau: below that the models learn
@@ -490,18 +547,15 @@ class Demo:
         facts = {"steps": most, "most": most, "fitted": False}
         if self.args.quick or self.args.device != "cpu" or self.args.minutes <= 0:
             return facts
-        seconds = {
-            m: step_seconds(self.scratch_job(m, self.train_sets(), self.work, steps=1))
-            for m in MIXERS
-        }
+        seconds = side_by_side_step_seconds(
+            {m: self.scratch_job(m, self.train_sets(), self.work, 1) for m in MIXERS}
+        )
         spent = sum(
             (stage_facts(self.work, st.name) or {}).get("seconds", 0.0)
             for st in self.stages()
         )
         left = 60 * (self.args.minutes - DECODE_MINUTES) - spent
-        steps, per_step = fit_step_count(
-            seconds, len(os.sched_getaffinity(0)), left, most
-        )
+        steps, per_step = fit_step_count(seconds, left, most)
         return {
             **facts,
             "steps": steps,

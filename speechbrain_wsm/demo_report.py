@@ -80,9 +80,9 @@ def _fit_note(fit: dict | None) -> list[str]:
         else f"All {fit['steps']} steps fit `--minutes` on this CPU"
     )
     return [
-        f"{head} (one training step, one thread: {timed}; "
-        f"{fit['stage_step_seconds']:.2f} s per step with the three side by side "
-        "and the recipe's overhead). On a slower CPU the demo trains fewer "
+        f"{head} (one training step of each, timed with the three side by "
+        f"side, one thread each: {timed}; {fit['stage_step_seconds']:.2f} s per "
+        "step of the stage with the recipe's overhead). On a slower CPU the demo trains fewer "
         "steps and ends at a higher error; `--minutes 0` trains them all.",
         "",
     ]

@@ -123,36 +123,27 @@ def test_reverberation_is_a_choice_with_its_own_stage(tmp_path):
 
 
 def test_the_steps_fit_the_budget_on_a_slow_cpu_and_never_exceed_the_default():
-    """Three runs side by side on two cores: their CPU time over the cores."""
+    """Runs side by side, timed side by side: the slowest one sets the pace."""
     from speechbrain_wsm.demo import MIN_STEPS, RECIPE_OVERHEAD, fit_step_count
 
     slow = {"mhsa": 1.6, "sm": 1.2, "wsm": 1.1}
-    steps, per_step = fit_step_count(slow, 2, 1500.0, 2155)
-    assert per_step == pytest.approx(RECIPE_OVERHEAD * 3.9 / 2)
+    steps, per_step = fit_step_count(slow, 1500.0, 2155)
+    assert per_step == pytest.approx(RECIPE_OVERHEAD * 1.6)
     assert steps == int(1500.0 / per_step) < 2155
     # a CPU twice as fast trains twice the steps, up to the default's
-    assert fit_step_count({k: v / 2 for k, v in slow.items()}, 2, 1500.0, 2155)[0] in (
+    assert fit_step_count({k: v / 2 for k, v in slow.items()}, 1500.0, 2155)[0] in (
         2 * steps,
         2 * steps + 1,
     )
-    assert (
-        fit_step_count({k: v / 10 for k, v in slow.items()}, 2, 1500.0, 2155)[0] == 2155
-    )
-    # one core each: the slowest run sets the pace
-    assert fit_step_count(slow, 4, 1500.0, 2155)[1] == pytest.approx(
-        RECIPE_OVERHEAD * 1.6
-    )
+    assert fit_step_count({k: v / 10 for k, v in slow.items()}, 1500.0, 2155)[0] == 2155
     # a budget spent elsewhere still leaves the plateau
-    assert fit_step_count(slow, 2, 10.0, 2155)[0] == MIN_STEPS
+    assert fit_step_count(slow, 10.0, 2155)[0] == MIN_STEPS
 
 
-def test_step_seconds_times_the_recipes_own_model(tmp_path):
-    """The model timed is the recipe YAML's, with the job's overrides."""
-    import torch
-
+def _tiny_job(tmp_path):
     from speechbrain_wsm import demo
 
-    job = {
+    return {
         "hparams": demo.SCRATCH / "hparams" / "conformer_wsm.yaml",
         "overrides": {
             "data_folder": tmp_path,
@@ -164,10 +155,36 @@ def test_step_seconds_times_the_recipes_own_model(tmp_path):
         },  # fmt: skip
         "run_opts": ["--device=cpu"],
     }
+
+
+def test_step_seconds_times_the_recipes_own_model(tmp_path):
+    """The model timed is the recipe YAML's, with the job's overrides."""
+    import torch
+
+    from speechbrain_wsm import demo
+
     threads = torch.get_num_threads()
-    t = demo.step_seconds(job, batch=2, seconds=1.0)
+    t = demo.step_seconds(_tiny_job(tmp_path), batch=2, seconds=1.0)
     assert 0.0 < t < 30.0
     assert torch.get_num_threads() == threads  # timed on one thread, then restored
+
+
+def test_steps_are_timed_side_by_side_and_a_failing_one_stops_the_others(tmp_path):
+    """The fit times every model while the others run (one process each, a
+    barrier before the timed steps); a model that cannot be built aborts
+    the barrier instead of leaving the others waiting."""
+    import time
+
+    from speechbrain_wsm import demo
+
+    job = _tiny_job(tmp_path)
+    times = demo.side_by_side_step_seconds({"a": job, "b": job})
+    assert set(times) == {"a", "b"} and all(t > 0 for t in times.values())
+    broken = {**job, "overrides": {**job["overrides"], "d_model": 33}}  # 33 % 2 heads
+    start = time.monotonic()
+    with pytest.raises(ValueError, match="33"):  # the cause, not a broken barrier
+        demo.side_by_side_step_seconds({"good": job, "broken": broken})
+    assert time.monotonic() - start < 120  # not the barrier's 600 s timeout
 
 
 def test_both_front_ends_are_1d_and_as_wide_as_the_encoder(tmp_path, monkeypatch):

@@ -11,11 +11,13 @@ CPU cores) runs, with a line per stage:
    reader, a voice never heard);
 2. builds a word 3-gram language model and a lexicon from public-domain text
    that holds no dev or test sentence;
-3. times one training step of each from-scratch model and fits the step
-   count (at most 2155) to ``--minutes`` (30) on this CPU;
+3. times one training step of each from-scratch model, side by side as
+   they train, and fits the step count (at most 2155) to ``--minutes`` (30)
+   on this CPU;
 4. trains the from-scratch CTC recipe with MHSA (relative positions), SM and
    WSM Conformers side by side, at equal steps, with the recipe's settings
-   for small data: packed 60 s batches, a slow warm-up and a long hold,
+   for small data: a 1-D convolutional front end, packed 60 s batches, a
+   slow warm-up and a long hold,
    no dropout, bf16 autocast on CPUs that compute it natively,
    SpeechBrain's speed perturbation and noise, and ``train-real-10min``
    mixed into training;
@@ -268,8 +270,8 @@ def fit_step_count(
     Example
     -------
     >>> steps, per_step = fit_step_count({"a": 1.0, "b": 0.8}, 1200.0, 2155)
-    >>> steps, round(per_step, 3)
-    (1000, 1.2)
+    >>> steps, round(per_step, 3)  # the slowest run, times RECIPE_OVERHEAD (1.6)
+    (750, 1.6)
     >>> fit_step_count({"a": 0.2}, 1200.0, 2155)[0]  # fast: all of them
     2155
     """

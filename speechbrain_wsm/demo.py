@@ -57,6 +57,7 @@ import re
 import shutil
 import sys
 from pathlib import Path
+from threading import BrokenBarrierError
 
 from speechbrain_wsm.pipeline import (
     Stage,
@@ -246,15 +247,10 @@ def side_by_side_step_seconds(jobs: dict[str, dict]) -> dict[str, float]:
             }
             errors = [f.exception() for f in futures.values()]
     # the cause, not the broken barrier it left the others at
-    for error in sorted(filter(None, errors), key=_is_broken_barrier):
-        raise error
+    causes = [e for e in errors if e and not isinstance(e, BrokenBarrierError)]
+    if causes or any(errors):
+        raise (causes or list(filter(None, errors)))[0]
     return {name: f.result() for name, f in futures.items()}
-
-
-def _is_broken_barrier(error: BaseException) -> bool:
-    import threading
-
-    return isinstance(error, threading.BrokenBarrierError)
 
 
 def fit_step_count(

@@ -171,6 +171,9 @@ def step_seconds(
     overrides = {
         k: str(v) if isinstance(v, Path) else v for k, v in job["overrides"].items()
     }
+    from speechbrain_wsm.memory import keep_freed_memory
+
+    keep_freed_memory()  # as the recipe trains on CPU (load_hparams)
     bf16 = "--precision=bf16" in job["run_opts"]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

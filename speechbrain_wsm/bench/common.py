@@ -4,12 +4,15 @@
   after a warm-up, and each reports its best round (and the median): noise
   from the rest of the machine then shifts every config alike, which keeps
   the ratios of one run meaningful. ``torch.cuda.synchronize`` brackets each
-  run on GPU.
+  run on GPU. On CPU the timing child keeps freed blocks for reuse
+  (:func:`~speechbrain_wsm.memory.keep_freed_memory`), as the recipes'
+  training processes do.
 * Peak memory on CUDA: ``torch.cuda.max_memory_allocated`` above what was
   allocated before the step (the allocator's own count).
 * Peak memory on CPU: every measurement runs in a fresh child process (from
   a fork server that has done no tensor work). The child makes glibc return
-  every large block to the system on free (``mallopt``), runs one warm-up step
+  every large block to the system on free
+  (:func:`~speechbrain_wsm.memory.release_freed_memory`), runs one warm-up step
   (one-time thread pools and workspaces), resets the kernel's peak-RSS mark
   (``/proc/self/clear_refs``), runs the step again and reports the peak
   resident set minus the resident set before it: what one step really
@@ -34,7 +37,13 @@ from pathlib import Path
 
 import torch
 
-from speechbrain_wsm.memory import peak_rss_bytes, reset_peak_rss, rss_bytes
+from speechbrain_wsm.memory import (
+    keep_freed_memory,
+    peak_rss_bytes,
+    release_freed_memory,
+    reset_peak_rss,
+    rss_bytes,
+)
 
 #: A tiny Hugging Face wav2vec 2.0 / HuBERT / WavLM architecture: 4 layers of
 #: width 32 and a 3-layer CNN with a 320x downsampling (20 ms frames at 16 kHz),
@@ -74,23 +83,6 @@ def machine_description(device: str) -> str:
     )
 
 
-def _release_large_blocks_on_free() -> None:
-    """Serve blocks >= 64 KiB by mmap and unmap them on free (glibc only).
-
-    Without this, glibc keeps freed tensors' pages resident for reuse and a
-    second step's allocations would not show in the resident set.
-    """
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        m_trim_threshold, m_mmap_threshold = -1, -3
-        libc.mallopt(m_mmap_threshold, 64 * 1024)
-        libc.mallopt(m_trim_threshold, 128 * 1024)
-    except (OSError, AttributeError):
-        pass
-
-
 def _sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize(device)
@@ -109,6 +101,8 @@ def time_interleaved(
 
     Returns ``{label: {"time_s": min, "time_median_s": median, "rounds": n}}``.
     """
+    if not device.startswith("cuda"):
+        keep_freed_memory()  # as the recipes train on CPU
     steps, out = {}, {}
     for label, make in makers.items():
         try:
@@ -236,7 +230,7 @@ def _peak_here(make_step, device, include_model=False):
             gc.collect()
             torch.cuda.empty_cache()
             return {"peak_bytes": peak}
-        _release_large_blocks_on_free()
+        release_freed_memory()
         before = rss_bytes()
         step = make_step(device)
         step()  # warm-up: one-time pools, workspaces, optimizer state

@@ -6,7 +6,7 @@ hand, so that it decides what is kept for backward instead of every small
 operation keeping its own input:
 
 * kept: the layer input (cast to the compute dtype, as a matrix product would
-  keep it), the pre-activations of every projection layer but the last, the
+  keep it, in the projections' group-major layout), the pre-activations of every projection layer but the last, the
   combiner's pre-activation, and the dropout masks (bool);
 * recomputed in backward: every activation (elementwise), the last grouped
   projection layer of each branch (a block-diagonal product: ``1 / nhead`` of
@@ -84,8 +84,13 @@ def _act_grad(kind: str, z: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
 
 
 def _to_groups(h: torch.Tensor, groups: int) -> torch.Tensor:
-    """``[..., F]`` -> group-major ``[groups, N, F / groups]`` (a view)."""
-    return h.reshape(-1, groups, h.shape[-1] // groups).transpose(0, 1)
+    """``[..., F]`` -> group-major ``[groups, N, F / groups]`` (a copy).
+
+    Contiguous, because a batched product reads the strided view about 1.3x
+    slower on CPU (d_model 256, 4 groups, 12000 frames, one thread) than the
+    copy costs, and each of these tensors meets two products.
+    """
+    return h.reshape(-1, groups, h.shape[-1] // groups).transpose(0, 1).contiguous()
 
 
 def _from_groups(h: torch.Tensor, lead) -> torch.Tensor:
@@ -323,7 +328,7 @@ def _forward(spec, xd, valid, params, dtype):
     glob = summaries[-1] if not spec.causal else None
     if _recompute_summary(spec):
         summary_z = summary_z[:-1]
-    keep = [xd, valid, c, glob, *masks, *(local_z or []), *summary_z, *params]
+    keep = [h, valid, c, glob, *masks, *(local_z or []), *summary_z, *params]
     return keep, y
 
 
@@ -345,7 +350,7 @@ def _backward(ctx, gy):
     spec, dtype = ctx.spec, ctx.dtype
     B, T, D = ctx.shape
     saved = list(ctx.saved_tensors)
-    xd, valid, c, glob = saved[:4]
+    h, valid, c, glob = saved[:4]
     i = 4
     masks = saved[i : i + _n_parts(spec)] if spec.p > 0 else []
     i += len(masks)
@@ -356,7 +361,6 @@ def _backward(ctx, gy):
     params = saved[i + n_kept :]
     lw, lb, sw, sb, nw, nb, cw, cb = _unpack(spec, params)
     lwd, swd = _cast(lw, dtype), _cast(sw, dtype)
-    h = _to_groups(xd, spec.groups)
     summary_hidden = None
     if _recompute_summary(spec):
         summary_hidden = [_act(spec.kind, z) for z in summary_z]
@@ -366,7 +370,7 @@ def _backward(ctx, gy):
     # recompute the combiner's inputs (elementwise, and the window sums)
     local, s = _local_and_summary(spec, local_z, summary_z)
     n = None if valid is None else valid.float()
-    counts = _counts(spec, n, T, xd.device)
+    counts = _counts(spec, n, T, h.device)
     if spec.causal:
         summaries = _summaries(spec, _masked(s, valid)[0], counts)
     elif spec.window is not None:  # the window again; the global summary is kept

@@ -51,6 +51,7 @@ from speechbrain_wsm.errors import (
     install_error_hook,
     user_error_hook,
 )
+from speechbrain_wsm.memory import keep_freed_memory
 
 __all__ = [
     "COMPILE_KEY",
@@ -314,6 +315,8 @@ def load_hparams(argv: Sequence[str] | None = None):
     _check_decoders(hparams)
     _check_reverb(hparams)
     device = run_opts["device"] or infer_device()
+    if device.startswith("cpu"):
+        keep_freed_memory()  # activations' pages are reused, not faulted in anew
     if (
         device.startswith("cpu")
         and "precision" not in run_opts.overridden_args

@@ -14,7 +14,7 @@ def in_process(monkeypatch):
     with the other benchmarks), whose start-up would dominate a tiny run."""
     monkeypatch.setattr(adaptation, "in_child", lambda fn, *args: fn(*args))
     monkeypatch.setattr(common, "timings", common.time_interleaved)
-    monkeypatch.setattr(common, "_release_large_blocks_on_free", lambda: None)
+    monkeypatch.setattr(common, "release_freed_memory", lambda: None)
     monkeypatch.setattr(
         common,
         "peak_memory",

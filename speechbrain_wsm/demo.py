@@ -111,6 +111,11 @@ SIZES = {
     "extractor_dim": (32, 96),
     "final_dim": (32, 64),
     "pretrain_epochs": (1, 2),
+    # at most this many pretraining steps: about 10 minutes for the three
+    # encoders side by side on 2 cores (two epochs of 6 h would take about 35:
+    # about 2.4 s a step of 60 s batches, estimated from steps of single
+    # utterances timed side by side on the 2-core AMD EPYC)
+    "pretrain_steps": (1000, 250),
     "probe_epochs": (2, 15),
     "probe_lstm": (32, 128),
     "finetune_epochs_10min": (3, 40),
@@ -538,11 +543,15 @@ class Demo:
         the demo's size, side by side, one process and thread each, as they
         train (:func:`side_by_side_step_seconds`); a step of the stage costs
         the slowest one's, times the recipe's own overhead (data loading,
-        logging, validation: :data:`RECIPE_OVERHEAD`). What the budget leaves after
-        the stages so far and the decoding (:data:`DECODE_MINUTES`) is
-        divided by it; never more than the default's steps, never fewer than
-        :data:`MIN_STEPS` (CTC's blank plateau: below that the models learn
-        nothing worth the minutes).
+        logging, validation: :data:`RECIPE_OVERHEAD`). What the budget leaves
+        after the stages so far (with ``--all``, every stage of fixed size)
+        and the decoding (:data:`DECODE_MINUTES` a stage) is shared equally
+        by the stages that train this many steps (one by default; with
+        ``--all`` also the second seeds and the ablation beside the streaming
+        recogniser, which train at equal steps so that they compare); never
+        more than the default's steps, never fewer than :data:`MIN_STEPS`
+        (CTC's blank plateau: below that the models learn nothing worth the
+        minutes).
         """
         most = self.s["scratch_steps"]
         facts = {"steps": most, "most": most, "fitted": False}
@@ -555,12 +564,14 @@ class Demo:
             (stage_facts(self.work, st.name) or {}).get("seconds", 0.0)
             for st in self.stages()
         )
-        left = 60 * (self.args.minutes - DECODE_MINUTES) - spent
-        steps, per_step = fit_step_count(seconds, left, most)
+        n = len(self._fitted_stages())
+        left = 60 * (self.args.minutes - n * DECODE_MINUTES) - spent
+        steps, per_step = fit_step_count(seconds, left / n, most)
         return {
             **facts,
             "steps": steps,
             "fitted": steps < most,
+            "stages": n,
             "step_seconds": {m: round(t, 3) for m, t in seconds.items()},
             "stage_step_seconds": round(per_step, 3),
         }
@@ -622,6 +633,7 @@ class Demo:
                 "train_csv": self.manifests / "train-synth.csv",
                 "valid_csv": self.manifests / "dev-synth.csv",
                 "number_of_epochs": self.s["pretrain_epochs"],
+                "optimizer_step_limit": self.s["pretrain_steps"],
                 "extractor_dim": self.s["extractor_dim"],
                 "final_dim": self.s["final_dim"],
                 "seconds_per_batch": 60,
@@ -820,7 +832,6 @@ class Demo:
 
     # -- the whole run ----------------------------------------------------------
     def stages(self) -> list[Stage]:
-        w = self.work
         st = [
             Stage(
                 "corpus: synthetic",
@@ -844,18 +855,27 @@ class Demo:
                     [self.corpora / "rirs" / "rirs.csv"],
                 )
             )
-        st += [
-            Stage("language model", self.language_model, [self.lm_dir]),
-            Stage(FIT_STAGE, self.fit_steps),
+        st.append(Stage("language model", self.language_model, [self.lm_dir]))
+        # --all: the stages of fixed size first, so that the step fit divides
+        # what is left of the budget among the stages whose steps it sets
+        if self.args.all:
+            st += self._fixed_size_stages()
+        st += [Stage(FIT_STAGE, self.fit_steps), *self._fitted_stages()]
+        return st
+
+    def _fitted_stages(self) -> list[Stage]:
+        """The stages that train :meth:`scratch_steps` steps (fitted to the budget)."""
+        w = self.work
+        st = [
             Stage(
                 "from scratch: mhsa, sm, wsm",
                 self.scratch,
                 [w / "scratch" / m / "results.md" for m in MIXERS],
-            ),
+            )
         ]
         if not self.args.all:
             return st
-        st += [
+        return st + [
             Stage(
                 "from scratch, second seed",
                 lambda: self.scratch(seed=2, folder="scratch_seed2"),
@@ -869,14 +889,12 @@ class Demo:
                     w / "streaming" / "llsa" / "results.md",
                 ],
             ),
-            Stage(
-                "sweep: wsm window",
-                self.window_sweep,
-                [
-                    w / "sweep" / f"window_{x}" / "results.md"
-                    for x in self.s["sweep_windows"]
-                ],
-            ),
+        ]
+
+    def _fixed_size_stages(self) -> list[Stage]:
+        """``--all``'s stages whose sizes are set in :data:`SIZES`, not fitted."""
+        w = self.work
+        return [
             Stage("benchmark: layers", self.bench, [w / "bench" / "layers_cpu.png"]),
             Stage(
                 "pretrain: mhsa, sm, wsm",
@@ -906,8 +924,15 @@ class Demo:
                     for n in (*FT_MODES, "hff_adapters", "scratch")
                 ],
             ),
+            Stage(
+                "sweep: wsm window",
+                self.window_sweep,
+                [
+                    w / "sweep" / f"window_{x}" / "results.md"
+                    for x in self.s["sweep_windows"]
+                ],
+            ),
         ]
-        return st
 
 
 def measure_lookahead(run: Path) -> str:
@@ -1017,9 +1042,10 @@ def parse_args(argv=None):
     p.add_argument(
         "--minutes",
         type=float,
-        default=30.0,
-        help="wall-time budget of the default run on a CPU: the from-scratch steps "
-        "(at most the default's) are fitted to it on this machine; 0: no fitting",
+        default=None,
+        help="wall-time budget on a CPU (default 30, with --all 90): the "
+        "from-scratch steps (at most the default's) are fitted to what the other "
+        "stages leave of it on this machine; 0: no fitting",
     )
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument(
@@ -1029,7 +1055,10 @@ def parse_args(argv=None):
         "--workers", type=int, default=2, help="processes for corpus building"
     )
     p.add_argument("--redo", nargs="*", default=[], help="stage names to run again")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.minutes is None:
+        args.minutes = 90.0 if args.all else 30.0
+    return args
 
 
 def main(argv=None) -> int:

@@ -105,7 +105,7 @@ def test_demo_quick_mode_end_to_end(tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     lines = [ln for ln in again.stdout.splitlines() if ln.startswith("[")]
     assert sum("done earlier, skipped" in ln for ln in lines) == 14
-    assert any(ln.startswith("[12/15] probe: mhsa, sm, wsm: done in") for ln in lines)
+    assert any(ln.startswith("[7/15] probe: mhsa, sm, wsm: done in") for ln in lines)
 
 
 def test_reverberation_is_a_choice_with_its_own_stage(tmp_path):
@@ -138,6 +138,44 @@ def test_the_steps_fit_the_budget_on_a_slow_cpu_and_never_exceed_the_default():
     assert fit_step_count({k: v / 10 for k, v in slow.items()}, 1500.0, 2155)[0] == 2155
     # a budget spent elsewhere still leaves the plateau
     assert fit_step_count(slow, 10.0, 2155)[0] == MIN_STEPS
+
+
+def test_all_fits_its_from_scratch_stages_to_what_its_other_stages_leave(
+    tmp_path, monkeypatch
+):
+    """``--all`` (90 minutes) runs its stages of fixed size first; the fit then
+    shares what they left among the three stages that train the fitted steps
+    (both seeds, and the ablation beside the streaming recogniser)."""
+    from speechbrain_wsm import demo
+
+    def plan(*flags):
+        args = demo.parse_args(["--workdir", str(tmp_path), *flags])
+        return demo.Demo(args)
+
+    d = plan("--all")
+    assert d.args.minutes == 90.0 and plan().args.minutes == 30.0
+    names = [s.name for s in d.stages()]
+    fit = names.index(demo.FIT_STAGE)
+    fitted = [s.name for s in d._fitted_stages()]
+    assert names[fit + 1 :] == fitted and len(fitted) == 3
+    assert {"pretrain: mhsa, sm, wsm", "low-resource: 10min"} <= set(names[:fit])
+
+    spent = {s.name: 600.0 for s in d._fixed_size_stages()}  # 10 min each
+    monkeypatch.setattr(
+        demo, "stage_facts", lambda w, n: {"seconds": spent[n]} if n in spent else None
+    )
+    monkeypatch.setattr(
+        demo, "side_by_side_step_seconds", lambda jobs: dict.fromkeys(jobs, 0.25)
+    )
+    monkeypatch.setattr(demo.Demo, "scratch_job", lambda self, *a, **k: {})
+    facts = d.fit_steps()
+    left = 60 * (90 - 3 * demo.DECODE_MINUTES) - 600.0 * len(spent)
+    per_step = demo.RECIPE_OVERHEAD * 0.25
+    assert facts["stages"] == 3
+    assert facts["steps"] == int(left / 3 / per_step) < 2155
+    # the default run: one fitted stage, nothing of fixed size before it
+    facts = plan().fit_steps()
+    assert facts["stages"] == 1 and facts["steps"] == 2155
 
 
 def _tiny_job(tmp_path):

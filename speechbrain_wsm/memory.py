@@ -33,6 +33,8 @@ __all__ = [
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 #: the largest mmap threshold glibc takes on a 64-bit system (HEAP_MAX_SIZE / 2)
 _MMAP_THRESHOLD_MAX = 32 * 2**20
+#: the environment variables by which a user sets these thresholds
+_GLIBC_VARIABLES = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
 
 
 def rss_bytes() -> int:
@@ -97,8 +99,12 @@ def keep_freed_memory() -> bool:
     step of the demo's 4 x 144 Conformers 3-10 % less time. The price is a
     resident set that stays at its peak (what a training step needs anyway).
     The recipes call this on CPU (``load_hparams``), as do the CPU timings
-    of the benchmarks. Returns whether the allocator took the setting.
+    of the benchmarks. A user who sets glibc's own ``MALLOC_MMAP_THRESHOLD_``
+    or ``MALLOC_TRIM_THRESHOLD_`` keeps that choice (nothing is changed).
+    Returns whether the allocator took the setting.
     """
+    if any(os.environ.get(k) for k in _GLIBC_VARIABLES):
+        return False
     return _mallopt(_MMAP_THRESHOLD_MAX, 2**31 - 1)  # a C int
 
 

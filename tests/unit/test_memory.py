@@ -40,3 +40,10 @@ def test_kept_blocks_are_reused_and_released_ones_fault_in_again():
     # kept: most new tensors reuse pages already faulted in (measured on
     # glibc 2.41: 5 to 8 of the 20 tensors' worth of faults, not 20)
     assert kept < released / 2, (kept, released)
+
+
+def test_a_users_own_glibc_setting_is_left_alone(monkeypatch):
+    from speechbrain_wsm.memory import keep_freed_memory
+
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "131072")
+    assert keep_freed_memory() is False

@@ -116,10 +116,12 @@ SIZES = {
     # about 2.4 s a step of 60 s batches, estimated from steps of single
     # utterances timed side by side on the 2-core AMD EPYC)
     "pretrain_steps": (1000, 250),
-    "probe_epochs": (2, 15),
+    # the probes' BiLSTMs on cached features: about 1.5 s a step of 8
+    # utterances, three side by side on 2 cores (59 steps an epoch of 1 h)
+    "probe_epochs": (2, 6),
     "probe_lstm": (32, 128),
     "finetune_epochs_10min": (3, 40),
-    "laser_steps": (4, 100),  # updates of one utterance (about 4 s each on 2 cores)
+    "laser_steps": (4, 50),  # updates of one utterance (about 4 s each on 2 cores)
     "fusion_dim": (32, 128),  # HFF: width of the fusion blocks (FFN: twice that)
     "adapter_dim": (8, 16),  # HFF: bottleneck of the adapters in every layer
     "sweep_windows": ([4, 16], [4, 16, 64]),

@@ -27,16 +27,18 @@ CPU cores) runs, with a line per stage:
 7. writes ``results.md``: CER and WER per test set, step times, the minutes of
    every stage, and each target and paper claim, met, missed or undecided.
 
-``--all`` (aimed at 90 minutes; not timed at full size since the streaming
-recogniser joined) adds what does not fit: the layer benchmark,
-wav2vec 2.0 pretraining with the three context encoders and the MP3S probes
-of the frozen encoders, LASER fine-tuning of the pretrained MHSA encoder and
-the same probe after it, the ``10min`` fold (selective WSM fine-tuning of the
-pretrained model against full fine-tuning and from scratch, and HFF +
-adapters of the feature-fusion recipe at full fine-tuning's steps), a from-scratch
-window sweep, the small-data settings' ablation (no augmentation, no real
-speech), a streaming LLSA recogniser and second seeds of the three
-from-scratch runs.
+``--all`` (90 minutes: ``--minutes`` is 90 there) adds what does not fit,
+in two parts. First the stages of fixed size (:data:`SIZES`): the layer
+benchmark, wav2vec 2.0 pretraining with the three context encoders (250
+steps) and the MP3S probes of the frozen encoders, LASER fine-tuning of the
+pretrained MHSA encoder and the same probe after it, the ``10min`` fold
+(selective WSM fine-tuning of the pretrained model against full fine-tuning
+and from scratch, and HFF + adapters of the feature-fusion recipe at full
+fine-tuning's steps) and a from-scratch window sweep. Then the step fit
+shares what they left among the three stages that train the fitted steps:
+the three from-scratch models, their second seeds, and the small-data
+settings' ablation (no augmentation, no real speech) beside a streaming
+LLSA recogniser, all at equal steps.
 
 Every recipe runs as a user runs it (``python train.py hparams/X.yaml
 --key=value``, from its folder); the runs of one stage run side by side, one

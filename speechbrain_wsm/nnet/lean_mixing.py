@@ -6,8 +6,9 @@ hand, so that it decides what is kept for backward instead of every small
 operation keeping its own input:
 
 * kept: the layer input (cast to the compute dtype, as a matrix product would
-  keep it, in the projections' group-major layout), the pre-activations of every projection layer but the last, the
-  combiner's pre-activation, and the dropout masks (bool);
+  keep it, in the projections' group-major layout), the pre-activations of
+  every projection layer but the last, the combiner's pre-activation, and
+  the dropout masks (bool);
 * recomputed in backward: every activation (elementwise), the last grouped
   projection layer of each branch (a block-diagonal product: ``1 / nhead`` of
   a dense one), the LayerNorms, the masked means and the window box filter

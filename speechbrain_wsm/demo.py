@@ -113,17 +113,18 @@ SIZES = {
     "extractor_dim": (32, 96),
     "final_dim": (32, 64),
     "pretrain_epochs": (1, 2),
-    # at most this many pretraining steps: about 10 minutes for the three
-    # encoders side by side on 2 cores (two epochs of 6 h would take about 35:
-    # about 2.4 s a step of 60 s batches, estimated from steps of single
-    # utterances timed side by side on the 2-core AMD EPYC)
+    # at most this many pretraining steps: 9.3 minutes for the three encoders
+    # side by side on the 2-core AMD EPYC (MHSA the slowest, 551 s); two
+    # epochs of 6 h (about 850 steps) would take about 35
     "pretrain_steps": (1000, 250),
     # the probes' BiLSTMs on cached features: about 1.5 s a step of 8
     # utterances, three side by side on 2 cores (59 steps an epoch of 1 h)
     "probe_epochs": (2, 6),
     "probe_lstm": (32, 128),
+    # five runs side by side: 32.7 minutes at 40 epochs, half of --all's
+    # fixed-size time; selective WSM leaves the blank plateau at about epoch 21
     "finetune_epochs_10min": (3, 40),
-    "laser_steps": (4, 50),  # updates of one utterance (about 4 s each on 2 cores)
+    "laser_steps": (4, 50),  # updates of one utterance (50: 26 s on the 2-core EPYC)
     "fusion_dim": (32, 128),  # HFF: width of the fusion blocks (FFN: twice that)
     "adapter_dim": (8, 16),  # HFF: bottleneck of the adapters in every layer
     "sweep_windows": ([4, 16], [4, 16, 64]),

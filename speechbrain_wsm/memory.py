@@ -96,7 +96,8 @@ def keep_freed_memory() -> bool:
     measured (WSM, window 32, 120 s, batch 2, d_model 256, one thread, 2-core
     AMD EPYC) the lean layer took 1.23-1.36x the plain autograd layer's time
     with glibc's defaults and 1.07-1.10x with freed blocks kept; a training
-    step of the demo's 4 x 144 Conformers 3-10 % less time. The price is a
+    step of the demo's 4 x 144 Conformers 1-11 % less time alone (no
+    measurable change with three side by side on 2 cores). The price is a
     resident set that stays at its peak (what a training step needs anyway).
     The recipes call this on CPU (``load_hparams``), as do the CPU timings
     of the benchmarks. A user who sets glibc's own ``MALLOC_MMAP_THRESHOLD_``

@@ -31,7 +31,7 @@ from speechbrain_wsm.models.lengths import (
     relative_to_padding_mask,
     standardize,
 )
-from speechbrain_wsm.nnet.frontend import ConvBlock
+from speechbrain_wsm.nnet.frontend import ConvBlock, MelWarp
 
 __all__ = ["FbankCTC"]
 
@@ -59,6 +59,13 @@ class FbankCTC(nn.Module):
         subsampling (40 ms frames), SpeechBrain's Conformer default; ``(2, 1)``
         keeps 20 ms frames, which character CTC needs on fast speech (at
         40 ms, 15 characters a second fill 60 % of the frames).
+    vtlp : bool
+        Vocal tract length perturbation in training (:class:`MelWarp`): each
+        utterance's mel axis warped by a factor drawn from ``vtlp_range``,
+        as a speaker with a longer or shorter vocal tract would sound; for
+        voices never heard in training.
+    vtlp_range : tuple of float
+        Lowest and highest warp factor.
     spec_augment : bool
         Mask up to ``freq_masks`` bands of at most ``freq_mask_width`` mel
         channels and up to ``time_masks`` spans of at most
@@ -110,6 +117,8 @@ class FbankCTC(nn.Module):
         dropout: float = 0.1,
         frontend_dropout: float = 0.1,
         frontend_conv: str = "2d",
+        vtlp: bool = False,
+        vtlp_range: tuple[float, float] = (0.9, 1.1),
     ):
         super().__init__()
         if frontend_conv not in ("1d", "2d"):
@@ -117,6 +126,7 @@ class FbankCTC(nn.Module):
                 f"frontend_conv must be '1d' or '2d', got {frontend_conv!r}"
             )
         self.fbank = Fbank(sample_rate=sample_rate, n_mels=n_mels)
+        self.vtlp = MelWarp(n_mels, sample_rate, *vtlp_range) if vtlp else None
         self.spec_augment = (
             nn.Sequential(
                 SpectrogramDrop(0, freq_mask_width, 1, freq_masks, dim=2),
@@ -157,6 +167,8 @@ class FbankCTC(nn.Module):
         """Normalised log mel filterbanks ``[batch, frame, n_mels]``, padding zeroed."""
         with torch.autocast(wavs.device.type, enabled=False):
             feats = self.fbank(wavs.float())
+            if self.vtlp is not None:  # an identity in eval()
+                feats = self.vtlp(feats)
         return standardize(feats, relative_to_absolute(wav_lens, feats.shape[1]))
 
     def forward(self, wavs: torch.Tensor, wav_lens: torch.Tensor | None = None):

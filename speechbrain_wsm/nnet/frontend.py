@@ -23,6 +23,7 @@ __all__ = [
     "ConvBlock",
     "ConvBlock2d",
     "FbankConvFrontEnd",
+    "MelWarp",
 ]
 
 
@@ -217,3 +218,100 @@ class ConvBlock2d(nn.Module):
     def forward(self, x):
         x = self.conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
         return self.drop(self.act(self.norm(x)))
+
+
+def _hz_to_mel(hz: torch.Tensor) -> torch.Tensor:
+    return 2595.0 * torch.log10(1.0 + hz / 700.0)  # SpeechBrain's Filterbank scale
+
+
+class MelWarp(nn.Module):
+    """Vocal tract length perturbation of log mel filterbanks, one factor per utterance.
+
+    VTLP (Jaitly and Hinton, 2013) rescales the frequency axis as a longer or
+    shorter vocal tract would: what a speaker says at ``f`` Hz, a warped
+    speaker says at ``alpha * f`` (below ``boundary`` of the top frequency;
+    above it a straight line that keeps the top fixed). Here the warp reads
+    each mel band's value off the unwarped bands, linearly interpolated at
+    the band whose centre frequency maps onto it: cheap (a gather over the
+    mel axis of features already computed) and exact at the band centres
+    up to that interpolation. In training only; an identity in ``eval()``.
+
+    Written for this project: neither SpeechBrain nor torchaudio ships a
+    VTLP, and speed perturbation changes tempo and pitch with the formants.
+
+    Arguments
+    ---------
+    n_mels : int
+        Mel bands (SpeechBrain's ``Filterbank`` layout: ``n_mels`` centres
+        equally spaced on the mel scale between ``f_min`` and ``f_max``,
+        exclusive).
+    sample_rate : int
+        Waveform rate; ``f_max`` defaults to half of it.
+    low, high : float
+        Range of the per-utterance factor ``alpha`` (uniform).
+    f_min, f_max : float
+        The filterbank's edges in Hz.
+    boundary : float
+        Share of ``f_max`` below which the warp is ``alpha * f``.
+
+    Example
+    -------
+    >>> warp = MelWarp(40).train()
+    >>> feats = torch.randn(2, 50, 40)
+    >>> warp(feats).shape
+    torch.Size([2, 50, 40])
+    >>> torch.equal(warp.eval()(feats), feats)
+    True
+    """
+
+    def __init__(
+        self,
+        n_mels: int,
+        sample_rate: int = 16000,
+        low: float = 0.9,
+        high: float = 1.1,
+        f_min: float = 0.0,
+        f_max: float | None = None,
+        boundary: float = 0.8,
+    ):
+        super().__init__()
+        if not 0.0 < low <= high:
+            raise ValueError(f"MelWarp needs 0 < low <= high, got {low}, {high}")
+        self.low, self.high, self.boundary = low, high, boundary
+        self.f_max = float(f_max if f_max is not None else sample_rate / 2)
+        mel = torch.linspace(
+            _hz_to_mel(torch.tensor(float(f_min))).item(),
+            _hz_to_mel(torch.tensor(self.f_max)).item(),
+            n_mels + 2,
+        )
+        self.register_buffer("mel_edges", mel, persistent=False)
+        self.register_buffer(
+            "centres_hz", 700.0 * (10 ** (mel[1:-1] / 2595.0) - 1.0), persistent=False
+        )
+
+    def source_bands(self, alpha: torch.Tensor) -> torch.Tensor:
+        """Fractional band ``[batch, n_mels]`` each warped band reads, for factors ``[batch]``."""
+        hz = self.centres_hz[None, :]
+        a = alpha[:, None]
+        knee = self.boundary * self.f_max  # warped frequency where the line starts
+        below = hz / a
+        # above the knee: from (knee, knee / a) to (f_max, f_max)
+        above = knee / a + (hz - knee) * (self.f_max - knee / a) / (self.f_max - knee)
+        src = torch.where(hz <= knee, below, above).clamp(0.0, self.f_max)
+        step = self.mel_edges[1] - self.mel_edges[0]
+        band = (_hz_to_mel(src) - self.mel_edges[0]) / step - 1.0
+        return band.clamp(0.0, self.centres_hz.numel() - 1)
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        """``feats`` ``[batch, frame, n_mels]`` -> the same, warped (training only)."""
+        if not self.training:
+            return feats
+        B, T, F = feats.shape
+        alpha = torch.empty(B, device=feats.device).uniform_(self.low, self.high)
+        band = self.source_bands(alpha)
+        lo = band.floor().long()
+        hi = (lo + 1).clamp(max=F - 1)
+        w = (band - lo).to(feats.dtype)[:, None, :]
+        lo_vals = feats.gather(2, lo[:, None, :].expand(B, T, F))
+        hi_vals = feats.gather(2, hi[:, None, :].expand(B, T, F))
+        return lo_vals + (hi_vals - lo_vals) * w

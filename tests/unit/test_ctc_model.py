@@ -46,3 +46,53 @@ def test_an_unknown_front_end_is_refused():
     enc = MixerEncoder(1, 8, nhead=2, d_ffn=16, mixer="sm")
     with pytest.raises(ValueError, match="frontend_conv must be"):
         FbankCTC(enc, 30, 8, frontend_conv="3d")
+
+
+def _tone_fbank(hz: float, n_mels: int = 80) -> torch.Tensor:
+    from speechbrain.lobes.features import Fbank
+
+    t = torch.arange(16000) / 16000
+    return Fbank(n_mels=n_mels)(torch.sin(2 * torch.pi * hz * t)[None])
+
+
+@pytest.mark.parametrize("alpha", [0.9, 1.1])
+def test_vtlp_moves_a_formant_as_a_longer_or_shorter_vocal_tract_would(alpha):
+    """A tone at 1000 Hz, warped by alpha, peaks in the band of a tone at alpha * 1000 Hz."""
+    from speechbrain_wsm.nnet.frontend import MelWarp
+
+    warp = MelWarp(80, low=alpha, high=alpha).train()
+    warped = warp(_tone_fbank(1000.0)).mean(1).argmax(-1)
+    target = _tone_fbank(1000.0 * alpha).mean(1).argmax(-1)
+    unwarped = _tone_fbank(1000.0).mean(1).argmax(-1)
+    assert warped.item() == target.item() != unwarped.item()
+
+
+def test_vtlp_is_the_identity_at_factor_one_and_in_eval():
+    from speechbrain_wsm.nnet.frontend import MelWarp
+
+    feats = torch.randn(3, 40, 80)
+    same = MelWarp(80, low=1.0, high=1.0).train()(feats)
+    torch.testing.assert_close(same, feats, atol=1e-4, rtol=0)  # mel<->Hz rounding
+    warp = MelWarp(80)
+    assert not torch.allclose(warp.train()(feats), feats)
+    assert torch.equal(warp.eval()(feats), feats)
+
+
+def test_vtlp_warps_training_features_only():
+    """A model with VTLP decodes as the same model without it."""
+    plain = model("1d")
+    torch.manual_seed(0)
+    enc = MixerEncoder(
+        2, 32, nhead=2, d_ffn=64, mixer="wsm", mixer_kwargs={"window_size": 4}
+    )
+    warped = FbankCTC(
+        enc, 30, 32, n_mels=20, cnn_channels=(32, 32), frontend_conv="1d", vtlp=True
+    )
+    warped.load_state_dict(plain.state_dict())  # no weights or buffers of its own
+    wav = torch.randn(1, 8000)
+    with torch.no_grad():
+        torch.testing.assert_close(warped.eval()(wav)[0], plain(wav)[0])
+        warped.train()
+        assert warped.features(wav, torch.ones(1)).shape == plain.features(
+            wav, torch.ones(1)
+        ).shape

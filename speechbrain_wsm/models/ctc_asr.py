@@ -19,6 +19,7 @@ lengths and a boolean padding mask travel with the tensors.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from speechbrain.augment.freq_domain import SpectrogramDrop
@@ -26,6 +27,7 @@ from speechbrain.lobes.features import Fbank
 from speechbrain.lobes.models.convolution import ConvolutionFrontEnd
 from torch import nn
 
+from speechbrain_wsm.errors import UserValueError
 from speechbrain_wsm.models.lengths import (
     relative_to_absolute,
     relative_to_padding_mask,
@@ -66,6 +68,16 @@ class FbankCTC(nn.Module):
         voices never heard in training.
     vtlp_range : tuple of float
         Lowest and highest warp factor.
+    inter_ctc_layers : sequence of int
+        Intermediate CTC (Lee and Watanabe, 2021): the outputs of these
+        encoder layers (from 1, below the last) go through the encoder's final
+        LayerNorm and the same CTC head; in training, ``forward`` returns
+        their log-probabilities as a third item, and the recipe's loss mixes
+        them in with ``inter_ctc_weight``.
+    self_condition : bool
+        Self-conditioned CTC (Nozaki and Komatsu, 2021): each intermediate
+        layer's posteriors, projected back to ``d_model``, are added to its
+        output before the next layer reads it, in training and inference.
     spec_augment : bool
         Mask up to ``freq_masks`` bands of at most ``freq_mask_width`` mel
         channels and up to ``time_masks`` spans of at most
@@ -119,8 +131,19 @@ class FbankCTC(nn.Module):
         frontend_conv: str = "2d",
         vtlp: bool = False,
         vtlp_range: tuple[float, float] = (0.9, 1.1),
+        inter_ctc_layers: Sequence[int] = (),
+        self_condition: bool = False,
     ):
         super().__init__()
+        depth = len(getattr(encoder, "layers", ()))
+        self.inter_ctc_layers = sorted(set(inter_ctc_layers))
+        if any(not 1 <= n < depth for n in self.inter_ctc_layers):
+            raise UserValueError(
+                f"inter_ctc_layers must be encoder layers from 1 to {depth - 1} "
+                f"(below the last), got {list(inter_ctc_layers)}"
+            )
+        if self_condition and not self.inter_ctc_layers:
+            raise UserValueError("self_condition needs inter_ctc_layers")
         if frontend_conv not in ("1d", "2d"):
             raise ValueError(
                 f"frontend_conv must be '1d' or '2d', got {frontend_conv!r}"
@@ -162,6 +185,7 @@ class FbankCTC(nn.Module):
         self.encoder = encoder
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(d_model, vocab_size)
+        self.condition = nn.Linear(vocab_size, d_model) if self_condition else None
 
     def features(self, wavs: torch.Tensor, wav_lens: torch.Tensor) -> torch.Tensor:
         """Normalised log mel filterbanks ``[batch, frame, n_mels]``, padding zeroed."""
@@ -182,6 +206,28 @@ class FbankCTC(nn.Module):
         x = self.subsampling(feats)  # [B, T/4, F/4, C] (2-D) or [B, T/4, C] (1-D)
         x = self.projection(x.flatten(2))
         pad = relative_to_padding_mask(wav_lens, x.shape[1])
-        x, _ = self.encoder(x, src_key_padding_mask=pad)
+        inter = []
+        if self.condition is not None or (self.training and self.inter_ctc_layers):
+            x, _ = self.encoder(
+                x, src_key_padding_mask=pad, between=self._intermediate(inter)
+            )
+        else:
+            x, _ = self.encoder(x, src_key_padding_mask=pad)
         logits = self.head(self.dropout(x))
+        if self.training and inter:
+            return logits.float().log_softmax(-1), wav_lens, inter
         return logits.float().log_softmax(-1), wav_lens
+
+    def _intermediate(self, inter: list):
+        """The encoder's ``between`` hook: intermediate CTC posteriors into ``inter``."""
+
+        def between(n: int, x: torch.Tensor) -> torch.Tensor:
+            if n not in self.inter_ctc_layers:
+                return x
+            logits = self.head(self.encoder.norm(x))
+            inter.append(logits.float().log_softmax(-1))
+            if self.condition is None:
+                return x
+            return x + self.condition(logits.softmax(-1))
+
+        return between

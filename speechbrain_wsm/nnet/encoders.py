@@ -370,7 +370,7 @@ class MixerEncoder(nn.Module):
             mixer, d_model, nhead=nhead, dropout=dropout, causal=causal, **kwargs
         )
 
-    def forward(self, x: torch.Tensor, src_key_padding_mask=None):
+    def forward(self, x: torch.Tensor, src_key_padding_mask=None, between=None):
         """Encode ``x`` ``[batch, frame, d_model]``.
 
         Arguments
@@ -379,6 +379,12 @@ class MixerEncoder(nn.Module):
             ``[batch, frame, d_model]`` input features.
         src_key_padding_mask : torch.Tensor, optional
             ``[batch, frame]`` bool, True = padding.
+        between : callable, optional
+            ``between(n, x) -> x``, called on the output of the ``n``-th
+            layer (from 1) before the next layer reads it: intermediate
+            CTC heads and their self-conditioning
+            (:class:`~speechbrain_wsm.models.ctc_asr.FbankCTC`). Hidden
+            states are what the layers output, before it.
 
         Returns
         -------
@@ -403,8 +409,10 @@ class MixerEncoder(nn.Module):
             if self.training and self.layerdrop > 0
             else [False] * len(self.layers)
         )
-        for layer, skip in zip(self.layers, drop, strict=True):
+        for n, (layer, skip) in enumerate(zip(self.layers, drop, strict=True), 1):
             if not skip:
                 x = layer(x, src_key_padding_mask)
             hidden.append(x)
+            if between is not None and n < len(self.layers):
+                x = between(n, x)
         return self.norm(x), hidden

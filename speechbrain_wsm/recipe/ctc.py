@@ -7,7 +7,8 @@ units whose blank is 0. :class:`CTCBrain` holds what they have in common:
 
 * waveform augmentation of training batches when the YAML has a
   ``wav_augment`` (SpeechBrain's ``Augmenter``) with augmentations enabled;
-* the CTC objective, and greedy decoding of the validation set into WER and
+* the CTC objective (mixed with intermediate CTC losses, weight
+  ``inter_ctc_weight``, when the model returns them), and greedy decoding of the validation set into WER and
   CER (SpeechBrain's ``ErrorRateStats``; CER with spaces counted as ``_``);
 * from :class:`~.brain.RecipeBrain`: one optimiser per parameter group, an
   optional step schedule (``lr_schedule``: the rate depends on the step
@@ -59,11 +60,17 @@ class CTCBrain(RecipeBrain):
         return self.modules.asr_model(wavs, wav_lens)
 
     def compute_objectives(self, predictions, batch, stage):
-        log_probs, lens = predictions
+        log_probs, lens, *intermediate = predictions
         tokens, token_lens = batch.tokens
-        loss = sb.nnet.losses.ctc_loss(
-            log_probs, tokens, lens, token_lens, blank_index=0
-        )
+
+        def ctc(lp):
+            return sb.nnet.losses.ctc_loss(lp, tokens, lens, token_lens, blank_index=0)
+
+        loss = ctc(log_probs)
+        if intermediate:  # intermediate CTC heads, in training (FbankCTC)
+            w = getattr(self.hparams, "inter_ctc_weight", 0.3)
+            inter = sum(ctc(lp) for lp in intermediate[0]) / len(intermediate[0])
+            loss = (1 - w) * loss + w * inter
         if stage != sb.Stage.TRAIN:
             hyps = [h.split() for h in self._greedy(log_probs.detach(), lens)]
             refs = [w.split() for w in batch.wrd]

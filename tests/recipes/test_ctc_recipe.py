@@ -71,6 +71,30 @@ def test_each_variant_trains_scores_and_reloads(variant, tmp_path, librispeech_s
     assert scores["again"]["CER"] == pytest.approx(rates["CER"], abs=0.01)
 
 
+def test_self_conditioned_intermediate_ctc_trains_and_reloads(
+    tmp_path, librispeech_samples
+):
+    """``--inter_ctc_layers=[1] --self_condition=True``: trains on the mixed
+    loss, and ``evaluate`` rebuilds the conditioned model and its scores."""
+    out = run(
+        "conformer_wsm",
+        librispeech_samples,
+        tmp_path / "run",
+        "test-clean",
+        number_of_epochs=1,
+        seconds_per_batch=20,
+        inter_ctc_layers="[1]",
+        self_condition=True,
+    )
+    rates = read_error_rates(out)["test-clean"]
+    scores = evaluate.main(
+        [str(out), "--manifest", str(out / "test-clean.csv"), "--name", "again"]
+    )
+    assert scores["again"]["CER"] == pytest.approx(rates["CER"], abs=0.01)
+    ckpt = next((out / "save").glob("CKPT*/asr_model.ckpt"))
+    assert "condition.weight" in torch.load(ckpt, map_location="cpu")
+
+
 def test_reverberation_augmentation_trains_on_simulated_rooms(
     tmp_path, librispeech_samples
 ):

@@ -93,6 +93,58 @@ def test_vtlp_warps_training_features_only():
     with torch.no_grad():
         torch.testing.assert_close(warped.eval()(wav)[0], plain(wav)[0])
         warped.train()
-        assert warped.features(wav, torch.ones(1)).shape == plain.features(
-            wav, torch.ones(1)
-        ).shape
+        assert (
+            warped.features(wav, torch.ones(1)).shape
+            == plain.features(wav, torch.ones(1)).shape
+        )
+
+
+def _conditioned(**kwargs):
+    torch.manual_seed(0)
+    enc = MixerEncoder(
+        3, 32, nhead=2, d_ffn=64, mixer="wsm", mixer_kwargs={"window_size": 4}
+    )
+    return FbankCTC(
+        enc, 30, 32, n_mels=20, cnn_channels=(32, 32), frontend_conv="1d", **kwargs
+    )
+
+
+def test_intermediate_ctc_returns_the_named_layers_posteriors_in_training_only():
+    m = _conditioned(inter_ctc_layers=[1, 2])
+    wav, lens = torch.randn(2, 8000), torch.tensor([1.0, 0.6])
+    log_probs, out_lens, inter = m.train()(wav, lens)
+    assert len(inter) == 2 and all(lp.shape == log_probs.shape for lp in inter)
+    assert torch.allclose(inter[0].exp().sum(-1), torch.ones(()))
+    with torch.no_grad():
+        assert len(m.eval()(wav, lens)) == 2  # the evaluation contract
+
+
+def test_self_conditioning_feeds_intermediate_posteriors_forward_at_inference():
+    """Zeroed, the conditioning projection leaves the plain model; trained, it changes it."""
+    plain, conditioned = (
+        _conditioned(),
+        _conditioned(inter_ctc_layers=[2], self_condition=True),
+    )
+    conditioned.load_state_dict(plain.state_dict(), strict=False)
+    torch.nn.init.zeros_(conditioned.condition.weight)
+    torch.nn.init.zeros_(conditioned.condition.bias)
+    wav = torch.randn(1, 8000)
+    with torch.no_grad():
+        torch.testing.assert_close(conditioned.eval()(wav)[0], plain.eval()(wav)[0])
+        torch.nn.init.normal_(conditioned.condition.weight)
+        assert not torch.allclose(conditioned(wav)[0], plain(wav)[0])
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"inter_ctc_layers": [3]}, "from 1 to 2"),
+        ({"inter_ctc_layers": [0]}, "from 1 to 2"),
+        ({"self_condition": True}, "needs inter_ctc_layers"),
+    ],
+)
+def test_intermediate_ctc_options_are_checked(kwargs, message):
+    from speechbrain_wsm.errors import UserValueError
+
+    with pytest.raises(UserValueError, match=message):
+        _conditioned(**kwargs)

@@ -88,6 +88,7 @@ class OfflineGraph(nn.Module):
                 for c in convs:
                     c.unsqueeze = True
             x = m.projection(sub.flatten(2))
+            return m.head(m.encode(x)).float().log_softmax(-1)  # self-conditioned too
         y, _ = m.encoder(x)
         return m.head(y).float().log_softmax(-1)
 

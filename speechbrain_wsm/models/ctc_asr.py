@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from inspect import signature
 
 import torch
 from speechbrain.augment.freq_domain import SpectrogramDrop
@@ -137,6 +138,14 @@ class FbankCTC(nn.Module):
         super().__init__()
         depth = len(getattr(encoder, "layers", ()))
         self.inter_ctc_layers = sorted(set(inter_ctc_layers))
+        if (
+            self.inter_ctc_layers
+            and "between" not in signature(encoder.forward).parameters
+        ):
+            raise UserValueError(
+                f"inter_ctc_layers needs an encoder with a between-layer hook "
+                f"(MixerEncoder); {type(encoder).__name__} has none"
+            )
         if any(not 1 <= n < depth for n in self.inter_ctc_layers):
             raise UserValueError(
                 f"inter_ctc_layers must be encoder layers from 1 to {depth - 1} "
@@ -145,11 +154,12 @@ class FbankCTC(nn.Module):
         if self_condition and not self.inter_ctc_layers:
             raise UserValueError("self_condition needs inter_ctc_layers")
         if frontend_conv not in ("1d", "2d"):
-            raise ValueError(
+            raise UserValueError(
                 f"frontend_conv must be '1d' or '2d', got {frontend_conv!r}"
             )
         self.fbank = Fbank(sample_rate=sample_rate, n_mels=n_mels)
-        self.vtlp = MelWarp(n_mels, sample_rate, *vtlp_range) if vtlp else None
+        bank = self.fbank.compute_fbanks
+        self.vtlp = MelWarp(bank.f_central, bank.f_max, *vtlp_range) if vtlp else None
         self.spec_augment = (
             nn.Sequential(
                 SpectrogramDrop(0, freq_mask_width, 1, freq_masks, dim=2),
@@ -207,27 +217,32 @@ class FbankCTC(nn.Module):
         x = self.projection(x.flatten(2))
         pad = relative_to_padding_mask(wav_lens, x.shape[1])
         inter = []
-        if self.condition is not None or (self.training and self.inter_ctc_layers):
-            x, _ = self.encoder(
-                x, src_key_padding_mask=pad, between=self._intermediate(inter)
-            )
-        else:
-            x, _ = self.encoder(x, src_key_padding_mask=pad)
-        logits = self.head(self.dropout(x))
-        if self.training and inter:
+        logits = self.head(self.dropout(self.encode(x, pad, inter)))
+        if inter:
             return logits.float().log_softmax(-1), wav_lens, inter
         return logits.float().log_softmax(-1), wav_lens
 
-    def _intermediate(self, inter: list):
-        """The encoder's ``between`` hook: intermediate CTC posteriors into ``inter``."""
+    def encode(
+        self,
+        x: torch.Tensor,
+        pad: torch.Tensor | None = None,
+        inter: list | None = None,
+    ) -> torch.Tensor:
+        """The encoder's output ``[batch, frame, d_model]`` for projected
+        features ``x``, self-conditioned where the model is; in training, the
+        intermediate CTC log-probabilities are appended to ``inter``."""
+        heads = self.training and inter is not None and self.inter_ctc_layers
+        if self.condition is None and not heads:
+            return self.encoder(x, src_key_padding_mask=pad)[0]
 
-        def between(n: int, x: torch.Tensor) -> torch.Tensor:
+        def between(n: int, h: torch.Tensor) -> torch.Tensor:
             if n not in self.inter_ctc_layers:
-                return x
-            logits = self.head(self.encoder.norm(x))
-            inter.append(logits.float().log_softmax(-1))
+                return h
+            logits = self.head(self.encoder.norm(h))
+            if heads:
+                inter.append(logits.float().log_softmax(-1))
             if self.condition is None:
-                return x
-            return x + self.condition(logits.softmax(-1))
+                return h
+            return h + self.condition(logits.softmax(-1))
 
-        return between
+        return self.encoder(x, src_key_padding_mask=pad, between=between)[0]

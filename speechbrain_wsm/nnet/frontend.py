@@ -17,6 +17,8 @@ import torch
 from speechbrain.processing.features import STFT, Filterbank
 from torch import nn
 
+from speechbrain_wsm.errors import UserValueError
+
 __all__ = [
     "FrameCounter",
     "check_waveform",
@@ -220,10 +222,6 @@ class ConvBlock2d(nn.Module):
         return self.drop(self.act(self.norm(x)))
 
 
-def _hz_to_mel(hz: torch.Tensor) -> torch.Tensor:
-    return 2595.0 * torch.log10(1.0 + hz / 700.0)  # SpeechBrain's Filterbank scale
-
-
 class MelWarp(nn.Module):
     """Vocal tract length perturbation of log mel filterbanks, one factor per utterance.
 
@@ -231,32 +229,32 @@ class MelWarp(nn.Module):
     shorter vocal tract would: what a speaker says at ``f`` Hz, a warped
     speaker says at ``alpha * f`` (below ``boundary`` of the top frequency;
     above it a straight line that keeps the top fixed). Here the warp reads
-    each mel band's value off the unwarped bands, linearly interpolated at
-    the band whose centre frequency maps onto it: cheap (a gather over the
-    mel axis of features already computed) and exact at the band centres
-    up to that interpolation. In training only; an identity in ``eval()``.
+    each band's value off the unwarped bands at the frequency that maps onto
+    its centre, interpolated linearly between the two nearest centres:
+    cheap (a gather over the bands of features already computed). In
+    training only; an identity in ``eval()``.
 
     Written for this project: neither SpeechBrain nor torchaudio ships a
     VTLP, and speed perturbation changes tempo and pitch with the formants.
 
     Arguments
     ---------
-    n_mels : int
-        Mel bands (SpeechBrain's ``Filterbank`` layout: ``n_mels`` centres
-        equally spaced on the mel scale between ``f_min`` and ``f_max``,
-        exclusive).
-    sample_rate : int
-        Waveform rate; ``f_max`` defaults to half of it.
+    centres_hz : torch.Tensor
+        ``[n_mels]`` centre frequencies of the bands, increasing (SpeechBrain's
+        ``Filterbank.f_central``).
+    f_max : float
+        Top frequency of the filterbank, which the warp keeps fixed.
     low, high : float
-        Range of the per-utterance factor ``alpha`` (uniform).
-    f_min, f_max : float
-        The filterbank's edges in Hz.
+        Range of the per-utterance factor ``alpha`` (uniform), both above
+        ``boundary``.
     boundary : float
-        Share of ``f_max`` below which the warp is ``alpha * f``.
+        Share of ``f_max`` below which the warp is ``alpha * f``, in (0, 1).
 
     Example
     -------
-    >>> warp = MelWarp(40).train()
+    >>> from speechbrain.lobes.features import Fbank
+    >>> bank = Fbank(n_mels=40).compute_fbanks
+    >>> warp = MelWarp(bank.f_central, bank.f_max).train()
     >>> feats = torch.randn(2, 50, 40)
     >>> warp(feats).shape
     torch.Size([2, 50, 40])
@@ -266,41 +264,37 @@ class MelWarp(nn.Module):
 
     def __init__(
         self,
-        n_mels: int,
-        sample_rate: int = 16000,
+        centres_hz: torch.Tensor,
+        f_max: float,
         low: float = 0.9,
         high: float = 1.1,
-        f_min: float = 0.0,
-        f_max: float | None = None,
         boundary: float = 0.8,
     ):
         super().__init__()
-        if not 0.0 < low <= high:
-            raise ValueError(f"MelWarp needs 0 < low <= high, got {low}, {high}")
-        self.low, self.high, self.boundary = low, high, boundary
-        self.f_max = float(f_max if f_max is not None else sample_rate / 2)
-        mel = torch.linspace(
-            _hz_to_mel(torch.tensor(float(f_min))).item(),
-            _hz_to_mel(torch.tensor(self.f_max)).item(),
-            n_mels + 2,
-        )
-        self.register_buffer("mel_edges", mel, persistent=False)
+        if not 0.0 < boundary < 1.0:
+            raise UserValueError(
+                f"MelWarp's boundary must be in (0, 1), got {boundary}"
+            )
+        if not boundary < low <= high:
+            raise UserValueError(
+                f"MelWarp needs {boundary} (boundary) < low <= high, got {low}, {high}"
+            )
+        self.low, self.high = low, high
+        self.f_max, self.knee = float(f_max), boundary * float(f_max)
         self.register_buffer(
-            "centres_hz", 700.0 * (10 ** (mel[1:-1] / 2595.0) - 1.0), persistent=False
+            "centres_hz", centres_hz.detach().float().clone(), persistent=False
         )
 
     def source_bands(self, alpha: torch.Tensor) -> torch.Tensor:
         """Fractional band ``[batch, n_mels]`` each warped band reads, for factors ``[batch]``."""
-        hz = self.centres_hz[None, :]
-        a = alpha[:, None]
-        knee = self.boundary * self.f_max  # warped frequency where the line starts
-        below = hz / a
-        # above the knee: from (knee, knee / a) to (f_max, f_max)
-        above = knee / a + (hz - knee) * (self.f_max - knee / a) / (self.f_max - knee)
-        src = torch.where(hz <= knee, below, above).clamp(0.0, self.f_max)
-        step = self.mel_edges[1] - self.mel_edges[0]
-        band = (_hz_to_mel(src) - self.mel_edges[0]) / step - 1.0
-        return band.clamp(0.0, self.centres_hz.numel() - 1)
+        c, a, knee = self.centres_hz, alpha[:, None], self.knee
+        # the unwarped frequency that lands on each centre: c / a below the
+        # knee, then a line from (knee, knee / a) to (f_max, f_max)
+        above = knee / a + (c - knee) * (self.f_max - knee / a) / (self.f_max - knee)
+        src = torch.where(c <= knee, c / a, above).contiguous()
+        i = torch.searchsorted(c, src).clamp(1, c.numel() - 1)
+        lo, hi = c[i - 1], c[i]
+        return ((i - 1) + (src - lo) / (hi - lo)).clamp(0.0, c.numel() - 1)
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         """``feats`` ``[batch, frame, n_mels]`` -> the same, warped (training only)."""

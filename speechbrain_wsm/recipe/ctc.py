@@ -7,9 +7,11 @@ units whose blank is 0. :class:`CTCBrain` holds what they have in common:
 
 * waveform augmentation of training batches when the YAML has a
   ``wav_augment`` (SpeechBrain's ``Augmenter``) with augmentations enabled;
-* the CTC objective (mixed with intermediate CTC losses, weight
-  ``inter_ctc_weight``, when the model returns them), and greedy decoding of the validation set into WER and
-  CER (SpeechBrain's ``ErrorRateStats``; CER with spaces counted as ``_``);
+* the CTC objective, mixed with the intermediate CTC losses by
+  ``inter_ctc_weight`` when the model returns them in training (validation
+  scores the last layer alone), and greedy decoding of the validation set
+  into WER and CER (SpeechBrain's ``ErrorRateStats``; CER with spaces
+  counted as ``_``);
 * from :class:`~.brain.RecipeBrain`: one optimiser per parameter group, an
   optional step schedule (``lr_schedule``: the rate depends on the step
   only, never on a validation metric that sits at 100 % on the blank
@@ -30,6 +32,7 @@ from collections.abc import Callable, Mapping, Sequence
 import speechbrain as sb
 
 from speechbrain_wsm.decoding import build_decoder
+from speechbrain_wsm.errors import ConfigError
 from speechbrain_wsm.recipe.brain import RecipeBrain
 from speechbrain_wsm.recipe.checkpoints import recover_checkpoint
 from speechbrain_wsm.recipe.evaluation import evaluate_manifest
@@ -68,9 +71,14 @@ class CTCBrain(RecipeBrain):
 
         loss = ctc(log_probs)
         if intermediate:  # intermediate CTC heads, in training (FbankCTC)
-            w = getattr(self.hparams, "inter_ctc_weight", 0.3)
+            weight = getattr(self.hparams, "inter_ctc_weight", None)
+            if weight is None or not 0.0 <= weight <= 1.0:
+                raise ConfigError(
+                    "inter_ctc_layers needs inter_ctc_weight in [0, 1] in the "
+                    f"YAML, got {weight!r}"
+                )
             inter = sum(ctc(lp) for lp in intermediate[0]) / len(intermediate[0])
-            loss = (1 - w) * loss + w * inter
+            loss = (1 - weight) * loss + weight * inter
         if stage != sb.Stage.TRAIN:
             hyps = [h.split() for h in self._greedy(log_probs.detach(), lens)]
             refs = [w.split() for w in batch.wrd]

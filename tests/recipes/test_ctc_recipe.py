@@ -39,6 +39,18 @@ def run(variant, data, output, split, **overrides):
     return run_in_process(RECIPE, variant, options)
 
 
+def one_epoch(variant, data, output, **overrides):
+    """One epoch of small batches on the committed ``test-clean`` sample."""
+    options = {"number_of_epochs": 1, "seconds_per_batch": 20, **overrides}
+    return run(variant, data, output, "test-clean", **options)
+
+
+def rescored(out) -> dict:
+    """``python -m speechbrain_wsm.evaluate`` on a run's own test manifest."""
+    argv = [str(out), "--manifest", str(out / "test-clean.csv"), "--name", "again"]
+    return evaluate.main(argv)["again"]
+
+
 def test_variants_differ_only_in_marked_lines():
     def unmarked(name):
         lines = (RECIPE / "hparams" / f"{name}.yaml").read_text().splitlines()
@@ -49,14 +61,7 @@ def test_variants_differ_only_in_marked_lines():
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_each_variant_trains_scores_and_reloads(variant, tmp_path, librispeech_samples):
-    out = run(
-        variant,
-        librispeech_samples,
-        tmp_path / variant,
-        "test-clean",
-        number_of_epochs=1,
-        seconds_per_batch=20,
-    )
+    out = one_epoch(variant, librispeech_samples, tmp_path / variant)
     rates = read_error_rates(out)["test-clean"]
     assert set(rates) == {"CER", "WER"}
     table = (out / "results.md").read_text()
@@ -64,11 +69,9 @@ def test_each_variant_trains_scores_and_reloads(variant, tmp_path, librispeech_s
     cost = json.loads((out / "train_cost.json").read_text())
     assert cost["steps"] >= 1 and cost["step_seconds"] > 0
     # python -m speechbrain_wsm.evaluate reproduces the recipe's own scores
-    scores = evaluate.main(
-        [str(out), "--manifest", str(out / "test-clean.csv"), "--name", "again"]
-    )
-    assert scores["again"]["WER"] == pytest.approx(rates["WER"], abs=0.01)
-    assert scores["again"]["CER"] == pytest.approx(rates["CER"], abs=0.01)
+    again = rescored(out)
+    assert again["WER"] == pytest.approx(rates["WER"], abs=0.01)
+    assert again["CER"] == pytest.approx(rates["CER"], abs=0.01)
 
 
 def test_self_conditioned_intermediate_ctc_trains_and_reloads(
@@ -76,21 +79,15 @@ def test_self_conditioned_intermediate_ctc_trains_and_reloads(
 ):
     """``--inter_ctc_layers=[1] --self_condition=True``: trains on the mixed
     loss, and ``evaluate`` rebuilds the conditioned model and its scores."""
-    out = run(
+    out = one_epoch(
         "conformer_wsm",
         librispeech_samples,
         tmp_path / "run",
-        "test-clean",
-        number_of_epochs=1,
-        seconds_per_batch=20,
         inter_ctc_layers="[1]",
         self_condition=True,
     )
     rates = read_error_rates(out)["test-clean"]
-    scores = evaluate.main(
-        [str(out), "--manifest", str(out / "test-clean.csv"), "--name", "again"]
-    )
-    assert scores["again"]["CER"] == pytest.approx(rates["CER"], abs=0.01)
+    assert rescored(out)["CER"] == pytest.approx(rates["CER"], abs=0.01)
     ckpt = next((out / "save").glob("CKPT*/asr_model.ckpt"))
     assert "condition.weight" in torch.load(ckpt, map_location="cpu")
 
@@ -119,13 +116,10 @@ def test_reverberation_augmentation_trains_on_simulated_rooms(
     wet, _ = augment(click, torch.ones(1))
     tail = wet[0, 200:].abs() > 1e-4 * wet.abs().max()
     assert tail.sum() > 1600  # the room rings for more than 100 ms
-    out = run(
+    out = one_epoch(
         "conformer_wsm",
         librispeech_samples,
         tmp_path / "run",
-        "test-clean",
-        number_of_epochs=1,
-        seconds_per_batch=20,
         add_reverb=True,
         rir_csv=rirs,
     )

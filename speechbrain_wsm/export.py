@@ -71,7 +71,7 @@ class OfflineGraph(nn.Module):
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
         m = self.model
         if hasattr(m, "frontend"):  # StreamingFbankCTC
-            x = m.projection(m.frontend.latents(wav))
+            y = m.encoder(m.projection(m.frontend.latents(wav)))[0]
         else:  # FbankCTC
             # FbankCTC.features without padding: statistics over every frame
             with torch.autocast(wav.device.type, enabled=False):
@@ -87,9 +87,7 @@ class OfflineGraph(nn.Module):
             finally:
                 for c in convs:
                     c.unsqueeze = True
-            x = m.projection(sub.flatten(2))
-            return m.head(m.encode(x)).float().log_softmax(-1)  # self-conditioned too
-        y, _ = m.encoder(x)
+            y = m.encode(m.projection(sub.flatten(2)))  # self-conditioned too
         return m.head(y).float().log_softmax(-1)
 
 

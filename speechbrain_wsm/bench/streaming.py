@@ -45,6 +45,8 @@ run). Writes ``streaming_<device>.csv`` and ``.json`` into ``--out``.
 
 from __future__ import annotations
 
+import argparse
+
 import time
 from pathlib import Path
 
@@ -94,6 +96,7 @@ def build(variant: str, cfg: dict) -> StreamingEncoder:
         left_context=cfg["left_context"],
         right_context=0 if chunked else cfg["right_context"],
         low_latency=low_latency,
+        conv_lookahead=low_latency and cfg.get("conv_lookahead", False),
         mixer_kwargs=kwargs,
         chunk_size=cfg.get("chunk_size", 8) if chunked else None,
     )
@@ -242,7 +245,7 @@ def measure_lookahead(variant: str, cfg: dict) -> int | None:
 def encoder_config(args) -> dict:
     """The encoder's sizes and context of the command line (as :func:`build` reads them)."""
     keys = "arch layers d_model nhead d_ffn left_context right_context chunk_size vocab"
-    keys += " frame_ms"
+    keys += " frame_ms conv_lookahead"
     keys = keys.split()
     return {k: getattr(args, k) for k in keys}
 
@@ -531,6 +534,14 @@ def parse_args(argv=None):
         "multiple of it)",
     )
     p.add_argument("--vocab", type=int, default=32, help="CTC units of the head")
+    p.add_argument(
+        "--conv-lookahead",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="llsa and wsm: the look-ahead stream's convolutions read "
+        "right_context frames ahead, as the streaming CTC YAMLs' "
+        "conv_lookahead (default); --no-conv-lookahead: causal ones",
+    )
     p.add_argument(
         "--onnx",
         action="store_true",

@@ -161,7 +161,7 @@ def init_state(enc, batch: int, device=None, dtype=torch.float32) -> dict:
                 st["acc_n"] = torch.zeros(batch, device=device)
             conv = _conv_channels(layer)
             if conv is not None:
-                k = conv.kernel_size[0]
+                k = _conv_taps(conv)
                 st["conv"] = torch.zeros(
                     batch, k - 1, conv.in_channels, device=device, dtype=dtype
                 )
@@ -440,18 +440,40 @@ def _swsm_step(plan, mixer, proj, st, sp, a, end, future, need_out=True):
     return (le, win.to(dtype), run.to(dtype)), new, (cu, cn, K)
 
 
+def _conv_taps(conv: torch.nn.Conv1d) -> int:
+    """Taps of ``conv`` over the stream's own past and present (``K``): all
+    of them, less the look-ahead taps of a :class:`~speechbrain_wsm.nnet.
+    streaming_encoder.TwoStreamConvolutionModule`."""
+    return conv.kernel_size[0] - getattr(conv, "ahead", 0)
+
+
 def _conv_step(conv: torch.nn.Conv1d, b, cache, invalid):
     """Causal depthwise convolution of ``b`` ``[B, n, C]`` (channels last)
     after ``cache`` ``[B, K - 1, C]``; frames outside the stream (``invalid``
-    ``[B, n, 1]`` True, or None: none) are zeros, its padding."""
+    ``[B, n, 1]`` True, or None: none) are zeros, its padding.
+
+    With ``conv.ahead`` look-ahead taps (LLSA's two-stream convolution) the
+    batch is the causal stream (positions ``a ...``), then the look-ahead
+    stream (positions ``a - ahead ...``): the latter's last taps read the
+    causal stream's frames ``t + 1 ... t + ahead``, the newest of which
+    arrive in this step."""
     if invalid is not None:
         b = b.masked_fill(invalid, 0.0)
     full = _append(cache, b, 1)
+    K, n = _conv_taps(conv), b.shape[1]
+    w = conv.weight[:, 0].t()  # [taps, C]
     # windows [B, n, K, C] times the kernels [K, C] (channels innermost in
     # both): for the few frames of a chunk, two element-wise operators cost
     # less than the convolution kernel
-    windows = full.unfold(1, conv.kernel_size[0], 1).transpose(-1, -2)
-    out = (windows * conv.weight[:, 0].t()).sum(-2)
+    windows = full.unfold(1, K, 1).transpose(-1, -2)
+    out = (windows * w[:K]).sum(-2)
+    ahead = getattr(conv, "ahead", 0)
+    if ahead:
+        half = full.shape[0] // 2
+        # look-ahead output j (position a - ahead + j) reads causal positions
+        # a - ahead + j + 1 ... a + j: cache indices K - ahead + j ...
+        fut = full[:half].narrow(1, K - ahead, n + ahead - 1).unfold(1, ahead, 1)
+        out = torch.cat([out[:half], out[half:] + (fut.transpose(-1, -2) * w[K:]).sum(-2)])
     if conv.bias is not None:
         out = out + conv.bias
     return out, _tail(full, cache.shape[1], 1)
@@ -526,7 +548,13 @@ def _layer_step(plan, index, layer, xs, sts, sps, a, end):
             strict=True,
         )
         hs = _split(h, S)
-    active = [i for i in range(S) if not (S > 1 and i == 0 and plan.last == index)]
+    # the causal stream of the last layer feeds the look-ahead stream's
+    # mixer (and, with look-ahead convolutions, its convolution) only
+    active = [
+        i
+        for i in range(S)
+        if not (S > 1 and i == 0 and plan.last == index and not plan.conv_ahead)
+    ]
     mixes, news, hes, invalid, future = [], [], [], [], None
     for i, (proj, st, sp, hi) in enumerate(zip(projs, sts, sps, hs, strict=True)):
         need = i in active
@@ -611,6 +639,9 @@ class StepPlan:
         self.specs = stream_specs(enc)
         self.names = [list(sp) for sp in self.specs]
         self.last = len(enc.layers) - 1
+        #: LLSA with look-ahead convolutions: the causal stream's convolution
+        #: runs in the last layer too
+        self.conv_ahead = bool(getattr(enc, "conv_lookahead", False))
         self.int8 = int8
         self.packed = {}
         #: widening float layers (``out > in``) on the CPU: ``(weight.T

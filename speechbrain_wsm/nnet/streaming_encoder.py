@@ -10,20 +10,86 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 import torch
+import torch.nn.functional as F
 from speechbrain.utils.dynamic_chunk_training import DynChunkTrainConfig
 from torch import nn
 
-from speechbrain_wsm.nnet.common import valid_frames
-from speechbrain_wsm.nnet.encoders import MixerEncoder
+from speechbrain_wsm.nnet.common import activation_class, valid_frames
+from speechbrain_wsm.nnet.encoders import MaskedConvolutionModule, MixerEncoder
 from speechbrain_wsm.nnet.registry import build_mixer
 from speechbrain_wsm.nnet.streaming import StreamingWSM
 
-__all__ = ["StreamingEncoder", "STREAMING_MIXERS"]
+__all__ = ["StreamingEncoder", "STREAMING_MIXERS", "TwoStreamConvolutionModule"]
 
 
 #: Mixers :class:`StreamingEncoder` accepts, and whether each has a two-stream
 #: (LLSA) mode.
 STREAMING_MIXERS = {"maa": False, "sa": True, "swsm": True, "chunked": False}
+
+
+def two_stream_conv(conv: nn.Conv1d, b: torch.Tensor, ahead: int) -> torch.Tensor:
+    """LLSA's depthwise convolution of ``b`` ``[2 B, C, T]`` (causal stream,
+    then look-ahead stream, on the batch axis) with ``conv``'s ``K + ahead``
+    taps: taps ``0 .. K - 1`` read frames ``t - K + 1 ... t`` of the stream
+    itself; taps ``K ...`` read frames ``t + 1 ... t + ahead`` of the causal
+    stream, for the look-ahead stream only (the causal stream sees no future).
+    Frames outside the sequence are zeros."""
+    K = conv.kernel_size[0] - ahead
+    C, w = b.shape[1], conv.weight
+    past = F.conv1d(F.pad(b, (K - 1, 0)), w[..., :K], conv.bias, groups=C)
+    B = b.shape[0] // 2
+    future = F.conv1d(F.pad(b[:B, :, 1:], (0, ahead)), w[..., K:], groups=C)
+    return torch.cat([past[:B], past[B:] + future])
+
+
+class TwoStreamConvolutionModule(MaskedConvolutionModule):
+    """The Conformer convolution module of an LLSA layer with ``ahead`` frames
+    of look-ahead in its look-ahead stream, read from the causal stream of the
+    same layer (as the two-stream mixer reads its future): the encoder's
+    look-ahead stays ``ahead`` frames whatever the depth (reconstruction, see
+    :class:`StreamingEncoder` ``conv_lookahead``). Input ``[2 B, T, C]``:
+    causal stream, then look-ahead stream.
+
+    Example
+    -------
+    >>> conv = TwoStreamConvolutionModule(8, kernel_size=3, ahead=2).eval()
+    >>> x = torch.randn(2, 9, 8)
+    >>> x2 = x.clone(); x2[0, 6] += 1.0  # causal stream, frame 6
+    >>> moved = (conv(x2) - conv(x)).abs().sum(-1).gt(0)
+    >>> moved[0].nonzero().flatten().tolist(), moved[1].nonzero().flatten().tolist()
+    ([6, 7, 8], [4, 5])
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        kernel_size: int = 31,
+        ahead: int = 1,
+        activation=nn.SiLU,
+        dropout: float = 0.0,
+    ):
+        if ahead < 1:
+            raise ValueError(f"ahead must be >= 1, got {ahead}")
+        super().__init__(
+            input_size, kernel_size, activation=activation, dropout=dropout, causal=True
+        )
+        bias = self.conv.bias is not None
+        self.conv = nn.Conv1d(
+            input_size, input_size, kernel_size + ahead, groups=input_size, bias=bias
+        )
+        #: frames of look-ahead (the last taps of ``conv``)
+        self.conv.ahead = ahead
+
+    def forward(self, x, mask=None, dynchunktrain_config=None):
+        """``x`` ``[2 B, frame, feature]``, ``mask`` ``[2 B, frame]`` True = pad."""
+        out = self.bottleneck(self.layer_norm(x).transpose(1, 2))
+        if mask is not None:
+            out = out.masked_fill(mask.unsqueeze(1), 0.0)
+        out = two_stream_conv(self.conv, out, self.conv.ahead)
+        out = self.after_conv(out.transpose(1, 2))
+        if mask is not None:
+            out = out.masked_fill(mask.unsqueeze(-1), 0.0)
+        return out
 
 
 class StreamingEncoder(MixerEncoder):
@@ -64,6 +130,13 @@ class StreamingEncoder(MixerEncoder):
         Frames each mixer sees to the right (``chunked``: 0, the chunk sets it).
     low_latency : bool
         LLSA two-stream mode (``sa`` or ``swsm``).
+    conv_lookahead : bool
+        LLSA Conformers only: the look-ahead stream's depthwise convolutions
+        also read ``right_context`` frames ahead, from the causal stream of
+        the same layer (:class:`TwoStreamConvolutionModule`; ``right_context``
+        more taps), so the convolution, like the mixer, looks ahead without
+        adding to the encoder's look-ahead (reconstruction, not from the
+        paper).
     chunk_size : int, optional
         Frames per chunk, for ``mixer="chunked"`` only (required there).
     mixer_kwargs : dict, optional
@@ -98,6 +171,7 @@ class StreamingEncoder(MixerEncoder):
         low_latency: bool = False,
         mixer_kwargs: dict | None = None,
         chunk_size: int | None = None,
+        conv_lookahead: bool = False,
     ):
         if mixer not in STREAMING_MIXERS:
             raise ValueError(
@@ -110,6 +184,19 @@ class StreamingEncoder(MixerEncoder):
             )
         if not isinstance(left_context, int) or left_context < 0:
             raise ValueError(f"left_context must be an int >= 0, got {left_context!r}")
+        if conv_lookahead and not (
+            low_latency and arch == "conformer" and right_context >= 1
+        ):
+            raise ValueError(
+                "conv_lookahead needs low_latency=True, arch 'conformer' and "
+                f"right_context >= 1 (got low_latency={low_latency}, arch={arch!r}, "
+                f"right_context={right_context})"
+            )
+        if conv_lookahead and kernel_size < right_context:
+            raise ValueError(
+                f"conv_lookahead needs kernel_size >= right_context, got "
+                f"{kernel_size} < {right_context}"
+            )
         kwargs = dict(mixer_kwargs or {})
         if mixer == "chunked":
             kwargs.update(_chunk_kwargs(chunk_size, left_context, right_context))
@@ -137,6 +224,16 @@ class StreamingEncoder(MixerEncoder):
         self.causal = right_context == 0
         self.left_context, self.right_context = left_context, right_context
         self.low_latency = low_latency
+        self.conv_lookahead = conv_lookahead
+        if conv_lookahead:
+            for layer in self.layers:
+                layer.conv = TwoStreamConvolutionModule(
+                    d_model,
+                    kernel_size,
+                    ahead=right_context,
+                    activation=activation_class(activation),
+                    dropout=dropout,
+                )
         #: Frames per chunk of a ``chunked`` encoder (None: a band mixer).
         self.chunk_size = chunk_size
         #: Frames back one layer's output reads of its input (mixer band plus

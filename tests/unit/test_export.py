@@ -35,9 +35,12 @@ def audio():
 
 
 def _streaming(mixer="swsm", low_latency=True):
+    """``low_latency="conv"``: LLSA with look-ahead convolutions."""
     torch.manual_seed(0)
     enc = StreamingEncoder(2, 32, nhead=2, d_ffn=64, mixer=mixer, kernel_size=5,
-                           left_context=8, right_context=2, low_latency=low_latency)  # fmt: skip
+                           left_context=8, right_context=2,
+                           low_latency=bool(low_latency),
+                           conv_lookahead=low_latency == "conv")  # fmt: skip
     return StreamingFbankCTC(enc, 30, n_mels=20, channels=(16, 16)).eval()
 
 
@@ -52,7 +55,9 @@ def _standard_ops_only(path):
     )
 
 
-@pytest.mark.parametrize(("mixer", "low_latency"), [("swsm", True), ("sa", True)])
+@pytest.mark.parametrize(
+    ("mixer", "low_latency"), [("swsm", True), ("sa", True), ("swsm", "conv")]
+)
 def test_streaming_export_equals_pytorch_chunk_by_chunk(
     tmp_path, audio, mixer, low_latency
 ):
@@ -73,9 +78,10 @@ def test_streaming_export_equals_pytorch_chunk_by_chunk(
     torch.testing.assert_close(got, ref, atol=1e-4, rtol=0)
 
 
-def test_offline_export_of_streaming_model(tmp_path, audio):
+@pytest.mark.parametrize("low_latency", [True, "conv"])
+def test_offline_export_of_streaming_model(tmp_path, audio, low_latency):
     # streaming WSM; SA's blockwise band does not export with a dynamic length yet
-    model = _streaming("swsm", True)
+    model = _streaming("swsm", low_latency)
     path = export_offline(model, tmp_path / "m.onnx")
     assert check(model, path, audio, streaming=False) < 1e-4
     assert check(model, path, audio[:17777], streaming=False) < 1e-4

@@ -70,9 +70,25 @@ def test_causal_flag_contradicting_lookahead_is_refused():
         StreamingEncoder(2, D, nhead=2, d_ffn=32, mixer="mhsa")
 
 
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"low_latency": False},  # the stacked form would add R per layer
+        {"arch": "branchformer"},
+        {"right_context": 0},
+        {"kernel_size": 1},  # fewer taps than the look-ahead
+    ],
+)
+def test_conv_lookahead_is_refused_where_it_cannot_hold_the_lookahead(kwargs):
+    args = dict(mixer="sa", low_latency=True, left_context=4, right_context=2)
+    with pytest.raises(ValueError, match="conv_lookahead"):
+        StreamingEncoder(2, D, nhead=2, d_ffn=32, conv_lookahead=True, **{**args, **kwargs})
+
+
 def _encoder(
     mixer, low_latency=False, layers=4, R=2, L=8, arch="conformer", mixer_kwargs=None
 ):
+    """``low_latency="conv"``: LLSA with look-ahead convolutions."""
     torch.manual_seed(1)
     return StreamingEncoder(
         layers,
@@ -84,7 +100,8 @@ def _encoder(
         kernel_size=3,
         left_context=L,
         right_context=R,
-        low_latency=low_latency,
+        low_latency=bool(low_latency),
+        conv_lookahead=low_latency == "conv",
         dropout=0.0,
         mixer_kwargs=mixer_kwargs,
     ).eval()
@@ -102,6 +119,8 @@ def _measured(enc):
         ("swsm", False, 8),
         ("sa", True, 2),  # LLSA
         ("swsm", True, 2),  # low-latency streaming WSM
+        ("sa", "conv", 2),  # LLSA, convolutions looking ahead too
+        ("swsm", "conv", 2),
     ],
 )
 def test_measured_lookahead_four_layers(mixer, low_latency, expected):
@@ -147,8 +166,10 @@ def _state_numel(state):
 STREAM_CASES = [
     ("sa", False),
     ("sa", True),
+    ("sa", "conv"),
     ("swsm", False),
     ("swsm", True),
+    ("swsm", "conv"),
     ("maa", False),
 ]
 
@@ -645,7 +666,7 @@ def test_chunked_recogniser_streams_any_audio_chunk():
         ChunkStep(model, 4)
 
 
-@pytest.mark.parametrize("kind", ["llsa", "chunked"])
+@pytest.mark.parametrize("kind", ["llsa", "llsa_conv", "chunked"])
 def test_compiled_stream_is_opt_in_and_equal(kind, monkeypatch):
     """stream(compiled=True) runs its steady chunks through torch.compile (and
     only then), within 1e-5 of the eager stream, and a second stream of the
@@ -659,8 +680,8 @@ def test_compiled_stream_is_opt_in_and_equal(kind, monkeypatch):
         return real(*args)
 
     monkeypatch.setattr(streaming_cache, "compiled_step", counted)
-    if kind == "llsa":  # one layer: the test pays an Inductor compilation
-        enc = _encoder("sa", True, layers=1, R=2, L=5)
+    if kind.startswith("llsa"):  # one layer: the test pays an Inductor compilation
+        enc = _encoder("sa", "conv" if kind == "llsa_conv" else True, layers=1, R=2, L=5)
     else:
         enc = _chunked(layers=1)
     x = torch.randn(1, 40, D)

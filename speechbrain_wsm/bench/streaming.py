@@ -46,7 +46,6 @@ run). Writes ``streaming_<device>.csv`` and ``.json`` into ``--out``.
 from __future__ import annotations
 
 import argparse
-
 import time
 from pathlib import Path
 

@@ -473,7 +473,9 @@ def _conv_step(conv: torch.nn.Conv1d, b, cache, invalid):
         # look-ahead output j (position a - ahead + j) reads causal positions
         # a - ahead + j + 1 ... a + j: cache indices K - ahead + j ...
         fut = full[:half].narrow(1, K - ahead, n + ahead - 1).unfold(1, ahead, 1)
-        out = torch.cat([out[:half], out[half:] + (fut.transpose(-1, -2) * w[K:]).sum(-2)])
+        out = torch.cat(
+            [out[:half], out[half:] + (fut.transpose(-1, -2) * w[K:]).sum(-2)]
+        )
     if conv.bias is not None:
         out = out + conv.bias
     return out, _tail(full, cache.shape[1], 1)

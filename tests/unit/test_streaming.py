@@ -82,7 +82,9 @@ def test_causal_flag_contradicting_lookahead_is_refused():
 def test_conv_lookahead_is_refused_where_it_cannot_hold_the_lookahead(kwargs):
     args = dict(mixer="sa", low_latency=True, left_context=4, right_context=2)
     with pytest.raises(ValueError, match="conv_lookahead"):
-        StreamingEncoder(2, D, nhead=2, d_ffn=32, conv_lookahead=True, **{**args, **kwargs})
+        StreamingEncoder(
+            2, D, nhead=2, d_ffn=32, conv_lookahead=True, **{**args, **kwargs}
+        )
 
 
 def _encoder(
@@ -681,7 +683,9 @@ def test_compiled_stream_is_opt_in_and_equal(kind, monkeypatch):
 
     monkeypatch.setattr(streaming_cache, "compiled_step", counted)
     if kind.startswith("llsa"):  # one layer: the test pays an Inductor compilation
-        enc = _encoder("sa", "conv" if kind == "llsa_conv" else True, layers=1, R=2, L=5)
+        enc = _encoder(
+            "sa", "conv" if kind == "llsa_conv" else True, layers=1, R=2, L=5
+        )
     else:
         enc = _chunked(layers=1)
     x = torch.randn(1, 40, D)

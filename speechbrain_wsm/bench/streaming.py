@@ -95,7 +95,10 @@ def build(variant: str, cfg: dict) -> StreamingEncoder:
         left_context=cfg["left_context"],
         right_context=0 if chunked else cfg["right_context"],
         low_latency=low_latency,
-        conv_lookahead=low_latency and cfg.get("conv_lookahead", False),
+        # the recipes' two-stream Conformers only (other blocks refuse it)
+        conv_lookahead=low_latency
+        and cfg.get("arch", "conformer") == "conformer"
+        and cfg.get("conv_lookahead", False),
         mixer_kwargs=kwargs,
         chunk_size=cfg.get("chunk_size", 8) if chunked else None,
     )
@@ -537,9 +540,10 @@ def parse_args(argv=None):
         "--conv-lookahead",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="llsa and wsm: the look-ahead stream's convolutions read "
-        "right_context frames ahead, as the streaming CTC YAMLs' "
-        "conv_lookahead (default); --no-conv-lookahead: causal ones",
+        help="llsa and wsm Conformers: the look-ahead stream's convolutions "
+        "read right_context frames ahead, as the streaming CTC YAMLs' "
+        "conv_lookahead (default; other --arch have no such convolution); "
+        "--no-conv-lookahead: causal ones",
     )
     p.add_argument(
         "--onnx",

@@ -64,12 +64,17 @@ class MaskedConvolutionModule(ConvolutionModule):
     torch.Size([2, 5, 8])
     """
 
+    def depthwise(self, b: torch.Tensor) -> torch.Tensor:
+        """The depthwise convolution of ``b`` ``[batch, channel, frame]``,
+        as many frames out as in."""
+        return _chomp(self.conv(b), b.shape[-1])
+
     def forward(self, x, mask=None, dynchunktrain_config=None):
         """``x`` ``[batch, frame, feature]``, ``mask`` ``[batch, frame]`` True = pad."""
         out = self.bottleneck(self.layer_norm(x).transpose(1, 2))
         if mask is not None:
             out = out.masked_fill(mask.unsqueeze(1), 0.0)
-        out = _chomp(self.conv(out), x.shape[1])
+        out = self.depthwise(out)
         out = self.after_conv(out.transpose(1, 2))
         if mask is not None:
             out = out.masked_fill(mask.unsqueeze(-1), 0.0)

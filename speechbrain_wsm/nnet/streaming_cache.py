@@ -38,7 +38,9 @@ meaningless, and :meth:`StreamingEncoder.stream` drops them.
 The two-stream LLSA form (``low_latency=True``) keeps both streams: the
 causal stream ``c`` (no delay) and the look-ahead stream ``s`` (delay ``R``
 from layer 1 on), whose attention reads its future keys and window sums from
-``c``'s caches of the same layer.
+``c``'s caches of the same layer, and (look-ahead convolutions,
+``conv_lookahead``) whose depthwise convolution reads its future inputs from
+``c``'s convolution of the same layer.
 """
 
 from __future__ import annotations
@@ -505,11 +507,13 @@ def _ffn(plan, seq, x: torch.Tensor) -> torch.Tensor:
     return plan.linear(ffn[3], h)
 
 
-def _conformer_conv(plan, cm, he, cache, invalid):
+def _conformer_conv(plan, cm, he, cache, invalid, skip: int = 0):
     """SpeechBrain's Conformer convolution module on ``[B, n, D]`` frames,
-    channels last throughout (the pointwise convolution as a linear layer)."""
+    channels last throughout (the pointwise convolution as a linear layer);
+    the first ``skip`` rows only fill the convolution's cache (no output)."""
     b = F.glu(plan.linear(cm.bottleneck[0], _ln(he, cm.layer_norm)), dim=-1)
     c, conv = _conv_step(cm.conv, b, cache, invalid)
+    c = c[skip:]
     ac = cm.after_conv  # LayerNorm, activation, Linear, Dropout
     return plan.linear(ac[2], _act(ac[1], _ln(c, ac[0]))), conv
 
@@ -521,7 +525,8 @@ def _layer_step(plan, index, layer, xs, sts, sps, a, end):
 
     LLSA's two streams share their input in layer 1 (computed once), and
     the causal stream of the last layer only feeds its keys (or summary
-    features) to the look-ahead stream: its output is never computed.
+    features) and, with look-ahead convolutions, its convolution inputs to
+    the look-ahead stream: nothing after them is computed.
     """
     S, n = len(xs), xs[0].shape[1]
     B = xs[0].shape[0]
@@ -550,13 +555,11 @@ def _layer_step(plan, index, layer, xs, sts, sps, a, end):
             strict=True,
         )
         hs = _split(h, S)
-    # the causal stream of the last layer feeds the look-ahead stream's
-    # mixer (and, with look-ahead convolutions, its convolution) only
-    active = [
-        i
-        for i in range(S)
-        if not (S > 1 and i == 0 and plan.last == index and not plan.conv_ahead)
-    ]
+    # LLSA's causal stream in the last layer feeds the look-ahead stream
+    # only: its mixer's output is needed for its convolution inputs alone
+    feeds = S > 1 and plan.last == index
+    active = [i for i in range(S) if not (i == 0 and feeds and not plan.conv_ahead)]
+    skip = B if feeds and plan.conv_ahead else 0  # rows of no output
     mixes, news, hes, invalid, future = [], [], [], [], None
     for i, (proj, st, sp, hi) in enumerate(zip(projs, sts, sps, hs, strict=True)):
         need = i in active
@@ -593,8 +596,8 @@ def _layer_step(plan, index, layer, xs, sts, sps, a, end):
     if arch == "c":
         he = he + mix
         cache = _cat([sts[i]["conv"] for i in active])
-        c, conv = _conformer_conv(plan, layer.conv, he, cache, invalid)
-        he = he + c
+        c, conv = _conformer_conv(plan, layer.conv, he, cache, invalid, skip)
+        he = he[skip:] + c
         y = _ln(torch.add(he, _ffn(plan, layer.ffn2, he), alpha=0.5), layer.norm_out)
     elif arch == "t":
         he = he + mix
@@ -612,8 +615,9 @@ def _layer_step(plan, index, layer, xs, sts, sps, a, end):
             news[i]["conv"] = part
         for i in range(S):
             news[i].setdefault("conv", sts[i]["conv"])
-    ys = _split(y, len(active))
-    return [ys[active.index(i)] if i in active else None for i in range(S)], news
+    outs = active[1:] if skip else active
+    ys = _split(y, len(outs))
+    return [ys[outs.index(i)] if i in outs else None for i in range(S)], news
 
 
 _ARCH = {"ConformerLayer": "c", "TransformerLayer": "t", "BranchformerLayer": "b"}
@@ -642,8 +646,10 @@ class StepPlan:
         self.names = [list(sp) for sp in self.specs]
         self.last = len(enc.layers) - 1
         #: LLSA with look-ahead convolutions: the causal stream's convolution
-        #: runs in the last layer too
-        self.conv_ahead = bool(getattr(enc, "conv_lookahead", False))
+        #: inputs are computed in the last layer too
+        self.conv_ahead = any(
+            getattr(_conv_channels(layer), "ahead", 0) for layer in enc.layers
+        )
         self.int8 = int8
         self.packed = {}
         #: widening float layers (``out > in``) on the CPU: ``(weight.T

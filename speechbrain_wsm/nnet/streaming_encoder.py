@@ -34,6 +34,11 @@ def two_stream_conv(conv: nn.Conv1d, b: torch.Tensor, ahead: int) -> torch.Tenso
     itself; taps ``K ...`` read frames ``t + 1 ... t + ahead`` of the causal
     stream, for the look-ahead stream only (the causal stream sees no future).
     Frames outside the sequence are zeros."""
+    if b.shape[0] % 2:
+        raise ValueError(
+            f"two-stream input must stack [causal; look-ahead] on the batch axis "
+            f"(even batch), got batch {b.shape[0]}"
+        )
     K = conv.kernel_size[0] - ahead
     C, w = b.shape[1], conv.weight
     past = F.conv1d(F.pad(b, (K - 1, 0)), w[..., :K], conv.bias, groups=C)
@@ -54,8 +59,8 @@ class TwoStreamConvolutionModule(MaskedConvolutionModule):
     -------
     >>> conv = TwoStreamConvolutionModule(8, kernel_size=3, ahead=2).eval()
     >>> x = torch.randn(2, 9, 8)
-    >>> x2 = x.clone(); x2[0, 6] += 1.0  # causal stream, frame 6
-    >>> moved = (conv(x2) - conv(x)).abs().sum(-1).gt(0)
+    >>> x2 = x.clone(); x2[0, 6, 0] += 1.0  # causal stream, frame 6
+    >>> moved = (conv(x2) - conv(x)).abs().sum(-1).gt(1e-4)
     >>> moved[0].nonzero().flatten().tolist(), moved[1].nonzero().flatten().tolist()
     ([6, 7, 8], [4, 5])
     """
@@ -80,16 +85,9 @@ class TwoStreamConvolutionModule(MaskedConvolutionModule):
         #: frames of look-ahead (the last taps of ``conv``)
         self.conv.ahead = ahead
 
-    def forward(self, x, mask=None, dynchunktrain_config=None):
-        """``x`` ``[2 B, frame, feature]``, ``mask`` ``[2 B, frame]`` True = pad."""
-        out = self.bottleneck(self.layer_norm(x).transpose(1, 2))
-        if mask is not None:
-            out = out.masked_fill(mask.unsqueeze(1), 0.0)
-        out = two_stream_conv(self.conv, out, self.conv.ahead)
-        out = self.after_conv(out.transpose(1, 2))
-        if mask is not None:
-            out = out.masked_fill(mask.unsqueeze(-1), 0.0)
-        return out
+    def depthwise(self, b: torch.Tensor) -> torch.Tensor:
+        """:func:`two_stream_conv` of ``b`` ``[2 B, channel, frame]``."""
+        return two_stream_conv(self.conv, b, self.conv.ahead)
 
 
 class StreamingEncoder(MixerEncoder):
@@ -190,12 +188,12 @@ class StreamingEncoder(MixerEncoder):
             raise ValueError(
                 "conv_lookahead needs low_latency=True, arch 'conformer' and "
                 f"right_context >= 1 (got low_latency={low_latency}, arch={arch!r}, "
-                f"right_context={right_context})"
+                f"right_context={right_context}); set conv_lookahead False"
             )
         if conv_lookahead and kernel_size < right_context:
             raise ValueError(
                 f"conv_lookahead needs kernel_size >= right_context, got "
-                f"{kernel_size} < {right_context}"
+                f"{kernel_size} < {right_context}; set conv_lookahead False"
             )
         kwargs = dict(mixer_kwargs or {})
         if mixer == "chunked":

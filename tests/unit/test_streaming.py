@@ -199,6 +199,23 @@ def test_stream_equals_offline(mixer, low_latency):
             torch.testing.assert_close(torch.cat(outs, 1), full, atol=2e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize(("kernel_size", "R"), [(2, 2), (4, 1)])
+def test_conv_lookahead_streams_exactly_at_the_edges_of_its_taps(kernel_size, R):
+    """As many look-ahead taps as causal ones (the cache's oldest frame is
+    read), and a single one."""
+    torch.manual_seed(1)
+    enc = StreamingEncoder(2, D, nhead=2, d_ffn=32, mixer="swsm", dropout=0.0,
+                           kernel_size=kernel_size, left_context=3, right_context=R,
+                           low_latency=True, conv_lookahead=True).eval()  # fmt: skip
+    assert enc.layers[0].conv.conv.kernel_size == (kernel_size + R,)
+    x = torch.randn(1, 23, D)
+    with torch.no_grad():
+        full, _ = enc(x)
+        for chunk in (1, 2, 5):
+            got = _stream_all(enc, x, chunk)
+            torch.testing.assert_close(got, full, atol=2e-5, rtol=1e-4)
+
+
 @pytest.mark.parametrize("arch", ["transformer", "branchformer"])
 @pytest.mark.parametrize(("mixer", "low_latency"), [("sa", True), ("swsm", False)])
 def test_stream_equals_offline_other_blocks(arch, mixer, low_latency):

@@ -501,6 +501,20 @@ def test_2d_front_end_reads_no_future_and_streams_exactly():
         StreamingFbankExtractor(20, [4, 8], conv="3d")
 
 
+@pytest.mark.parametrize("arch", ["conformer", "transformer", "branchformer"])
+def test_benchmark_gives_look_ahead_convolutions_to_two_stream_conformers_only(arch):
+    """The benchmark's default (the CTC YAMLs') look-ahead convolutions: on
+    for the two-stream Conformers, and no error for blocks without them
+    (``scripts/gpu_check.sh`` benchmarks the paper's Transformer)."""
+    from speechbrain_wsm.bench.streaming import build, encoder_config, parse_args
+
+    cfg = encoder_config(parse_args(["--quick", "--arch", arch]))
+    assert cfg["conv_lookahead"]
+    for variant in ("llsa", "wsm", "sa"):
+        enc = build(variant, cfg)
+        assert enc.conv_lookahead == (arch == "conformer" and variant != "sa")
+
+
 def test_benchmark_quick_run_writes_its_table(tmp_path, capsys):
     """The benchmark's plumbing (no timing asserted): rows, table, targets."""
     import json

@@ -462,14 +462,14 @@ def _conv_step(conv: torch.nn.Conv1d, b, cache, invalid):
     if invalid is not None:
         b = b.masked_fill(invalid, 0.0)
     full = _append(cache, b, 1)
-    K, n = _conv_taps(conv), b.shape[1]
+    ahead, n = getattr(conv, "ahead", 0), b.shape[1]
+    K = conv.kernel_size[0] - ahead  # = _conv_taps(conv)
     w = conv.weight[:, 0].t()  # [taps, C]
     # windows [B, n, K, C] times the kernels [K, C] (channels innermost in
     # both): for the few frames of a chunk, two element-wise operators cost
     # less than the convolution kernel
     windows = full.unfold(1, K, 1).transpose(-1, -2)
     out = (windows * w[:K]).sum(-2)
-    ahead = getattr(conv, "ahead", 0)
     if ahead:
         half = full.shape[0] // 2
         # look-ahead output j (position a - ahead + j) reads causal positions

@@ -182,6 +182,10 @@ class StreamingEncoder(MixerEncoder):
             )
         if not isinstance(left_context, int) or left_context < 0:
             raise ValueError(f"left_context must be an int >= 0, got {left_context!r}")
+        if not isinstance(conv_lookahead, bool):
+            raise ValueError(
+                f"conv_lookahead must be True or False, got {conv_lookahead!r}"
+            )
         if conv_lookahead and not (
             low_latency and arch == "conformer" and right_context >= 1
         ):

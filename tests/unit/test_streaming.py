@@ -77,14 +77,14 @@ def test_causal_flag_contradicting_lookahead_is_refused():
         {"arch": "branchformer"},
         {"right_context": 0},
         {"kernel_size": 1},  # fewer taps than the look-ahead
+        {"conv_lookahead": "yes"},  # not a bool
     ],
 )
 def test_conv_lookahead_is_refused_where_it_cannot_hold_the_lookahead(kwargs):
     args = dict(mixer="sa", low_latency=True, left_context=4, right_context=2)
+    args["conv_lookahead"] = True
     with pytest.raises(ValueError, match="conv_lookahead"):
-        StreamingEncoder(
-            2, D, nhead=2, d_ffn=32, conv_lookahead=True, **{**args, **kwargs}
-        )
+        StreamingEncoder(2, D, nhead=2, d_ffn=32, **{**args, **kwargs})
 
 
 def _encoder(

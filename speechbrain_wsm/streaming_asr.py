@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m speechbrain_wsm.transcribe --stream RUN speech.wav [--no-realtime] [--chunk_ms 160]
+    python -m speechbrain_wsm.transcribe --stream RUN speech.wav [--no-realtime] [--chunk_ms 160] [--compiled]
     arecord -f S16_LE -r 16000 -c 1 -t raw | python -m speechbrain_wsm.transcribe --stream RUN -
     ... | python -m speechbrain_wsm.transcribe --stream RUN - --rate 8000
 
@@ -24,6 +24,9 @@ transcript is printed as::
 
 the recipe's decoder over every frame: the same text as the offline decoding
 of the same model (``python -m speechbrain_wsm.transcribe RUN speech.wav``).
+``--compiled`` runs the encoder's chunk step through ``torch.compile``,
+compiled once before the first source (about a minute on one core): the
+step that keeps up with real time on one CPU core.
 """
 
 from __future__ import annotations
@@ -52,6 +55,14 @@ class StreamingTranscriber:
         ``(log_probs, lens) -> texts``: the final decoder.
     sample_rate : int
         Rate the model takes.
+    compiled : bool
+        Run the encoder's chunk step through ``torch.compile`` (the model's
+        ``stream(..., compiled=True)``: equal to the eager step within float
+        rounding, and the step that is real time on one CPU core, see
+        ``README_streaming.md``). Compiling takes about a minute for the
+        recipe's encoder on one core, once per chunk size (less when
+        Inductor's cache has it): call :meth:`warm_up` before real audio
+        arrives.
 
     Example
     -------
@@ -70,7 +81,14 @@ class StreamingTranscriber:
     True
     """
 
-    def __init__(self, asr_model, tokenizer, decode: Callable, sample_rate=16000):
+    def __init__(
+        self,
+        asr_model,
+        tokenizer,
+        decode: Callable,
+        sample_rate=16000,
+        compiled: bool = False,
+    ):
         if not callable(getattr(asr_model, "stream", None)):
             raise ValueError(
                 f"{type(asr_model).__name__} cannot stream (no stream() method): "
@@ -80,6 +98,7 @@ class StreamingTranscriber:
         self.tokenizer, self.decode = tokenizer, decode
         self.sample_rate = int(sample_rate)
         self.units = len(tokenizer)
+        self.compiled = bool(compiled)
         self.reset()
 
     def reset(self) -> None:
@@ -115,7 +134,9 @@ class StreamingTranscriber:
         if chunk is not None:
             self.samples += chunk.shape[0]
             chunk = chunk[None]
-        lp, self.state = self.model.stream(chunk, self.state, final=final)
+        lp, self.state = self.model.stream(
+            chunk, self.state, final=final, compiled=self.compiled
+        )
         lp = lp.float().cpu()
         if lp.shape[1]:
             self.log_probs.append(lp)
@@ -129,6 +150,16 @@ class StreamingTranscriber:
     def partial(self) -> str:
         """Greedy CTC transcript of the frames decoded so far."""
         return " ".join(self.tokenizer.decode(self.ids).split())
+
+    def warm_up(self, chunk_samples: int, chunks: int = 4) -> None:
+        """Stream ``chunks`` chunks of silence of ``chunk_samples`` samples
+        and start a new stream: a compiled transcriber compiles its step for
+        that chunk size here, not while real audio waits."""
+        self.reset()
+        silence = torch.zeros(int(chunk_samples))
+        for _ in range(chunks):
+            self.feed(silence)
+        self.reset()
 
     def feed(self, chunk) -> str:
         """Feed ``chunk`` (``[sample]`` float at ``sample_rate``); the partial text."""
@@ -147,7 +178,15 @@ class StreamingTranscriber:
         return self.decode(torch.cat(self.log_probs, dim=1), torch.ones(1))[0]
 
     @classmethod
-    def from_run(cls, run, checkpoint="best", device="cpu", overrides=None, **decoding):
+    def from_run(
+        cls,
+        run,
+        checkpoint="best",
+        device="cpu",
+        overrides=None,
+        compiled=False,
+        **decoding,
+    ):
         """Load a trained streaming recipe as :class:`~speechbrain_wsm.transcribe.Transcriber` does."""
         from speechbrain_wsm import decoding as dec
         from speechbrain_wsm.recipe.evaluation import (
@@ -171,6 +210,7 @@ class StreamingTranscriber:
             tokenizer,
             build_decoder(tokenizer, **options),
             hparams.get("sample_rate", 16000),
+            compiled=compiled,
         )
 
 
@@ -203,16 +243,20 @@ def _resampler(rate: int, target: int):
     return lambda x: torchaudio.functional.resample(x, rate, target)
 
 
+def _chunk_samples(chunk_ms: float, rate: int) -> int:
+    return max(1, round(chunk_ms * rate / 1000))
+
+
 def stream_source(asr: StreamingTranscriber, source: str, args, out=None) -> str:
     """Transcribe one file (or ``-``: stdin PCM), printing partials; the final text."""
     out = out or sys.stdout
     rate = asr.sample_rate
-    chunk_samples = max(1, round(args.chunk_ms * rate / 1000))
+    chunk_samples = _chunk_samples(args.chunk_ms, rate)
     if source == "-":
         if args.rate <= 0:
             raise ValueError(f"--rate must be a positive number of Hz, got {args.rate}")
         resample = _resampler(args.rate, rate)
-        step = max(1, round(args.chunk_ms * args.rate / 1000))
+        step = _chunk_samples(args.chunk_ms, args.rate)
         chunks = (resample(c) for c in pcm_chunks(sys.stdin.buffer, args.rate, step))
         realtime = False  # stdin already arrives at its own pace
     else:
@@ -245,8 +289,17 @@ def main_stream(args, overrides: dict) -> int:
         checkpoint=args.checkpoint,
         device=args.device,
         overrides=overrides,
+        compiled=args.compiled,
         **decoding_args(args),
     )
+    if args.compiled:
+        print(
+            "compiling the chunk step (about a minute on one core, once per "
+            "chunk size)...",
+            file=sys.stderr,
+            flush=True,
+        )
+        asr.warm_up(_chunk_samples(args.chunk_ms, asr.sample_rate))
     failed = []
     for source in args.files:
         try:
@@ -280,3 +333,9 @@ def add_stream_options(parser) -> None:
         "--rate", type=int, default=16000, help="sample rate of raw PCM on stdin ('-')"
     )
     group.add_argument("--chunk_ms", type=float, default=160.0, help="chunk duration")
+    group.add_argument(
+        "--compiled",
+        action="store_true",
+        help="run the encoder's chunk step through torch.compile (real time on "
+        "one CPU core; compiled once at start, about a minute)",
+    )

@@ -464,7 +464,7 @@ def _conv_step(conv: torch.nn.Conv1d, b, cache, invalid):
     full = _append(cache, b, 1)
     ahead, n = getattr(conv, "ahead", 0), b.shape[1]
     K = conv.kernel_size[0] - ahead  # = _conv_taps(conv)
-    w = conv.weight[:, 0].t()  # [taps, C]
+    w = conv.weight[:, 0].t().contiguous()  # [taps, C]
     # windows [B, n, K, C] times the kernels [K, C] (channels innermost in
     # both): for the few frames of a chunk, two element-wise operators cost
     # less than the convolution kernel
@@ -620,6 +620,10 @@ def _layer_step(plan, index, layer, xs, sts, sps, a, end):
     return [ys[outs.index(i)] if i in outs else None for i in range(S)], news
 
 
+#: at most this many rows take the transposed weight of a widening layer
+#: (:meth:`StepPlan.linear`)
+_WIDE_ROWS = 1
+
 _ARCH = {"ConformerLayer": "c", "TransformerLayer": "t", "BranchformerLayer": "b"}
 
 
@@ -723,18 +727,21 @@ class StepPlan:
         """``mod(x)`` for a ``Linear`` (or a pointwise ``Conv1d`` on frames
         ``[..., in]``).
 
-        A widening float layer multiplies by a contiguous copy of its
-        transposed weight: with the few rows of a chunk, CPU BLAS reads a
-        ``[in, out]`` matrix (long rows) about twice as fast as the
-        ``[out, in]`` one (measured: 256 -> 1024, one row, 131 against 64
-        µs; narrowing layers are already fastest as they are). The same
-        products, summed in another order: equal to float rounding.
+        A widening float layer given a single row multiplies by a
+        contiguous copy of its transposed weight: CPU BLAS reads a ``[in,
+        out]`` matrix (long rows) faster there (measured interleaved on a
+        2-core Xeon, one thread, 256 -> 1024, weights cold: 64 against 75
+        µs), but from two rows on (LLSA's two streams, chunks of several
+        frames) the ``[out, in]`` weight is faster (2 / 4 / 8 rows: 79 /
+        117 / 137 against 99 / 135 / 169 µs); narrowing layers are fastest
+        as they are. The same products, summed in another order: equal to
+        float rounding.
         """
         packed = self.packed.get(mod) if self.packed else None
         if packed is not None and not x.is_cuda:
             return torch.ops.quantized.linear_dynamic(x.contiguous(), packed, True)
-        wide = self.wide.get(mod)
-        if wide is not None and not x.is_cuda:
+        wide = self.wide.get(mod) if _WIDE_ROWS else None
+        if wide is not None and not x.is_cuda and x.numel() <= _WIDE_ROWS * x.shape[-1]:
             wt, bias = wide
             x2 = x.reshape(-1, x.shape[-1])
             y = torch.mm(x2, wt) if bias is None else torch.addmm(bias, x2, wt)

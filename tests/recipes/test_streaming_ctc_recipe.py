@@ -128,6 +128,41 @@ def test_transcribe_stream_prints_partials_and_the_offline_text(
     assert "error: -: stdin ended in the middle" in capsys.readouterr().err
 
 
+def test_transcribe_stream_compiled_gives_the_offline_text(
+    trained_llsa, librispeech_samples, capsys
+):
+    """``--compiled``: the chunk step is compiled before the first source (not
+    while audio waits), then every full chunk runs through it; the final text
+    is still the offline decoding."""
+    from speechbrain_wsm import transcribe
+    from speechbrain_wsm.streaming_asr import StreamingTranscriber
+
+    wav = str(next(librispeech_samples.rglob("*.flac")))
+    assert transcribe.main([str(trained_llsa), wav]) == 0
+    offline = capsys.readouterr().out.strip().split("\t", 1)[1]
+    argv = ["--stream", str(trained_llsa), wav, "--no-realtime", "--compiled"]
+    assert transcribe.main(argv) == 0
+    captured = capsys.readouterr()
+    assert "compiling the chunk step" in captured.err
+    assert captured.out.strip().splitlines()[-1] == f"{wav}\t{offline}"
+    # warm_up compiles the step of its chunk size; the stream then uses it
+    asr = StreamingTranscriber.from_run(trained_llsa, compiled=True)
+    encoder = asr.model.encoder
+    assert getattr(encoder, "_compiled_step", None) is None
+    asr.warm_up(2560)
+    assert encoder._compiled_step[1] is not None
+    calls = []
+    compiled = encoder._compiled_step[1]
+    encoder._compiled_step[1] = lambda *a: calls.append(1) or compiled(*a)
+    from speechbrain_wsm.data.audio import load_audio
+
+    audio = load_audio(wav, sample_rate=16000)
+    for i in range(0, audio.shape[0], 2560):
+        asr.feed(audio[i : i + 2560])
+    assert len(calls) >= audio.shape[0] // 2560 - 3  # all but the first chunks
+    assert asr.finish() == offline
+
+
 def test_export_cli_streams_in_onnxruntime(trained_llsa, tmp_path, capsys):
     pytest.importorskip("onnxruntime")
     from speechbrain_wsm import export

@@ -584,6 +584,28 @@ def test_benchmark_measures_the_ctc_recipes_40_ms_frames(tmp_path, capsys):
     assert "stream, chunk 4 (160 ms)" in out
 
 
+def test_benchmark_checks_the_compiled_step_beside_the_eager_one():
+    """``--compiled`` rows are held to the same RTF targets, in their own lines."""
+    from types import SimpleNamespace
+
+    from speechbrain_wsm.bench import streaming as bench
+
+    rows = [
+        {"device": "cpu", "variant": "llsa", "kind": "stream", "chunk_frames": c,
+         "rtf": rtf, "rtf_compiled": comp}
+        for c, rtf, comp in ((4, 0.17, 0.13), (1, 0.45, 0.55))
+    ]  # fmt: skip
+    args = SimpleNamespace(lengths=[60.0], layers=12, frame_ms=40)
+    met = {c["target"]: c["ok"] for c in bench.check_targets(rows, args)}
+    assert met["llsa streaming RTF, 160 ms chunks <= 0.15"] is False
+    assert met["llsa streaming RTF (compiled step), 160 ms chunks <= 0.15"] is True
+    assert met["llsa streaming RTF, 40 ms chunks <= 0.5"] is True
+    assert met["llsa streaming RTF (compiled step), 40 ms chunks <= 0.5"] is False
+    rows[0].pop("rtf_compiled")  # not measured: no line for it
+    met = {c["target"] for c in bench.check_targets(rows, args)}
+    assert "llsa streaming RTF (compiled step), 160 ms chunks <= 0.15" not in met
+
+
 def _chunked(C=4, L=8, causal=False, layers=3):
     torch.manual_seed(3)
     return StreamingEncoder(

@@ -464,7 +464,7 @@ def _conv_step(conv: torch.nn.Conv1d, b, cache, invalid):
     full = _append(cache, b, 1)
     ahead, n = getattr(conv, "ahead", 0), b.shape[1]
     K = conv.kernel_size[0] - ahead  # = _conv_taps(conv)
-    w = conv.weight[:, 0].t().contiguous()  # [taps, C]
+    w = conv.weight[:, 0].t()  # [taps, C]
     # windows [B, n, K, C] times the kernels [K, C] (channels innermost in
     # both): for the few frames of a chunk, two element-wise operators cost
     # less than the convolution kernel

@@ -299,7 +299,16 @@ def main_stream(args, overrides: dict) -> int:
             file=sys.stderr,
             flush=True,
         )
-        asr.warm_up(_chunk_samples(args.chunk_ms, asr.sample_rate))
+        try:
+            asr.warm_up(_chunk_samples(args.chunk_ms, asr.sample_rate))
+        except Exception as exc:  # Inductor's errors (no C++ compiler, ...)
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            print(
+                f"error: --compiled: torch.compile could not build the chunk "
+                f"step ({type(exc).__name__}: {reason}); run without --compiled",
+                file=sys.stderr,
+            )
+            return 1
     failed = []
     for source in args.files:
         try:

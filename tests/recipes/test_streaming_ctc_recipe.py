@@ -163,6 +163,26 @@ def test_transcribe_stream_compiled_gives_the_offline_text(
     assert asr.finish() == offline
 
 
+def test_transcribe_stream_compiled_fails_in_one_line(trained_llsa, capsys, monkeypatch):
+    """Where ``torch.compile`` cannot build the step (no C++ compiler, ...),
+    ``--compiled`` ends in one ``error:`` line naming the way out."""
+    from speechbrain_wsm import transcribe
+
+    def broken(fn, **kwargs):
+        def run(*args):
+            raise RuntimeError("C++ compile error\ng++: not found")
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken)
+    wav = "unused.wav"
+    assert transcribe.main(["--stream", str(trained_llsa), wav, "--compiled"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: --compiled: torch.compile could not build")
+    assert "RuntimeError: C++ compile error" in err[-1]
+    assert err[-1].endswith("run without --compiled")
+
+
 def test_export_cli_streams_in_onnxruntime(trained_llsa, tmp_path, capsys):
     pytest.importorskip("onnxruntime")
     from speechbrain_wsm import export

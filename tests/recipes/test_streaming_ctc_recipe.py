@@ -163,7 +163,9 @@ def test_transcribe_stream_compiled_gives_the_offline_text(
     assert asr.finish() == offline
 
 
-def test_transcribe_stream_compiled_fails_in_one_line(trained_llsa, capsys, monkeypatch):
+def test_transcribe_stream_compiled_fails_in_one_line(
+    trained_llsa, capsys, monkeypatch
+):
     """Where ``torch.compile`` cannot build the step (no C++ compiler, ...),
     ``--compiled`` ends in one ``error:`` line naming the way out."""
     from speechbrain_wsm import transcribe

@@ -61,6 +61,13 @@ class MHSA(nn.Module):
     torch.Size([2, 7, 16])
     """
 
+    #: Whether a layer around it compiles once for every length. Not in
+    #: torch 2.11: Inductor's backward of a Conformer layer with SpeechBrain's
+    #: attention guards on the number of frames (exactly, for RelPosMHAXL;
+    #: an upper bound, for MultiheadAttention), so each new length compiles
+    #: again (:meth:`~speechbrain_wsm.nnet.encoders.MixerEncoder.compile_layers`).
+    compiles_for_every_length = False
+
     def __init__(
         self, d_model: int, nhead: int = 1, dropout: float = 0.0, causal=False
     ):

@@ -356,16 +356,25 @@ class MixerEncoder(nn.Module):
         )
         self.norm = nn.LayerNorm(d_model)
 
-    def compile_layers(self) -> None:
-        """Compile every layer in place: ``torch.compile(fullgraph=True, dynamic=True)``.
+    def compile_layers(self, **options) -> None:
+        """Compile every layer in place: ``torch.compile(fullgraph=True, dynamic=True)``
+        (``options``: more arguments of ``torch.compile``, e.g. ``backend``).
 
         The fused path. One graph serves every layer (same code, parameters
         as inputs) and every length and batch size, so compiling a 12-layer
         encoder costs about one layer's compilation; names, checkpoints and
         DDP wrapping are unchanged. Layer drop stays outside the graphs.
+
+        A mixer whose ``compiles_for_every_length`` is False (SpeechBrain's
+        attention, :class:`~speechbrain_wsm.nnet.attention.MHSA`: torch
+        2.11's Inductor specialises its layers' backward on the length)
+        compiles with ``fullgraph=False``: the graph is the same, but once
+        a run has seen more lengths than Dynamo's ``recompile_limit`` (8)
+        the layer runs eager for the new ones instead of stopping the run.
         """
         for layer in self.layers:
-            layer.compile(fullgraph=True, dynamic=True)
+            every = getattr(layer.mixer, "compiles_for_every_length", True)
+            layer.compile(**{"fullgraph": every, "dynamic": True, **options})
 
     def make_mixer(
         self, mixer: str, d_model: int, nhead: int, dropout: float, causal: bool, kwargs

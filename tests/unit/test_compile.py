@@ -62,6 +62,54 @@ def test_encoder_compiles_to_one_graph_for_every_length(mixer, kw):
             assert relative(a, b) < 1e-5
 
 
+class _Specialising(torch.nn.Module):
+    """A mixer whose graph is specialised on the number of frames (as torch
+    2.11's Inductor does to SpeechBrain's attention in a Conformer layer)."""
+
+    def __init__(self, every):
+        super().__init__()
+        self.compiles_for_every_length = every
+        self.lin = torch.nn.Linear(D, D)
+
+    def forward(self, x, src_key_padding_mask=None):
+        frames = len(list(range(x.shape[1])))  # a loop: specialised on the length
+        return self.lin(x) * (1.0 + 0.0 * frames)
+
+
+@pytest.mark.parametrize("every", [True, False])
+def test_a_mixer_compiled_per_length_falls_back_to_eager_not_to_a_crash(every):
+    """``compile_layers``: past Dynamo's recompile limit, a layer whose mixer
+    says it does not compile once for every length runs eager (the run goes
+    on, with the same outputs); a mixer that claims it does keeps
+    ``fullgraph=True``, so such a specialisation fails loudly instead."""
+
+    class Encoder(MixerEncoder):
+        def make_mixer(self, *args):
+            return _Specialising(every)
+
+    torch.manual_seed(0)
+    enc = Encoder(1, D, nhead=2, d_ffn=32, mixer="sm", dropout=0.0).eval()
+    eager = [enc(torch.ones(1, T, D))[0] for T in (5, 6, 7, 8)]
+    torch._dynamo.reset()
+    enc.compile_layers(backend="aot_eager")
+    with torch._dynamo.config.patch(recompile_limit=2):
+        if every:
+            with pytest.raises(torch._dynamo.exc.FailOnRecompileLimitHit):
+                [enc(torch.ones(1, T, D)) for T in (5, 6, 7, 8)]
+        else:
+            outs = [enc(torch.ones(1, T, D))[0] for T in (5, 6, 7, 8)]
+            for a, b in zip(outs, eager, strict=True):
+                torch.testing.assert_close(a, b)
+
+
+def test_speechbrain_attention_is_marked_as_compiled_per_length():
+    for name in ("mhsa", "relpos_mhsa"):
+        assert build_mixer(name, D, nhead=2).compiles_for_every_length is False
+    for name, kw in (("sm", {}), ("wsm", {"window_size": 4}), ("sdpa", {})):
+        mixer = build_mixer(name, D, nhead=2, **kw)
+        assert getattr(mixer, "compiles_for_every_length", True)
+
+
 @pytest.mark.parametrize("amp", [False, True])
 def test_lean_wsm_layer_through_inductor_equals_eager(amp):
     torch.manual_seed(0)

@@ -151,14 +151,35 @@ class StreamingTranscriber:
         """Greedy CTC transcript of the frames decoded so far."""
         return " ".join(self.tokenizer.decode(self.ids).split())
 
-    def warm_up(self, chunk_samples: int, chunks: int = 4) -> None:
-        """Stream ``chunks`` chunks of silence of ``chunk_samples`` samples
-        and start a new stream: a compiled transcriber compiles its step for
-        that chunk size here, not while real audio waits."""
+    def warm_up(self, chunk_samples: int) -> None:
+        """Stream silence in chunks of ``chunk_samples`` samples, then start a
+        new stream: a compiled transcriber compiles its step for that chunk
+        size here, not while real audio waits.
+
+        The compiled step serves chunks of one frame count, so with
+        ``compiled`` the chunks must be whole encoder frames (a multiple of
+        the model's ``hop`` samples): ValueError otherwise.
+        """
+        hop = int(getattr(self.model, "hop", 1))
+        chunk_samples = int(chunk_samples)
+        if self.compiled and (chunk_samples <= 0 or chunk_samples % hop):
+            frame_ms = 1000.0 * hop / self.sample_rate
+            raise ValueError(
+                f"--compiled streams whole encoder frames: the chunk must be a "
+                f"multiple of {frame_ms:g} ms ({hop} samples), got "
+                f"{1000.0 * chunk_samples / self.sample_rate:g} ms"
+            )
+        span = int(getattr(self.model, "span", hop))
+        encoder = getattr(self.model, "encoder", None)
         self.reset()
-        silence = torch.zeros(int(chunk_samples))
-        for _ in range(chunks):
+        silence = torch.zeros(chunk_samples)
+        # the first chunks fill the front end's window; two equal ones then
+        # reach the compiled step
+        for _ in range(-(-span // chunk_samples) + 3):
             self.feed(silence)
+            entry = getattr(encoder, "_compiled_step", None)
+            if self.compiled and entry is not None and entry[2] is not None:
+                break
         self.reset()
 
     def feed(self, chunk) -> str:
@@ -301,7 +322,10 @@ def main_stream(args, overrides: dict) -> int:
         )
         try:
             asr.warm_up(_chunk_samples(args.chunk_ms, asr.sample_rate))
-        except Exception as exc:  # Inductor's errors (no C++ compiler, ...)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        except RuntimeError as exc:  # Inductor's (no C++ compiler, ...)
             reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             print(
                 f"error: --compiled: torch.compile could not build the chunk "
@@ -309,6 +333,7 @@ def main_stream(args, overrides: dict) -> int:
                 file=sys.stderr,
             )
             return 1
+        print("compiled: streaming now", file=sys.stderr, flush=True)
     failed = []
     for source in args.files:
         try:

@@ -102,7 +102,8 @@ def build_model(size: str, mixer: str, window_size: int) -> Wav2Vec2Pretrainer:
 
 def compile_model(model: torch.nn.Module) -> torch.nn.Module:
     """The fused path: every ``MixerEncoder`` layer compiled in place
-    (``fullgraph=True, dynamic=True``), for every mixer alike."""
+    (:meth:`~speechbrain_wsm.nnet.encoders.MixerEncoder.compile_layers`, as
+    the recipes do), for every mixer alike."""
     for sub in model.modules():
         if isinstance(sub, MixerEncoder):
             sub.compile_layers()
@@ -261,8 +262,8 @@ def parse_args(argv=None):
     p.add_argument(
         "--compile",
         action="store_true",
-        help="every mixer's encoder layers through torch.compile(fullgraph=True, "
-        "dynamic=True)",
+        help="every mixer's encoder layers through torch.compile(dynamic=True), "
+        "as the recipes' compile_encoder",
     )
     p.add_argument(
         "--fill",

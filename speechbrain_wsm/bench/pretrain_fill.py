@@ -19,7 +19,7 @@ The ``--fill`` and ``--profile`` modes of :mod:`speechbrain_wsm.bench.pretrain`
   labelled.
 
 With ``--compile`` every mixer's encoder layers run through
-``torch.compile(fullgraph=True, dynamic=True)`` (baselines included).
+``torch.compile(dynamic=True)`` (baselines included; ``MixerEncoder.compile_layers``).
 """
 
 from __future__ import annotations

@@ -357,11 +357,12 @@ class MixerEncoder(nn.Module):
         self.norm = nn.LayerNorm(d_model)
 
     def compile_layers(self, **options) -> None:
-        """Compile every layer in place: ``torch.compile(fullgraph=True, dynamic=True)``
+        """Compile every layer in place: ``torch.compile(dynamic=True)``
         (``options``: more arguments of ``torch.compile``, e.g. ``backend``).
 
         The fused path. One graph serves every layer (same code, parameters
-        as inputs) and every length and batch size, so compiling a 12-layer
+        as inputs) and, for SM, WSM and ``sdpa`` (``fullgraph=True``), every
+        length and batch size, so compiling a 12-layer
         encoder costs about one layer's compilation; names, checkpoints and
         DDP wrapping are unchanged. Layer drop stays outside the graphs.
 

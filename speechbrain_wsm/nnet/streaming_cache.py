@@ -657,7 +657,8 @@ class StepPlan:
         self.int8 = int8
         self.packed = {}
         #: widening float layers (``out > in``) on the CPU: ``(weight.T
-        #: contiguous, bias)``
+        #: contiguous, bias)``, for the products of one row (:meth:`linear`;
+        #: a layer that sees more rows, e.g. LLSA's two streams, never reads it)
         self.wide = {}
         for layer in enc.layers:
             for mod in layer.modules():
@@ -740,7 +741,7 @@ class StepPlan:
         packed = self.packed.get(mod) if self.packed else None
         if packed is not None and not x.is_cuda:
             return torch.ops.quantized.linear_dynamic(x.contiguous(), packed, True)
-        wide = self.wide.get(mod) if _WIDE_ROWS else None
+        wide = self.wide.get(mod)
         if wide is not None and not x.is_cuda and x.numel() <= _WIDE_ROWS * x.shape[-1]:
             wt, bias = wide
             x2 = x.reshape(-1, x.shape[-1])

@@ -21,7 +21,9 @@ list), and a size or count that must be positive (``--seconds_per_batch=0``).
 The fused encoder path: every recipe's ``MixerEncoder`` (the SM, WSM and
 attention baselines alike) runs through
 ``torch.compile(fullgraph=True, dynamic=True)`` when ``compile_encoder`` is
-on: one compilation for every utterance length, the same numbers as eager.
+on: one compilation for every utterance length, the same numbers as eager
+(SpeechBrain's attention layers, which torch 2.11 compiles once per length,
+with ``fullgraph=False``: eager past Dynamo's recompile limit).
 Its default, ``auto``, is on for CUDA and off on CPU (where compiling takes
 longer than the short CPU runs it would speed up). Set it with
 ``--compile_encoder=True|False|auto`` on the command line (no YAML key is
@@ -348,7 +350,7 @@ def load_hparams(argv: Sequence[str] | None = None):
         compiled = compile_encoders(hparams)
         logger.info(
             "%s: the layers of %d MixerEncoder(s) compiled with torch.compile("
-            "fullgraph=True, dynamic=True) (--%s=False turns it off)",
+            "dynamic=True) (MixerEncoder.compile_layers; --%s=False turns it off)",
             COMPILE_KEY,
             compiled,
             COMPILE_KEY,
@@ -407,7 +409,8 @@ def compile_encoders(hparams: dict) -> int:
 
     :meth:`~speechbrain_wsm.nnet.encoders.MixerEncoder.compile_layers`:
     ``torch.compile(fullgraph=True, dynamic=True)`` per layer, one graph for
-    every layer, length and batch size; parameter names, checkpoints and DDP
+    every layer, length and batch size (SpeechBrain's attention layers:
+    ``fullgraph=False``, one graph per length); parameter names, checkpoints and DDP
     wrapping are unchanged. Streaming encoders, whose state changes between
     chunks, stay eager.
 

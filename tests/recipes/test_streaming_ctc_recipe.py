@@ -144,13 +144,19 @@ def test_transcribe_stream_compiled_gives_the_offline_text(
     assert transcribe.main(argv) == 0
     captured = capsys.readouterr()
     assert "compiling the chunk step" in captured.err
+    assert "compiled: streaming now" in captured.err
     assert captured.out.strip().splitlines()[-1] == f"{wav}\t{offline}"
-    # warm_up compiles the step of its chunk size; the stream then uses it
+    # chunks that are not whole encoder frames never have one frame count
+    argv = [*argv, "--chunk_ms=60"]
+    assert transcribe.main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: --compiled streams whole encoder frames")
+    # warm_up runs the compiled step of its chunk size; the stream then uses it
     asr = StreamingTranscriber.from_run(trained_llsa, compiled=True)
     encoder = asr.model.encoder
     assert getattr(encoder, "_compiled_step", None) is None
     asr.warm_up(2560)
-    assert encoder._compiled_step[1] is not None
+    assert encoder._compiled_step[2] is not None  # set by its first run
     calls = []
     compiled = encoder._compiled_step[1]
     encoder._compiled_step[1] = lambda *a: calls.append(1) or compiled(*a)

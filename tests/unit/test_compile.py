@@ -97,9 +97,11 @@ def test_a_mixer_compiled_per_length_falls_back_to_eager_not_to_a_crash(every):
             with pytest.raises(torch._dynamo.exc.FailOnRecompileLimitHit):
                 [enc(torch.ones(1, T, D)) for T in (5, 6, 7, 8)]
         else:
+            torch._dynamo.utils.counters.clear()
             outs = [enc(torch.ones(1, T, D))[0] for T in (5, 6, 7, 8)]
             for a, b in zip(outs, eager, strict=True):
                 torch.testing.assert_close(a, b)
+            assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 2
 
 
 def test_speechbrain_attention_is_marked_as_compiled_per_length():

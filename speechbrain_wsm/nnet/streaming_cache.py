@@ -620,10 +620,6 @@ def _layer_step(plan, index, layer, xs, sts, sps, a, end):
     return [ys[outs.index(i)] if i in outs else None for i in range(S)], news
 
 
-#: at most this many rows take the transposed weight of a widening layer
-#: (:meth:`StepPlan.linear`)
-_WIDE_ROWS = 1
-
 _ARCH = {"ConformerLayer": "c", "TransformerLayer": "t", "BranchformerLayer": "b"}
 
 
@@ -742,7 +738,7 @@ class StepPlan:
         if packed is not None and not x.is_cuda:
             return torch.ops.quantized.linear_dynamic(x.contiguous(), packed, True)
         wide = self.wide.get(mod)
-        if wide is not None and not x.is_cuda and x.numel() <= _WIDE_ROWS * x.shape[-1]:
+        if wide is not None and not x.is_cuda and x.numel() == x.shape[-1]:  # one row
             wt, bias = wide
             x2 = x.reshape(-1, x.shape[-1])
             y = torch.mm(x2, wt) if bias is None else torch.addmm(bias, x2, wt)

@@ -3,7 +3,7 @@
 # real recipe runs, with their logs and result files packed for the caller.
 #
 #   bash scripts/gpu_check.sh efficiency [OUT] # issue 22: fill batches, MFU, batch-16 layer,
-#                                               # profile, all compiled (one 8-min call)
+#                                               # profile, all compiled (one 9-min call)
 #   DRY=1 bash scripts/gpu_check.sh efficiency [OUT]  # the same steps, tiny, on CPU
 #   bash scripts/gpu_check.sh bench    [OUT]  # the benchmarks (about 5 min on an H200)
 #   bash scripts/gpu_check.sh recipes  [OUT]  # recipe runs on a corpus in LibriSpeech layout
@@ -84,7 +84,7 @@ efficiency() {
     # BASE pretraining at 16 s and 40 s: the largest batch within 80 GB for
     # mhsa, sm and wsm (estimated from two small batches, verified once), its
     # audio-s/s and MFU; every mixer at the largest batch all four fit
-    step pretrain_fill 250 $b.pretrain "${dev[@]}" "${quick[@]}" --check "${comp[@]}" \
+    step pretrain_fill 330 $b.pretrain "${dev[@]}" "${quick[@]}" --check "${comp[@]}" \
         --fill --memory-gb 80 --mixers mhsa relpos_mhsa sm wsm --fill-mixers mhsa sm wsm \
         --lengths 16 40 --rounds 2 --budget 15 --out "$OUT/pretrain_fill"
     # one layer, d_model 768, 12 heads, batch 16, 60 s: SM / WSM against flash

@@ -182,6 +182,7 @@ def step_seconds(
         k: str(v) if isinstance(v, Path) else v for k, v in job["overrides"].items()
     }
     from speechbrain_wsm.memory import keep_freed_memory
+    from speechbrain_wsm.recipe.optim import make_optimizer
 
     keep_freed_memory()  # as the recipe trains on CPU (load_hparams)
     bf16 = "--precision=bf16" in job["run_opts"]
@@ -191,7 +192,7 @@ def step_seconds(
         with tempfile.TemporaryDirectory() as tmp, open(job["hparams"]) as f:
             hp = load_hyperpyyaml(f, {**overrides, "output_folder": tmp})
             model = hp["asr_model"].train()
-            opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+            opt = make_optimizer(torch.optim.AdamW, model.parameters(), lr=1e-4)
             gen = torch.Generator().manual_seed(0)
             wavs = 0.1 * torch.randn(batch, int(16000 * seconds), generator=gen)
             lens = torch.ones(batch)

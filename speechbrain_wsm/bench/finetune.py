@@ -49,6 +49,7 @@ from speechbrain_wsm.bench.common import (
     step_devices,
     step_markdown,
 )
+from speechbrain_wsm.recipe.optim import make_optimizer
 
 SAMPLE_RATE = 16000
 MODES = ("full", "mhsa_top", "sm", "wsm")
@@ -134,7 +135,7 @@ def ctc_step(model, seconds: float, batch: int, device: str, dtype) -> Callable:
     random targets; autocast to ``dtype`` on CUDA. Returns the step function.
     """
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-5)
+    opt = make_optimizer(torch.optim.AdamW, params, lr=1e-5)
     samples = int(seconds * SAMPLE_RATE)
     wav = 0.1 * torch.randn(batch, samples, device=device)
     lens = torch.ones(batch, device=device)

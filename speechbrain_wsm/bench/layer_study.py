@@ -38,6 +38,7 @@ from speechbrain_wsm.bench.common import (
     machine_description,
     write_table,
 )
+from speechbrain_wsm.recipe.optim import make_optimizer
 
 SAMPLES = Path(__file__).resolve().parents[2] / "tests" / "samples" / "learning"
 DEFAULT_DATA = SAMPLES / "LibriSpeech" / "train-learn"
@@ -129,7 +130,7 @@ def train_layer(
     torch.manual_seed(seed)
     d_in = next(iter(train_feats.values())).shape[-1]
     head = LayerHead(d_in, vocab, hidden)
-    opt = torch.optim.Adam(head.parameters(), lr=lr)
+    opt = make_optimizer(torch.optim.Adam, head.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
     ids = sorted(train_feats)
     done = 0

@@ -57,6 +57,7 @@ from speechbrain_wsm.models.wav2vec2 import (
 )
 from speechbrain_wsm.nnet.encoders import MixerEncoder
 from speechbrain_wsm.recipe.dataio import SpanMaskCollate
+from speechbrain_wsm.recipe.optim import make_optimizer
 
 SAMPLE_RATE = 16000
 #: the attentions SM and WSM are compared with; the targets apply to the
@@ -133,7 +134,9 @@ class PretrainStep:
         dtype = self.args[5]
         model, (wavs, lens, mask) = self.build(device)
         loss_fn = Wav2Vec2Loss(num_negatives=100)
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05)
+        opt = make_optimizer(
+            torch.optim.AdamW, model.parameters(), lr=1e-4, weight_decay=0.05
+        )
         amp = autocast(device, dtype)
 
         def step():

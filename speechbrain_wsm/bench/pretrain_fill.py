@@ -36,6 +36,7 @@ from speechbrain_wsm.bench.common import (
     peak_memory,
     timings,
 )
+from speechbrain_wsm.recipe.optim import make_optimizer
 
 #: the fill estimate aims below the limit by this share (allocator slack)
 SAFETY = 0.92
@@ -286,7 +287,9 @@ def profile_step(step_cls, args, device, dtype, size, out_dir: Path) -> Path:
     for name, module in labels.items():
         _label(module, name, record_function)
     loss_fn = Wav2Vec2Loss(num_negatives=100)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05)
+    opt = make_optimizer(
+        torch.optim.AdamW, model.parameters(), lr=1e-4, weight_decay=0.05
+    )
 
     def step():
         with autocast(device, dtype):

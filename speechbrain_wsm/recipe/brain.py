@@ -68,6 +68,7 @@ writes the objective and the stage ends.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -80,6 +81,7 @@ from torch.utils.data import IterableDataset, Sampler
 
 from speechbrain_wsm.data.audio import skip_undecodable
 from speechbrain_wsm.memory import peak_memory_mb
+from speechbrain_wsm.recipe.optim import make_optimizer
 from speechbrain_wsm.recipe.schedules import planned_steps
 
 __all__ = [
@@ -240,6 +242,18 @@ class RobustBrain(sb.Brain):
         """The trained module (``modules[model_key]``), unwrapped from DDP."""
         module = self.modules[self.model_key]
         return getattr(module, "module", module)
+
+    def init_optimizers(self):
+        """SpeechBrain's one optimiser over ``opt_class``, through
+        :func:`~speechbrain_wsm.recipe.optim.make_optimizer` (Adam and AdamW
+        on their fused kernel)."""
+        opt_class = self.opt_class
+        if opt_class is not None:
+            self.opt_class = functools.partial(make_optimizer, opt_class)
+        try:
+            super().init_optimizers()
+        finally:
+            self.opt_class = opt_class
 
     def _counts(self) -> dict:
         if not hasattr(self, "_run_counts"):
@@ -435,7 +449,7 @@ class RecipeBrain(RobustBrain):
         self.optimizers_dict = {}
         for name, params in self.parameter_groups().items():
             if params:
-                opt = getattr(self.hparams, f"{name}_opt_class")(params)
+                opt = make_optimizer(getattr(self.hparams, f"{name}_opt_class"), params)
                 self.optimizers_dict[f"{name}_optimizer"] = opt
         if self.checkpointer is not None:
             for key, opt in self.optimizers_dict.items():

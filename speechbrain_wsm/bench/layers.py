@@ -29,6 +29,7 @@ from speechbrain_wsm.bench.common import (
     report,
     step_devices,
 )
+from speechbrain_wsm.nnet.lean_mixing import compile_backend
 from speechbrain_wsm.nnet.registry import build_mixer
 from speechbrain_wsm.nnet.summary_mixing import SummaryMixing
 
@@ -112,7 +113,7 @@ class LayerStep:
             layer = name(d_model, nhead=nhead, **kwargs)
         layer = layer.to(device).train()
         if compiled:  # compiled at the warm-up step, outside the timed rounds
-            layer = torch.compile(layer)
+            layer = torch.compile(layer, backend=compile_backend)
         T = int(seconds * FRAMES_PER_SECOND)
         x = torch.randn(batch, T, d_model, device=device, requires_grad=True)
         grad = torch.randn(batch, T, d_model, device=device)

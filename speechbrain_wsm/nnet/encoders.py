@@ -21,6 +21,7 @@ from torch import nn
 
 from speechbrain_wsm.errors import UserValueError
 from speechbrain_wsm.nnet.common import activation_class, valid_frames
+from speechbrain_wsm.nnet.lean_mixing import compile_backend
 from speechbrain_wsm.nnet.registry import build_mixer, check_choice
 
 logger = logging.getLogger(__name__)
@@ -365,6 +366,8 @@ class MixerEncoder(nn.Module):
         length and batch size, so compiling a 12-layer
         encoder costs about one layer's compilation; names, checkpoints and
         DDP wrapping are unchanged. Layer drop stays outside the graphs.
+        The backend is :func:`~speechbrain_wsm.nnet.lean_mixing.compile_backend`
+        (Inductor, keeping what the memory-lean SM and WSM layers keep).
 
         A mixer whose ``compiles_for_every_length`` is False (SpeechBrain's
         attention, :class:`~speechbrain_wsm.nnet.attention.MHSA`: torch
@@ -375,7 +378,8 @@ class MixerEncoder(nn.Module):
         """
         for layer in self.layers:
             every = getattr(layer.mixer, "compiles_for_every_length", True)
-            layer.compile(**{"fullgraph": every, "dynamic": True, **options})
+            defaults = {"fullgraph": every, "dynamic": True, "backend": compile_backend}
+            layer.compile(**{**defaults, **options})
 
     def make_mixer(
         self, mixer: str, d_model: int, nhead: int, dropout: float, causal: bool, kwargs

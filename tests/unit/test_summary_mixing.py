@@ -286,4 +286,22 @@ def test_recompute_lowers_the_peak_memory_of_a_training_step():
         return LayerStep("wsm", kwargs, 80, 2, 128, 4, torch.float32, False)
 
     kept, recomputed = (peak_memory(step(r), "cpu") for r in (False, True))
-    assert recomputed["peak_bytes"] < 0.85 * kept["peak_bytes"], (kept, recomputed)
+    # 0.85x measured: one layer's peak is mostly its backward's temporaries,
+    # which the lean default frees early; over a stack of layers the bytes
+    # kept per layer add up (test_lean_mixing counts them)
+    assert recomputed["peak_bytes"] < 0.92 * kept["peak_bytes"], (kept, recomputed)
+
+
+def test_blocked_cumsum_operator_matches_cumsum_in_value_and_gradient():
+    """The operator compiled CPU graphs call (one opaque kernel)."""
+    from speechbrain_wsm.nnet.frame_sums import blocked_cumsum
+
+    u = torch.randn(2, 37, 3, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(2, 37 + 2 + 5, 3, dtype=torch.float64)
+    out = blocked_cumsum(u, 2, 5)
+    ref = torch.nn.functional.pad(u, (0, 0, 2, 5)).cumsum(1)
+    torch.testing.assert_close(out, ref)
+    (grad,) = torch.autograd.grad(out, u, g)
+    (expected,) = torch.autograd.grad(ref, u, g)
+    torch.testing.assert_close(grad, expected)
+    torch.library.opcheck(blocked_cumsum, (u.detach(), 2, 5))

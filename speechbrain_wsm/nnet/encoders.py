@@ -367,7 +367,8 @@ class MixerEncoder(nn.Module):
         encoder costs about one layer's compilation; names, checkpoints and
         DDP wrapping are unchanged. Layer drop stays outside the graphs.
         The backend is :func:`~speechbrain_wsm.nnet.lean_mixing.compile_backend`
-        (Inductor, keeping what the memory-lean SM and WSM layers keep).
+        (Inductor, keeping what the memory-lean SM and WSM layers keep), or
+        plain Inductor when ``mode`` or ``options`` are given.
 
         A mixer whose ``compiles_for_every_length`` is False (SpeechBrain's
         attention, :class:`~speechbrain_wsm.nnet.attention.MHSA`: torch
@@ -378,7 +379,9 @@ class MixerEncoder(nn.Module):
         """
         for layer in self.layers:
             every = getattr(layer.mixer, "compiles_for_every_length", True)
-            defaults = {"fullgraph": every, "dynamic": True, "backend": compile_backend}
+            defaults = {"fullgraph": every, "dynamic": True}
+            if not {"mode", "options"} & options.keys():  # Inductor's own settings
+                defaults["backend"] = compile_backend
             layer.compile(**{**defaults, **options})
 
     def make_mixer(

@@ -350,7 +350,8 @@ def load_hparams(argv: Sequence[str] | None = None):
         compiled = compile_encoders(hparams)
         logger.info(
             "%s: the layers of %d MixerEncoder(s) compiled with torch.compile("
-            "dynamic=True) (MixerEncoder.compile_layers; --%s=False turns it off)",
+            "dynamic=True, backend=compile_backend) (MixerEncoder.compile_layers; "
+            "--%s=False turns it off)",
             COMPILE_KEY,
             compiled,
             COMPILE_KEY,
@@ -408,7 +409,9 @@ def compile_encoders(hparams: dict) -> int:
     """Compile, in place, the layers of every ``MixerEncoder`` among the modules.
 
     :meth:`~speechbrain_wsm.nnet.encoders.MixerEncoder.compile_layers`:
-    ``torch.compile(fullgraph=True, dynamic=True)`` per layer, one graph for
+    ``torch.compile(fullgraph=True, dynamic=True)`` per layer through
+    :func:`~speechbrain_wsm.nnet.lean_mixing.compile_backend` (Inductor,
+    keeping only what the lean SM / WSM layers keep), one graph for
     every layer, length and batch size (SpeechBrain's attention layers:
     ``fullgraph=False``, one graph per length); parameter names, checkpoints and DDP
     wrapping are unchanged. Streaming encoders, whose state changes between

@@ -12,15 +12,17 @@ the ``foreach`` update, ``docs/efficiency.md``).
 (the Brains' ``opt_class`` and ``<group>_opt_class``, the demo's step timer
 and the benchmarks): Adam and AdamW get ``fused=True`` where every parameter
 is a floating-point tensor on the CPU or a CUDA device, unless the YAML
-chose ``fused`` or ``foreach`` itself (``fused: False`` under the
-optimiser's ``!name:`` line turns it off). Every other optimiser class is
-called as it is. The fused update differs from the loop by float rounding
+chose ``fused``, ``foreach`` or ``differentiable`` itself (``fused: False``
+under the optimiser's ``!name:`` line turns it off). Every other optimiser
+class is called as it is. Resuming keeps the kernel chosen here: a
+checkpoint saved by an unfused run loads into a fused optimiser fused. The fused update differs from the loop by float rounding
 only (``tests/unit/test_optim.py``).
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable, Iterable
 
 import torch
@@ -40,8 +42,30 @@ def _class_and_keywords(opt_class) -> tuple[object, dict]:
 def _tensors(params: list) -> list[torch.Tensor]:
     out = []
     for p in params:
-        out.extend(p["params"] if isinstance(p, dict) else [p])
+        group = p["params"] if isinstance(p, dict) else [p]
+        out.extend(t[1] if isinstance(t, tuple) else t for t in group)
     return out
+
+
+def _as_list(group):
+    return [group] if isinstance(group, torch.Tensor) else list(group)
+
+
+def _takes_fused(cls) -> bool:
+    if not (isinstance(cls, type) and issubclass(cls, _FUSABLE)):
+        return False
+    return "fused" in inspect.signature(cls.__init__).parameters
+
+
+def _keep_own_kernel(optimizer, state_dict):
+    """Load-state pre-hook: the kernel choice of the optimiser as built wins
+    over the saved one (PyTorch restores every group's saved ``fused`` and
+    ``foreach``; an unfused checkpoint would silently run the slow loop, and
+    under a gradient scaler crash, since the optimiser was built fused)."""
+    own = [{k: g[k] for k in ("fused", "foreach")} for g in optimizer.param_groups]
+    for group, choice in zip(state_dict["param_groups"], own, strict=False):
+        group.update(choice)
+    return state_dict
 
 
 def make_optimizer(
@@ -50,8 +74,10 @@ def make_optimizer(
     """``opt_class(params, **kwargs)``, on the fused kernel for Adam and AdamW.
 
     ``opt_class``: an optimiser class or a ``functools.partial`` of one (what
-    a YAML's ``!name:torch.optim.AdamW`` gives); ``params``: parameters or
-    parameter groups (dicts with ``"params"``).
+    a YAML's ``!name:torch.optim.AdamW`` gives); ``params``: parameters,
+    ``(name, parameter)`` pairs or parameter groups (dicts with
+    ``"params"``). A checkpoint loaded into the optimiser keeps the kernel
+    chosen here, whatever the run that saved it used.
 
     Example
     -------
@@ -63,14 +89,14 @@ def make_optimizer(
     0.1
     """
     params = [
-        {**p, "params": list(p["params"])} if isinstance(p, dict) else p for p in params
+        {**p, "params": _as_list(p["params"])} if isinstance(p, dict) else p
+        for p in params
     ]
     cls, keywords = _class_and_keywords(opt_class)
-    chosen = {"fused", "foreach"} & (keywords.keys() | kwargs.keys())
+    chosen = {"fused", "foreach", "differentiable"} & (keywords.keys() | kwargs.keys())
     tensors = _tensors(params)
     if (
-        isinstance(cls, type)
-        and issubclass(cls, _FUSABLE)
+        _takes_fused(cls)
         and not chosen
         and tensors
         and all(
@@ -78,4 +104,7 @@ def make_optimizer(
         )
     ):
         kwargs["fused"] = True
-    return opt_class(params, **kwargs)
+    optimizer = opt_class(params, **kwargs)
+    if isinstance(optimizer, _FUSABLE):
+        optimizer.register_load_state_dict_pre_hook(_keep_own_kernel)
+    return optimizer

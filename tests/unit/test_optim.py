@@ -80,3 +80,39 @@ def test_the_brains_build_fused_optimisers(tmp_path):
     )
     brain.init_optimizers()
     assert brain.optimizers_dict["model_optimizer"].defaults["fused"]
+
+
+def test_a_checkpoint_keeps_the_kernel_the_optimiser_was_built_with():
+    """PyTorch restores each group's saved ``fused`` and ``foreach``: an
+    unfused checkpoint would turn a fused optimiser back into the loop, and
+    a gradient scaler's step would then fail."""
+    old = torch.optim.AdamW(_params(), lr=1e-2, foreach=False)  # an older run
+    for p in old.param_groups[0]["params"]:
+        p.grad = torch.ones_like(p)
+    old.step()
+    params = _params()
+    opt = make_optimizer(AdamW, params)
+    opt.load_state_dict(old.state_dict())
+    assert opt.param_groups[0]["fused"] and opt.param_groups[0]["foreach"] is None
+    scaler = torch.amp.GradScaler("cpu")
+    scaler.scale(sum(p.sum() for p in params)).backward()
+    scaler.step(opt)  # unfused groups in a fused optimiser: AssertionError
+    scaler.update()
+    # and the other way: a YAML that turned fusing off stays off
+    loop = make_optimizer(functools.partial(AdamW, fused=False), _params())
+    loop.load_state_dict(opt.state_dict())
+    assert not loop.param_groups[0]["fused"]
+
+
+def test_inputs_plain_adamw_accepts():
+    w, v = _params()[:2]
+    assert make_optimizer(AdamW, [{"params": w}]).defaults["fused"]
+    assert make_optimizer(AdamW, [("w", w), ("v", v)]).defaults["fused"]
+    differentiable = functools.partial(AdamW, differentiable=True)
+    assert not make_optimizer(differentiable, [w]).defaults["fused"]
+
+    class OwnAdam(torch.optim.Adam):  # a subclass without a fused argument
+        def __init__(self, params, lr=1e-3):
+            super().__init__(params, lr=lr)
+
+    assert not make_optimizer(OwnAdam, [w]).defaults["fused"]

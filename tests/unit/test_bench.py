@@ -6,6 +6,7 @@ import torch
 
 from speechbrain_wsm.bench import layers
 from speechbrain_wsm.bench.common import peak_memory, timings
+from speechbrain_wsm.nnet.lean_mixing import compile_backend
 
 
 class _Alloc:
@@ -99,9 +100,10 @@ def test_compile_adds_compiled_twins_of_named_mixers(monkeypatch):
         raise AssertionError("an unknown --compile label must be refused")
     # only the twin goes through torch.compile
     compiled = []
-    monkeypatch.setattr(torch, "compile", lambda m: compiled.append(m) or m)
+    monkeypatch.setattr(torch, "compile", lambda m, **kw: compiled.append((m, kw)) or m)
     args = ("wsm", {"window_size": 8}, 0.2, 1, 16, 2, torch.float32)
     layers.LayerStep(*args, False)("cpu")()
     assert compiled == []
     layers.LayerStep(*args, True)("cpu")()
-    assert len(compiled) == 1 and compiled[0].window_size == 8
+    assert len(compiled) == 1 and compiled[0][0].window_size == 8
+    assert compiled[0][1] == {"backend": compile_backend}  # as compile_layers does

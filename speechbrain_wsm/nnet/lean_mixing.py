@@ -431,28 +431,37 @@ def _backward(ctx, gy):
         z = torch.baddbmm(sb[-1].to(dtype), inp, swd[-1])
         summary_z = [*summary_z, _from_groups(z, (B, T))]
         del z, inp
-    a = _act(spec.kind, summary_z[-1])
-    if spec.fast_split:  # one dense layer: [local | summary] halves
-        g_local = part(0, a[..., : spec.fast_split]).to(dtype)
-        a = a[..., spec.fast_split :]
     n = None if valid is None else valid.float()
     counts = _counts(spec, n, T, h.device)
-    u = _masked(a, valid)[0]
-    del a
+    u = None  # the summary features (float32, padding zeroed), where needed
+    if spec.fast_split or spec.window is not None or spec.causal:
+        a = _act(spec.kind, summary_z[-1])
+        if spec.fast_split:  # one dense layer: [local | summary] halves
+            g_local = part(0, a[..., : spec.fast_split]).to(dtype)
+            a = a[..., spec.fast_split :]
+        if spec.window is not None or spec.causal:  # (the global mean is kept)
+            u = _masked(a, valid)[0]
+        del a
     j = int(has_local)
     g_u = None
     if spec.window is not None:  # the window mean again, and its gradient
         left, right = spec.window
-        g_w = part(j, frame_sums.box_sums(u, left, right).div_(counts[0]))
+        window = frame_sums.box_sums(u, left, right).div_(counts[0])
+        if not spec.causal:
+            u = None
+        g_w = part(j, window)
+        del window
         g_u = frame_sums.box_sums(g_w.div_(counts[0]), right, left)
         del g_w
         j += 1
     if spec.causal:
-        g = part(j, frame_sums.box_sums(u, None, 0).div_(counts[1]))
+        running = frame_sums.box_sums(u, None, 0).div_(counts[1])
+        u = None
+        g = part(j, running)
+        del running
         g = frame_sums.box_sums(g.div_(counts[1]), 0, None)
     else:
         g = part(j, glob) / counts[1]  # [B, 1, S]: broadcasts over frames
-    del u
     g_u = g if g_u is None else g_u.add_(g)
     del g
     g_u = g_u.expand(B, T, g_u.shape[-1])

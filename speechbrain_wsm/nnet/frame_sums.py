@@ -72,20 +72,20 @@ def cumsum_frames(u: torch.Tensor, before: int = 0, after: int = 0) -> torch.Ten
             return u.transpose(1, 2).cumsum(-1).transpose(1, 2).contiguous()
         return u.cumsum(1)
     if torch.compiler.is_compiling():  # one opaque kernel, no branch on T
-        return blocked_cumsum(u, before, after)[:, :n]
-    return _blocked_cumsum(u, before, after)[:, :n]
+        return blocked_cumsum(u, before, after)
+    return _blocked_cumsum(u, before, after)
 
 
 def _blocked_cumsum(u: torch.Tensor, before: int, after: int) -> torch.Tensor:
-    """The scan of :func:`cumsum_frames`, padded at the end to whole blocks."""
     B, T, S = u.shape
     K = _SCAN_BLOCK
-    blocks = F.pad(u, (0, 0, before, after + (-(T + before + after)) % K))
+    n = T + before + after
+    blocks = F.pad(u, (0, 0, before, after + (-n) % K)).view(B, -1, K, S)
     tri = torch.ones(K, K, dtype=u.dtype, device=u.device).tril()
-    out = torch.matmul(tri, blocks.view(B, -1, K, S))  # prefix sums in blocks
+    out = torch.matmul(tri, blocks)  # prefix sums inside each block
     del blocks
     out[:, 1:] += out[:, :-1, -1].cumsum(1).unsqueeze(2)  # plus earlier blocks
-    return out.view(B, -1, S)
+    return out.view(B, -1, S)[:, :n]
 
 
 @torch.library.custom_op("speechbrain_wsm::blocked_cumsum", mutates_args=())
@@ -94,17 +94,16 @@ def blocked_cumsum(u: torch.Tensor, before: int, after: int) -> torch.Tensor:
     graphs: Inductor lowers the blocked form badly (3x the eager layer) and
     ``torch.cumsum`` runs at about 8 ns a value on CPU (a compiled WSM layer
     at 120 s spent a third of its step there), so the graph calls the eager
-    blocked scan as one opaque kernel. Its output runs to the end of the
-    last block of ``_SCAN_BLOCK`` frames (slice off ``[:, :T + before + after]``).
-    """
-    return _blocked_cumsum(u, before, after)
+    blocked scan as one opaque kernel. Its output is exactly
+    ``T + before + after`` frames, contiguous whatever ``T``: a view that
+    ended inside the last block would make Dynamo guard on ``T % 16``."""
+    return _blocked_cumsum(u, before, after).contiguous()
 
 
 @blocked_cumsum.register_fake
 def _(u, before, after):
     B, T, S = u.shape
-    n = T + before + after
-    return u.new_empty(B, n + (-n) % _SCAN_BLOCK, S)
+    return u.new_empty(B, T + before + after, S)
 
 
 def _blocked_cumsum_setup(ctx, inputs, output):
@@ -113,8 +112,7 @@ def _blocked_cumsum_setup(ctx, inputs, output):
 
 def _blocked_cumsum_backward(ctx, grad):
     # out[t] = sum of padded u up to t: the gradient is the reversed scan
-    flipped = grad.flip(1)
-    rev = blocked_cumsum(flipped, 0, 0)[:, : flipped.shape[1]].flip(1)
+    rev = blocked_cumsum(grad.flip(1), 0, 0).flip(1)
     return rev[:, ctx.before : ctx.before + ctx.T], None, None
 
 

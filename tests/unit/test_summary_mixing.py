@@ -298,10 +298,9 @@ def test_blocked_cumsum_operator_matches_cumsum_in_value_and_gradient():
     from speechbrain_wsm.nnet.frame_sums import blocked_cumsum
 
     u = torch.randn(2, 37, 3, dtype=torch.float64, requires_grad=True)
-    g = torch.randn(2, 48, 3, dtype=torch.float64)  # to the end of the last block
+    g = torch.randn(2, 37 + 2 + 5, 3, dtype=torch.float64)
     out = blocked_cumsum(u, 2, 5)
-    assert out.shape == g.shape
-    ref = torch.nn.functional.pad(u, (0, 0, 2, 9)).cumsum(1)
+    ref = torch.nn.functional.pad(u, (0, 0, 2, 5)).cumsum(1)
     torch.testing.assert_close(out, ref)
     (grad,) = torch.autograd.grad(out, u, g)
     (expected,) = torch.autograd.grad(ref, u, g)

@@ -15,8 +15,9 @@ is a floating-point tensor on the CPU or a CUDA device, unless the YAML
 chose ``fused``, ``foreach`` or ``differentiable`` itself (``fused: False``
 under the optimiser's ``!name:`` line turns it off). Every other optimiser
 class is called as it is. Resuming keeps the kernel chosen here: a
-checkpoint saved by an unfused run loads into a fused optimiser fused. The fused update differs from the loop by float rounding
-only (``tests/unit/test_optim.py``).
+checkpoint saved by an unfused run loads into a fused optimiser fused. The
+fused update differs from the loop by float rounding only
+(``tests/unit/test_optim.py``).
 """
 
 from __future__ import annotations
@@ -33,9 +34,9 @@ _FUSABLE = (torch.optim.Adam, torch.optim.AdamW)
 
 
 def _class_and_keywords(opt_class) -> tuple[object, dict]:
+    # (a partial of a partial is flattened by functools itself)
     if isinstance(opt_class, functools.partial):
-        inner, keywords = _class_and_keywords(opt_class.func)
-        return inner, {**keywords, **opt_class.keywords}
+        return opt_class.func, opt_class.keywords
     return opt_class, {}
 
 

@@ -75,8 +75,9 @@ efficiency() {
     local b="$PY -m speechbrain_wsm.bench" dev=(--device cuda) quick=() win=32
     local layer=(--d-model 768 --nhead 12 --batch 16) comp=(--compile)
     local twins=(--compile sdpa sm wsm_w32)
+    local prof=(--profile sm_compiled wsm_w32_compiled sdpa_compiled)
     if [ -n "${DRY:-}" ]; then  # CPU compilation in forked children takes minutes
-        dev=(--device cpu) quick=(--quick) win=4 layer=(--nhead 4) comp=() twins=()
+        dev=(--device cpu) quick=(--quick) win=4 layer=(--nhead 4) comp=() twins=() prof=(--profile sm)
     else
         nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv
     fi
@@ -84,13 +85,14 @@ efficiency() {
     # BASE pretraining at 16 s and 40 s: the largest batch within 80 GB for
     # mhsa, sm and wsm (estimated from two small batches, verified once), its
     # audio-s/s and MFU; every mixer at the largest batch all four fit
-    step pretrain_fill 330 $b.pretrain "${dev[@]}" "${quick[@]}" --check "${comp[@]}" \
+    step pretrain_fill 320 $b.pretrain "${dev[@]}" "${quick[@]}" --check "${comp[@]}" \
         --fill --memory-gb 80 --mixers mhsa relpos_mhsa sm wsm --fill-mixers mhsa sm wsm \
         --lengths 16 40 --rounds 2 --budget 15 --out "$OUT/pretrain_fill"
     # one layer, d_model 768, 12 heads, batch 16, 60 s: SM / WSM against flash
-    # SDPA, each eager and compiled
-    step layers_b16 110 $b.layers "${dev[@]}" "${quick[@]}" --check "${layer[@]}" \
-        --lengths 60 --windows $win "${twins[@]}" \
+    # SDPA, each eager and compiled; then the kernels of one compiled step of
+    # each (the graphs compiled for the timing are reused)
+    step layers_b16 125 $b.layers "${dev[@]}" "${quick[@]}" --check "${layer[@]}" \
+        --lengths 60 --windows $win "${twins[@]}" "${prof[@]}" \
         --rounds 3 --budget 10 --no-plot --out "$OUT/layers_b16"
     # where one BASE step's time goes (SM, compiled, 8 x 16 s)
     step profile 60 $b.pretrain "${dev[@]}" "${quick[@]}" "${comp[@]}" --profile sm \

@@ -476,6 +476,26 @@ def autocast(device: str, dtype: torch.dtype):
     )
 
 
+def profile_table(step: Callable[[], None], device: str, rows: int = 30) -> str:
+    """A profiler table of one call of ``step`` (after two warm-up calls, which
+    compile), sorted by device time on CUDA and by CPU time otherwise; on the
+    CPU, compiled kernels are listed one by one."""
+    from torch._inductor import config as inductor_config
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device.startswith("cuda")
+    with inductor_config.patch({"cpp.enable_kernel_profile": not cuda}):
+        for _ in range(2):
+            step()
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    _sync(device)
+    with profile(activities=activities) as prof:
+        step()
+        _sync(device)
+    sort = "device_time_total" if cuda else "self_cpu_time_total"
+    return prof.key_averages().table(sort_by=sort, row_limit=rows)
+
+
 def lookup(rows: list[dict], key: str, **match):
     """``key`` of the first row whose fields equal ``match``; None if no row does."""
     for r in rows:

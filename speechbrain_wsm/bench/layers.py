@@ -26,14 +26,17 @@ from speechbrain_wsm.bench.common import (
     measure_rows,
     plot_time_and_memory,
     preload,
+    profile_table,
     report,
     step_devices,
 )
+from speechbrain_wsm.nnet.encoders import MixerEncoder
 from speechbrain_wsm.nnet.lean_mixing import compile_backend
 from speechbrain_wsm.nnet.registry import build_mixer
 from speechbrain_wsm.nnet.summary_mixing import SummaryMixing
 
 FRAMES_PER_SECOND = 50  # 20 ms frames
+BLOCK_DROPOUT = 0.1  # --block: the recipes' Conformer dropout
 
 
 class ConcatCombinerSM(SummaryMixing):
@@ -99,20 +102,31 @@ def mixer_specs(
 
 
 class LayerStep:
-    """Build one mixer and a batch; calling it runs forward + backward once."""
+    """Build one mixer (``block``: one Conformer layer around it) and a batch;
+    calling it runs forward + backward once."""
 
-    def __init__(self, name, kwargs, seconds, batch, d_model, nhead, dtype, compiled):
+    def __init__(
+        self, name, kwargs, seconds, batch, d_model, nhead, dtype, compiled, block=False
+    ):
         self.args = (name, kwargs, seconds, batch, d_model, nhead, dtype, compiled)
+        self.block = block
 
     def __call__(self, device: str):
         name, kwargs, seconds, batch, d_model, nhead, dtype, compiled = self.args
         torch.manual_seed(0)
-        if isinstance(name, str):
+        if self.block:  # as a recipe builds and compiles it
+            layer = MixerEncoder(
+                1, d_model, nhead=nhead, d_ffn=4 * d_model, mixer=name,
+                mixer_kwargs=kwargs, dropout=BLOCK_DROPOUT, positional_encoding="sine",
+            )  # fmt: skip
+            if compiled:  # compiled at the warm-up step, outside the timed rounds
+                layer.compile_layers()
+        elif isinstance(name, str):
             layer = build_mixer(name, d_model, nhead=nhead, **kwargs)
         else:
             layer = name(d_model, nhead=nhead, **kwargs)
         layer = layer.to(device).train()
-        if compiled:  # compiled at the warm-up step, outside the timed rounds
+        if compiled and not self.block:
             layer = torch.compile(layer, backend=compile_backend)
         T = int(seconds * FRAMES_PER_SECOND)
         x = torch.randn(batch, T, d_model, device=device, requires_grad=True)
@@ -122,6 +136,7 @@ class LayerStep:
         def step():
             with amp:
                 y = layer(x)
+                y = y[0] if self.block else y  # the encoder's output, hidden states
             y.backward(grad.to(y.dtype))
             x.grad = None
             for p in layer.parameters():
@@ -134,6 +149,8 @@ def run(args) -> list[dict]:
     preload("speechbrain_wsm.bench.layers")
     rows = []
     specs = mixer_specs(args.windows, args.compile, args.recompute, args.plain)
+    if args.block:  # a reference formulation only, not a registered mixer
+        specs = {k: v for k, v in specs.items() if isinstance(v[0], str)}
 
     settings = f"d_model {args.d_model}, {args.nhead} heads, batch {args.batch}"
     for device, dtype in step_devices(args, settings):
@@ -148,6 +165,7 @@ def run(args) -> list[dict]:
                     args.nhead,
                     dtype,
                     c,
+                    args.block,
                 )
                 for label, (name, kwargs, c) in specs.items()
             }
@@ -165,11 +183,30 @@ def run(args) -> list[dict]:
     return rows
 
 
+def profile(args) -> None:
+    """``--profile``: a profiler table of one step per label (first length)."""
+    specs = mixer_specs(args.windows, args.compile, args.recompute, args.plain)
+    settings = f"d_model {args.d_model}, {args.nhead} heads, batch {args.batch}"
+    for device, dtype in step_devices(args, settings) if args.profile else ():
+        seconds = args.lengths[0]
+        for label in args.profile:
+            name, kwargs, compiled = specs[label]
+            step = LayerStep(name, kwargs, seconds, args.batch, args.d_model,
+                             args.nhead, dtype, compiled, args.block)(device)  # fmt: skip
+            head = (f"one step of {label}{' (Conformer layer)' if args.block else ''}, "
+                    f"{settings}, {seconds:g} s, {dtype}\n")  # fmt: skip
+            text = head + profile_table(step, device, rows=25)
+            path = Path(args.out) / f"profile_{label}_{device.split(':')[0]}.txt"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            print(text)
+
+
 def _ratio(a, b):
     return None if a is None or b is None or b == 0 else a / b
 
 
-def check_targets(rows, windows) -> list[dict]:
+def check_targets(rows, windows, block=False) -> list[dict]:
     """The issue's targets, as ratios of this run's numbers (worst WSM window).
 
     CPU: WSM time <= 1.35x SM's at every length, against SM as the SM paper
@@ -177,7 +214,10 @@ def check_targets(rows, windows) -> list[dict]:
     reported beside it); WSM >= 2.2x faster than SDPA at 20 s and >= 6x at
     80 s; WSM time from 20 s to 80 s grows <= 4.6x. CUDA: WSM >= 2x faster
     than SDPA (the flash kernel in bf16) at 60 s, and its peak memory no
-    higher than SDPA's.
+    higher than SDPA's. ``block`` (one Conformer layer per mixer): only the
+    CPU target on compiled twins, compiled SM / WSM no slower than eager.
+    Every device: compiled SM / WSM time against their eager selves (issue
+    22 item 5 on the CPU, at most 1.0x).
     """
     wsm = [f"wsm_w{w}" for w in windows]
     out = []
@@ -200,6 +240,19 @@ def check_targets(rows, windows) -> list[dict]:
 
     for device in sorted({r["device"] for r in rows}):
         lengths = sorted({r["seconds"] for r in rows if r["device"] == device})
+        twins = [m for m in ["sm", *wsm] if lookup(rows, "time_ms", device=device,
+                                                    mixer=f"{m}_compiled")]  # fmt: skip
+        for m in twins:
+            add(
+                device,
+                f"{m} compiled / eager time"
+                + (" <= 1.0" if device == "cpu" else " (info)"),
+                [ratio(device, f"{m}_compiled", m, s) for s in lengths],
+                max,
+                1.0 if device == "cpu" else None,
+            )
+        if block:
+            continue
         if device == "cpu":
             for sm, what, limit in (
                 ("sm_concat", "SM (paper formulation)", 1.35),
@@ -266,7 +319,8 @@ def markdown(rows, device) -> str:
                 lookup(rows, "time_ms", device=device, mixer=m, seconds=s),
                 lookup(rows, "peak_mib", device=device, mixer=m, seconds=s),
             )
-            cells.append("failed" if t is None else f"{t:.0f} ms / {p:.0f} MiB")
+            memory = "?" if p is None else f"{p:.0f}"  # its own child can fail
+            cells.append("failed" if t is None else f"{t:.0f} ms / {memory} MiB")
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -334,18 +388,42 @@ def parse_args(argv=None):
         "own backward (lean=False), as <label>_plain: what the memory-lean "
         "default costs in time",
     )
+    p.add_argument(
+        "--block",
+        action="store_true",
+        help="time each mixer inside one Conformer layer (MixerEncoder: "
+        "feed-forward modules, convolution module, dropout 0.1), compiled "
+        "as the recipes compile it (compile_layers)",
+    )
+    p.add_argument(
+        "--profile",
+        nargs="*",
+        default=[],
+        metavar="LABEL",
+        help="also write a profiler table (kernels by time) of one step of these "
+        "mixers (e.g. sm_compiled wsm_w32_compiled) at the first length, as "
+        "profile_<label>_<device>.txt",
+    )
     p.add_argument("--no-plot", action="store_true")
     return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    known = mixer_specs(args.windows, args.compile, args.recompute, args.plain)
+    unknown = sorted(set(args.profile) - set(known))
+    if unknown:  # before the long run
+        raise SystemExit(
+            f"--profile: unknown mixer labels {unknown}; valid: {list(known)}"
+        )
     rows = run(args)
-    targets = check_targets(rows, args.windows)
-    meta = {"d_model": args.d_model, "nhead": args.nhead, "batch": args.batch}
+    profile(args)
+    targets = check_targets(rows, args.windows, args.block)
+    meta = {"d_model": args.d_model, "nhead": args.nhead, "batch": args.batch,
+            "block": args.block}  # fmt: skip
+    what = "Conformer layer per mixer" if args.block else "mixer layer"
     title = (
-        f"one mixer layer, d_model {args.d_model}, {args.nhead} heads, "
-        f"batch {args.batch}"
+        f"one {what}, d_model {args.d_model}, {args.nhead} heads, batch {args.batch}"
     )
     plots = None if args.no_plot else plot
     return report(

@@ -34,6 +34,7 @@ from speechbrain_wsm.bench.common import (
     lookup,
     measured_fields,
     peak_memory,
+    profile_table,
     timings,
 )
 from speechbrain_wsm.recipe.optim import make_optimizer
@@ -271,7 +272,7 @@ def fill_markdown(rows, device) -> str:
 
 def profile_step(step_cls, args, device, dtype, size, out_dir: Path) -> Path:
     """A profiler table of one step (mixer ``args.profile``), labelled by part."""
-    from torch.profiler import ProfilerActivity, profile, record_function
+    from torch.profiler import record_function
 
     from speechbrain_wsm.models.wav2vec2 import Wav2Vec2Loss
 
@@ -303,19 +304,7 @@ def profile_step(step_cls, args, device, dtype, size, out_dir: Path) -> Path:
             opt.step()
             opt.zero_grad(set_to_none=True)
 
-    for _ in range(2):
-        step()  # warm-up, compilation
-    activities = [ProfilerActivity.CPU]
-    cuda = device.startswith("cuda")
-    if cuda:
-        activities.append(ProfilerActivity.CUDA)
-        torch.cuda.synchronize(device)
-    with profile(activities=activities) as prof:
-        step()
-        if cuda:
-            torch.cuda.synchronize(device)
-    sort = "device_time_total" if cuda else "cpu_time_total"
-    table = prof.key_averages().table(sort_by=sort, row_limit=args.profile_rows)
+    table = profile_table(step, device, args.profile_rows)
     path = out_dir / f"profile_{args.profile}_{device.split(':')[0]}.txt"
     out_dir.mkdir(parents=True, exist_ok=True)
     head = (f"one {size} pretraining step, {args.profile}, {batch} x {seconds:g} s, "

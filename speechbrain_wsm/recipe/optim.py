@@ -28,6 +28,8 @@ from collections.abc import Callable, Iterable
 
 import torch
 
+from speechbrain_wsm.errors import ConfigError
+
 __all__ = ["make_optimizer"]
 
 _FUSABLE = (torch.optim.Adam, torch.optim.AdamW)
@@ -105,7 +107,19 @@ def make_optimizer(
         )
     ):
         kwargs["fused"] = True
-    optimizer = opt_class(params, **kwargs)
+    try:
+        optimizer = opt_class(params, **kwargs)
+    except (RuntimeError, ValueError) as e:
+        if not any(key in str(e) for key in chosen):
+            raise
+        choice = ", ".join(
+            f"{k}: {keywords.get(k, kwargs.get(k))}" for k in sorted(chosen)
+        )
+        name = getattr(cls, "__name__", str(cls))
+        raise ConfigError(
+            f"{name} with {choice}: {str(e).splitlines()[0]} (remove the key from "
+            "the optimiser's YAML entry to let the recipe choose the kernel)"
+        ) from e
     if isinstance(optimizer, _FUSABLE):
         optimizer.register_load_state_dict_pre_hook(_keep_own_kernel)
     return optimizer

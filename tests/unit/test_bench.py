@@ -107,3 +107,39 @@ def test_compile_adds_compiled_twins_of_named_mixers(monkeypatch):
     layers.LayerStep(*args, True)("cpu")()
     assert len(compiled) == 1 and compiled[0][0].window_size == 8
     assert compiled[0][1] == {"backend": compile_backend}  # as compile_layers does
+
+
+def test_block_times_a_conformer_layer_compiled_as_the_recipes_compile_it(monkeypatch):
+    from speechbrain_wsm.nnet.encoders import MixerEncoder
+
+    compiled = []
+    monkeypatch.setattr(
+        MixerEncoder, "compile_layers", lambda self: compiled.append(self)
+    )
+    args = ("wsm", {"window_size": 8}, 0.2, 1, 16, 2, torch.float32)
+    layers.LayerStep(*args, False, True)("cpu")()
+    assert compiled == []
+    layers.LayerStep(*args, True, True)("cpu")()
+    (enc,) = compiled
+    assert len(enc.layers) == 1 and enc.layers[0].mixer.window_size == 8
+    assert enc.layers[0].training  # dropout on, as in training
+
+
+def test_compiled_twins_are_checked_against_their_eager_selves():
+    rows = [
+        {"device": "cpu", "mixer": m, "seconds": s, "time_ms": t, "peak_mib": 1.0}
+        for m, s, t in [
+            ("sm", 20, 10.0), ("sm_compiled", 20, 9.0),
+            ("sm", 60, 30.0), ("sm_compiled", 60, 29.0),
+            ("wsm_w32", 20, 10.0), ("wsm_w32_compiled", 20, 9.0),
+            ("wsm_w32", 60, 30.0), ("wsm_w32_compiled", 60, 33.0),
+        ]
+    ]  # fmt: skip
+    checks = {c["target"]: c for c in layers.check_targets(rows, [32], block=True)}
+    assert set(checks) == {
+        "sm compiled / eager time <= 1.0",
+        "wsm_w32 compiled / eager time <= 1.0",
+    }  # a Conformer layer each: the mixer-only targets do not apply
+    assert checks["sm compiled / eager time <= 1.0"]["ok"] is True
+    wsm = checks["wsm_w32 compiled / eager time <= 1.0"]
+    assert wsm["ok"] is False and abs(wsm["measured"] - 1.1) < 1e-9  # the worst length

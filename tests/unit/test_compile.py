@@ -130,6 +130,32 @@ def test_lean_wsm_layer_through_inductor_equals_eager(amp):
         assert relative(a, b) < (1e-2 if amp else 1e-5)
 
 
+def test_cpu_graphs_draw_dropout_with_atens_generator():
+    """On the CPU, ``compile_backend`` sends dropout to ATen's random kernels
+    (``CPU_INDUCTOR_CONFIG``): Inductor's own per-element generator made a
+    compiled Conformer layer 1.3x slower than eager. With ATen's, a compiled
+    ``nn.Dropout`` draws eager's masks under one seed; Inductor's does not."""
+    from torch._inductor.compile_fx import compile_fx
+
+    from speechbrain_wsm.nnet.lean_mixing import compile_backend
+
+    net = torch.nn.Sequential(
+        torch.nn.Linear(D, D), torch.nn.Dropout(0.5), torch.nn.GELU(),
+        torch.nn.Linear(D, D), torch.nn.Dropout(0.5),
+    ).train()  # fmt: skip
+    x = torch.randn(3, 17, D)
+    torch.manual_seed(1)
+    eager = net(x)
+    outs = {}
+    for label, backend in (("project", compile_backend), ("inductor", compile_fx)):
+        torch._dynamo.reset()
+        compiled = torch.compile(net, backend=backend, dynamic=True)
+        torch.manual_seed(1)
+        outs[label] = compiled(x)
+    torch.testing.assert_close(outs["project"], eager)
+    assert not torch.allclose(outs["inductor"], eager)  # what the setting changes
+
+
 YAML = """\
 enc: !new:speechbrain_wsm.nnet.encoders.MixerEncoder
     num_layers: 1

@@ -116,3 +116,14 @@ def test_inputs_plain_adamw_accepts():
             super().__init__(params, lr=lr)
 
     assert not make_optimizer(OwnAdam, [w]).defaults["fused"]
+
+
+def test_a_kernel_choice_pytorch_refuses_is_a_one_line_config_error():
+    from speechbrain_wsm.errors import ConfigError
+
+    w = torch.nn.Parameter(torch.zeros(3))
+    adamw = functools.partial(torch.optim.AdamW, lr=1e-3, fused=True, foreach=True)
+    with pytest.raises(ConfigError, match="AdamW with foreach: True, fused: True: "):
+        make_optimizer(adamw, [w])
+    with pytest.raises(ValueError, match="Invalid learning rate"):  # not a kernel key
+        make_optimizer(functools.partial(torch.optim.AdamW, lr=-1.0), [w])

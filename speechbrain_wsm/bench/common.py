@@ -476,10 +476,16 @@ def autocast(device: str, dtype: torch.dtype):
     )
 
 
-def profile_table(step: Callable[[], None], device: str, rows: int = 30) -> str:
+def profile_table(
+    step: Callable[[], None],
+    device: str,
+    rows: int = 30,
+    cpu_sort="self_cpu_time_total",
+) -> str:
     """A profiler table of one call of ``step`` (after two warm-up calls, which
-    compile), sorted by device time on CUDA and by CPU time otherwise; on the
-    CPU, compiled kernels are listed one by one."""
+    compile), sorted by device time on CUDA and by ``cpu_sort`` otherwise
+    (``cpu_time_total`` keeps labelled ranges on top); on the CPU, compiled
+    kernels are listed one by one."""
     from torch._inductor import config as inductor_config
     from torch.profiler import ProfilerActivity, profile
 
@@ -492,7 +498,7 @@ def profile_table(step: Callable[[], None], device: str, rows: int = 30) -> str:
     with profile(activities=activities) as prof:
         step()
         _sync(device)
-    sort = "device_time_total" if cuda else "self_cpu_time_total"
+    sort = "device_time_total" if cuda else cpu_sort
     return prof.key_averages().table(sort_by=sort, row_limit=rows)
 
 

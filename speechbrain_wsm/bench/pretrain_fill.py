@@ -304,7 +304,7 @@ def profile_step(step_cls, args, device, dtype, size, out_dir: Path) -> Path:
             opt.step()
             opt.zero_grad(set_to_none=True)
 
-    table = profile_table(step, device, args.profile_rows)
+    table = profile_table(step, device, args.profile_rows, cpu_sort="cpu_time_total")
     path = out_dir / f"profile_{args.profile}_{device.split(':')[0]}.txt"
     out_dir.mkdir(parents=True, exist_ok=True)
     head = (f"one {size} pretraining step, {args.profile}, {batch} x {seconds:g} s, "

@@ -580,8 +580,8 @@ def without_joint_cse(compiler):
 # 2-core AMD EPYC, one thread, fp32, docs/efficiency.md):
 # * ``fallback_random``: dropout through ATen's random kernels. Inductor's own
 #   CPU code draws each value with scalar Philox arithmetic, which made a
-#   compiled Conformer layer with dropout 0.1 take 1.26-1.35x the eager
-#   layer's time (0.96-1.01x with ATen's); it also makes a compiled training
+#   compiled Conformer layer with dropout 0.1 take 1.26-1.33x the eager
+#   layer's time (0.96-1.03x with ATen's); it also makes a compiled training
 #   step draw the same masks as the eager one under one seed. On CUDA
 #   Inductor's generated dropout is fused and fast, so it stays.
 # * ``realize_opcount_threshold``: store an elementwise result that several

@@ -113,7 +113,7 @@ def make_optimizer(
         if not any(key in str(e) for key in chosen):
             raise
         choice = ", ".join(
-            f"{k}: {keywords.get(k, kwargs.get(k))}" for k in sorted(chosen)
+            f"{k}: {kwargs.get(k, keywords.get(k))}" for k in sorted(chosen)
         )
         name = getattr(cls, "__name__", str(cls))
         raise ConfigError(

@@ -156,6 +156,22 @@ def test_cpu_graphs_draw_dropout_with_atens_generator():
     assert not torch.allclose(outs["inductor"], eager)  # what the setting changes
 
 
+def test_only_cpu_graphs_get_the_cpu_settings(monkeypatch):
+    import torch._inductor.compile_fx as inductor
+
+    from speechbrain_wsm.nnet import lean_mixing
+
+    seen = []
+    monkeypatch.setattr(
+        inductor,
+        "compile_fx",
+        lambda gm, ex, config_patches=None: seen.append(config_patches),
+    )
+    for device in ("cpu", "meta"):  # meta: a graph that does not run on the CPU
+        lean_mixing.compile_backend(None, [torch.empty(2, device=device), 3])
+    assert seen == [lean_mixing.CPU_INDUCTOR_CONFIG, None]
+
+
 YAML = """\
 enc: !new:speechbrain_wsm.nnet.encoders.MixerEncoder
     num_layers: 1

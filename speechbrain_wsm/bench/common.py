@@ -479,13 +479,17 @@ def autocast(device: str, dtype: torch.dtype):
 def profile_table(
     step: Callable[[], None],
     device: str,
+    out_dir: Path,
+    name: str,
+    head: str,
     rows: int = 30,
     cpu_sort="self_cpu_time_total",
-) -> str:
+) -> Path:
     """A profiler table of one call of ``step`` (after two warm-up calls, which
     compile), sorted by device time on CUDA and by ``cpu_sort`` otherwise
     (``cpu_time_total`` keeps labelled ranges on top); on the CPU, compiled
-    kernels are listed one by one."""
+    kernels are listed one by one. Printed after the line ``head`` and
+    written to ``out_dir / profile_<name>_<device type>.txt``."""
     from torch._inductor import config as inductor_config
     from torch.profiler import ProfilerActivity, profile
 
@@ -499,7 +503,12 @@ def profile_table(
         step()
         _sync(device)
     sort = "device_time_total" if cuda else cpu_sort
-    return prof.key_averages().table(sort_by=sort, row_limit=rows)
+    text = f"{head}\n" + prof.key_averages().table(sort_by=sort, row_limit=rows)
+    path = Path(out_dir) / f"profile_{name}_{device.split(':')[0]}.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    print(text)
+    return path
 
 
 def lookup(rows: list[dict], key: str, **match):

@@ -119,15 +119,16 @@ class LayerStep:
                 1, d_model, nhead=nhead, d_ffn=4 * d_model, mixer=name,
                 mixer_kwargs=kwargs, dropout=BLOCK_DROPOUT, positional_encoding="sine",
             )  # fmt: skip
-            if compiled:  # compiled at the warm-up step, outside the timed rounds
-                layer.compile_layers()
         elif isinstance(name, str):
             layer = build_mixer(name, d_model, nhead=nhead, **kwargs)
         else:
             layer = name(d_model, nhead=nhead, **kwargs)
         layer = layer.to(device).train()
-        if compiled and not self.block:
-            layer = torch.compile(layer, backend=compile_backend)
+        if compiled:  # compiled at the warm-up step, outside the timed rounds
+            if self.block:
+                layer.compile_layers()
+            else:
+                layer = torch.compile(layer, backend=compile_backend)
         T = int(seconds * FRAMES_PER_SECOND)
         x = torch.randn(batch, T, d_model, device=device, requires_grad=True)
         grad = torch.randn(batch, T, d_model, device=device)
@@ -154,13 +155,15 @@ def specs_for(args) -> dict:
     return specs
 
 
+def _settings(args) -> str:
+    return f"d_model {args.d_model}, {args.nhead} heads, batch {args.batch}"
+
+
 def run(args) -> list[dict]:
     preload("speechbrain_wsm.bench.layers")
     rows = []
     specs = specs_for(args)
-
-    settings = f"d_model {args.d_model}, {args.nhead} heads, batch {args.batch}"
-    for device, dtype in step_devices(args, settings):
+    for device, dtype in step_devices(args, _settings(args)):
         for seconds in args.lengths:
             makers = {
                 label: LayerStep(
@@ -195,20 +198,15 @@ def profile(args) -> None:
     if not args.profile:
         return
     specs = specs_for(args)
-    settings = f"d_model {args.d_model}, {args.nhead} heads, batch {args.batch}"
-    for device, dtype in step_devices(args, settings):
+    for device, dtype in step_devices(args, _settings(args)):
         seconds = args.lengths[0]
         for label in args.profile:
             name, kwargs, compiled = specs[label]
             step = LayerStep(name, kwargs, seconds, args.batch, args.d_model,
                              args.nhead, dtype, compiled, args.block)(device)  # fmt: skip
             head = (f"one step of {label}{' (Conformer layer)' if args.block else ''}, "
-                    f"{settings}, {seconds:g} s, {dtype}\n")  # fmt: skip
-            text = head + profile_table(step, device, rows=25)
-            path = Path(args.out) / f"profile_{label}_{device.split(':')[0]}.txt"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
-            print(text)
+                    f"{_settings(args)}, {seconds:g} s, {dtype}")  # fmt: skip
+            profile_table(step, device, args.out, label, head, rows=25)
 
 
 def _ratio(a, b):

@@ -304,14 +304,10 @@ def profile_step(step_cls, args, device, dtype, size, out_dir: Path) -> Path:
             opt.step()
             opt.zero_grad(set_to_none=True)
 
-    table = profile_table(step, device, args.profile_rows, cpu_sort="cpu_time_total")
-    path = out_dir / f"profile_{args.profile}_{device.split(':')[0]}.txt"
-    out_dir.mkdir(parents=True, exist_ok=True)
     head = (f"one {size} pretraining step, {args.profile}, {batch} x {seconds:g} s, "
-            f"{dtype}, compiled={bool(args.compile)}\n")  # fmt: skip
-    path.write_text(head + table)
-    print(head + table)
-    return path
+            f"{dtype}, compiled={bool(args.compile)}")  # fmt: skip
+    return profile_table(step, device, out_dir, args.profile, head,
+                         args.profile_rows, cpu_sort="cpu_time_total")  # fmt: skip
 
 
 def _label(module, name, record_function):
